@@ -1,0 +1,3 @@
+from otpgate.cli import main
+
+raise SystemExit(main())

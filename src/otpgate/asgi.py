@@ -1,0 +1,27 @@
+"""ASGI entry point for uvicorn workers (and any other ASGI server).
+
+Each worker process imports this module, so each builds its own store
+connection and client from the same environment.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from otpgate.http.app import create_app
+from otpgate.logs import configure_logging
+from otpgate.settings import ConfigError, load_settings
+from otpgate.wiring import build_components
+
+
+def _build() -> object:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"otpgate: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    return create_app(build_components(settings))
+
+
+app = _build()

@@ -1,0 +1,71 @@
+"""Outcomes a caller can see, each with a stable machine code.
+
+The HTTP layer maps ``code`` to a status; the domain never speaks HTTP.
+Messages are written for the end user's client and never carry a code,
+a hash or a secret.
+"""
+
+from __future__ import annotations
+
+
+class OtpError(Exception):
+    """Base for every refusal or failure the API reports to a client."""
+
+    code = "error"
+    message = "The request could not be completed."
+
+    def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
+        self.message = message or type(self).message
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+
+class InvalidPhoneNumber(OtpError):
+    code = "invalid_phone_number"
+    message = "phoneNumber is not a valid E.164 phone number."
+
+
+class InvalidCode(OtpError):
+    """Wrong, expired, already used or never requested: deliberately one answer."""
+
+    code = "invalid_code"
+    message = "Invalid or expired OTP."
+
+
+class TooManyAttempts(OtpError):
+    code = "too_many_attempts"
+    message = "Too many failed attempts for this code. Request a new code."
+
+
+class LimitExceeded(OtpError):
+    """A send or verify limit refused the request; ``code`` names the limit."""
+
+    def __init__(self, code: str, message: str, *, retry_after: int | None = None) -> None:
+        self.code = code
+        super().__init__(message, retry_after=retry_after)
+
+
+class StoreUnavailable(OtpError):
+    code = "store_unavailable"
+    message = "The OTP service is temporarily unavailable. Please try again later."
+
+
+class SmsRejected(OtpError):
+    """The provider refused the destination itself: retrying will not help."""
+
+    code = "sms_number_rejected"
+    message = "The SMS provider rejected this phone number."
+
+
+class SmsUnavailable(OtpError):
+    """The provider is throttling or unreachable: retrying later may help."""
+
+    code = "sms_provider_unavailable"
+    message = "The SMS provider is temporarily unavailable. Please try again later."
+
+
+class SmsFailed(OtpError):
+    """The provider failed in a way the client cannot fix (credentials, config)."""
+
+    code = "sms_provider_error"
+    message = "The SMS could not be sent."

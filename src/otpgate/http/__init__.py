@@ -1,0 +1,1 @@
+"""The thin HTTP layer: parse, call a use case, map the result to a response."""

@@ -1,0 +1,76 @@
+"""Every error the API returns: status by machine code, and the one body shape.
+
+The body keeps the Node service's ``{"statusCode","error","message"}`` and adds
+``code``, a stable machine string clients can switch on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from http import HTTPStatus
+
+import orjson
+from starlette.responses import Response
+
+from otpgate.domain.errors import OtpError
+
+# Status for each machine code a use case can raise. A code missing here is a bug
+# and is answered 500 by the catch-all, never silently as 400.
+STATUS_BY_CODE: dict[str, int] = {
+    "invalid_phone_number": 400,
+    "invalid_code": 400,
+    "too_many_attempts": 429,
+    "resend_cooldown": 429,
+    "phone_send_limit": 429,
+    "store_unavailable": 503,
+    "sms_number_rejected": 400,
+    "sms_provider_unavailable": 503,
+    "sms_provider_error": 502,
+}
+
+# Errors raised by the HTTP layer itself, before any use case runs.
+HTTP_CODES: dict[str, tuple[int, str]] = {
+    "invalid_json": (400, "Body is not valid JSON."),
+    "invalid_body": (400, "Body does not match the schema."),
+    "unsupported_media_type": (415, "Content-Type must be application/json."),
+    "payload_too_large": (413, "Body is too large."),
+    "rate_limited": (429, "Rate limit exceeded."),
+    "not_found": (404, "Not found."),
+    "method_not_allowed": (405, "Method not allowed."),
+    "internal_error": (500, "Internal server error."),
+}
+
+
+class HttpError(Exception):
+    """An error found while parsing the request; ``code`` is a key of HTTP_CODES."""
+
+    def __init__(self, code: str, message: str | None = None) -> None:
+        self.code = code
+        self.status, default = HTTP_CODES[code]
+        self.message = message or default
+        super().__init__(self.message)
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    body = {
+        "statusCode": status,
+        "error": HTTPStatus(status).phrase,
+        "message": message,
+        "code": code,
+    }
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def otp_error_response(exc: OtpError, headers: dict[str, str] | None = None) -> Response:
+    status = STATUS_BY_CODE[exc.code]
+    if exc.retry_after is not None:
+        headers = {**(headers or {}), "retry-after": str(exc.retry_after)}
+    return error_response(status, exc.code, exc.message, headers)
+
+
+def http_error_response(exc: HttpError, headers: Mapping[str, str] | None = None) -> Response:
+    return error_response(exc.status, exc.code, exc.message, headers)

@@ -1,0 +1,1 @@
+"""How a code reaches a phone: one interface, one module per provider."""

@@ -1,0 +1,19 @@
+"""The sender interface.
+
+A sender raises ``SmsRejected`` (the number is the problem), ``SmsUnavailable``
+(try again later) or ``SmsFailed`` (our side is broken); anything else it lets
+escape is a bug.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class SmsSender(Protocol):
+    name: str
+
+    async def send(self, phone: str, message: str) -> str:
+        """Deliver ``message`` to ``phone`` (E.164) and return the provider's message id."""
+
+    async def close(self) -> None: ...

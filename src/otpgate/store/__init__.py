@@ -1,0 +1,1 @@
+"""Where codes and counters live: one interface, one module per backend."""
