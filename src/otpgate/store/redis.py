@@ -5,7 +5,7 @@ phone in a ``{hash tag}``, so they share one Redis Cluster slot and one script
 may touch them all.
 
 - ``P{+15551234567}:code``       hash ``h`` (HMAC of the code), ``a`` (attempts); TTL = code TTL
-- ``P{+15551234567}:cd``         resend cooldown marker; TTL = cooldown
+- ``P{+15551234567}:cd``         resend cooldown: its end (ms epoch); expires then
 - ``P{<scope>}:q:<kind>:<n>``    sliding-window counter for window ``n``
 - ``P{<key>}:w``                 fixed-window request counter
 """
@@ -35,11 +35,12 @@ log = logging.getLogger(__name__)
 
 # KEYS: code, cooldown, then (previous, current) window keys per quota.
 # ARGV: hash, ttl_ms, cooldown_ms, now_ms, then (limit, window_ms) per quota.
+# Expiry is absolute, from the caller's clock, like the SQLite store's.
 # Returns {0} when issued, {1, pttl} for the cooldown, {2, i, prev, cur} for quota i.
 _ISSUE = """
-local cd = redis.call('PTTL', KEYS[2])
-if cd > 0 then return {1, cd} end
 local now = tonumber(ARGV[4])
+local cd = tonumber(redis.call('GET', KEYS[2]) or '0')
+if cd > now then return {1, cd - now} end
 local n = (#KEYS - 2) / 2
 for i = 1, n do
   local prev = tonumber(redis.call('GET', KEYS[1 + 2 * i]) or '0')
@@ -51,11 +52,15 @@ for i = 1, n do
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'h', ARGV[1], 'a', 0)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[3]) end
+redis.call('PEXPIREAT', KEYS[1], now + tonumber(ARGV[2]))
+if tonumber(ARGV[3]) > 0 then
+  local until_ms = now + tonumber(ARGV[3])
+  redis.call('SET', KEYS[2], until_ms, 'PXAT', until_ms)
+end
 for i = 1, n do
+  local win = tonumber(ARGV[4 + 2 * i])
   redis.call('INCR', KEYS[2 + 2 * i])
-  redis.call('PEXPIRE', KEYS[2 + 2 * i], 2 * tonumber(ARGV[4 + 2 * i]))
+  redis.call('PEXPIREAT', KEYS[2 + 2 * i], (math.floor(now / win) + 2) * win)
 end
 return {0}
 """
@@ -70,12 +75,12 @@ end
 return 1
 """
 
-# KEYS: code. ARGV: ttl_ms for a record created by a guess at a phone with no code.
-# The attempt is counted before the caller compares anything.
+# KEYS: code. ARGV: expiry (ms epoch) for a record created by a guess at a phone
+# with no code. The attempt is counted before the caller compares anything.
 _BEGIN_VERIFY = """
 local a = redis.call('HINCRBY', KEYS[1], 'a', 1)
 local h = redis.call('HGET', KEYS[1], 'h')
-if (not h) and a == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+if (not h) and a == 1 then redis.call('PEXPIREAT', KEYS[1], ARGV[1]) end
 return {a, h or false}
 """
 
@@ -165,7 +170,9 @@ class RedisStore:
         await self._run(self._undo, keys, [request.code_hash])
 
     async def begin_verify(self, phone: str, ttl_seconds: int, now: float) -> Attempt:
-        reply = await self._run(self._begin_verify, [self._code_key(phone)], [ttl_seconds * 1000])
+        reply = await self._run(
+            self._begin_verify, [self._code_key(phone)], [int((now + ttl_seconds) * 1000)]
+        )
         return Attempt(attempts=int(reply[0]), code_hash=reply[1] or None)
 
     async def consume(self, phone: str, code_hash: bytes, now: float) -> bool:
