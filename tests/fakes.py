@@ -26,6 +26,8 @@ class CapturingSender:
                 return match.group(1)
         raise AssertionError(f"no SMS was sent to {phone}")
 
+    problem: str | None = None
+
     async def close(self) -> None:
         return None
 
@@ -41,6 +43,8 @@ class FailingSender:
     async def send(self, phone: str, message: str) -> str:
         self.calls += 1
         raise self.error
+
+    problem: str | None = None
 
     async def close(self) -> None:
         return None

@@ -13,6 +13,13 @@ from typing import Protocol
 class SmsSender(Protocol):
     name: str
 
+    @property
+    def problem(self) -> str | None:
+        """Why the provider is known to be broken (bad credentials...), or None.
+
+        Readiness reports it; it never contains a secret.
+        """
+
     async def send(self, phone: str, message: str) -> str:
         """Deliver ``message`` to ``phone`` (E.164) and return the provider's message id."""
 

@@ -151,6 +151,10 @@ class SnsSender:
             raise SmsFailed() from exc
         return str(reply["MessageId"])
 
+    @property
+    def problem(self) -> str | None:
+        return None
+
     async def close(self) -> None:
         await self._stack.aclose()
         self._client = None
