@@ -130,9 +130,14 @@ async def make_service(
     """Build apps on the parametrised store; every app is closed at teardown."""
     opened: list[Service] = []
 
-    async def factory(sender: SmsSender | None = None, **overrides: Any) -> Service:
+    async def factory(
+        sender: SmsSender | None = None, *, real_sender: bool = False, **overrides: Any
+    ) -> Service:
+        """A CapturingSender unless given one, or ``real_sender`` builds it from settings."""
         settings = make_settings(tmp_path, **{**store_settings, **overrides})
-        components = build_components(settings, sender=sender or CapturingSender())
+        if not real_sender:
+            sender = sender or CapturingSender()
+        components = build_components(settings, sender=sender)
         transport = httpx.ASGITransport(app=create_app(components))
         client = httpx.AsyncClient(transport=transport, base_url="http://otpgate.test")
         service = Service(client, components)

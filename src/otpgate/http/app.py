@@ -123,6 +123,7 @@ def create_app(components: Components) -> Starlette:
             yield
         finally:
             await components.close()
+            log.info("stopped: store and SMS client closed")
 
     return Starlette(
         routes=[
