@@ -13,11 +13,13 @@ import pytest
 import redis
 
 from otpgate.domain.errors import SmsFailed, SmsRejected, SmsUnavailable
+from otpgate.store.base import Lockout
 from tests.conftest import HASH_SECRET, ServiceFactory
 from tests.fakes import CapturingSender, FailingSender
 
 PHONE = "+12125550123"
 OPEN = {"rate_limit_max_requests": 1000}
+LOCK = Lockout()
 
 
 async def test_request_then_verify_once(make_service: ServiceFactory) -> None:
@@ -104,7 +106,7 @@ async def test_failed_send_leaves_nothing_and_charges_nothing(
     assert r.status_code == 503
     assert r.json()["code"] == "sms_provider_unavailable"
     # No code dangles: even a guess at every code finds nothing to match.
-    attempt = await svc.components.store.begin_verify(PHONE, 300, time.time())
+    attempt = await svc.components.store.begin_verify(PHONE, 300, time.time(), LOCK)
     assert attempt.code_hash is None
     # The cooldown was not burnt: asking again at once reaches the provider again.
     r2 = await svc.request(PHONE)

@@ -45,6 +45,7 @@ def test_node_service_names_keep_working(monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch,
         NODE_ENV="production",
         OTP_HASH_SECRET=SECRET,
+        ALLOWED_COUNTRIES="US,CA",
         PORT="8080",
         OTP_LENGTH="8",
         RATE_LIMIT_MAX_REQUESTS="10",
@@ -74,6 +75,14 @@ def test_node_service_names_keep_working(monkeypatch: pytest.MonkeyPatch) -> Non
         ({"SNS_SMS_TYPE": "Urgent"}, "SNS_SMS_TYPE"),
         ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
         ({"TRUSTED_PROXIES": "10.0.0.0/8,not-an-ip"}, "TRUSTED_PROXIES"),
+        ({"ALLOWED_COUNTRIES": "US,XX"}, "ALLOWED_COUNTRIES"),
+        ({"COUNTRY_SMS_BUDGETS": "US=100,GB"}, "COUNTRY_SMS_BUDGETS"),
+        ({"COUNTRY_SMS_BUDGETS": "ZZ=100"}, "COUNTRY_SMS_BUDGETS"),
+        ({"PHONE_MAX_CONSECUTIVE_FAILURES": "101"}, "PHONE_MAX_CONSECUTIVE_FAILURES"),
+        (
+            {"PHONE_LOCKOUT_THRESHOLD": "50", "PHONE_MAX_CONSECUTIVE_FAILURES": "40"},
+            "PHONE_LOCKOUT_THRESHOLD",
+        ),
     ],
 )
 def test_bad_value_names_the_variable(
@@ -93,6 +102,22 @@ def test_production_refuses_short_hash_secret(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(ConfigError, match="OTP_HASH_SECRET") as info:
         load(monkeypatch, APP_ENV="production", OTP_HASH_SECRET="short")
     assert "short" not in str(info.value).replace("shorter", "")
+
+
+def test_production_requires_an_explicit_country_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="ALLOWED_COUNTRIES"):
+        load(monkeypatch, APP_ENV="production", OTP_HASH_SECRET=SECRET)
+    everywhere = load(
+        monkeypatch, APP_ENV="production", OTP_HASH_SECRET=SECRET, ALLOWED_COUNTRIES="*"
+    )
+    assert everywhere.allowed_regions is None
+    some = load(monkeypatch, ALLOWED_COUNTRIES="us, gb")
+    assert some.allowed_regions == frozenset({"US", "GB"})
+
+
+def test_country_budgets_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load(monkeypatch, COUNTRY_SMS_BUDGETS="us=500, GB=20")
+    assert s.country_sms_budgets == {"US": 500, "GB": 20}
 
 
 def test_production_refuses_console_sender(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
+import phonenumbers
 from pydantic import (
     AliasChoices,
     Field,
@@ -61,9 +62,6 @@ class Settings(BaseSettings):
     otp_hash_secret: SecretStr | None = None
     otp_hash_secret_file: Path = Path(".otpgate/hash-secret")
     phone_number_check: Literal["valid", "possible"] = "valid"
-    otp_resend_cooldown_seconds: int = Field(60, ge=0, le=3600)
-    phone_send_limit: int = Field(5, ge=1)
-    phone_send_window_seconds: int = Field(600, ge=1, le=86_400)
 
     # --- store ---------------------------------------------------------------------------
     redis_url: str | None = None
@@ -79,6 +77,31 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("TRUSTED_PROXIES", "TRUST_PROXY"),
         description="CIDRs whose X-Forwarded-For is believed; empty trusts nobody.",
     )
+
+    # --- abuse defence (every limit is shared by all workers on one store) -------------
+    otp_resend_cooldown_seconds: int = Field(60, ge=0, le=3600)
+    phone_send_limit: int = Field(5, ge=1)
+    phone_send_window_seconds: int = Field(600, ge=1, le=86_400)
+    ip_max_phones: int = Field(10, ge=1)
+    ip_phones_window_seconds: int = Field(3600, ge=1, le=86_400)
+    country_sms_per_hour: int = Field(1000, ge=1)
+    country_sms_budgets: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    global_sms_per_hour: int = Field(10_000, ge=1)
+    allowed_countries: str | None = Field(
+        None, description="ISO codes (US,CA,GB) or * for all; required in production."
+    )
+    pumping_guard: bool = True
+    pump_prefix_digits: int = Field(7, ge=2, le=12)
+    pump_prefix_min_sends: int = Field(20, ge=1)
+    pump_country_min_sends: int = Field(200, ge=1)
+    pump_surge_factor: float = Field(5.0, ge=1.0)
+    pump_window_seconds: int = Field(3600, ge=60, le=86_400)
+    pump_block_seconds: int = Field(21_600, ge=60, le=7 * 86_400)
+    phone_lockout_threshold: int = Field(10, ge=1, le=100)
+    phone_lockout_base_seconds: int = Field(60, ge=1)
+    phone_lockout_max_seconds: int = Field(86_400, ge=1)
+    phone_max_consecutive_failures: int = Field(100, ge=1, le=100)
+    phone_failure_memory_seconds: int = Field(30 * 86_400, ge=3600)
 
     # --- SMS -----------------------------------------------------------------------------
     sms_provider: Literal["sns", "console"] | None = None
@@ -113,6 +136,47 @@ class Settings(BaseSettings):
                 raise ValueError(f"{cidr!r} is not an IP address or CIDR") from None
         return value
 
+    @field_validator("country_sms_budgets", mode="before")
+    @classmethod
+    def _parse_budgets(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        budgets: dict[str, object] = {}
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            region, sep, amount = part.partition("=")
+            if not sep:
+                raise ValueError(f"{part!r} is not COUNTRY=NUMBER")
+            budgets[region.strip().upper()] = amount.strip()
+        return budgets
+
+    @field_validator("country_sms_budgets")
+    @classmethod
+    def _check_budgets(cls, value: dict[str, int]) -> dict[str, int]:
+        for region, amount in value.items():
+            _check_region(region)
+            if amount < 1:
+                raise ValueError(f"{region}: budget must be at least 1")
+        return value
+
+    @field_validator("allowed_countries")
+    @classmethod
+    def _check_countries(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "*":
+            return value
+        regions = [p.strip().upper() for p in value.split(",") if p.strip()]
+        if not regions:
+            raise ValueError("list at least one ISO country code, or * for all")
+        for region in regions:
+            _check_region(region)
+        return ",".join(regions)
+
+    @property
+    def allowed_regions(self) -> frozenset[str] | None:
+        """None means every country."""
+        if self.allowed_countries is None or self.allowed_countries.strip() == "*":
+            return None
+        return frozenset(self.allowed_countries.split(","))
+
     @property
     def production(self) -> bool:
         return self.app_env == "production"
@@ -129,10 +193,23 @@ class Settings(BaseSettings):
         return "sns" if self.production else "console"
 
     @model_validator(mode="after")
+    def _lockout_order(self) -> Settings:
+        if self.phone_lockout_threshold > self.phone_max_consecutive_failures:
+            raise ValueError(
+                "PHONE_LOCKOUT_THRESHOLD: must not exceed PHONE_MAX_CONSECUTIVE_FAILURES"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _production_guards(self) -> Settings:
         if not self.production:
             return self
         problems = []
+        if self.allowed_countries is None:
+            problems.append(
+                "ALLOWED_COUNTRIES: required when APP_ENV=production"
+                " (ISO codes such as US,CA, or * to allow every country)"
+            )
         if self.sms_provider == "console":
             problems.append(
                 "SMS_PROVIDER: 'console' prints codes and is refused when APP_ENV=production"
@@ -144,6 +221,11 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def _check_region(region: str) -> None:
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"{region!r} is not an ISO 3166 country code")
 
 
 def load_settings(**overrides: object) -> Settings:

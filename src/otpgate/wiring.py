@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from otpgate.domain.codes import CodeHasher
+from otpgate.domain.limits import AbusePolicy, PumpingGuard
 from otpgate.domain.policy import OtpPolicy
 from otpgate.domain.service import OtpService
 from otpgate.hash_key import load_hash_key
@@ -12,7 +13,7 @@ from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.rate_limit import RouteRateLimiter
 from otpgate.settings import Settings
 from otpgate.sms.base import SmsSender
-from otpgate.store.base import OtpStore
+from otpgate.store.base import Lockout, OtpStore
 
 
 @dataclass(slots=True)
@@ -60,10 +61,38 @@ def build_policy(settings: Settings) -> OtpPolicy:
         length=settings.otp_length,
         ttl_seconds=settings.otp_ttl_seconds,
         max_attempts=settings.otp_max_attempts,
-        resend_cooldown_seconds=settings.otp_resend_cooldown_seconds,
-        phone_sends_per_window=settings.phone_send_limit,
-        phone_send_window_seconds=settings.phone_send_window_seconds,
         phone_check=settings.phone_number_check,
+    )
+
+
+def build_limits(settings: Settings) -> AbusePolicy:
+    s = settings
+    return AbusePolicy(
+        resend_cooldown_seconds=s.otp_resend_cooldown_seconds,
+        phone_sends=s.phone_send_limit,
+        phone_window_seconds=s.phone_send_window_seconds,
+        ip_max_phones=s.ip_max_phones,
+        ip_phones_window_seconds=s.ip_phones_window_seconds,
+        country_sms_per_hour=s.country_sms_per_hour,
+        country_sms_overrides=dict(s.country_sms_budgets),
+        global_sms_per_hour=s.global_sms_per_hour,
+        allowed_countries=s.allowed_regions,
+        pumping=PumpingGuard(
+            enabled=s.pumping_guard,
+            prefix_digits=s.pump_prefix_digits,
+            prefix_min_sends=s.pump_prefix_min_sends,
+            country_min_sends=s.pump_country_min_sends,
+            factor=s.pump_surge_factor,
+            window_seconds=s.pump_window_seconds,
+            block_seconds=s.pump_block_seconds,
+        ),
+        lockout=Lockout(
+            threshold=s.phone_lockout_threshold,
+            base_seconds=s.phone_lockout_base_seconds,
+            max_seconds=s.phone_lockout_max_seconds,
+            hard_cap=s.phone_max_consecutive_failures,
+            memory_seconds=s.phone_failure_memory_seconds,
+        ),
     )
 
 
@@ -72,7 +101,13 @@ def build_components(
 ) -> Components:
     store = store or build_store(settings)
     sender = sender or build_sender(settings)
-    service = OtpService(store, sender, CodeHasher(load_hash_key(settings)), build_policy(settings))
+    service = OtpService(
+        store,
+        sender,
+        CodeHasher(load_hash_key(settings)),
+        build_policy(settings),
+        build_limits(settings),
+    )
     return Components(
         settings=settings,
         store=store,

@@ -45,6 +45,11 @@ class LimitExceeded(OtpError):
         super().__init__(message, retry_after=retry_after)
 
 
+class CountryNotAllowed(OtpError):
+    code = "country_not_allowed"
+    message = "Sending codes to this country is not enabled."
+
+
 class StoreUnavailable(OtpError):
     code = "store_unavailable"
     message = "The OTP service is temporarily unavailable. Please try again later."

@@ -87,7 +87,7 @@ def create_app(components: Components) -> Starlette:
 
     async def request_otp(request: Request, client: str) -> Response:
         body = await read_json_body(request, RequestOtpBody, max_body)
-        sent = await service.request_code(body.phoneNumber)
+        sent = await service.request_code(body.phoneNumber, client)
         log.info("otp sent", extra={"phone": sent.phone.masked(), "client_ip": client})
         return json_response(
             {"message": REQUEST_OK, "messageId": sent.message_id, "expiresIn": sent.expires_in}
