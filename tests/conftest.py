@@ -110,6 +110,13 @@ class Service:
 
     client: httpx.AsyncClient
     components: Components
+    app: Any = None
+
+    def from_ip(self, ip: str) -> Service:
+        """The same app, seen from another client address."""
+        transport = httpx.ASGITransport(app=self.app, client=(ip, 40000))
+        client = httpx.AsyncClient(transport=transport, base_url="http://otpgate.test")
+        return Service(client, self.components, self.app)
 
     async def request(self, phone: str, **kw: Any) -> httpx.Response:
         return await self.client.post("/api/v1/request-otp", json={"phoneNumber": phone}, **kw)
@@ -138,9 +145,10 @@ async def make_service(
         if not real_sender:
             sender = sender or CapturingSender()
         components = build_components(settings, sender=sender)
-        transport = httpx.ASGITransport(app=create_app(components))
+        app = create_app(components)
+        transport = httpx.ASGITransport(app=app)
         client = httpx.AsyncClient(transport=transport, base_url="http://otpgate.test")
-        service = Service(client, components)
+        service = Service(client, components, app)
         opened.append(service)
         return service
 
