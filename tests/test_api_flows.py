@@ -202,3 +202,20 @@ async def test_no_plaintext_code_in_store_or_logs(
     assert not re.search(rf"(?<![0-9]){code}(?![0-9])", text)
     assert HASH_SECRET not in text
     assert PHONE not in text  # logged masked only
+
+
+async def test_malformed_requests_count_against_the_ip_limit(
+    make_service: ServiceFactory,
+) -> None:
+    svc = await make_service(rate_limit_max_requests=2)
+    for _ in range(2):
+        bad = await svc.client.post(
+            "/api/v1/verify-otp", content=b"{", headers={"content-type": "application/json"}
+        )
+        assert bad.status_code == 400
+        assert "x-ratelimit-remaining" in bad.headers
+    limited = await svc.verify(PHONE, "123456")
+    assert limited.status_code == 429
+    assert limited.json()["code"] == "rate_limited"
+    invalid_phone = await svc.verify("+15551234567", "123456")
+    assert invalid_phone.json()["code"] == "rate_limited"

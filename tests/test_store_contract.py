@@ -15,6 +15,7 @@ from otpgate.store.base import (
     Lockout,
     Quota,
     Refused,
+    RequestWindow,
     SendRequest,
     SurgeGuard,
 )
@@ -161,11 +162,56 @@ async def test_undo_leaves_a_newer_code_alone(store) -> None:
 
 async def test_fixed_window_counts_and_resets(store) -> None:
     now = time.time()
-    hits = [await store.hit_window("rl:test:1.2.3.4", 60_000, now) for _ in range(3)]
-    assert [h.count for h in hits] == [1, 2, 3]
+    window = RequestWindow("rl:test:1.2.3.4", 3, 60_000)
+    hits = [await store.hit_window(window, now) for _ in range(4)]
+    assert [h.count for h in hits] == [1, 2, 3, 4]
+    assert [h.over(window) for h in hits] == [False, False, False, True]
     assert 0 < hits[-1].reset_after_ms <= 60_000
-    other = await store.hit_window("rl:test:5.6.7.8", 60_000, now)
+    other = await store.hit_window(RequestWindow("rl:test:5.6.7.8", 3, 60_000), now)
     assert other.count == 1
+
+
+async def test_request_window_is_counted_inside_issue(store) -> None:
+    now = time.time()
+    window = RequestWindow("rl:request-otp:198.51.100.1", 2, 60_000)
+    first = await store.issue(send(H1), now, window)
+    assert isinstance(first, Issued)
+    assert first.window_hit is not None
+    assert first.window_hit.count == 1
+    second = await store.issue(send(H2, cooldown_seconds=60), now, window)
+    assert isinstance(second, Issued)
+    third = await store.issue(send(bytes(32)), now, window)
+    assert isinstance(third, Refused)
+    assert third.kind == "rate_limited"
+    assert third.window_hit is not None
+    assert third.window_hit.count == 3
+    # Over the window nothing else happened: H2 is still the live code.
+    assert (await store.begin_verify(PHONE, 300, now, LOCK)).code_hash == H2
+
+
+async def test_refusal_by_another_limit_still_counts_the_window(store) -> None:
+    now = time.time()
+    window = RequestWindow("rl:request-otp:198.51.100.2", 10, 60_000)
+    await store.issue(send(H1, cooldown_seconds=60), now, window)
+    refused = await store.issue(send(H2, cooldown_seconds=60), now, window)
+    assert isinstance(refused, Refused)
+    assert refused.kind == "resend_cooldown"
+    assert refused.window_hit is not None
+    assert refused.window_hit.count == 2
+
+
+async def test_request_window_is_counted_inside_begin_verify(store) -> None:
+    now = time.time()
+    window = RequestWindow("rl:verify-otp:198.51.100.3", 2, 60_000)
+    await store.issue(send(), now)
+    a = await store.begin_verify(PHONE, 300, now, LOCK, window)
+    b = await store.begin_verify(PHONE, 300, now, LOCK, window)
+    c = await store.begin_verify(PHONE, 300, now, LOCK, window)
+    assert [x.window_hit.count for x in (a, b, c) if x.window_hit] == [1, 2, 3]
+    assert (a.attempts, b.attempts) == (1, 2)
+    assert c.attempts == 0  # over the window, the attempt was not counted
+    assert c.code_hash is None
+    assert (await store.begin_verify(PHONE, 300, now, LOCK)).attempts == 3
 
 
 async def test_concurrent_consumes_have_one_winner(store) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from otpgate.domain.errors import CountryNotAllowed, LimitExceeded
+from otpgate.domain.errors import CountryNotAllowed, LimitExceeded, OtpError, RateLimited
 from otpgate.domain.phone import Phone
 from otpgate.store.base import DistinctQuota, Lockout, Quota, SurgeGuard
 
@@ -31,7 +31,9 @@ LIMIT_MESSAGES: dict[str, str] = {
 }
 
 
-def refusal(kind: str, retry_after: int) -> LimitExceeded:
+def refusal(kind: str, retry_after: int) -> OtpError:
+    if kind == RateLimited.code:
+        return RateLimited(retry_after)
     return LimitExceeded(kind, LIMIT_MESSAGES[kind], retry_after=retry_after)
 
 

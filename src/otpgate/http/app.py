@@ -15,11 +15,11 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from otpgate.domain.errors import OtpError
+from otpgate.domain.errors import OtpError, RateLimited
 from otpgate.http.body import read_json_body
 from otpgate.http.errors import (
     HTTP_CODES,
@@ -30,6 +30,7 @@ from otpgate.http.errors import (
 )
 from otpgate.http.openapi import build_openapi, swagger_html
 from otpgate.http.schemas import RequestOtpBody, verify_body_model
+from otpgate.store.base import RequestWindow, WindowHit
 from otpgate.wiring import Components
 
 log = logging.getLogger("otpgate.http")
@@ -38,6 +39,7 @@ REQUEST_OK = "OTP requested successfully. Check your phone."
 VERIFY_OK = "OTP verified successfully."
 
 Handler = Callable[[Request], Awaitable[Response]]
+RouteHandler = Callable[[Request, str, RequestWindow], Awaitable[tuple[Response, WindowHit | None]]]
 
 
 def json_response(body: Any, headers: dict[str, str] | None = None, status: int = 200) -> Response:
@@ -55,7 +57,7 @@ def create_app(components: Components) -> Starlette:
     verify_model = verify_body_model(settings.otp_length)
     openapi_doc = orjson.dumps(build_openapi(verify_model))
 
-    def limited(route: str, handle: Callable[[Request, str], Awaitable[Response]]) -> Handler:
+    def limited(route: str, handle: RouteHandler) -> Handler:
         """Wrap a handler with the per-IP limit; its headers go on every answer."""
 
         async def endpoint(request: Request) -> Response:
@@ -63,41 +65,46 @@ def create_app(components: Components) -> Starlette:
                 request.client.host if request.client else None,
                 request.headers.get("x-forwarded-for"),
             )
-            headers: dict[str, str] = {}
+            window = limiter.window(route, client)
             try:
-                decision = await limiter.hit(route, client)
-                headers = decision.headers
-                if not decision.allowed:
-                    return error_response(
-                        429,
-                        "rate_limited",
-                        f"Rate limit exceeded, retry in {decision.retry_after} seconds",
-                        headers,
-                    )
-                response = await handle(request, client)
+                response, hit = await handle(request, client, window)
             except HttpError as exc:
-                return http_error_response(exc, headers)
+                # Rejected before any store step: count it on its own.
+                hit = await limiter.count(window)
+                if hit.over(window):
+                    exc_429 = RateLimited(max(1, -(-hit.reset_after_ms // 1000)))
+                    return otp_error_response(exc_429, limiter.headers(hit))
+                return http_error_response(exc, limiter.headers(hit))
             except OtpError as exc:
                 _log_refusal(route, exc)
-                return otp_error_response(exc, headers)
-            response.headers.update(headers)
+                return otp_error_response(exc, limiter.headers(exc.window_hit))
+            except ClientDisconnect:
+                return Response(status_code=499)  # nobody is listening any more
+            response.headers.update(limiter.headers(hit))
             return response
 
         return endpoint
 
-    async def request_otp(request: Request, client: str) -> Response:
+    async def request_otp(
+        request: Request, client: str, window: RequestWindow
+    ) -> tuple[Response, WindowHit | None]:
         body = await read_json_body(request, RequestOtpBody, max_body)
-        sent = await service.request_code(body.phoneNumber, client)
+        sent = await service.request_code(body.phoneNumber, client, window)
         log.info("otp sent", extra={"phone": sent.phone.masked(), "client_ip": client})
-        return json_response(
-            {"message": REQUEST_OK, "messageId": sent.message_id, "expiresIn": sent.expires_in}
-        )
+        payload = {
+            "message": REQUEST_OK,
+            "messageId": sent.message_id,
+            "expiresIn": sent.expires_in,
+        }
+        return json_response(payload), sent.window_hit
 
-    async def verify_otp(request: Request, client: str) -> Response:
+    async def verify_otp(
+        request: Request, client: str, window: RequestWindow
+    ) -> tuple[Response, WindowHit | None]:
         body = await read_json_body(request, verify_model, max_body)
-        phone = await service.verify_code(body.phoneNumber, body.otp)
-        log.info("otp verified", extra={"phone": phone.masked(), "client_ip": client})
-        return json_response({"success": True, "message": VERIFY_OK})
+        verified = await service.verify_code(body.phoneNumber, body.otp, window)
+        log.info("otp verified", extra={"phone": verified.phone.masked(), "client_ip": client})
+        return json_response({"success": True, "message": VERIFY_OK}), verified.window_hit
 
     async def health(_: Request) -> Response:
         return json_response({"status": "ok"})

@@ -63,6 +63,27 @@ class SurgeGuard:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestWindow:
+    """A client's request limit (per IP and route), counted in the same step as the
+    operation it guards, so limiting costs no extra round trip."""
+
+    key: str
+    limit: int
+    window_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowHit:
+    """One hit on a fixed-window counter: the count so far and when it resets."""
+
+    count: int
+    reset_after_ms: int
+
+    def over(self, window: RequestWindow) -> bool:
+        return self.count > window.limit
+
+
+@dataclass(frozen=True, slots=True)
 class SendRequest:
     """Everything the issue step needs to decide and record a send atomically."""
 
@@ -91,6 +112,7 @@ class Issued:
     request: SendRequest
     now: float
     new_members: tuple[bool, ...] = ()
+    window_hit: WindowHit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +121,7 @@ class Refused:
 
     kind: str
     retry_after: int
+    window_hit: WindowHit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,31 +161,37 @@ class Attempt:
     attempts: int
     code_hash: bytes | None
     locked_for: int = field(default=0)
-
-
-@dataclass(frozen=True, slots=True)
-class WindowHit:
-    """One hit on a fixed-window counter: the count so far and when it resets."""
-
-    count: int
-    reset_after_ms: int
+    window_hit: WindowHit | None = None
 
 
 class OtpStore(Protocol):
-    async def issue(self, request: SendRequest, now: float) -> Issued | Refused:
+    async def issue(
+        self, request: SendRequest, now: float, window: RequestWindow | None = None
+    ) -> Issued | Refused:
         """Check every limit; if all pass, replace the phone's code and charge them.
 
-        Checks run in a fixed order (surge blocks, cooldown, quotas, distinct
-        quotas, surge rules) and the first refusal wins; a refusal charges nothing.
+        ``window`` is always counted first; over it, the answer is ``Refused``
+        of kind ``rate_limited`` and nothing else happens. Then checks run in a
+        fixed order (surge blocks, cooldown, quotas, distinct quotas, surge
+        rules) and the first refusal wins; a refusal charges nothing.
         """
 
     async def undo_issue(self, issued: Issued) -> None:
         """Remove the code and refund every charge, if the code is still the current one."""
 
     async def begin_verify(
-        self, phone: str, ttl_seconds: int, now: float, lockout: Lockout
+        self,
+        phone: str,
+        ttl_seconds: int,
+        now: float,
+        lockout: Lockout,
+        window: RequestWindow | None = None,
     ) -> Attempt:
-        """Count one attempt and one failure *before* any comparison; return the hash."""
+        """Count one attempt and one failure *before* any comparison; return the hash.
+
+        ``window`` is counted first; over it, nothing else is counted and the
+        attempt comes back with ``attempts == 0`` and an over-limit ``window_hit``.
+        """
 
     async def consume(self, phone: str, code_hash: bytes, now: float) -> bool:
         """Delete the code if it is still ``code_hash`` and live, and clear the failures.
@@ -170,8 +199,8 @@ class OtpStore(Protocol):
         True for exactly one caller.
         """
 
-    async def hit_window(self, key: str, window_ms: int, now: float) -> WindowHit:
-        """Count one hit on the fixed window ``key`` (created on first hit)."""
+    async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
+        """Count one hit on ``window`` alone, for requests that never reach an operation."""
 
     async def ping(self) -> None:
         """Raise StoreUnavailable when the backend does not answer."""

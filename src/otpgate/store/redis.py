@@ -34,6 +34,7 @@ from otpgate.store.base import (
     Issued,
     Lockout,
     Refused,
+    RequestWindow,
     SendRequest,
     WindowHit,
     seconds_until_allowed,
@@ -45,6 +46,11 @@ log = logging.getLogger(__name__)
 
 def _ceil_seconds(ms: float) -> int:
     return max(1, -(-int(ms) // 1000))
+
+
+def _window_hit(reply: list[Any]) -> WindowHit | None:
+    count = int(reply[0])
+    return None if count < 0 else WindowHit(count=count, reset_after_ms=int(reply[1]))
 
 
 class RedisStore:
@@ -74,7 +80,9 @@ class RedisStore:
         return f"{self._prefix}{{{scope}}}:{what}"
 
     # -- operations --------------------------------------------------------------------
-    async def issue(self, request: SendRequest, now: float) -> Issued | Refused:
+    async def issue(
+        self, request: SendRequest, now: float, window: RequestWindow | None = None
+    ) -> Issued | Refused:
         keys = [self._phone_key(request.phone, "code"), self._phone_key(request.phone, "cd")]
         for q in request.quotas:
             idx = window_index(now, q.window_seconds)
@@ -91,7 +99,7 @@ class RedisStore:
                 self._scoped(g.key, f"q:{g.kind}:{idx}"),
                 self._scoped(g.key, f"b:{g.kind}"),
             ]
-        spec = {
+        spec: dict[str, Any] = {
             "now": int(now * 1000),
             "ttl": request.ttl_seconds * 1000,
             "cd": request.cooldown_seconds * 1000,
@@ -102,21 +110,25 @@ class RedisStore:
                 for g in request.surges
             ],
         }
+        self._add_window(keys, spec, window)
         reply = await self._run(self._issue, keys, [orjson.dumps(spec), request.code_hash])
-        tag = int(reply[0])
+        hit = _window_hit(reply)
+        tag, rest = int(reply[2]), reply[3:]
         if tag == 0:
-            return Issued(request, now, tuple(bool(x) for x in reply[1:]))
+            return Issued(request, now, tuple(bool(x) for x in rest), hit)
+        if tag == 5:
+            return Refused("rate_limited", _ceil_seconds(reply[1]), hit)
         if tag == 1:
-            return Refused("resend_cooldown", _ceil_seconds(reply[1]))
+            return Refused("resend_cooldown", _ceil_seconds(rest[0]), hit)
         if tag == 2:
-            q = request.quotas[int(reply[1]) - 1]
+            q = request.quotas[int(rest[0]) - 1]
             retry = seconds_until_allowed(
-                int(reply[2]), int(reply[3]), q.limit, now, q.window_seconds
+                int(rest[1]), int(rest[2]), q.limit, now, q.window_seconds
             )
-            return Refused(q.kind, retry)
+            return Refused(q.kind, retry, hit)
         if tag == 3:
-            return Refused(request.surges[int(reply[1]) - 1].kind, _ceil_seconds(reply[2]))
-        return Refused(request.distinct[int(reply[1]) - 1].kind, _ceil_seconds(reply[2]))
+            return Refused(request.surges[int(rest[0]) - 1].kind, _ceil_seconds(rest[1]), hit)
+        return Refused(request.distinct[int(rest[0]) - 1].kind, _ceil_seconds(rest[1]), hit)
 
     async def undo_issue(self, issued: Issued) -> None:
         request, now = issued.request, issued.now
@@ -133,10 +145,15 @@ class RedisStore:
         await self._run(self._undo, keys + counters + sets, args)
 
     async def begin_verify(
-        self, phone: str, ttl_seconds: int, now: float, lockout: Lockout
+        self,
+        phone: str,
+        ttl_seconds: int,
+        now: float,
+        lockout: Lockout,
+        window: RequestWindow | None = None,
     ) -> Attempt:
         now_ms = int(now * 1000)
-        spec = {
+        spec: dict[str, Any] = {
             "now": now_ms,
             "exp": now_ms + ttl_seconds * 1000,
             "t": lockout.threshold,
@@ -146,18 +163,32 @@ class RedisStore:
             "mem": lockout.memory_seconds * 1000,
         }
         keys = [self._phone_key(phone, "code"), self._phone_key(phone, "fails")]
+        self._add_window(keys, spec, window)
         reply = await self._run(self._begin_verify, keys, [orjson.dumps(spec)])
-        if int(reply[0]) < 0:
-            return Attempt(attempts=0, code_hash=None, locked_for=_ceil_seconds(reply[1]))
-        return Attempt(attempts=int(reply[0]), code_hash=reply[1] or None)
+        hit = _window_hit(reply)
+        tag = int(reply[2])
+        if tag == 5:
+            return Attempt(attempts=0, code_hash=None, window_hit=hit)
+        if tag < 0:
+            return Attempt(0, None, locked_for=_ceil_seconds(reply[3]), window_hit=hit)
+        return Attempt(attempts=tag, code_hash=reply[3] or None, window_hit=hit)
 
     async def consume(self, phone: str, code_hash: bytes, now: float) -> bool:
         keys = [self._phone_key(phone, "code"), self._phone_key(phone, "fails")]
         return bool(await self._run(self._consume, keys, [code_hash]))
 
-    async def hit_window(self, key: str, window_ms: int, now: float) -> WindowHit:
-        reply = await self._run(self._hit_window, [self._scoped(key, "w")], [window_ms])
+    async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
+        reply = await self._run(
+            self._hit_window, [self._scoped(window.key, "w")], [window.window_ms]
+        )
         return WindowHit(count=int(reply[0]), reset_after_ms=int(reply[1]))
+
+    def _add_window(
+        self, keys: list[str], spec: dict[str, Any], window: RequestWindow | None
+    ) -> None:
+        if window is not None:
+            keys.append(self._scoped(window.key, "w"))
+            spec["w"] = [window.limit, window.window_ms]
 
     async def ping(self) -> None:
         try:

@@ -15,6 +15,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,6 +25,7 @@ from otpgate.store.base import (
     Issued,
     Lockout,
     Refused,
+    RequestWindow,
     SendRequest,
     WindowHit,
     seconds_until_allowed,
@@ -117,44 +119,34 @@ class SqliteStore:
         conn.execute("DELETE FROM members WHERE expires_at <= ?", (now,))
 
     # -- operations --------------------------------------------------------------------
-    async def issue(self, request: SendRequest, now: float) -> Issued | Refused:
-        return await self._call(lambda conn: _issue(conn, request, now))
+    async def issue(
+        self, request: SendRequest, now: float, window: RequestWindow | None = None
+    ) -> Issued | Refused:
+        def tx(conn: sqlite3.Connection) -> Issued | Refused:
+            hit = _count_window(conn, window, now) if window else None
+            if hit and window and hit.over(window):
+                return Refused("rate_limited", _seconds(hit.reset_after_ms), hit)
+            outcome = _refusal(conn, request, now) or _charge(conn, request, now)
+            return replace(outcome, window_hit=hit)
+
+        return await self._call(tx)
 
     async def undo_issue(self, issued: Issued) -> None:
         await self._call(lambda conn: _undo(conn, issued))
 
     async def begin_verify(
-        self, phone: str, ttl_seconds: int, now: float, lockout: Lockout
+        self,
+        phone: str,
+        ttl_seconds: int,
+        now: float,
+        lockout: Lockout,
+        window: RequestWindow | None = None,
     ) -> Attempt:
         def tx(conn: sqlite3.Connection) -> Attempt:
-            row = conn.execute(
-                "SELECT count, updated_at FROM counters WHERE key = ? AND expires_at > ?",
-                (_fails_key(phone), now),
-            ).fetchone()
-            failures, last = (int(row[0]), float(row[1])) if row else (0, 0.0)
-            wait = lockout.wait_seconds(failures)
-            if wait and last + wait > now:
-                return Attempt(
-                    attempts=0, code_hash=None, locked_for=max(1, math.ceil(last + wait - now))
-                )
-            conn.execute(
-                "INSERT OR REPLACE INTO counters (key, count, expires_at, updated_at)"
-                " VALUES (?, ?, ?, ?)",
-                (_fails_key(phone), failures + 1, now + lockout.memory_seconds, now),
-            )
-            # An expired row starts over as "no code", so a guess at an expired code
-            # counts like a guess at a phone that never had one.
-            code = conn.execute(
-                "INSERT INTO codes (phone, code_hash, attempts, expires_at) VALUES (?, NULL, 1, ?)"
-                " ON CONFLICT(phone) DO UPDATE SET"
-                " code_hash = CASE WHEN expires_at <= ? THEN NULL ELSE code_hash END,"
-                " attempts = CASE WHEN expires_at <= ? THEN 1 ELSE attempts + 1 END,"
-                " expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at"
-                " ELSE expires_at END"
-                " RETURNING attempts, code_hash",
-                (phone, now + ttl_seconds, now, now, now),
-            ).fetchone()
-            return Attempt(attempts=int(code[0]), code_hash=code[1])
+            hit = _count_window(conn, window, now) if window else None
+            if hit and window and hit.over(window):
+                return Attempt(attempts=0, code_hash=None, window_hit=hit)
+            return replace(_begin_verify(conn, phone, ttl_seconds, now, lockout), window_hit=hit)
 
         return await self._call(tx)
 
@@ -173,20 +165,8 @@ class SqliteStore:
 
         return await self._call(tx)
 
-    async def hit_window(self, key: str, window_ms: int, now: float) -> WindowHit:
-        def tx(conn: sqlite3.Connection) -> WindowHit:
-            row = conn.execute(
-                "INSERT INTO counters (key, count, expires_at) VALUES (?, 1, ?)"
-                " ON CONFLICT(key) DO UPDATE SET"
-                " count = CASE WHEN expires_at <= ? THEN 1 ELSE count + 1 END,"
-                " expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at"
-                " ELSE expires_at END"
-                " RETURNING count, expires_at",
-                (f"w:{key}", now + window_ms / 1000, now, now),
-            ).fetchone()
-            return WindowHit(count=int(row[0]), reset_after_ms=max(0, int((row[1] - now) * 1000)))
-
-        return await self._call(tx)
+    async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
+        return await self._call(lambda conn: _count_window(conn, window, now))
 
     async def ping(self) -> None:
         await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
@@ -250,10 +230,6 @@ def _incr(conn: sqlite3.Connection, key: str, expires_at: float, now: float) -> 
         " expires_at = excluded.expires_at",
         (key, expires_at, now),
     )
-
-
-def _issue(conn: sqlite3.Connection, request: SendRequest, now: float) -> Issued | Refused:
-    return _refusal(conn, request, now) or _charge(conn, request, now)
 
 
 def _refusal(conn: sqlite3.Connection, request: SendRequest, now: float) -> Refused | None:
@@ -337,3 +313,49 @@ def _undo(conn: sqlite3.Connection, issued: Issued) -> None:
                 "DELETE FROM members WHERE key = ? AND member = ?",
                 (_set_key(d.kind, d.key, window_index(now, d.window_seconds)), d.member),
             )
+
+
+def _seconds(ms: int) -> int:
+    return max(1, math.ceil(ms / 1000))
+
+
+def _count_window(conn: sqlite3.Connection, window: RequestWindow, now: float) -> WindowHit:
+    row = conn.execute(
+        "INSERT INTO counters (key, count, expires_at) VALUES (?, 1, ?)"
+        " ON CONFLICT(key) DO UPDATE SET"
+        " count = CASE WHEN expires_at <= ? THEN 1 ELSE count + 1 END,"
+        " expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at"
+        " ELSE expires_at END"
+        " RETURNING count, expires_at",
+        (f"w:{window.key}", now + window.window_ms / 1000, now, now),
+    ).fetchone()
+    return WindowHit(count=int(row[0]), reset_after_ms=max(0, int((row[1] - now) * 1000)))
+
+
+def _begin_verify(
+    conn: sqlite3.Connection, phone: str, ttl_seconds: int, now: float, lockout: Lockout
+) -> Attempt:
+    row = conn.execute(
+        "SELECT count, updated_at FROM counters WHERE key = ? AND expires_at > ?",
+        (_fails_key(phone), now),
+    ).fetchone()
+    failures, last = (int(row[0]), float(row[1])) if row else (0, 0.0)
+    wait = lockout.wait_seconds(failures)
+    if wait and last + wait > now:
+        return Attempt(attempts=0, code_hash=None, locked_for=max(1, math.ceil(last + wait - now)))
+    conn.execute(
+        "INSERT OR REPLACE INTO counters (key, count, expires_at, updated_at) VALUES (?, ?, ?, ?)",
+        (_fails_key(phone), failures + 1, now + lockout.memory_seconds, now),
+    )
+    # An expired row starts over as "no code", so a guess at an expired code
+    # counts like a guess at a phone that never had one.
+    code = conn.execute(
+        "INSERT INTO codes (phone, code_hash, attempts, expires_at) VALUES (?, NULL, 1, ?)"
+        " ON CONFLICT(phone) DO UPDATE SET"
+        " code_hash = CASE WHEN expires_at <= ? THEN NULL ELSE code_hash END,"
+        " attempts = CASE WHEN expires_at <= ? THEN 1 ELSE attempts + 1 END,"
+        " expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at ELSE expires_at END"
+        " RETURNING attempts, code_hash",
+        (phone, now + ttl_seconds, now, now, now),
+    ).fetchone()
+    return Attempt(attempts=int(code[0]), code_hash=code[1])
