@@ -23,12 +23,13 @@ def _free_port() -> int:
 
 
 class PrivateRedis:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *extra_args: str) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is not installed; outage tests need it", pytrace=False)
         self._binary = binary
         self._workdir = workdir
+        self._extra = list(extra_args)
         self.port = _free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -50,17 +51,25 @@ class PrivateRedis:
                 "no",
                 "--dir",
                 str(self._workdir),
+                *self._extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
         try:
-            # Readiness poll with a bound: PING answers once the server accepts clients.
+            # Readiness poll with a bound: the server answers (even "auth required")
+            # once it accepts clients.
             for _ in range(200):
                 try:
                     if client.ping():
                         return
+                except redis.AuthenticationError:
+                    return
+                except redis.ResponseError as exc:
+                    if "NOAUTH" in str(exc):
+                        return
+                    raise
                 except redis.ConnectionError:
                     if self._proc.poll() is not None:
                         break

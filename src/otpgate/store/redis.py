@@ -18,14 +18,12 @@ or a hash tag shared by all scopes (set REDIS_KEY_PREFIX accordingly).
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.store import redis_scripts
@@ -40,6 +38,11 @@ from otpgate.store.base import (
     seconds_until_allowed,
     window_index,
 )
+from otpgate.store.redis_connection import (
+    PipelinedConnection,
+    RedisConnectionError,
+    RedisReplyError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,24 +56,25 @@ def _window_hit(reply: list[Any]) -> WindowHit | None:
     return None if count < 0 else WindowHit(count=count, reset_after_ms=int(reply[1]))
 
 
+@dataclass(frozen=True, slots=True)
+class _Script:
+    source: str
+    sha: str
+
+    @classmethod
+    def of(cls, source: str) -> _Script:
+        return cls(source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 - Redis's name
+
+
 class RedisStore:
     def __init__(self, url: str, *, prefix: str = "otpgate:", timeout: float = 0.5) -> None:
         self._prefix = prefix
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1),
-            retry_on_timeout=False,
-            health_check_interval=30,
-            decode_responses=False,
-        )
-        register = self._client.register_script
-        self._issue = register(redis_scripts.ISSUE)
-        self._undo = register(redis_scripts.UNDO)
-        self._begin_verify = register(redis_scripts.BEGIN_VERIFY)
-        self._consume = register(redis_scripts.CONSUME)
-        self._hit_window = register(redis_scripts.HIT_WINDOW)
+        self._conn = PipelinedConnection(url, timeout=timeout)
+        self._issue = _Script.of(redis_scripts.ISSUE)
+        self._undo = _Script.of(redis_scripts.UNDO)
+        self._begin_verify = _Script.of(redis_scripts.BEGIN_VERIFY)
+        self._consume = _Script.of(redis_scripts.CONSUME)
+        self._hit_window = _Script.of(redis_scripts.HIT_WINDOW)
 
     # -- keys --------------------------------------------------------------------------
     def _phone_key(self, phone: str, what: str) -> str:
@@ -192,16 +196,25 @@ class RedisStore:
 
     async def ping(self) -> None:
         try:
-            await self._client.ping()
-        except (RedisError, OSError) as exc:
+            await self._conn.execute("PING")
+        except (RedisConnectionError, RedisReplyError) as exc:
             raise StoreUnavailable() from exc
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._conn.close()
 
-    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _run(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
         try:
-            return cast(Any, await script(keys=keys, args=args))
-        except (RedisError, OSError) as exc:
-            log.warning("redis store unavailable: %s", type(exc).__name__)
+            try:
+                return await self._conn.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            except RedisReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                # First call since the server started: EVAL also caches the script.
+                return await self._conn.execute("EVAL", script.source, len(keys), *keys, *args)
+        except RedisConnectionError as exc:
+            log.warning("redis store unavailable: %s", exc)
+            raise StoreUnavailable() from exc
+        except RedisReplyError as exc:
+            log.error("redis refused a store script: %s", exc)
             raise StoreUnavailable() from exc
