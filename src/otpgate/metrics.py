@@ -76,7 +76,7 @@ VERIFICATIONS = Counter(
 )
 LIMIT_REFUSALS = Counter(
     "otpgate_limit_refusals",
-    "Requests refused by a limit (429), by the limit's machine code.",
+    "Requests refused by a limit, by the limit's machine code.",
     ["kind"],
 )
 SMS_DURATION = Histogram(
