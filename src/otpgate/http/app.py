@@ -121,7 +121,8 @@ def create_app(components: Components) -> ASGIApp:
     async def http_exception(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_body")
-        return error_response(exc.status_code, code, HTTP_CODES[code][1])
+        # Keeps the Allow header of a 405, which RFC 9110 requires.
+        return error_response(exc.status_code, code, HTTP_CODES[code][1], exc.headers)
 
     async def unexpected(_: Request, exc: Exception) -> Response:
         log.error("unhandled error", exc_info=exc)

@@ -169,6 +169,10 @@ def _json(model: type[BaseModel], example: Any = None) -> dict[str, Any]:
     return {"application/json": media}
 
 
+def _otp_example(verify_model: type[BaseModel]) -> str:
+    return str(verify_model.model_json_schema()["properties"]["otp"]["examples"][0])
+
+
 def _ok(description: str, content: dict[str, Any], **headers: Any) -> dict[str, Any]:
     return {
         "description": description,
@@ -228,7 +232,13 @@ def build_openapi(verify_model: type[BaseModel], *, metrics: bool = True) -> dic
                 " the same `invalid_code` answer. A code is accepted at most once.",
                 "tags": ["otp"],
                 "parameters": [_REQUEST_ID_PARAM],
-                "requestBody": {"required": True, "content": _json(verify_model)},
+                "requestBody": {
+                    "required": True,
+                    "content": _json(
+                        verify_model,
+                        {"phoneNumber": "+12125550123", "otp": _otp_example(verify_model)},
+                    ),
+                },
                 "responses": {
                     "200": _ok(
                         "Code accepted",
@@ -279,7 +289,13 @@ def build_openapi(verify_model: type[BaseModel], *, metrics: bool = True) -> dic
                 "parameters": [_REQUEST_ID_PARAM],
                 "responses": {
                     "200": _ok(
-                        "OpenAPI 3.1 document", {"application/json": {"schema": {"type": "object"}}}
+                        "OpenAPI 3.1 document",
+                        {
+                            "application/json": {
+                                "schema": {"type": "object", "required": ["openapi", "paths"]},
+                                "example": {"openapi": "3.1.0", "info": {}, "paths": {}},
+                            }
+                        },
                     ),
                 },
             }
@@ -291,7 +307,15 @@ def build_openapi(verify_model: type[BaseModel], *, metrics: bool = True) -> dic
                 "tags": ["operations"],
                 "parameters": [_REQUEST_ID_PARAM],
                 "responses": {
-                    "200": _ok("HTML page", {"text/html": {"schema": {"type": "string"}}}),
+                    "200": _ok(
+                        "HTML page",
+                        {
+                            "text/html": {
+                                "schema": {"type": "string"},
+                                "example": "<!doctype html><html>...</html>",
+                            }
+                        },
+                    ),
                 },
             }
         },
