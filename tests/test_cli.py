@@ -239,3 +239,36 @@ def test_serve_workers_count_into_one_scrape(serve_two_workers: dict[str, object
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=20) == 0
     assert not made[0].exists(), "the metrics directory is removed at exit"
+
+
+def test_a_given_metrics_directory_is_made_and_cleared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otpgate.cli import _metrics_dir
+    from tests.conftest import make_settings
+
+    given = tmp_path / "metrics" / "here"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(given))
+    with _metrics_dir(make_settings(tmp_path), workers=4):
+        assert given.is_dir()
+        (given / "counter_123.db").write_bytes(b"stale")
+    with _metrics_dir(make_settings(tmp_path), workers=4):
+        # An earlier run's numbers would be added to this one's: they are removed.
+        assert list(given.iterdir()) == []
+    assert given.is_dir(), "a directory the operator chose is kept"
+
+
+def test_one_worker_needs_no_metrics_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otpgate.cli import _metrics_dir
+    from tests.conftest import make_settings
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with _metrics_dir(make_settings(tmp_path), workers=1):
+        assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    with _metrics_dir(make_settings(tmp_path), workers=2):
+        made = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        assert made.is_dir()
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    assert not made.exists()

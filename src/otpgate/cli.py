@@ -107,6 +107,7 @@ def _metrics_dir(settings: Settings, workers: int) -> Iterator[None]:
     """
     given = os.environ.get(MULTIPROC_ENV)
     if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
         for stale in Path(given).glob("*.db"):
             stale.unlink(missing_ok=True)
         yield
