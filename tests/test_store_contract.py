@@ -109,9 +109,13 @@ async def test_quota_refuses_past_limit_without_charging(store) -> None:
     quota = Quota("phone_send_limit", PHONE, limit=3, window_seconds=600)
     # Start of a window, so the previous (empty) window carries no weight.
     now = (time.time() // 600) * 600 + 1
+    # Redis expires keys by its own clock: the codes must outlive the real time left
+    # in this window, or the last check below fails in the window's second half.
+    ttl = 1200
     for i in range(3):
-        assert isinstance(await store.issue(send(bytes([i]) * 32, quotas=(quota,)), now), Issued)
-    refused = await store.issue(send(H2, quotas=(quota,)), now)
+        issued = await store.issue(send(bytes([i]) * 32, ttl_seconds=ttl, quotas=(quota,)), now)
+        assert isinstance(issued, Issued)
+    refused = await store.issue(send(H2, ttl_seconds=ttl, quotas=(quota,)), now)
     assert isinstance(refused, Refused)
     assert refused.kind == "phone_send_limit"
     assert refused.retry_after >= 1

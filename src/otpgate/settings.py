@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(4096, ge=256, le=1_048_576)
     shutdown_timeout_seconds: float = Field(10.0, gt=0, le=300)
 
+    # --- observability -------------------------------------------------------------------
+    access_log: bool = Field(True, description="One log line per request, at info level.")
+    metrics_enabled: bool = Field(True, description="Count requests and outcomes for Prometheus.")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve /metrics on this port instead of PORT."
+    )
+    metrics_host: str | None = Field(None, description="Listen address for METRICS_PORT.")
+
     # --- codes ---------------------------------------------------------------------------
     otp_length: int = Field(6, ge=4, le=10)
     otp_ttl_seconds: int = Field(300, ge=30, le=86_400)
@@ -220,6 +228,14 @@ class Settings(BaseSettings):
             problems.append("OTP_HASH_SECRET: must be at least 32 characters")
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_port_apart(self) -> Settings:
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError(
+                "METRICS_PORT: must differ from PORT (unset it to serve /metrics on PORT)"
+            )
         return self
 
 

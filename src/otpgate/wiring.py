@@ -96,14 +96,26 @@ def build_limits(settings: Settings) -> AbusePolicy:
     )
 
 
+def instrument(
+    settings: Settings, store: OtpStore, sender: SmsSender
+) -> tuple[OtpStore, SmsSender]:
+    if not settings.metrics_enabled:
+        return store, sender
+    from otpgate.metrics import MeteredSender, MeteredStore
+
+    return MeteredStore(store), MeteredSender(sender)
+
+
 def build_components(
     settings: Settings, *, store: OtpStore | None = None, sender: SmsSender | None = None
 ) -> Components:
     store = store or build_store(settings)
     sender = sender or build_sender(settings)
+    # The use cases get timed versions; Components keeps the plain ones (readiness, close).
+    used_store, used_sender = instrument(settings, store, sender)
     service = OtpService(
-        store,
-        sender,
+        used_store,
+        used_sender,
         CodeHasher(load_hash_key(settings)),
         build_policy(settings),
         build_limits(settings),
@@ -114,7 +126,7 @@ def build_components(
         sender=sender,
         service=service,
         rate_limiter=RouteRateLimiter(
-            store, settings.rate_limit_max_requests, settings.rate_limit_window_ms
+            used_store, settings.rate_limit_max_requests, settings.rate_limit_window_ms
         ),
         client_ip=ClientIpResolver(settings.trusted_proxies),
     )

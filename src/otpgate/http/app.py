@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from otpgate.domain.errors import OtpError, RateLimited
 from otpgate.http.body import read_json_body
@@ -28,7 +29,9 @@ from otpgate.http.errors import (
     http_error_response,
     otp_error_response,
 )
+from otpgate.http.middleware import ObservabilityMiddleware
 from otpgate.http.openapi import build_openapi, swagger_html
+from otpgate.http.ops import ops_routes, serves_metrics_in_app
 from otpgate.http.schemas import RequestOtpBody, verify_body_model
 from otpgate.store.base import RequestWindow, WindowHit
 from otpgate.wiring import Components
@@ -48,14 +51,14 @@ def json_response(body: Any, headers: dict[str, str] | None = None, status: int 
     )
 
 
-def create_app(components: Components) -> Starlette:
+def create_app(components: Components) -> ASGIApp:
     settings = components.settings
     service = components.service
     limiter = components.rate_limiter
     resolve_ip = components.client_ip.resolve
     max_body = settings.max_body_bytes
     verify_model = verify_body_model(settings.otp_length)
-    openapi_doc = orjson.dumps(build_openapi(verify_model))
+    openapi_doc = orjson.dumps(build_openapi(verify_model, metrics=serves_metrics_in_app(settings)))
 
     def limited(route: str, handle: RouteHandler) -> Handler:
         """Wrap a handler with the per-IP limit; its headers go on every answer."""
@@ -118,7 +121,8 @@ def create_app(components: Components) -> Starlette:
     async def http_exception(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_body")
-        return error_response(exc.status_code, code, HTTP_CODES[code][1])
+        # Keeps the Allow header of a 405, which RFC 9110 requires.
+        return error_response(exc.status_code, code, HTTP_CODES[code][1], exc.headers)
 
     async def unexpected(_: Request, exc: Exception) -> Response:
         log.error("unhandled error", exc_info=exc)
@@ -132,16 +136,25 @@ def create_app(components: Components) -> Starlette:
             await components.close()
             log.info("stopped: store and SMS client closed")
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/api/v1/request-otp", limited("request-otp", request_otp), methods=["POST"]),
             Route("/api/v1/verify-otp", limited("verify-otp", verify_otp), methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/docs", docs, methods=["GET"]),
+            *ops_routes(components),
         ],
         exception_handlers={HTTPException: http_exception, Exception: unexpected},
         lifespan=lifespan,
+    )
+    # Outermost, so that a 500 too gets its request id, access line and count.
+    return ObservabilityMiddleware(
+        app,
+        routes=[route.path for route in app.routes if isinstance(route, Route)],
+        client_ip=components.client_ip,
+        access_log_enabled=settings.access_log,
+        metrics_enabled=settings.metrics_enabled,
     )
 
 
@@ -150,6 +163,6 @@ _OPERATOR_CODES = frozenset({"store_unavailable", "sms_provider_error", "sms_pro
 
 
 def _log_refusal(route: str, exc: OtpError) -> None:
-    """One line per refusal, never a stack trace."""
-    level = logging.ERROR if exc.code in _OPERATOR_CODES else logging.INFO
+    """Never a stack trace; a client error is already on its access line (with its code)."""
+    level = logging.ERROR if exc.code in _OPERATOR_CODES else logging.DEBUG
     log.log(level, "refused", extra={"route": route, "code": exc.code})

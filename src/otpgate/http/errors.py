@@ -13,6 +13,7 @@ import orjson
 from starlette.responses import Response
 
 from otpgate.domain.errors import OtpError
+from otpgate.request_context import note_error_code
 
 # Status for each machine code a use case can raise. A code missing here is a bug
 # and is answered 500 by the catch-all, never silently as 400.
@@ -61,6 +62,7 @@ class HttpError(Exception):
 def error_response(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> Response:
+    note_error_code(code)
     body = {
         "statusCode": status,
         "error": HTTPStatus(status).phrase,
