@@ -80,6 +80,7 @@ class PipelinedConnection:
         self._connecting: asyncio.Task[None] | None = None
         self._pending: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self._watchdog: asyncio.TimerHandle | None = None
+        self._outgoing: list[bytes] = []
 
     async def execute(self, *args: Any) -> Any:
         if self._transport is None or self._transport.is_closing():
@@ -92,12 +93,21 @@ class PipelinedConnection:
             raise RedisConnectionError("not connected")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        # Append and write with no await in between: replies come back in this order.
+        # Queue the command and its caller with no await in between: replies come back
+        # in this order. Commands queued in one loop turn leave in one write.
         self._pending.append((future, time.monotonic() + self._timeout))
-        transport.write(hiredis.pack_command(args))
+        if not self._outgoing:
+            loop.call_soon(self._flush)
+        self._outgoing.append(hiredis.pack_command(args))
         if self._watchdog is None:
             self._watchdog = loop.call_later(_WATCHDOG_SECONDS, self._check_deadlines)
         return future
+
+    def _flush(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        transport = self._transport
+        if outgoing and transport is not None and not transport.is_closing():
+            transport.write(b"".join(outgoing))
 
     async def _connect(self) -> None:
         # Concurrent callers share one connection attempt.
@@ -143,6 +153,7 @@ class PipelinedConnection:
         if self._transport is not None:
             self._transport.abort()
         self._transport = self._protocol = None
+        self._outgoing = []
         pending, self._pending = self._pending, collections.deque()
         for future, _ in pending:
             if not future.done():
