@@ -22,6 +22,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from otpgate.domain import message
+from otpgate.sms import config as sms
+
 Environment = Literal["development", "production"]
 LogLevel = Literal[
     "trace", "debug", "info", "warning", "warn", "error", "fatal", "critical", "silent"
@@ -126,6 +129,18 @@ class Settings(BaseSettings):
     sns_sms_type: Literal["Transactional", "Promotional"] = "Transactional"
     sms_connect_timeout_seconds: float = Field(2.0, gt=0, le=60)
     sms_read_timeout_seconds: float = Field(5.0, gt=0, le=120)
+
+    # --- SMS delivery --------------------------------------------------------------------
+    sms_message_template: sms.MessageTemplateText = Field(
+        message.DEFAULT_TEMPLATE, description="SMS text with {code}, {app} and {minutes}."
+    )
+    sms_app_name: sms.AppName = message.DEFAULT_APP_NAME
+    sms_webotp_domain: sms.WebOtpDomain = Field(
+        None, description="Adds the WebOTP line '@<domain> #<code>' so browsers autofill."
+    )
+    sms_android_app_hash: sms.AndroidAppHash = Field(
+        None, description="Adds the Android SMS Retriever 11-character app hash."
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

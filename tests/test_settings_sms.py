@@ -1,0 +1,46 @@
+"""Start-up refuses SMS delivery settings that cannot work, naming the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from otpgate.settings import ConfigError, load_settings
+from tests.conftest import HASH_SECRET
+
+
+def load(tmp_path: Path, **overrides: Any) -> Any:
+    values: dict[str, Any] = {
+        "_env_file": None,
+        "sqlite_path": tmp_path / "otpgate.sqlite3",
+        "otp_hash_secret": HASH_SECRET,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+def refused(tmp_path: Path, **overrides: Any) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, **overrides)
+    return str(caught.value)
+
+
+def test_template_refused_with_its_name(tmp_path: Path) -> None:
+    assert "SMS_MESSAGE_TEMPLATE: must contain {code}" in refused(
+        tmp_path, sms_message_template="Hello"
+    )
+    assert "SMS_MESSAGE_TEMPLATE: unknown placeholder {name}" in refused(
+        tmp_path, sms_message_template="{code} {name}"
+    )
+
+
+def test_webotp_and_android_settings(tmp_path: Path) -> None:
+    settings = load(
+        tmp_path, sms_webotp_domain="Login.Example.com", sms_android_app_hash="FA+9qCX9VSu"
+    )
+    assert settings.sms_webotp_domain == "login.example.com"
+    assert "SMS_WEBOTP_DOMAIN" in refused(tmp_path, sms_webotp_domain="https://example.com")
+    assert "SMS_WEBOTP_DOMAIN" in refused(tmp_path, sms_webotp_domain="example.com/login")
+    assert "SMS_ANDROID_APP_HASH" in refused(tmp_path, sms_android_app_hash="short")
