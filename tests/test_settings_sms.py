@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +45,29 @@ def test_webotp_and_android_settings(tmp_path: Path) -> None:
     assert "SMS_WEBOTP_DOMAIN" in refused(tmp_path, sms_webotp_domain="https://example.com")
     assert "SMS_WEBOTP_DOMAIN" in refused(tmp_path, sms_webotp_domain="example.com/login")
     assert "SMS_ANDROID_APP_HASH" in refused(tmp_path, sms_android_app_hash="short")
+
+
+@pytest.mark.parametrize("sender_id", ["MyApp", "A", "Acme2FA", "ABCDEFGHIJK"])
+def test_sender_id_accepted(tmp_path: Path, sender_id: str) -> None:
+    assert load(tmp_path, sns_sms_sender_id=sender_id).sns_sms_sender_id == sender_id
+
+
+@pytest.mark.parametrize("sender_id", ["ABCDEFGHIJKL", "My App", "My-App", "12345", "Çafé"])
+def test_sender_id_refused(tmp_path: Path, sender_id: str) -> None:
+    message = refused(tmp_path, sns_sms_sender_id=sender_id)
+    assert "SNS_SMS_SENDER_ID: must be 1 to 11 letters and digits" in message
+
+
+def test_blank_optional_values_mean_unset(tmp_path: Path) -> None:
+    settings = load(tmp_path, sns_sms_sender_id="", sms_webotp_domain=" ", sns_max_price="")
+    assert settings.sns_sms_sender_id is None
+    assert settings.sms_webotp_domain is None
+    assert settings.sns_max_price is None
+
+
+def test_sns_attributes_validated(tmp_path: Path) -> None:
+    settings = load(tmp_path, sns_origination_number="+18005550100", sns_max_price="0.50")
+    assert settings.sns_max_price == Decimal("0.50")
+    assert "SNS_ORIGINATION_NUMBER" in refused(tmp_path, sns_origination_number="18005550100")
+    assert "SNS_MAX_PRICE" in refused(tmp_path, sns_max_price="0")
+    assert "SNS_MAX_PRICE" in refused(tmp_path, sns_max_price="cheap")

@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     sns_endpoint_url: str | None = Field(
         None, validation_alias=AliasChoices("SNS_ENDPOINT_URL", "SNS_ENDPOINT")
     )
-    sns_sms_sender_id: str | None = Field(None, pattern=r"^[A-Za-z0-9]{1,11}$")
+    sns_sms_sender_id: sms.SenderId = None
     sns_sms_type: Literal["Transactional", "Promotional"] = "Transactional"
     sms_connect_timeout_seconds: float = Field(2.0, gt=0, le=60)
     sms_read_timeout_seconds: float = Field(5.0, gt=0, le=120)
@@ -141,6 +141,11 @@ class Settings(BaseSettings):
     sms_android_app_hash: sms.AndroidAppHash = Field(
         None, description="Adds the Android SMS Retriever 11-character app hash."
     )
+    sms_retry_max_attempts: int = Field(3, ge=1, le=10)
+    sms_retry_max_seconds: float = Field(3.0, ge=0, le=60)
+    sns_check_opt_out: bool = False
+    sns_origination_number: sms.E164Number = None
+    sns_max_price: sms.MaxPrice = None
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
