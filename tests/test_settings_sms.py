@@ -8,8 +8,16 @@ from typing import Any
 
 import pytest
 
+from otpgate.config_report import describe
 from otpgate.settings import ConfigError, load_settings
 from tests.conftest import HASH_SECRET
+
+PRODUCTION = {
+    "app_env": "production",
+    "otp_hash_secret": HASH_SECRET,
+    "sms_provider": "sns",
+    "allowed_countries": "US",
+}
 
 
 def load(tmp_path: Path, **overrides: Any) -> Any:
@@ -71,3 +79,52 @@ def test_sns_attributes_validated(tmp_path: Path) -> None:
     assert "SNS_ORIGINATION_NUMBER" in refused(tmp_path, sns_origination_number="18005550100")
     assert "SNS_MAX_PRICE" in refused(tmp_path, sns_max_price="0")
     assert "SNS_MAX_PRICE" in refused(tmp_path, sns_max_price="cheap")
+
+
+def test_test_numbers_parse_from_the_environment_form(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_PHONE_NUMBERS", " +12125550100=123456, +12125550101=654321 ,")
+    settings = load(tmp_path)
+    assert {n: c.get_secret_value() for n, c in settings.test_phone_numbers.items()} == {
+        "+12125550100": "123456",
+        "+12125550101": "654321",
+    }
+    # The codes are as good as passwords for those numbers: check-config hides them.
+    report = describe(settings)
+    assert "123456" not in report
+    assert "654321" not in report
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("+12125550100", "entry 1 is not number=code"),
+        ("+12125550100=123456,+12125550100=654321", "entry 2 repeats a number"),
+        ("12125550100=123456", "entry 1: the number is not in E.164 form"),
+        ("+1 212 555 0100=123456", "entry 1: the number is not in E.164 form"),
+        ("+12125550100=12a456", "entry 1: the code must be digits only"),
+        ("+12125550100=12345", "entry 1: the code must have OTP_LENGTH (6) digits"),
+        ("+15550100000=123456", "entry 1: the number fails PHONE_NUMBER_CHECK=valid"),
+    ],
+)
+def test_bad_test_numbers_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, reason: str
+) -> None:
+    monkeypatch.setenv("TEST_PHONE_NUMBERS", value)
+    message = refused(tmp_path)
+    assert f"TEST_PHONE_NUMBERS: {reason}" in message
+    code = value.partition("=")[2].split(",")[0]
+    if code:
+        assert code not in message  # codes are never echoed back
+
+
+def test_test_numbers_refused_in_production_unless_allowed(tmp_path: Path) -> None:
+    numbers = {"+12125550100": "123456"}
+    message = refused(tmp_path, **PRODUCTION, test_phone_numbers=numbers)
+    assert "TEST_PHONE_NUMBERS: refused when APP_ENV=production" in message
+    assert "ALLOW_TEST_NUMBERS_IN_PRODUCTION=true" in message
+    allowed = load(
+        tmp_path, **PRODUCTION, test_phone_numbers=numbers, allow_test_numbers_in_production=True
+    )
+    assert len(allowed.test_phone_numbers) == 1

@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     sns_check_opt_out: bool = False
     sns_origination_number: sms.E164Number = None
     sns_max_price: sms.MaxPrice = None
+    test_phone_numbers: sms.TestPhoneNumbers = Field(
+        default_factory=dict,
+        description="Comma-separated number=code pairs that never send an SMS.",
+    )
+    allow_test_numbers_in_production: bool = False
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -204,6 +209,13 @@ class Settings(BaseSettings):
         if self.allowed_countries is None or self.allowed_countries.strip() == "*":
             return None
         return frozenset(self.allowed_countries.split(","))
+
+    @model_validator(mode="after")
+    def _sms_delivery_guards(self) -> Settings:
+        problems = sms.delivery_problems(self)
+        if problems:
+            raise ValueError("\n  ".join(problems))  # one line per variable, like field errors
+        return self
 
     @property
     def production(self) -> bool:

@@ -10,6 +10,7 @@ from otpgate.domain.limits import AbusePolicy, PumpingGuard
 from otpgate.domain.message import MessageTemplate
 from otpgate.domain.policy import OtpPolicy
 from otpgate.domain.service import OtpService
+from otpgate.domain.test_numbers import TestNumbers
 from otpgate.hash_key import load_hash_key
 from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.rate_limit import RouteRateLimiter
@@ -67,6 +68,9 @@ def build_policy(settings: Settings) -> OtpPolicy:
         max_attempts=settings.otp_max_attempts,
         phone_check=settings.phone_number_check,
         message=build_message(settings),
+        test_numbers=TestNumbers.from_mapping(
+            {n: c.get_secret_value() for n, c in settings.test_phone_numbers.items()}
+        ),
     )
 
 
@@ -123,6 +127,11 @@ def build_message(settings: Settings) -> MessageTemplate:
 def start_up_warnings(settings: Settings) -> list[str]:
     """Settings that work but cost money or surprise users; logged at start-up."""
     warnings = build_message(settings).fit_warnings(settings.otp_length, settings.otp_ttl_seconds)
+    if settings.test_phone_numbers:
+        warnings.append(
+            f"TEST_PHONE_NUMBERS: test numbers active: {len(settings.test_phone_numbers)}; "
+            "they receive no SMS and accept their fixed codes"
+        )
     return warnings
 
 

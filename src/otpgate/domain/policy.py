@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from otpgate.domain.message import MessageTemplate
 from otpgate.domain.phone import PhoneCheck
+from otpgate.domain.test_numbers import TestNumbers
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +16,7 @@ class OtpPolicy:
     max_attempts: int = 5
     phone_check: PhoneCheck = "valid"
     message: MessageTemplate = field(default_factory=MessageTemplate)
+    test_numbers: TestNumbers = field(default_factory=TestNumbers)
 
     def render(self, code: str) -> str:
         return self.message.render(code, self.ttl_seconds)

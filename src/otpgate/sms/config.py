@@ -1,18 +1,25 @@
-"""Validation for the SMS delivery settings, as annotated types.
+"""Validation for the SMS delivery settings, as annotated types plus one cross-check.
 
 ``otpgate.settings`` declares the fields with these types; each error becomes
-"VARIABLE: reason" at start-up.
+"VARIABLE: reason" at start-up. Nothing here echoes a value back: a test
+number's code must not end up in a log.
 """
 
 from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
+from pydantic_settings import NoDecode
 
 from otpgate.domain import message
+from otpgate.domain.errors import InvalidPhoneNumber
+from otpgate.domain.phone import parse_phone
+
+if TYPE_CHECKING:
+    from otpgate.settings import Settings
 
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
@@ -34,6 +41,34 @@ def _e164(value: str) -> str:
     return value
 
 
+def _split_test_numbers(value: object) -> object:
+    """``+12125550100=123456,+12125550101=654321`` into a mapping."""
+    if not isinstance(value, str):
+        return value
+    pairs: dict[str, str] = {}
+    for index, entry in enumerate((e for e in value.split(",") if e.strip()), start=1):
+        number, sep, code = (part.strip() for part in entry.partition("="))
+        if not sep or not number or not code:
+            raise ValueError(f"entry {index} is not number=code")
+        if number in pairs:
+            raise ValueError(f"entry {index} repeats a number")
+        pairs[number] = code
+    return pairs
+
+
+def _check_test_numbers(value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+    for index, (number, code) in enumerate(value.items(), start=1):
+        try:
+            canonical: str | None = parse_phone(number, "possible").e164
+        except InvalidPhoneNumber:
+            canonical = None
+        if canonical != number:
+            raise ValueError(f"entry {index}: the number is not in E.164 form (+12125550100)")
+        if not code.get_secret_value().isdigit():
+            raise ValueError(f"entry {index}: the code must be digits only")
+    return value
+
+
 def _webotp_domain(value: str) -> str:
     return message.check_webotp_domain(value.lower())
 
@@ -50,3 +85,37 @@ MaxPrice = Annotated[Annotated[Decimal, Field(gt=0, le=1000)] | None, _Blank]
 
 MessageTemplateText = Annotated[str, AfterValidator(message.check_template)]
 AppName = Annotated[str, AfterValidator(message.check_app_name)]
+TestPhoneNumbers = Annotated[
+    dict[str, SecretStr],
+    NoDecode,
+    BeforeValidator(_split_test_numbers),
+    AfterValidator(_check_test_numbers),
+]
+
+
+def delivery_problems(settings: Settings) -> list[str]:
+    """Checks that need more than one variable; one "VARIABLE: reason" line each."""
+    problems = []
+    for index, (number, code) in enumerate(settings.test_phone_numbers.items(), start=1):
+        if len(code.get_secret_value()) != settings.otp_length:
+            problems.append(
+                f"TEST_PHONE_NUMBERS: entry {index}: the code must have OTP_LENGTH "
+                f"({settings.otp_length}) digits"
+            )
+        try:
+            parse_phone(number, settings.phone_number_check)
+        except InvalidPhoneNumber:
+            problems.append(
+                f"TEST_PHONE_NUMBERS: entry {index}: the number fails "
+                f"PHONE_NUMBER_CHECK={settings.phone_number_check}, so it could never be used"
+            )
+    if (
+        settings.production
+        and settings.test_phone_numbers
+        and not settings.allow_test_numbers_in_production
+    ):
+        problems.append(
+            "TEST_PHONE_NUMBERS: refused when APP_ENV=production (anyone who learns one "
+            "can verify as it); set ALLOW_TEST_NUMBERS_IN_PRODUCTION=true to allow"
+        )
+    return problems
