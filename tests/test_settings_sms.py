@@ -12,6 +12,7 @@ from otpgate.config_report import describe
 from otpgate.settings import ConfigError, load_settings
 from tests.conftest import HASH_SECRET
 
+WEBHOOK_SECRET = "w" * 32
 PRODUCTION = {
     "app_env": "production",
     "otp_hash_secret": HASH_SECRET,
@@ -128,3 +129,34 @@ def test_test_numbers_refused_in_production_unless_allowed(tmp_path: Path) -> No
         tmp_path, **PRODUCTION, test_phone_numbers=numbers, allow_test_numbers_in_production=True
     )
     assert len(allowed.test_phone_numbers) == 1
+
+
+def test_webhook_needs_url_and_secret(tmp_path: Path) -> None:
+    message = refused(tmp_path, sms_provider="webhook")
+    assert "SMS_WEBHOOK_URL: required when SMS_PROVIDER=webhook" in message
+    assert "SMS_WEBHOOK_SECRET: required when SMS_PROVIDER=webhook" in message
+    short = refused(
+        tmp_path,
+        sms_provider="webhook",
+        sms_webhook_url="http://127.0.0.1:9/",
+        sms_webhook_secret="x",
+    )
+    assert "SMS_WEBHOOK_SECRET: must be at least 32 characters" in short
+    assert "SMS_WEBHOOK_URL: must be an http" in refused(
+        tmp_path,
+        sms_provider="webhook",
+        sms_webhook_url="ftp://x",
+        sms_webhook_secret=WEBHOOK_SECRET,
+    )
+
+
+def test_webhook_in_production_needs_https_or_loopback(tmp_path: Path) -> None:
+    base = {**PRODUCTION, "sms_provider": "webhook", "sms_webhook_secret": WEBHOOK_SECRET}
+    message = refused(tmp_path, **base, sms_webhook_url="http://sms-relay.internal/send")
+    assert "SMS_WEBHOOK_URL: must be https://" in message
+    for url in (
+        "https://sms-relay.internal/send",
+        "http://127.0.0.1:8080/send",
+        "http://localhost/x",
+    ):
+        assert load(tmp_path, **base, sms_webhook_url=url).effective_sms_provider == "webhook"

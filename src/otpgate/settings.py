@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     phone_failure_memory_seconds: int = Field(30 * 86_400, ge=3600)
 
     # --- SMS -----------------------------------------------------------------------------
-    sms_provider: Literal["sns", "console"] | None = None
+    sms_provider: Literal["sns", "console", "webhook"] | None = None
     aws_access_key_id: str | None = None
     aws_secret_access_key: SecretStr | None = None
     aws_session_token: SecretStr | None = None
@@ -146,6 +146,8 @@ class Settings(BaseSettings):
     sns_check_opt_out: bool = False
     sns_origination_number: sms.E164Number = None
     sns_max_price: sms.MaxPrice = None
+    sms_webhook_url: sms.WebhookUrl = None
+    sms_webhook_secret: sms.WebhookSecret = None
     test_phone_numbers: sms.TestPhoneNumbers = Field(
         default_factory=dict,
         description="Comma-separated number=code pairs that never send an SMS.",
@@ -226,7 +228,7 @@ class Settings(BaseSettings):
         return self.log_format == "json" or (self.log_format == "auto" and self.production)
 
     @property
-    def effective_sms_provider(self) -> Literal["sns", "console"]:
+    def effective_sms_provider(self) -> Literal["sns", "console", "webhook"]:
         """Console only when asked for, or in development when nothing was chosen."""
         if self.sms_provider is not None:
             return self.sms_provider

@@ -56,6 +56,10 @@ def build_sender(settings: Settings) -> SmsSender:
         from otpgate.sms.console import ConsoleSender
 
         return ConsoleSender()
+    if settings.effective_sms_provider == "webhook":
+        from otpgate.sms.webhook import WebhookSender
+
+        return WebhookSender.from_settings(settings)
     from otpgate.sms.sns import SnsSender
 
     return SnsSender.from_settings(settings)

@@ -2,14 +2,16 @@
 
 ``otpgate.settings`` declares the fields with these types; each error becomes
 "VARIABLE: reason" at start-up. Nothing here echoes a value back: a test
-number's code must not end up in a log.
+number's code or a webhook secret must not end up in a log.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from pydantic_settings import NoDecode
@@ -38,6 +40,13 @@ def _sender_id(value: str) -> str:
 def _e164(value: str) -> str:
     if not _E164.fullmatch(value):
         raise ValueError("must be a number in E.164 form, such as +18005550100")
+    return value
+
+
+def _webhook_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
     return value
 
 
@@ -82,6 +91,8 @@ AndroidAppHash = Annotated[
 ]
 E164Number = Annotated[Annotated[str, AfterValidator(_e164)] | None, _Blank]
 MaxPrice = Annotated[Annotated[Decimal, Field(gt=0, le=1000)] | None, _Blank]
+WebhookUrl = Annotated[Annotated[str, AfterValidator(_webhook_url)] | None, _Blank]
+WebhookSecret = Annotated[SecretStr | None, _Blank]
 
 MessageTemplateText = Annotated[str, AfterValidator(message.check_template)]
 AppName = Annotated[str, AfterValidator(message.check_app_name)]
@@ -96,6 +107,19 @@ TestPhoneNumbers = Annotated[
 def delivery_problems(settings: Settings) -> list[str]:
     """Checks that need more than one variable; one "VARIABLE: reason" line each."""
     problems = []
+    if settings.effective_sms_provider == "webhook":
+        url, secret = settings.sms_webhook_url, settings.sms_webhook_secret
+        if url is None:
+            problems.append("SMS_WEBHOOK_URL: required when SMS_PROVIDER=webhook")
+        elif settings.production and not _https_or_loopback(url):
+            problems.append(
+                "SMS_WEBHOOK_URL: must be https:// (or a loopback address) "
+                "when APP_ENV=production; the payload carries the code"
+            )
+        if secret is None:
+            problems.append("SMS_WEBHOOK_SECRET: required when SMS_PROVIDER=webhook")
+        elif len(secret.get_secret_value()) < 32:
+            problems.append("SMS_WEBHOOK_SECRET: must be at least 32 characters")
     for index, (number, code) in enumerate(settings.test_phone_numbers.items(), start=1):
         if len(code.get_secret_value()) != settings.otp_length:
             problems.append(
@@ -119,3 +143,16 @@ def delivery_problems(settings: Settings) -> list[str]:
             "can verify as it); set ALLOW_TEST_NUMBERS_IN_PRODUCTION=true to allow"
         )
     return problems
+
+
+def _https_or_loopback(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    host = parts.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
