@@ -50,6 +50,17 @@ def publish_ok(message_id: str | None = "stub-message-1") -> Reply:
     return Reply(200, body.encode(), {"content-type": "text/xml"})
 
 
+def opt_out_status(*, opted_out: bool) -> Reply:
+    body = (
+        '<CheckIfPhoneNumberIsOptedOutResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/">'
+        f"<CheckIfPhoneNumberIsOptedOutResult><isOptedOut>{str(opted_out).lower()}</isOptedOut>"
+        "</CheckIfPhoneNumberIsOptedOutResult>"
+        "<ResponseMetadata><RequestId>stub-request</RequestId></ResponseMetadata>"
+        "</CheckIfPhoneNumberIsOptedOutResponse>"
+    )
+    return Reply(200, body.encode(), {"content-type": "text/xml"})
+
+
 def sns_at(url: str, **overrides: Any) -> dict[str, Any]:
     """Settings for the real SNS client at ``url``, with tight timeouts and budget.
 
@@ -158,6 +169,7 @@ async def test_retries_stop_at_the_time_budget(
     assert 2 <= stub_server.count < 10  # retried, then stopped by time, not by count
     assert elapsed < 5 * budget
     await assert_no_code_stored(service)
+    await assert_can_ask_again_at_once(service, stub_server)
 
 
 # -- 5xx: transient, retried like throttling ------------------------------------------------
@@ -216,6 +228,7 @@ async def test_invalid_parameter_about_our_request_is_502(
     assert_error(await service.request(PHONE), 502, "sms_provider_error")
     assert stub_server.count == 1
     await assert_no_code_stored(service)
+    await assert_can_ask_again_at_once(service, stub_server)
 
 
 # -- credentials: 502, logged once with the cause, readiness turns false -------------------
@@ -278,6 +291,8 @@ async def test_missing_credentials_is_502_and_not_ready(
     assert stub_server.count == 0
     assert service.components.sender.problem == "sns: no credentials"
     await assert_no_code_stored(service)
+    # Not charged: asking again fails the same way, not with a cooldown.
+    assert_error(await service.request(PHONE), 502, "sms_provider_error")
 
 
 # -- the network: refused, never connecting, never answering --------------------------------
@@ -441,9 +456,11 @@ async def test_opt_out_check_is_off_by_default(
 async def test_opt_out_check_failures_map_like_publish(
     make_service: ServiceFactory, stub_server: StubServer
 ) -> None:
+    check_reply = aws_error(429, "Throttled")
+
     def respond(request: Received) -> Reply:
         if request.form["Action"] == "CheckIfPhoneNumberIsOptedOut":
-            return aws_error(429, "Throttled")
+            return check_reply
         return publish_ok()
 
     stub_server.respond = respond
@@ -455,6 +472,15 @@ async def test_opt_out_check_failures_map_like_publish(
     actions = [r.form["Action"] for r in stub_server.received]
     assert actions == ["CheckIfPhoneNumberIsOptedOut"] * 2  # never published
     await assert_no_code_stored(service)
+    # Not charged: once the check answers, the same number gets its code at once.
+    check_reply = opt_out_status(opted_out=False)
+    assert (await service.request(PHONE)).status_code == 200
+    assert [r.form["Action"] for r in stub_server.received[2:]] == [
+        "CheckIfPhoneNumberIsOptedOut",
+        "Publish",
+    ]
+    code = code_in(stub_server.received[-1])
+    assert (await service.verify(PHONE, code)).status_code == 200
 
 
 # -- nothing secret in the logs ---------------------------------------------------------------

@@ -229,6 +229,7 @@ async def test_retry_after_beyond_the_budget_is_passed_to_the_client(
     assert 110 <= int(response.headers["retry-after"]) <= 121
     assert stub_server.count == 1  # no point trying again inside the budget
     await assert_no_code_stored(service, PHONE)
+    await assert_can_ask_again_at_once(service, stub_server)
 
 
 async def test_read_timeout_is_retried_with_the_same_key(
@@ -283,3 +284,4 @@ async def test_connect_timeout_is_503_within_the_bound(
     assert time.monotonic() - started < 5 * 1.5
     assert_error(response, 503, "sms_provider_unavailable")
     await assert_no_code_stored(service, PHONE)
+    assert_error(await service.request(PHONE), 503, "sms_provider_unavailable")  # not 429
