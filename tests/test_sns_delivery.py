@@ -255,13 +255,16 @@ async def test_credentials_refused_is_502_and_not_ready(
     )
     service = await make_service(real_sender=True, **sns_at(stub_server.url))
     sender = service.components.sender
-    assert sender.problem is None
+    assert (await service.client.get("/ready")).status_code == 200
     with caplog.at_level(logging.DEBUG, logger="otpgate"):
         for _ in range(3):
             assert_error(await service.request(PHONE), 502, "sms_provider_error")
             await assert_no_code_stored(service)
     assert stub_server.count == 3  # never retried
     assert sender.problem == f"sns: {code}"
+    ready = await service.client.get("/ready")
+    assert ready.status_code == 503
+    assert ready.json()["reasons"] == [f"sms provider (sns): sns: {code}"]
     causes = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(causes) == 1, "the cause is logged once, not on every request"
     assert causes[0].name == "otpgate.sms.sns"
@@ -272,6 +275,7 @@ async def test_credentials_refused_is_502_and_not_ready(
     # Fixed credentials: the next send succeeds, and readiness recovers with it.
     await assert_can_ask_again_at_once(service, stub_server)
     assert sender.problem is None
+    assert (await service.client.get("/ready")).status_code == 200
 
 
 async def test_missing_credentials_is_502_and_not_ready(
@@ -290,6 +294,7 @@ async def test_missing_credentials_is_502_and_not_ready(
     assert_error(await service.request(PHONE), 502, "sms_provider_error")
     assert stub_server.count == 0
     assert service.components.sender.problem == "sns: no credentials"
+    assert (await service.client.get("/ready")).status_code == 503
     await assert_no_code_stored(service)
     # Not charged: asking again fails the same way, not with a cooldown.
     assert_error(await service.request(PHONE), 502, "sms_provider_error")

@@ -141,6 +141,9 @@ async def test_wrong_secret_is_502_logged_once_and_not_ready(
             await assert_no_code_stored(service, PHONE)
     assert stub_server.count == 3  # never retried
     assert sender.problem == "webhook: HTTP 401"
+    ready = await service.client.get("/ready")
+    assert ready.status_code == 503
+    assert ready.json()["reasons"] == ["sms provider (webhook): webhook: HTTP 401"]
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, "the cause is logged once, not on every request"
     assert errors[0].name == "otpgate.sms.webhook"
@@ -148,6 +151,7 @@ async def test_wrong_secret_is_502_logged_once_and_not_ready(
     assert SECRET not in caplog.text
     await assert_can_ask_again_at_once(service, stub_server)
     assert sender.problem is None
+    assert (await service.client.get("/ready")).status_code == 200
 
 
 @pytest.mark.parametrize("status", [403, 404, 405, 302])
