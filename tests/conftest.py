@@ -30,7 +30,7 @@ from tests.fakes import CapturingSender
 TEST_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 HASH_SECRET = "test-secret-" + "x" * 40
 
-pytest_plugins = ["tests.sns_emulator", "tests.redis_server"]
+pytest_plugins = ["tests.sns_emulator", "tests.redis_server", "tests.http_stub"]
 
 
 @pytest.fixture(scope="session")

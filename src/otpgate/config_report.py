@@ -54,4 +54,7 @@ def describe(settings: Settings) -> str:
     lines.append(f"  {'(workers)':32} {workers}")
     lines.append(f"  {'(log format)':32} {'json' if settings.log_json else 'text'}")
     lines.append(f"  {'(metrics)':32} {metrics}")
+    from otpgate.wiring import start_up_warnings
+
+    lines += [f"  warning: {warning}" for warning in start_up_warnings(settings)]
     return "\n".join(lines)

@@ -22,6 +22,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from otpgate.domain import message
+from otpgate.sms import config as sms
+
 Environment = Literal["development", "production"]
 LogLevel = Literal[
     "trace", "debug", "info", "warning", "warn", "error", "fatal", "critical", "silent"
@@ -112,7 +115,7 @@ class Settings(BaseSettings):
     phone_failure_memory_seconds: int = Field(30 * 86_400, ge=3600)
 
     # --- SMS -----------------------------------------------------------------------------
-    sms_provider: Literal["sns", "console"] | None = None
+    sms_provider: Literal["sns", "console", "webhook"] | None = None
     aws_access_key_id: str | None = None
     aws_secret_access_key: SecretStr | None = None
     aws_session_token: SecretStr | None = None
@@ -122,10 +125,34 @@ class Settings(BaseSettings):
     sns_endpoint_url: str | None = Field(
         None, validation_alias=AliasChoices("SNS_ENDPOINT_URL", "SNS_ENDPOINT")
     )
-    sns_sms_sender_id: str | None = Field(None, pattern=r"^[A-Za-z0-9]{1,11}$")
+    sns_sms_sender_id: sms.SenderId = None
     sns_sms_type: Literal["Transactional", "Promotional"] = "Transactional"
     sms_connect_timeout_seconds: float = Field(2.0, gt=0, le=60)
     sms_read_timeout_seconds: float = Field(5.0, gt=0, le=120)
+
+    # --- SMS delivery --------------------------------------------------------------------
+    sms_message_template: sms.MessageTemplateText = Field(
+        message.DEFAULT_TEMPLATE, description="SMS text with {code}, {app} and {minutes}."
+    )
+    sms_app_name: sms.AppName = message.DEFAULT_APP_NAME
+    sms_webotp_domain: sms.WebOtpDomain = Field(
+        None, description="Adds the WebOTP line '@<domain> #<code>' so browsers autofill."
+    )
+    sms_android_app_hash: sms.AndroidAppHash = Field(
+        None, description="Adds the Android SMS Retriever 11-character app hash."
+    )
+    sms_retry_max_attempts: int = Field(3, ge=1, le=10)
+    sms_retry_max_seconds: float = Field(3.0, ge=0, le=60)
+    sns_check_opt_out: bool = False
+    sns_origination_number: sms.E164Number = None
+    sns_max_price: sms.MaxPrice = None
+    sms_webhook_url: sms.WebhookUrl = None
+    sms_webhook_secret: sms.WebhookSecret = None
+    test_phone_numbers: sms.TestPhoneNumbers = Field(
+        default_factory=dict,
+        description="Comma-separated number=code pairs that never send an SMS.",
+    )
+    allow_test_numbers_in_production: bool = False
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -185,6 +212,13 @@ class Settings(BaseSettings):
             return None
         return frozenset(self.allowed_countries.split(","))
 
+    @model_validator(mode="after")
+    def _sms_delivery_guards(self) -> Settings:
+        problems = sms.delivery_problems(self)
+        if problems:
+            raise ValueError("\n  ".join(problems))  # one line per variable, like field errors
+        return self
+
     @property
     def production(self) -> bool:
         return self.app_env == "production"
@@ -194,7 +228,7 @@ class Settings(BaseSettings):
         return self.log_format == "json" or (self.log_format == "auto" and self.production)
 
     @property
-    def effective_sms_provider(self) -> Literal["sns", "console"]:
+    def effective_sms_provider(self) -> Literal["sns", "console", "webhook"]:
         """Console only when asked for, or in development when nothing was chosen."""
         if self.sms_provider is not None:
             return self.sms_provider

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from otpgate.domain.codes import CodeHasher
 from otpgate.domain.limits import AbusePolicy, PumpingGuard
+from otpgate.domain.message import MessageTemplate
 from otpgate.domain.policy import OtpPolicy
 from otpgate.domain.service import OtpService
+from otpgate.domain.test_numbers import TestNumbers
 from otpgate.hash_key import load_hash_key
 from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.rate_limit import RouteRateLimiter
 from otpgate.settings import Settings
 from otpgate.sms.base import SmsSender
 from otpgate.store.base import Lockout, OtpStore
+
+log = logging.getLogger("otpgate")
 
 
 @dataclass(slots=True)
@@ -51,6 +56,10 @@ def build_sender(settings: Settings) -> SmsSender:
         from otpgate.sms.console import ConsoleSender
 
         return ConsoleSender()
+    if settings.effective_sms_provider == "webhook":
+        from otpgate.sms.webhook import WebhookSender
+
+        return WebhookSender.from_settings(settings)
     from otpgate.sms.sns import SnsSender
 
     return SnsSender.from_settings(settings)
@@ -62,6 +71,10 @@ def build_policy(settings: Settings) -> OtpPolicy:
         ttl_seconds=settings.otp_ttl_seconds,
         max_attempts=settings.otp_max_attempts,
         phone_check=settings.phone_number_check,
+        message=build_message(settings),
+        test_numbers=TestNumbers.from_mapping(
+            {n: c.get_secret_value() for n, c in settings.test_phone_numbers.items()}
+        ),
     )
 
 
@@ -106,9 +119,31 @@ def instrument(
     return MeteredStore(store), MeteredSender(sender)
 
 
+def build_message(settings: Settings) -> MessageTemplate:
+    return MessageTemplate(
+        template=settings.sms_message_template,
+        app=settings.sms_app_name,
+        webotp_domain=settings.sms_webotp_domain,
+        android_app_hash=settings.sms_android_app_hash,
+    )
+
+
+def start_up_warnings(settings: Settings) -> list[str]:
+    """Settings that work but cost money or surprise users; logged at start-up."""
+    warnings = build_message(settings).fit_warnings(settings.otp_length, settings.otp_ttl_seconds)
+    if settings.test_phone_numbers:
+        warnings.append(
+            f"TEST_PHONE_NUMBERS: test numbers active: {len(settings.test_phone_numbers)}; "
+            "they receive no SMS and accept their fixed codes"
+        )
+    return warnings
+
+
 def build_components(
     settings: Settings, *, store: OtpStore | None = None, sender: SmsSender | None = None
 ) -> Components:
+    for warning in start_up_warnings(settings):
+        log.warning(warning)
     store = store or build_store(settings)
     sender = sender or build_sender(settings)
     # The use cases get timed versions; Components keeps the plain ones (readiness, close).

@@ -95,3 +95,12 @@ class SmsFailed(OtpError):
 
     code = "sms_provider_error"
     message = "The SMS could not be sent."
+
+
+class SmsOptedOut(OtpError):
+    """The subscriber opted out of SMS from this sender (replied STOP): no SMS was sent."""
+
+    code = "sms_number_opted_out"
+    message = (
+        "This phone number has opted out of text messages from this service, so no code was sent."
+    )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from otpgate.domain.message import MessageTemplate
 from otpgate.domain.phone import PhoneCheck
+from otpgate.domain.test_numbers import TestNumbers
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,7 +15,8 @@ class OtpPolicy:
     ttl_seconds: int = 300
     max_attempts: int = 5
     phone_check: PhoneCheck = "valid"
-    message_template: str = "Your verification code is: {code}"
+    message: MessageTemplate = field(default_factory=MessageTemplate)
+    test_numbers: TestNumbers = field(default_factory=TestNumbers)
 
     def render(self, code: str) -> str:
-        return self.message_template.format(code=code)
+        return self.message.render(code, self.ttl_seconds)

@@ -39,8 +39,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 Outcome = tuple[Response, WindowHit | None]
 
 # Dependency failures are worth an operator's attention; client errors are routine
-# and already on the access line with their code.
-_OPERATOR_CODES = frozenset({"store_unavailable", "sms_provider_error", "sms_provider_unavailable"})
+# and already on the access line with their code. SMS provider failures are logged
+# by the sender itself, with their cause and only once per outage.
+_OPERATOR_CODES = frozenset({"store_unavailable"})
 
 
 def json_response(body: Any, status: int = 200) -> Response:

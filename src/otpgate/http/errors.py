@@ -33,6 +33,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "country_not_allowed": 403,
     "store_unavailable": 503,
     "sms_number_rejected": 400,
+    "sms_number_opted_out": 400,
     "sms_provider_unavailable": 503,
     "sms_provider_error": 502,
 }

@@ -47,6 +47,7 @@ _ROUTE_CODES: dict[str, tuple[str, ...]] = {
         "prefix_blocked",
         "country_blocked",
         "sms_number_rejected",
+        "sms_number_opted_out",
         "sms_provider_error",
         "sms_provider_unavailable",
         "store_unavailable",
