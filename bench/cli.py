@@ -178,8 +178,8 @@ def _run_all(args: argparse.Namespace, node_dir: Path | None, workdir: Path) -> 
     return {"runs": runs, "redis_memory": memory}
 
 
-def _on_sigterm(signum: int, frame: object) -> NoReturn:
-    raise SystemExit(128 + signum)
+def _interrupt(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = _meta(args, started)
     out = RESULTS / f"bench-{started:%Y%m%d-%H%M%S}"
     workdir = Path(tempfile.mkdtemp(prefix="otpgate-bench-"))
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    # Both stop the run the same way, even where a shell started us ignoring SIGINT.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     status = 0
     try:
         data = _run_all(args, node_dir, workdir)
