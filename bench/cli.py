@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"service output kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    rows = report.summarize(data["runs"])
+    rows = report.summarize(data["runs"], args.other_max)
     table = report.markdown(rows, data["redis_memory"], meta)
     print(table)
     report.write_json(out.with_suffix(".json"), {"meta": meta, "summary": rows, **data})

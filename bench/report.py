@@ -22,7 +22,7 @@ METRICS = (
 )
 
 
-def summarize(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarize(runs: Iterable[dict[str, Any]], other_max: float) -> list[dict[str, Any]]:
     """One row per (scenario, log level, service): the median of each metric."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for run in runs:
@@ -38,6 +38,8 @@ def summarize(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "runs": len(group),
             "rps_each": [round(r["rps"]) for r in group],
             "anomalies": sorted({a for r in group for a in r["anomalies"]}),
+            # Kept only because every attempt was disturbed: read with care.
+            "noisy": any(r["other_cpu_pct"] > other_max for r in group),
         }
         for metric in METRICS:
             row[metric] = statistics.median(r[metric] for r in group)
@@ -66,7 +68,7 @@ def markdown(
         "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
-        flag = " ⚠" if r["anomalies"] else ""
+        flag = (" ⚠" if r["anomalies"] else "") + (" ~" if r["noisy"] else "")
         out.append(
             f"| {r['scenario']} | {r['log_level']} | {r['service']}{flag} | {_fmt(r['rps'])} "
             f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu_pct']:.0f} "
@@ -116,6 +118,12 @@ def markdown(
     ]
     if notes:
         out += ["", "⚠ anomalies in measured runs:", *notes]
+    if any(r["noisy"] for r in rows):
+        out += [
+            "",
+            "~ other processes used more than the allowed CPU in every attempt of at least one "
+            "run: that row is less reliable.",
+        ]
     return "\n".join(out)
 
 
