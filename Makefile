@@ -30,7 +30,7 @@ typecheck: $(STAMP)
 
 ## Side-by-side benchmark against the Node service (see bench/README.md)
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
