@@ -227,5 +227,8 @@ def prepare_node(source: Path | None, node_dir: Path) -> Path:
     shutil.copytree(source, node_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("results"))
     for path in [node_dir, *node_dir.rglob("*")]:
         path.chmod(path.stat().st_mode | 0o200)
-    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=node_dir, check=True)
+    # npm's progress goes to stderr with ours: stdout carries only the table.
+    subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund"], cwd=node_dir, check=True, stdout=sys.stderr
+    )
     return node_dir
