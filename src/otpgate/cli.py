@@ -1,22 +1,37 @@
-"""The ``otpgate`` command: ``serve`` and ``check-config``."""
+"""The ``otpgate`` command: ``serve`` and ``check-config``.
+
+Settings come from the environment and ``.env`` (see .env.example); the few
+options below override them for one run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from otpgate import __version__
 from otpgate.settings import ConfigError, Settings, load_settings
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otpgate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"otpgate {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP service",
+        description="Run the HTTP service. Every worker is a process of its own that shares"
+        " the store (Redis, or the SQLite file), so limits and codes hold across workers.",
+    )
     serve.add_argument("--host", help="listen address (default: HOST, or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default: PORT, or 3000)")
     serve.add_argument(
@@ -25,7 +40,12 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes sharing the store (default: WORKERS, or the CPU count)",
     )
 
-    sub.add_parser("check-config", help="validate the environment and .env, print the result")
+    sub.add_parser(
+        "check-config",
+        help="validate the environment and .env, print the result",
+        description="Validate the environment and .env and print the effective settings,"
+        " secrets redacted. Exits 2 when a setting is invalid, naming the variable.",
+    )
     return parser
 
 
@@ -58,16 +78,69 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers or os.cpu_count() or 1
-    uvicorn.run(
-        "otpgate.asgi:app",
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
-        loop="auto",
-        http="auto",
-    )
+    if settings.metrics_port is not None and settings.metrics_port == port:
+        print(f"otpgate: METRICS_PORT must differ from the listen port {port}", file=sys.stderr)
+        return 2
+    with _metrics_dir(settings, workers), _metrics_server(settings, host):
+        uvicorn.run(
+            "otpgate.asgi:app",
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+            loop="auto",
+            http="auto",
+        )
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_dir(settings: Settings, workers: int) -> Iterator[None]:
+    """Give several workers one directory to count in, so a scrape adds them all up.
+
+    PROMETHEUS_MULTIPROC_DIR, when set, is used (and its stale files from an earlier
+    run removed); otherwise a fresh temporary directory is made and deleted at exit.
+    The workers inherit the variable, and read it before creating any metric.
+    """
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for stale in Path(given).glob("*.db"):
+            stale.unlink(missing_ok=True)
+        yield
+        return
+    if not settings.metrics_enabled or workers < 2:
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="otpgate-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _metrics_server(settings: Settings, host: str) -> Iterator[None]:
+    """With METRICS_PORT, serve /metrics there, from this (the supervising) process."""
+    if not settings.metrics_enabled or settings.metrics_port is None:
+        yield
+        return
+    from prometheus_client import start_http_server
+
+    from otpgate.metrics import scrape_registry
+
+    server, thread = start_http_server(
+        settings.metrics_port,
+        addr=settings.metrics_host or host,
+        registry=scrape_registry(),
+    )
+    try:
+        yield
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)

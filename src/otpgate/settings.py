@@ -11,6 +11,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
+import phonenumbers
 from pydantic import (
     AliasChoices,
     Field,
@@ -20,6 +21,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from otpgate.domain import message
+from otpgate.sms import config as sms
 
 Environment = Literal["development", "production"]
 LogLevel = Literal[
@@ -54,6 +58,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(4096, ge=256, le=1_048_576)
     shutdown_timeout_seconds: float = Field(10.0, gt=0, le=300)
 
+    # --- observability -------------------------------------------------------------------
+    access_log: bool = Field(True, description="One log line per request, at info level.")
+    metrics_enabled: bool = Field(True, description="Count requests and outcomes for Prometheus.")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve /metrics on this port instead of PORT."
+    )
+    metrics_host: str | None = Field(None, description="Listen address for METRICS_PORT.")
+
     # --- codes ---------------------------------------------------------------------------
     otp_length: int = Field(6, ge=4, le=10)
     otp_ttl_seconds: int = Field(300, ge=30, le=86_400)
@@ -61,9 +73,6 @@ class Settings(BaseSettings):
     otp_hash_secret: SecretStr | None = None
     otp_hash_secret_file: Path = Path(".otpgate/hash-secret")
     phone_number_check: Literal["valid", "possible"] = "valid"
-    otp_resend_cooldown_seconds: int = Field(60, ge=0, le=3600)
-    phone_send_limit: int = Field(5, ge=1)
-    phone_send_window_seconds: int = Field(600, ge=1, le=86_400)
 
     # --- store ---------------------------------------------------------------------------
     redis_url: str | None = None
@@ -80,8 +89,33 @@ class Settings(BaseSettings):
         description="CIDRs whose X-Forwarded-For is believed; empty trusts nobody.",
     )
 
+    # --- abuse defence (every limit is shared by all workers on one store) -------------
+    otp_resend_cooldown_seconds: int = Field(60, ge=0, le=3600)
+    phone_send_limit: int = Field(5, ge=1)
+    phone_send_window_seconds: int = Field(600, ge=1, le=86_400)
+    ip_max_phones: int = Field(10, ge=1)
+    ip_phones_window_seconds: int = Field(3600, ge=1, le=86_400)
+    country_sms_per_hour: int = Field(1000, ge=1)
+    country_sms_budgets: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    global_sms_per_hour: int = Field(10_000, ge=1)
+    allowed_countries: str | None = Field(
+        None, description="ISO codes (US,CA,GB) or * for all; required in production."
+    )
+    pumping_guard: bool = True
+    pump_prefix_digits: int = Field(7, ge=2, le=12)
+    pump_prefix_min_sends: int = Field(20, ge=1)
+    pump_country_min_sends: int = Field(200, ge=1)
+    pump_surge_factor: float = Field(5.0, ge=1.0)
+    pump_window_seconds: int = Field(3600, ge=60, le=86_400)
+    pump_block_seconds: int = Field(21_600, ge=60, le=7 * 86_400)
+    phone_lockout_threshold: int = Field(10, ge=1, le=100)
+    phone_lockout_base_seconds: int = Field(60, ge=1)
+    phone_lockout_max_seconds: int = Field(86_400, ge=1)
+    phone_max_consecutive_failures: int = Field(100, ge=1, le=100)
+    phone_failure_memory_seconds: int = Field(30 * 86_400, ge=3600)
+
     # --- SMS -----------------------------------------------------------------------------
-    sms_provider: Literal["sns", "console"] | None = None
+    sms_provider: Literal["sns", "console", "webhook"] | None = None
     aws_access_key_id: str | None = None
     aws_secret_access_key: SecretStr | None = None
     aws_session_token: SecretStr | None = None
@@ -91,10 +125,34 @@ class Settings(BaseSettings):
     sns_endpoint_url: str | None = Field(
         None, validation_alias=AliasChoices("SNS_ENDPOINT_URL", "SNS_ENDPOINT")
     )
-    sns_sms_sender_id: str | None = Field(None, pattern=r"^[A-Za-z0-9]{1,11}$")
+    sns_sms_sender_id: sms.SenderId = None
     sns_sms_type: Literal["Transactional", "Promotional"] = "Transactional"
     sms_connect_timeout_seconds: float = Field(2.0, gt=0, le=60)
     sms_read_timeout_seconds: float = Field(5.0, gt=0, le=120)
+
+    # --- SMS delivery --------------------------------------------------------------------
+    sms_message_template: sms.MessageTemplateText = Field(
+        message.DEFAULT_TEMPLATE, description="SMS text with {code}, {app} and {minutes}."
+    )
+    sms_app_name: sms.AppName = message.DEFAULT_APP_NAME
+    sms_webotp_domain: sms.WebOtpDomain = Field(
+        None, description="Adds the WebOTP line '@<domain> #<code>' so browsers autofill."
+    )
+    sms_android_app_hash: sms.AndroidAppHash = Field(
+        None, description="Adds the Android SMS Retriever 11-character app hash."
+    )
+    sms_retry_max_attempts: int = Field(3, ge=1, le=10)
+    sms_retry_max_seconds: float = Field(3.0, ge=0, le=60)
+    sns_check_opt_out: bool = False
+    sns_origination_number: sms.E164Number = None
+    sns_max_price: sms.MaxPrice = None
+    sms_webhook_url: sms.WebhookUrl = None
+    sms_webhook_secret: sms.WebhookSecret = None
+    test_phone_numbers: sms.TestPhoneNumbers = Field(
+        default_factory=dict,
+        description="Comma-separated number=code pairs that never send an SMS.",
+    )
+    allow_test_numbers_in_production: bool = False
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -113,6 +171,54 @@ class Settings(BaseSettings):
                 raise ValueError(f"{cidr!r} is not an IP address or CIDR") from None
         return value
 
+    @field_validator("country_sms_budgets", mode="before")
+    @classmethod
+    def _parse_budgets(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        budgets: dict[str, object] = {}
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            region, sep, amount = part.partition("=")
+            if not sep:
+                raise ValueError(f"{part!r} is not COUNTRY=NUMBER")
+            budgets[region.strip().upper()] = amount.strip()
+        return budgets
+
+    @field_validator("country_sms_budgets")
+    @classmethod
+    def _check_budgets(cls, value: dict[str, int]) -> dict[str, int]:
+        for region, amount in value.items():
+            _check_region(region)
+            if amount < 1:
+                raise ValueError(f"{region}: budget must be at least 1")
+        return value
+
+    @field_validator("allowed_countries")
+    @classmethod
+    def _check_countries(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "*":
+            return value
+        regions = [p.strip().upper() for p in value.split(",") if p.strip()]
+        if not regions:
+            raise ValueError("list at least one ISO country code, or * for all")
+        for region in regions:
+            _check_region(region)
+        return ",".join(regions)
+
+    @property
+    def allowed_regions(self) -> frozenset[str] | None:
+        """None means every country."""
+        if self.allowed_countries is None or self.allowed_countries.strip() == "*":
+            return None
+        return frozenset(self.allowed_countries.split(","))
+
+    @model_validator(mode="after")
+    def _sms_delivery_guards(self) -> Settings:
+        problems = sms.delivery_problems(self)
+        if problems:
+            raise ValueError("\n  ".join(problems))  # one line per variable, like field errors
+        return self
+
     @property
     def production(self) -> bool:
         return self.app_env == "production"
@@ -122,17 +228,30 @@ class Settings(BaseSettings):
         return self.log_format == "json" or (self.log_format == "auto" and self.production)
 
     @property
-    def effective_sms_provider(self) -> Literal["sns", "console"]:
+    def effective_sms_provider(self) -> Literal["sns", "console", "webhook"]:
         """Console only when asked for, or in development when nothing was chosen."""
         if self.sms_provider is not None:
             return self.sms_provider
         return "sns" if self.production else "console"
 
     @model_validator(mode="after")
+    def _lockout_order(self) -> Settings:
+        if self.phone_lockout_threshold > self.phone_max_consecutive_failures:
+            raise ValueError(
+                "PHONE_LOCKOUT_THRESHOLD: must not exceed PHONE_MAX_CONSECUTIVE_FAILURES"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _production_guards(self) -> Settings:
         if not self.production:
             return self
         problems = []
+        if self.allowed_countries is None:
+            problems.append(
+                "ALLOWED_COUNTRIES: required when APP_ENV=production"
+                " (ISO codes such as US,CA, or * to allow every country)"
+            )
         if self.sms_provider == "console":
             problems.append(
                 "SMS_PROVIDER: 'console' prints codes and is refused when APP_ENV=production"
@@ -144,6 +263,19 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @model_validator(mode="after")
+    def _metrics_port_apart(self) -> Settings:
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError(
+                "METRICS_PORT: must differ from PORT (unset it to serve /metrics on PORT)"
+            )
+        return self
+
+
+def _check_region(region: str) -> None:
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"{region!r} is not an ISO 3166 country code")
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from otpgate.domain.codes import CodeHasher
+from otpgate.domain.limits import AbusePolicy, PumpingGuard
+from otpgate.domain.message import MessageTemplate
 from otpgate.domain.policy import OtpPolicy
 from otpgate.domain.service import OtpService
+from otpgate.domain.test_numbers import TestNumbers
 from otpgate.hash_key import load_hash_key
 from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.rate_limit import RouteRateLimiter
 from otpgate.settings import Settings
 from otpgate.sms.base import SmsSender
-from otpgate.store.base import OtpStore
+from otpgate.store.base import Lockout, OtpStore
+
+log = logging.getLogger("otpgate")
 
 
 @dataclass(slots=True)
@@ -50,6 +56,10 @@ def build_sender(settings: Settings) -> SmsSender:
         from otpgate.sms.console import ConsoleSender
 
         return ConsoleSender()
+    if settings.effective_sms_provider == "webhook":
+        from otpgate.sms.webhook import WebhookSender
+
+        return WebhookSender.from_settings(settings)
     from otpgate.sms.sns import SnsSender
 
     return SnsSender.from_settings(settings)
@@ -60,26 +70,98 @@ def build_policy(settings: Settings) -> OtpPolicy:
         length=settings.otp_length,
         ttl_seconds=settings.otp_ttl_seconds,
         max_attempts=settings.otp_max_attempts,
-        resend_cooldown_seconds=settings.otp_resend_cooldown_seconds,
-        phone_sends_per_window=settings.phone_send_limit,
-        phone_send_window_seconds=settings.phone_send_window_seconds,
         phone_check=settings.phone_number_check,
+        message=build_message(settings),
+        test_numbers=TestNumbers.from_mapping(
+            {n: c.get_secret_value() for n, c in settings.test_phone_numbers.items()}
+        ),
     )
+
+
+def build_limits(settings: Settings) -> AbusePolicy:
+    s = settings
+    return AbusePolicy(
+        resend_cooldown_seconds=s.otp_resend_cooldown_seconds,
+        phone_sends=s.phone_send_limit,
+        phone_window_seconds=s.phone_send_window_seconds,
+        ip_max_phones=s.ip_max_phones,
+        ip_phones_window_seconds=s.ip_phones_window_seconds,
+        country_sms_per_hour=s.country_sms_per_hour,
+        country_sms_overrides=dict(s.country_sms_budgets),
+        global_sms_per_hour=s.global_sms_per_hour,
+        allowed_countries=s.allowed_regions,
+        pumping=PumpingGuard(
+            enabled=s.pumping_guard,
+            prefix_digits=s.pump_prefix_digits,
+            prefix_min_sends=s.pump_prefix_min_sends,
+            country_min_sends=s.pump_country_min_sends,
+            factor=s.pump_surge_factor,
+            window_seconds=s.pump_window_seconds,
+            block_seconds=s.pump_block_seconds,
+        ),
+        lockout=Lockout(
+            threshold=s.phone_lockout_threshold,
+            base_seconds=s.phone_lockout_base_seconds,
+            max_seconds=s.phone_lockout_max_seconds,
+            hard_cap=s.phone_max_consecutive_failures,
+            memory_seconds=s.phone_failure_memory_seconds,
+        ),
+    )
+
+
+def instrument(
+    settings: Settings, store: OtpStore, sender: SmsSender
+) -> tuple[OtpStore, SmsSender]:
+    if not settings.metrics_enabled:
+        return store, sender
+    from otpgate.metrics import MeteredSender, MeteredStore
+
+    return MeteredStore(store), MeteredSender(sender)
+
+
+def build_message(settings: Settings) -> MessageTemplate:
+    return MessageTemplate(
+        template=settings.sms_message_template,
+        app=settings.sms_app_name,
+        webotp_domain=settings.sms_webotp_domain,
+        android_app_hash=settings.sms_android_app_hash,
+    )
+
+
+def start_up_warnings(settings: Settings) -> list[str]:
+    """Settings that work but cost money or surprise users; logged at start-up."""
+    warnings = build_message(settings).fit_warnings(settings.otp_length, settings.otp_ttl_seconds)
+    if settings.test_phone_numbers:
+        warnings.append(
+            f"TEST_PHONE_NUMBERS: test numbers active: {len(settings.test_phone_numbers)}; "
+            "they receive no SMS and accept their fixed codes"
+        )
+    return warnings
 
 
 def build_components(
     settings: Settings, *, store: OtpStore | None = None, sender: SmsSender | None = None
 ) -> Components:
+    for warning in start_up_warnings(settings):
+        log.warning(warning)
     store = store or build_store(settings)
     sender = sender or build_sender(settings)
-    service = OtpService(store, sender, CodeHasher(load_hash_key(settings)), build_policy(settings))
+    # The use cases get timed versions; Components keeps the plain ones (readiness, close).
+    used_store, used_sender = instrument(settings, store, sender)
+    service = OtpService(
+        used_store,
+        used_sender,
+        CodeHasher(load_hash_key(settings)),
+        build_policy(settings),
+        build_limits(settings),
+    )
     return Components(
         settings=settings,
         store=store,
         sender=sender,
         service=service,
         rate_limiter=RouteRateLimiter(
-            store, settings.rate_limit_max_requests, settings.rate_limit_window_ms
+            used_store, settings.rate_limit_max_requests, settings.rate_limit_window_ms
         ),
         client_ip=ClientIpResolver(settings.trusted_proxies),
     )

@@ -7,9 +7,18 @@ a hash or a secret.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from otpgate.store.base import WindowHit
+
 
 class OtpError(Exception):
-    """Base for every refusal or failure the API reports to a client."""
+    """Base for every refusal or failure the API reports to a client.
+
+    ``window_hit`` is the client's request-window count when the request was
+    counted, so the answer can carry the rate-limit headers.
+    """
 
     code = "error"
     message = "The request could not be completed."
@@ -17,7 +26,19 @@ class OtpError(Exception):
     def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
         self.message = message or type(self).message
         self.retry_after = retry_after
+        self.window_hit: WindowHit | None = None
         super().__init__(self.message)
+
+
+class RateLimited(OtpError):
+    """The client's per-IP request window is full (the Node service's wording)."""
+
+    code = "rate_limited"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"Rate limit exceeded, retry in {retry_after} seconds", retry_after=retry_after
+        )
 
 
 class InvalidPhoneNumber(OtpError):
@@ -45,6 +66,11 @@ class LimitExceeded(OtpError):
         super().__init__(message, retry_after=retry_after)
 
 
+class CountryNotAllowed(OtpError):
+    code = "country_not_allowed"
+    message = "Sending codes to this country is not enabled."
+
+
 class StoreUnavailable(OtpError):
     code = "store_unavailable"
     message = "The OTP service is temporarily unavailable. Please try again later."
@@ -69,3 +95,12 @@ class SmsFailed(OtpError):
 
     code = "sms_provider_error"
     message = "The SMS could not be sent."
+
+
+class SmsOptedOut(OtpError):
+    """The subscriber opted out of SMS from this sender (replied STOP): no SMS was sent."""
+
+    code = "sms_number_opted_out"
+    message = (
+        "This phone number has opted out of text messages from this service, so no code was sent."
+    )

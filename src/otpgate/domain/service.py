@@ -9,16 +9,34 @@ Order matters and is the point of this module:
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from otpgate.domain.codes import CodeHasher, generate_code
-from otpgate.domain.errors import InvalidCode, LimitExceeded, TooManyAttempts
+from otpgate.domain.errors import (
+    InvalidCode,
+    OtpError,
+    RateLimited,
+    StoreUnavailable,
+    TooManyAttempts,
+)
+from otpgate.domain.limits import AbusePolicy, refusal
 from otpgate.domain.phone import Phone, parse_phone
-from otpgate.domain.policy import LIMIT_MESSAGES, OtpPolicy
+from otpgate.domain.policy import OtpPolicy
 from otpgate.sms.base import SmsSender
-from otpgate.store.base import OtpStore, Quota, Refused, SendRequest
+from otpgate.store.base import (
+    Issued,
+    OtpStore,
+    Refused,
+    RequestWindow,
+    SendRequest,
+    WindowHit,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +44,13 @@ class CodeSent:
     phone: Phone
     message_id: str
     expires_in: int
+    window_hit: WindowHit | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    phone: Phone
+    window_hit: WindowHit | None = None
 
 
 class OtpService:
@@ -35,63 +60,103 @@ class OtpService:
         sender: SmsSender,
         hasher: CodeHasher,
         policy: OtpPolicy,
+        limits: AbusePolicy,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._sender = sender
         self._hasher = hasher
         self._policy = policy
+        self._limits = limits
         self._clock = clock
 
     @property
     def policy(self) -> OtpPolicy:
         return self._policy
 
-    def _quotas(self, phone: Phone) -> tuple[Quota, ...]:
-        p = self._policy
-        return (
-            Quota(
-                "phone_send_limit",
-                phone.e164,
-                p.phone_sends_per_window,
-                p.phone_send_window_seconds,
-            ),
-        )
+    async def _counted(self, exc: OtpError, window: RequestWindow | None) -> OtpError:
+        """A request refused before it reaches the store still counts in its window."""
+        if window is None:
+            return exc
+        hit = await self._store.hit_window(window, self._clock())
+        if hit.over(window):
+            exc = RateLimited(max(1, -(-hit.reset_after_ms // 1000)))
+        exc.window_hit = hit
+        return exc
 
-    async def request_code(self, raw_phone: str) -> CodeSent:
-        policy = self._policy
-        phone = parse_phone(raw_phone, policy.phone_check)
-        code = generate_code(policy.length)
+    async def request_code(
+        self, raw_phone: str, client_ip: str, window: RequestWindow | None = None
+    ) -> CodeSent:
+        """Send a code; ``window`` is the client's request limit, counted in the same step."""
+        policy, limits = self._policy, self._limits
+        try:
+            phone = parse_phone(raw_phone, policy.phone_check)
+            limits.check_country(phone)
+        except OtpError as exc:
+            raise await self._counted(exc, window) from None
+        fixed_code = policy.test_numbers.code_for(phone.e164)
+        code = fixed_code or generate_code(policy.length)
         request = SendRequest(
             phone=phone.e164,
             code_hash=self._hasher.digest(phone.e164, code),
             ttl_seconds=policy.ttl_seconds,
-            cooldown_seconds=policy.resend_cooldown_seconds,
-            quotas=self._quotas(phone),
+            cooldown_seconds=limits.resend_cooldown_seconds,
+            quotas=limits.send_quotas(phone),
+            distinct=limits.send_distinct(phone, client_ip),
+            surges=limits.send_surges(phone),
         )
-        outcome = await self._store.issue(request, self._clock())
+        outcome = await self._store.issue(request, self._clock(), window)
         if isinstance(outcome, Refused):
-            raise LimitExceeded(
-                outcome.kind, LIMIT_MESSAGES[outcome.kind], retry_after=outcome.retry_after
-            )
+            raise _with_hit(refusal(outcome.kind, outcome.retry_after), outcome.window_hit)
+        if fixed_code is not None:
+            # A test number: stored and limited like any other, but no SMS goes out.
+            return CodeSent(phone, str(uuid.uuid4()), policy.ttl_seconds, outcome.window_hit)
         try:
             message_id = await self._sender.send(phone.e164, policy.render(code))
-        except Exception:
-            await self._store.undo_issue(outcome)
+        except OtpError as exc:
+            await self._undo(outcome)
+            exc.window_hit = outcome.window_hit
             raise
-        return CodeSent(phone=phone, message_id=message_id, expires_in=policy.ttl_seconds)
+        except Exception:
+            await self._undo(outcome)
+            raise
+        return CodeSent(phone, message_id, policy.ttl_seconds, outcome.window_hit)
 
-    async def verify_code(self, raw_phone: str, code: str) -> Phone:
+    async def _undo(self, issued: Issued) -> None:
+        try:
+            await self._store.undo_issue(issued)
+        except StoreUnavailable:
+            log.warning("could not undo a failed send; the code expires on its own")
+
+    async def verify_code(
+        self, raw_phone: str, code: str, window: RequestWindow | None = None
+    ) -> Verified:
+        """Check a code once; ``window`` is the client's request limit, counted in the same step."""
         policy = self._policy
-        phone = parse_phone(raw_phone, policy.phone_check)
+        try:
+            phone = parse_phone(raw_phone, policy.phone_check)
+        except OtpError as exc:
+            raise await self._counted(exc, window) from None
         now = self._clock()
-        attempt = await self._store.begin_verify(phone.e164, policy.ttl_seconds, now)
+        attempt = await self._store.begin_verify(
+            phone.e164, policy.ttl_seconds, now, self._limits.lockout, window
+        )
+        hit = attempt.window_hit
+        if hit is not None and window is not None and hit.over(window):
+            raise _with_hit(RateLimited(max(1, -(-hit.reset_after_ms // 1000))), hit)
+        if attempt.locked_for:
+            raise _with_hit(refusal(self._limits.lockout.kind, attempt.locked_for), hit)
         if attempt.attempts > policy.max_attempts:
-            raise TooManyAttempts()
+            raise _with_hit(TooManyAttempts(), hit)
         if attempt.code_hash is None or not self._hasher.matches(
             attempt.code_hash, phone.e164, code
         ):
-            raise InvalidCode()
+            raise _with_hit(InvalidCode(), hit)
         if not await self._store.consume(phone.e164, attempt.code_hash, now):
-            raise InvalidCode()  # a concurrent verify of the same code won
-        return phone
+            raise _with_hit(InvalidCode(), hit)  # a concurrent verify of the same code won
+        return Verified(phone, hit)
+
+
+def _with_hit(exc: OtpError, hit: WindowHit | None) -> OtpError:
+    exc.window_hit = hit
+    return exc

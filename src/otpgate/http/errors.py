@@ -13,6 +13,7 @@ import orjson
 from starlette.responses import Response
 
 from otpgate.domain.errors import OtpError
+from otpgate.request_context import note_error_code
 
 # Status for each machine code a use case can raise. A code missing here is a bug
 # and is answered 500 by the catch-all, never silently as 400.
@@ -20,10 +21,19 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_phone_number": 400,
     "invalid_code": 400,
     "too_many_attempts": 429,
+    "rate_limited": 429,
     "resend_cooldown": 429,
     "phone_send_limit": 429,
+    "ip_phone_limit": 429,
+    "country_budget": 429,
+    "global_budget": 503,
+    "prefix_blocked": 429,
+    "country_blocked": 429,
+    "phone_locked": 429,
+    "country_not_allowed": 403,
     "store_unavailable": 503,
     "sms_number_rejected": 400,
+    "sms_number_opted_out": 400,
     "sms_provider_unavailable": 503,
     "sms_provider_error": 502,
 }
@@ -34,7 +44,6 @@ HTTP_CODES: dict[str, tuple[int, str]] = {
     "invalid_body": (400, "Body does not match the schema."),
     "unsupported_media_type": (415, "Content-Type must be application/json."),
     "payload_too_large": (413, "Body is too large."),
-    "rate_limited": (429, "Rate limit exceeded."),
     "not_found": (404, "Not found."),
     "method_not_allowed": (405, "Method not allowed."),
     "internal_error": (500, "Internal server error."),
@@ -54,6 +63,7 @@ class HttpError(Exception):
 def error_response(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> Response:
+    note_error_code(code)
     body = {
         "statusCode": status,
         "error": HTTPStatus(status).phrase,

@@ -1,17 +1,27 @@
-"""The OpenAPI document, generated from the same models that validate bodies."""
+"""The OpenAPI document, generated from the same models that validate bodies.
+
+Each error status of a route lists the machine codes it can carry, and its
+schema narrows ``code`` to exactly those, so a test that fuzzes the app against
+this document also checks that the code-to-status mapping is what it says.
+"""
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from otpgate import __version__
+from otpgate.domain.errors import OtpError, RateLimited
+from otpgate.domain.limits import LIMIT_MESSAGES
 from otpgate.http.errors import HTTP_CODES, STATUS_BY_CODE
 from otpgate.http.schemas import (
     ErrorBody,
     HealthResponse,
+    NotReadyResponse,
+    ReadyResponse,
     RequestOtpBody,
     RequestOtpResponse,
     VerifyOtpResponse,
@@ -28,9 +38,16 @@ _ROUTE_CODES: dict[str, tuple[str, ...]] = {
         "unsupported_media_type",
         "payload_too_large",
         "rate_limited",
+        "country_not_allowed",
         "resend_cooldown",
         "phone_send_limit",
+        "ip_phone_limit",
+        "country_budget",
+        "global_budget",
+        "prefix_blocked",
+        "country_blocked",
         "sms_number_rejected",
+        "sms_number_opted_out",
         "sms_provider_error",
         "sms_provider_unavailable",
         "store_unavailable",
@@ -44,6 +61,7 @@ _ROUTE_CODES: dict[str, tuple[str, ...]] = {
         "payload_too_large",
         "rate_limited",
         "too_many_attempts",
+        "phone_locked",
         "store_unavailable",
     ),
 }
@@ -53,32 +71,119 @@ def _status_of(code: str) -> int:
     return STATUS_BY_CODE.get(code) or HTTP_CODES[code][0]
 
 
+def _messages() -> dict[str, str]:
+    """The message a client sees for each machine code, for the examples."""
+    found = {code: message for code, (_, message) in HTTP_CODES.items()}
+    found.update(LIMIT_MESSAGES)
+    pending: list[type[OtpError]] = [OtpError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if "code" in vars(cls):
+            found[cls.code] = cls.message
+    found[RateLimited.code] = str(RateLimited(42))  # its message names the wait
+    return found
+
+
+_REQUEST_ID_PARAM: dict[str, Any] = {
+    "name": "X-Request-ID",
+    "in": "header",
+    "required": False,
+    "description": "Your id for this request, echoed back and written on its log lines."
+    " Kept when it is 1-128 visible ASCII characters, else replaced by a generated one.",
+    "schema": {"type": "string"},
+    "example": "3f2b9c1e-4a7d-4e0b-9d6f-0c8a5e2b7d11",
+}
+
+_REQUEST_ID_HEADER: dict[str, Any] = {
+    "X-Request-ID": {
+        "description": "The request's id: yours if it was acceptable, else a generated one.",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+    }
+}
+
+_INT_HEADER: dict[str, Any] = {"schema": {"type": "string", "pattern": "^[0-9]+$"}}
+
+# Sent by the per-IP limit on every answer of a limited route, when the limit could be
+# checked (not when the store is down).
+_LIMIT_HEADERS: dict[str, Any] = {
+    "X-RateLimit-Limit": {"description": "Requests allowed per window.", **_INT_HEADER},
+    "X-RateLimit-Remaining": {"description": "Requests left in this window.", **_INT_HEADER},
+    "X-RateLimit-Reset": {"description": "Seconds until the window resets.", **_INT_HEADER},
+}
+_RETRY_AFTER: dict[str, Any] = {
+    "Retry-After": {"description": "Seconds to wait before trying again.", **_INT_HEADER}
+}
+
+
 def _error_responses(route: str) -> dict[str, Any]:
+    messages = _messages()
     by_status: dict[int, list[str]] = {}
     for code in _ROUTE_CODES[route]:
         by_status.setdefault(_status_of(code), []).append(code)
-    return {
-        str(status): {
+    responses = {}
+    for status, codes in sorted(by_status.items()):
+        headers = {**_REQUEST_ID_HEADER, **_LIMIT_HEADERS}
+        if status == 429:
+            headers.update(_RETRY_AFTER)
+        responses[str(status)] = {
             "description": "Machine codes: " + ", ".join(f"`{c}`" for c in codes),
+            "headers": headers,
             "content": {
                 "application/json": {
-                    "schema": {"$ref": _REF.format(model="ErrorBody")},
+                    "schema": {
+                        "allOf": [
+                            {"$ref": _REF.format(model="ErrorBody")},
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "statusCode": {"const": status},
+                                    "error": {"const": HTTPStatus(status).phrase},
+                                    "code": {"enum": codes},
+                                },
+                            },
+                        ]
+                    },
                     "examples": {
-                        c: {"value": {"statusCode": status, "code": c, "message": "..."}}
+                        c: {
+                            "summary": c,
+                            "value": {
+                                "statusCode": status,
+                                "error": HTTPStatus(status).phrase,
+                                "message": messages.get(c, c),
+                                "code": c,
+                            },
+                        }
                         for c in codes
                     },
                 }
             },
         }
-        for status, codes in sorted(by_status.items())
+    return responses
+
+
+def _json(model: type[BaseModel], example: Any = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": {"$ref": _REF.format(model=model.__name__)}}
+    if example is not None:
+        media["example"] = example
+    return {"application/json": media}
+
+
+def _otp_example(verify_model: type[BaseModel]) -> str:
+    return str(verify_model.model_json_schema()["properties"]["otp"]["examples"][0])
+
+
+def _ok(description: str, content: dict[str, Any], **headers: Any) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {**_REQUEST_ID_HEADER, **headers},
+        "content": content,
     }
 
 
-def _json(model: type[BaseModel]) -> dict[str, Any]:
-    return {"application/json": {"schema": {"$ref": _REF.format(model=model.__name__)}}}
-
-
-def build_openapi(verify_model: type[BaseModel]) -> dict[str, Any]:
+def build_openapi(verify_model: type[BaseModel], *, metrics: bool = True) -> dict[str, Any]:
+    """The document; ``metrics`` says whether /metrics is served on this port."""
     models: list[type[BaseModel]] = [
         RequestOtpBody,
         verify_model,
@@ -86,51 +191,171 @@ def build_openapi(verify_model: type[BaseModel]) -> dict[str, Any]:
         VerifyOtpResponse,
         ErrorBody,
         HealthResponse,
+        ReadyResponse,
+        NotReadyResponse,
     ]
     _, schemas = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
+    paths: dict[str, Any] = {
+        "/api/v1/request-otp": {
+            "post": {
+                "operationId": "requestOtp",
+                "summary": "Create a code and send it by SMS",
+                "description": "Subject to the per-IP limit, the resend cooldown and the"
+                " per-phone send limit. A failed send stores nothing and charges no limit.",
+                "tags": ["otp"],
+                "parameters": [_REQUEST_ID_PARAM],
+                "requestBody": {
+                    "required": True,
+                    "content": _json(RequestOtpBody, {"phoneNumber": "+12125550123"}),
+                },
+                "responses": {
+                    "200": _ok(
+                        "Code sent",
+                        _json(
+                            RequestOtpResponse,
+                            {
+                                "message": "OTP requested successfully. Check your phone.",
+                                "messageId": "5c3e9a4e-2b8f-5f3a-9c7e-1d2f3a4b5c6d",
+                                "expiresIn": 300,
+                            },
+                        ),
+                        **_LIMIT_HEADERS,
+                    ),
+                    **_error_responses("request-otp"),
+                },
+            }
+        },
+        "/api/v1/verify-otp": {
+            "post": {
+                "operationId": "verifyOtp",
+                "summary": "Check a code once",
+                "description": "Wrong, expired, already used and never requested codes all get"
+                " the same `invalid_code` answer. A code is accepted at most once.",
+                "tags": ["otp"],
+                "parameters": [_REQUEST_ID_PARAM],
+                "requestBody": {
+                    "required": True,
+                    "content": _json(
+                        verify_model,
+                        {"phoneNumber": "+12125550123", "otp": _otp_example(verify_model)},
+                    ),
+                },
+                "responses": {
+                    "200": _ok(
+                        "Code accepted",
+                        _json(
+                            VerifyOtpResponse,
+                            {"success": True, "message": "OTP verified successfully."},
+                        ),
+                        **_LIMIT_HEADERS,
+                    ),
+                    **_error_responses("verify-otp"),
+                },
+            }
+        },
+        "/health": {
+            "get": {
+                "operationId": "health",
+                "summary": "Liveness: answers without touching any dependency",
+                "tags": ["operations"],
+                "parameters": [_REQUEST_ID_PARAM],
+                "responses": {
+                    "200": _ok("Alive", _json(HealthResponse, {"status": "ok"})),
+                },
+            }
+        },
+        "/ready": {
+            "get": {
+                "operationId": "ready",
+                "summary": "Readiness: the store answers and the SMS provider is usable",
+                "tags": ["operations"],
+                "parameters": [_REQUEST_ID_PARAM],
+                "responses": {
+                    "200": _ok("Ready for traffic", _json(ReadyResponse, {"status": "ready"})),
+                    "503": _ok(
+                        "Not ready, with the reasons",
+                        _json(
+                            NotReadyResponse,
+                            {"status": "not ready", "reasons": ["store (redis) is not answering"]},
+                        ),
+                    ),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "tags": ["operations"],
+                "parameters": [_REQUEST_ID_PARAM],
+                "responses": {
+                    "200": _ok(
+                        "OpenAPI 3.1 document",
+                        {
+                            "application/json": {
+                                "schema": {"type": "object", "required": ["openapi", "paths"]},
+                                "example": {"openapi": "3.1.0", "info": {}, "paths": {}},
+                            }
+                        },
+                    ),
+                },
+            }
+        },
+        "/docs": {
+            "get": {
+                "operationId": "docs",
+                "summary": "Interactive API documentation (Swagger UI)",
+                "tags": ["operations"],
+                "parameters": [_REQUEST_ID_PARAM],
+                "responses": {
+                    "200": _ok(
+                        "HTML page",
+                        {
+                            "text/html": {
+                                "schema": {"type": "string"},
+                                "example": "<!doctype html><html>...</html>",
+                            }
+                        },
+                    ),
+                },
+            }
+        },
+    }
+    if metrics:
+        paths["/metrics"] = {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics, text exposition format 0.0.4",
+                "description": "Absent when METRICS_ENABLED=false or METRICS_PORT is set.",
+                "tags": ["operations"],
+                "parameters": [_REQUEST_ID_PARAM],
+                "responses": {
+                    "200": _ok(
+                        "Metrics",
+                        {
+                            "text/plain": {
+                                "schema": {"type": "string"},
+                                "example": 'otpgate_verifications_total{outcome="approved"} 12.0\n',
+                            }
+                        },
+                    ),
+                },
+            }
+        }
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "otpgate",
             "version": __version__,
-            "description": "Phone verification codes over SMS.",
+            "description": "Phone verification codes over SMS.\n\n"
+            "Every error answer has the body `{statusCode, error, message, code}`; `code` is a"
+            " stable machine string to switch on, listed per status below.",
         },
-        "paths": {
-            "/api/v1/request-otp": {
-                "post": {
-                    "operationId": "requestOtp",
-                    "summary": "Create a code and send it by SMS",
-                    "requestBody": {"required": True, "content": _json(RequestOtpBody)},
-                    "responses": {
-                        "200": {"description": "Code sent", "content": _json(RequestOtpResponse)},
-                        **_error_responses("request-otp"),
-                    },
-                }
-            },
-            "/api/v1/verify-otp": {
-                "post": {
-                    "operationId": "verifyOtp",
-                    "summary": "Check a code once",
-                    "requestBody": {"required": True, "content": _json(verify_model)},
-                    "responses": {
-                        "200": {
-                            "description": "Code accepted",
-                            "content": _json(VerifyOtpResponse),
-                        },
-                        **_error_responses("verify-otp"),
-                    },
-                }
-            },
-            "/health": {
-                "get": {
-                    "operationId": "health",
-                    "summary": "Liveness: answers without touching any dependency",
-                    "responses": {
-                        "200": {"description": "Alive", "content": _json(HealthResponse)}
-                    },
-                }
-            },
-        },
+        "tags": [
+            {"name": "otp", "description": "Send and check codes"},
+            {"name": "operations", "description": "Probes, metrics and documentation"},
+        ],
+        "paths": paths,
         "components": {"schemas": schemas.get("$defs", {})},
     }
 

@@ -1,7 +1,8 @@
 """The per-IP, per-route request limit, with the Node service's headers.
 
-A fixed window counted in the shared store (one atomic round trip), checked
-before the body is read so that malformed requests count too.
+A fixed window counted in the shared store. For a well-formed request it is
+counted inside the operation's own atomic step (no extra round trip); a request
+rejected before that is counted on its own, so malformed requests count too.
 """
 
 from __future__ import annotations
@@ -9,16 +10,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from otpgate.store.base import OtpStore
-
-
-@dataclass(frozen=True, slots=True)
-class RateDecision:
-    allowed: bool
-    headers: dict[str, str]
-    retry_after: int
+from otpgate.store.base import OtpStore, RequestWindow, WindowHit
 
 
 class RouteRateLimiter:
@@ -33,18 +26,23 @@ class RouteRateLimiter:
         self._max = max_requests
         self._window_ms = window_ms
         self._clock = clock
+        self._limit_header = str(max_requests)
 
-    async def hit(self, route: str, client_ip: str) -> RateDecision:
-        hit = await self._store.hit_window(
-            f"rl:{route}:{client_ip}", self._window_ms, self._clock()
-        )
-        reset = max(1, math.ceil(hit.reset_after_ms / 1000))
+    def window(self, route: str, client_ip: str) -> RequestWindow:
+        return RequestWindow(f"rl:{route}:{client_ip}", self._max, self._window_ms)
+
+    async def count(self, window: RequestWindow) -> WindowHit:
+        return await self._store.hit_window(window, self._clock())
+
+    def headers(self, hit: WindowHit | None) -> dict[str, str]:
+        if hit is None:
+            return {}
+        reset = str(max(1, math.ceil(hit.reset_after_ms / 1000)))
         headers = {
-            "x-ratelimit-limit": str(self._max),
+            "x-ratelimit-limit": self._limit_header,
             "x-ratelimit-remaining": str(max(0, self._max - hit.count)),
-            "x-ratelimit-reset": str(reset),
+            "x-ratelimit-reset": reset,
         }
         if hit.count > self._max:
-            headers["retry-after"] = str(reset)
-            return RateDecision(False, headers, reset)
-        return RateDecision(True, headers, 0)
+            headers["retry-after"] = reset
+        return headers

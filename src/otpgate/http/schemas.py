@@ -7,7 +7,7 @@ the docs cannot drift from what the service accepts.
 from __future__ import annotations
 
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -71,3 +71,15 @@ class ErrorBody(BaseModel):
 
 class HealthResponse(BaseModel):
     status: str = Field(examples=["ok"])
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"] = Field(examples=["ready"])
+
+
+class NotReadyResponse(BaseModel):
+    status: Literal["not ready"] = Field(examples=["not ready"])
+    reasons: list[str] = Field(
+        description="Why this instance should not get traffic; never holds a secret.",
+        examples=[["store (redis) is not answering"]],
+    )

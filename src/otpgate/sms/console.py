@@ -24,5 +24,9 @@ class ConsoleSender:
         stream.flush()
         return message_id
 
+    @property
+    def problem(self) -> str | None:
+        return None
+
     async def close(self) -> None:
         return None

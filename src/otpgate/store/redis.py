@@ -1,192 +1,220 @@
 """Redis store: each operation is one Lua script, so one atomic round trip.
 
-Key layout (``P`` is REDIS_KEY_PREFIX): every key of one phone carries the
-phone in a ``{hash tag}``, so they share one Redis Cluster slot and one script
-may touch them all.
+Key layout (``P`` is REDIS_KEY_PREFIX). Every key of one phone carries the
+phone in a ``{hash tag}``, so they share one Redis Cluster slot:
 
-- ``P{+15551234567}:code``       hash ``h`` (HMAC of the code), ``a`` (attempts); TTL = code TTL
-- ``P{+15551234567}:cd``         resend cooldown marker; TTL = cooldown
-- ``P{<scope>}:q:<kind>:<n>``    sliding-window counter for window ``n``
-- ``P{<key>}:w``                 fixed-window request counter
+- ``P{+12125550123}:code``     hash ``h`` (code HMAC), ``a`` (attempts); expires with the code
+- ``P{+12125550123}:cd``       resend cooldown: its end (ms epoch); expires then
+- ``P{+12125550123}:fails``    consecutive failed verifies ``n`` and the last one's time ``l``
+- ``P{<scope>}:q:<kind>:<n>``  counter of window ``n`` (quotas and surge guards)
+- ``P{<scope>}:d:<kind>:<n>``  set of distinct members in window ``n``
+- ``P{<scope>}:b:<kind>``      surge block: its end (ms epoch)
+- ``P{<key>}:w``               fixed-window request counter
+
+A send also touches counters of other scopes (IP, country, global), which live
+in other slots; on Redis Cluster those limits need a single-shard deployment
+or a hash tag shared by all scopes (set REDIS_KEY_PREFIX accordingly).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+import orjson
 
 from otpgate.domain.errors import StoreUnavailable
+from otpgate.store import redis_scripts
 from otpgate.store.base import (
     Attempt,
     Issued,
+    Lockout,
     Refused,
+    RequestWindow,
     SendRequest,
     WindowHit,
     seconds_until_allowed,
     window_index,
 )
+from otpgate.store.redis_connection import (
+    PipelinedConnection,
+    RedisConnectionError,
+    RedisReplyError,
+)
 
 log = logging.getLogger(__name__)
 
-# KEYS: code, cooldown, then (previous, current) window keys per quota.
-# ARGV: hash, ttl_ms, cooldown_ms, now_ms, then (limit, window_ms) per quota.
-# Returns {0} when issued, {1, pttl} for the cooldown, {2, i, prev, cur} for quota i.
-_ISSUE = """
-local cd = redis.call('PTTL', KEYS[2])
-if cd > 0 then return {1, cd} end
-local now = tonumber(ARGV[4])
-local n = (#KEYS - 2) / 2
-for i = 1, n do
-  local prev = tonumber(redis.call('GET', KEYS[1 + 2 * i]) or '0')
-  local cur = tonumber(redis.call('GET', KEYS[2 + 2 * i]) or '0')
-  local limit = tonumber(ARGV[3 + 2 * i])
-  local win = tonumber(ARGV[4 + 2 * i])
-  local elapsed = (now % win) / win
-  if prev * (1 - elapsed) + cur + 1 > limit then return {2, i, prev, cur} end
-end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'h', ARGV[1], 'a', 0)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[3]) end
-for i = 1, n do
-  redis.call('INCR', KEYS[2 + 2 * i])
-  redis.call('PEXPIRE', KEYS[2 + 2 * i], 2 * tonumber(ARGV[4 + 2 * i]))
-end
-return {0}
-"""
 
-# KEYS: code, cooldown, then the charged window keys. ARGV: hash.
-_UNDO = """
-if redis.call('HGET', KEYS[1], 'h') ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
-for i = 3, #KEYS do
-  if redis.call('DECR', KEYS[i]) <= 0 then redis.call('DEL', KEYS[i]) end
-end
-return 1
-"""
+def _ceil_seconds(ms: float) -> int:
+    return max(1, -(-int(ms) // 1000))
 
-# KEYS: code. ARGV: ttl_ms for a record created by a guess at a phone with no code.
-# The attempt is counted before the caller compares anything.
-_BEGIN_VERIFY = """
-local a = redis.call('HINCRBY', KEYS[1], 'a', 1)
-local h = redis.call('HGET', KEYS[1], 'h')
-if (not h) and a == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return {a, h or false}
-"""
 
-# KEYS: code. ARGV: hash.
-_CONSUME = """
-if redis.call('HGET', KEYS[1], 'h') == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-"""
+def _window_hit(reply: list[Any]) -> WindowHit | None:
+    count = int(reply[0])
+    return None if count < 0 else WindowHit(count=count, reset_after_ms=int(reply[1]))
 
-# KEYS: counter. ARGV: window_ms.
-_HIT_WINDOW = """
-local c = redis.call('INCR', KEYS[1])
-local t = redis.call('PTTL', KEYS[1])
-if t < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  t = tonumber(ARGV[1])
-end
-return {c, t}
-"""
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    source: str
+    sha: str
+
+    @classmethod
+    def of(cls, source: str) -> _Script:
+        return cls(source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 - Redis's name
 
 
 class RedisStore:
     def __init__(self, url: str, *, prefix: str = "otpgate:", timeout: float = 0.5) -> None:
         self._prefix = prefix
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1),
-            retry_on_timeout=False,
-            health_check_interval=30,
-            decode_responses=False,
-        )
-        self._issue = self._client.register_script(_ISSUE)
-        self._undo = self._client.register_script(_UNDO)
-        self._begin_verify = self._client.register_script(_BEGIN_VERIFY)
-        self._consume = self._client.register_script(_CONSUME)
-        self._hit_window = self._client.register_script(_HIT_WINDOW)
+        self._conn = PipelinedConnection(url, timeout=timeout)
+        self._issue = _Script.of(redis_scripts.ISSUE)
+        self._undo = _Script.of(redis_scripts.UNDO)
+        self._begin_verify = _Script.of(redis_scripts.BEGIN_VERIFY)
+        self._consume = _Script.of(redis_scripts.CONSUME)
+        self._hit_window = _Script.of(redis_scripts.HIT_WINDOW)
 
     # -- keys --------------------------------------------------------------------------
-    def _code_key(self, phone: str) -> str:
-        return f"{self._prefix}{{{phone}}}:code"
+    def _phone_key(self, phone: str, what: str) -> str:
+        return f"{self._prefix}{{{phone}}}:{what}"
 
-    def _cooldown_key(self, phone: str) -> str:
-        return f"{self._prefix}{{{phone}}}:cd"
-
-    def _window_key(self, kind: str, scope: str, index: int) -> str:
-        return f"{self._prefix}{{{scope}}}:q:{kind}:{index}"
+    def _scoped(self, scope: str, what: str) -> str:
+        return f"{self._prefix}{{{scope}}}:{what}"
 
     # -- operations --------------------------------------------------------------------
-    async def issue(self, request: SendRequest, now: float) -> Issued | Refused:
-        keys = [self._code_key(request.phone), self._cooldown_key(request.phone)]
-        args: list[Any] = [
-            request.code_hash,
-            request.ttl_seconds * 1000,
-            request.cooldown_seconds * 1000,
-            int(now * 1000),
-        ]
-        for quota in request.quotas:
-            idx = window_index(now, quota.window_seconds)
+    async def issue(
+        self, request: SendRequest, now: float, window: RequestWindow | None = None
+    ) -> Issued | Refused:
+        keys = [self._phone_key(request.phone, "code"), self._phone_key(request.phone, "cd")]
+        for q in request.quotas:
+            idx = window_index(now, q.window_seconds)
             keys += [
-                self._window_key(quota.kind, quota.key, idx - 1),
-                self._window_key(quota.kind, quota.key, idx),
+                self._scoped(q.key, f"q:{q.kind}:{idx - 1}"),
+                self._scoped(q.key, f"q:{q.kind}:{idx}"),
             ]
-            args += [quota.limit, quota.window_seconds * 1000]
-        reply = await self._run(self._issue, keys, args)
-        if reply[0] == 0:
-            return Issued(request=request, now=now)
-        if reply[0] == 1:
-            return Refused("resend_cooldown", max(1, -(-int(reply[1]) // 1000)))
-        quota = request.quotas[int(reply[1]) - 1]
-        retry = seconds_until_allowed(
-            int(reply[2]), int(reply[3]), quota.limit, now, quota.window_seconds
-        )
-        return Refused(quota.kind, retry)
+        for d in request.distinct:
+            keys.append(self._scoped(d.key, f"d:{d.kind}:{window_index(now, d.window_seconds)}"))
+        for g in request.surges:
+            idx = window_index(now, g.window_seconds)
+            keys += [
+                self._scoped(g.key, f"q:{g.kind}:{idx - 1}"),
+                self._scoped(g.key, f"q:{g.kind}:{idx}"),
+                self._scoped(g.key, f"b:{g.kind}"),
+            ]
+        spec: dict[str, Any] = {
+            "now": int(now * 1000),
+            "ttl": request.ttl_seconds * 1000,
+            "cd": request.cooldown_seconds * 1000,
+            "q": [[q.limit, q.window_seconds * 1000] for q in request.quotas],
+            "d": [[d.member, d.limit, d.window_seconds * 1000] for d in request.distinct],
+            "s": [
+                [g.min_sends, g.factor, g.window_seconds * 1000, g.block_seconds * 1000]
+                for g in request.surges
+            ],
+        }
+        self._add_window(keys, spec, window)
+        reply = await self._run(self._issue, keys, [orjson.dumps(spec), request.code_hash])
+        hit = _window_hit(reply)
+        tag, rest = int(reply[2]), reply[3:]
+        if tag == 0:
+            return Issued(request, now, tuple(bool(x) for x in rest), hit)
+        if tag == 5:
+            return Refused("rate_limited", _ceil_seconds(reply[1]), hit)
+        if tag == 1:
+            return Refused("resend_cooldown", _ceil_seconds(rest[0]), hit)
+        if tag == 2:
+            q = request.quotas[int(rest[0]) - 1]
+            retry = seconds_until_allowed(
+                int(rest[1]), int(rest[2]), q.limit, now, q.window_seconds
+            )
+            return Refused(q.kind, retry, hit)
+        if tag == 3:
+            return Refused(request.surges[int(rest[0]) - 1].kind, _ceil_seconds(rest[1]), hit)
+        return Refused(request.distinct[int(rest[0]) - 1].kind, _ceil_seconds(rest[1]), hit)
 
     async def undo_issue(self, issued: Issued) -> None:
-        request = issued.request
-        keys = [self._code_key(request.phone), self._cooldown_key(request.phone)]
-        keys += [
-            self._window_key(q.kind, q.key, window_index(issued.now, q.window_seconds))
-            for q in request.quotas
+        request, now = issued.request, issued.now
+        keys = [self._phone_key(request.phone, "code"), self._phone_key(request.phone, "cd")]
+        counters = [
+            self._scoped(scope, f"q:{kind}:{window_index(now, window)}")
+            for kind, scope, window in request.counters()
         ]
-        await self._run(self._undo, keys, [request.code_hash])
+        added = [d for d, new in zip(request.distinct, issued.new_members, strict=False) if new]
+        sets = [
+            self._scoped(d.key, f"d:{d.kind}:{window_index(now, d.window_seconds)}") for d in added
+        ]
+        args: list[Any] = [request.code_hash, len(counters), *(d.member for d in added)]
+        await self._run(self._undo, keys + counters + sets, args)
 
-    async def begin_verify(self, phone: str, ttl_seconds: int, now: float) -> Attempt:
-        reply = await self._run(self._begin_verify, [self._code_key(phone)], [ttl_seconds * 1000])
-        return Attempt(attempts=int(reply[0]), code_hash=reply[1] or None)
+    async def begin_verify(
+        self,
+        phone: str,
+        ttl_seconds: int,
+        now: float,
+        lockout: Lockout,
+        window: RequestWindow | None = None,
+    ) -> Attempt:
+        now_ms = int(now * 1000)
+        spec: dict[str, Any] = {
+            "now": now_ms,
+            "exp": now_ms + ttl_seconds * 1000,
+            "t": lockout.threshold,
+            "b": lockout.base_seconds * 1000,
+            "m": lockout.max_seconds * 1000,
+            "c": lockout.hard_cap,
+            "mem": lockout.memory_seconds * 1000,
+        }
+        keys = [self._phone_key(phone, "code"), self._phone_key(phone, "fails")]
+        self._add_window(keys, spec, window)
+        reply = await self._run(self._begin_verify, keys, [orjson.dumps(spec)])
+        hit = _window_hit(reply)
+        tag = int(reply[2])
+        if tag == 5:
+            return Attempt(attempts=0, code_hash=None, window_hit=hit)
+        if tag < 0:
+            return Attempt(0, None, locked_for=_ceil_seconds(reply[3]), window_hit=hit)
+        return Attempt(attempts=tag, code_hash=reply[3] or None, window_hit=hit)
 
     async def consume(self, phone: str, code_hash: bytes, now: float) -> bool:
-        return bool(await self._run(self._consume, [self._code_key(phone)], [code_hash]))
+        keys = [self._phone_key(phone, "code"), self._phone_key(phone, "fails")]
+        return bool(await self._run(self._consume, keys, [code_hash]))
 
-    async def hit_window(self, key: str, window_ms: int, now: float) -> WindowHit:
-        reply = await self._run(self._hit_window, [f"{self._prefix}{{{key}}}:w"], [window_ms])
+    async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
+        reply = await self._run(
+            self._hit_window, [self._scoped(window.key, "w")], [window.window_ms]
+        )
         return WindowHit(count=int(reply[0]), reset_after_ms=int(reply[1]))
+
+    def _add_window(
+        self, keys: list[str], spec: dict[str, Any], window: RequestWindow | None
+    ) -> None:
+        if window is not None:
+            keys.append(self._scoped(window.key, "w"))
+            spec["w"] = [window.limit, window.window_ms]
 
     async def ping(self) -> None:
         try:
-            await self._client.ping()
-        except (RedisError, OSError) as exc:
+            await self._conn.execute("PING")
+        except (RedisConnectionError, RedisReplyError) as exc:
             raise StoreUnavailable() from exc
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._conn.close()
 
-    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _run(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
         try:
-            return cast(Any, await script(keys=keys, args=args))
-        except (RedisError, OSError) as exc:
-            log.warning("redis store unavailable: %s", type(exc).__name__)
+            try:
+                return await self._conn.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            except RedisReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                # First call since the server started: EVAL also caches the script.
+                return await self._conn.execute("EVAL", script.source, len(keys), *keys, *args)
+        except RedisConnectionError as exc:
+            log.warning("redis store unavailable: %s", exc)
+            raise StoreUnavailable() from exc
+        except RedisReplyError as exc:
+            log.error("redis refused a store script: %s", exc)
             raise StoreUnavailable() from exc

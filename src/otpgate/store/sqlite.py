@@ -15,6 +15,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,10 +23,13 @@ from otpgate.domain.errors import StoreUnavailable
 from otpgate.store.base import (
     Attempt,
     Issued,
+    Lockout,
     Refused,
+    RequestWindow,
     SendRequest,
     WindowHit,
     seconds_until_allowed,
+    seconds_until_window_ends,
     sliding_count,
     window_index,
 )
@@ -44,7 +48,14 @@ CREATE TABLE IF NOT EXISTS codes (
 CREATE TABLE IF NOT EXISTS counters (
     key        TEXT PRIMARY KEY,
     count      INTEGER NOT NULL,
-    expires_at REAL NOT NULL
+    expires_at REAL NOT NULL,
+    updated_at REAL NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS members (
+    key        TEXT NOT NULL,
+    member     TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (key, member)
 ) WITHOUT ROWID;
 """
 
@@ -105,117 +116,57 @@ class SqliteStore:
         self._next_purge = now + _PURGE_EVERY_SECONDS
         conn.execute("DELETE FROM codes WHERE expires_at <= ?", (now,))
         conn.execute("DELETE FROM counters WHERE expires_at <= ?", (now,))
-
-    @staticmethod
-    def _counter(conn: sqlite3.Connection, key: str, now: float) -> int:
-        row = conn.execute(
-            "SELECT count FROM counters WHERE key = ? AND expires_at > ?", (key, now)
-        ).fetchone()
-        return int(row[0]) if row else 0
+        conn.execute("DELETE FROM members WHERE expires_at <= ?", (now,))
 
     # -- operations --------------------------------------------------------------------
-    async def issue(self, request: SendRequest, now: float) -> Issued | Refused:
+    async def issue(
+        self, request: SendRequest, now: float, window: RequestWindow | None = None
+    ) -> Issued | Refused:
         def tx(conn: sqlite3.Connection) -> Issued | Refused:
-            row = conn.execute(
-                "SELECT expires_at FROM counters WHERE key = ? AND expires_at > ?",
-                (_cooldown_key(request.phone), now),
-            ).fetchone()
-            if row:
-                return Refused("resend_cooldown", max(1, math.ceil(row[0] - now)))
-            for quota in request.quotas:
-                idx = window_index(now, quota.window_seconds)
-                prev = self._counter(conn, _window_key(quota.kind, quota.key, idx - 1), now)
-                cur = self._counter(conn, _window_key(quota.kind, quota.key, idx), now)
-                if sliding_count(prev, cur, now, quota.window_seconds) + 1 > quota.limit:
-                    retry = seconds_until_allowed(prev, cur, quota.limit, now, quota.window_seconds)
-                    return Refused(quota.kind, retry)
-            conn.execute(
-                "INSERT OR REPLACE INTO codes (phone, code_hash, attempts, expires_at)"
-                " VALUES (?, ?, 0, ?)",
-                (request.phone, request.code_hash, now + request.ttl_seconds),
-            )
-            if request.cooldown_seconds > 0:
-                conn.execute(
-                    "INSERT OR REPLACE INTO counters (key, count, expires_at) VALUES (?, 1, ?)",
-                    (_cooldown_key(request.phone), now + request.cooldown_seconds),
-                )
-            for quota in request.quotas:
-                idx = window_index(now, quota.window_seconds)
-                expires = (idx + 2) * quota.window_seconds
-                conn.execute(
-                    "INSERT INTO counters (key, count, expires_at) VALUES (?, 1, ?)"
-                    " ON CONFLICT(key) DO UPDATE SET count = CASE WHEN expires_at <= ?"
-                    " THEN 1 ELSE count + 1 END, expires_at = excluded.expires_at",
-                    (_window_key(quota.kind, quota.key, idx), expires, now),
-                )
-            return Issued(request=request, now=now)
+            hit = _count_window(conn, window, now) if window else None
+            if hit and window and hit.over(window):
+                return Refused("rate_limited", _seconds(hit.reset_after_ms), hit)
+            outcome = _refusal(conn, request, now) or _charge(conn, request, now)
+            return replace(outcome, window_hit=hit)
 
         return await self._call(tx)
 
     async def undo_issue(self, issued: Issued) -> None:
-        request = issued.request
+        await self._call(lambda conn: _undo(conn, issued))
 
-        def tx(conn: sqlite3.Connection) -> None:
-            deleted = conn.execute(
-                "DELETE FROM codes WHERE phone = ? AND code_hash = ?",
-                (request.phone, request.code_hash),
-            ).rowcount
-            if not deleted:
-                return  # a newer send replaced it: its charges are not ours to refund
-            conn.execute("DELETE FROM counters WHERE key = ?", (_cooldown_key(request.phone),))
-            for quota in request.quotas:
-                key = _window_key(
-                    quota.kind, quota.key, window_index(issued.now, quota.window_seconds)
-                )
-                conn.execute("UPDATE counters SET count = count - 1 WHERE key = ?", (key,))
-                conn.execute("DELETE FROM counters WHERE key = ? AND count <= 0", (key,))
-
-        await self._call(tx)
-
-    async def begin_verify(self, phone: str, ttl_seconds: int, now: float) -> Attempt:
+    async def begin_verify(
+        self,
+        phone: str,
+        ttl_seconds: int,
+        now: float,
+        lockout: Lockout,
+        window: RequestWindow | None = None,
+    ) -> Attempt:
         def tx(conn: sqlite3.Connection) -> Attempt:
-            # An expired row starts over as "no code", so a guess at an expired code
-            # counts like a guess at a phone that never had one.
-            row = conn.execute(
-                "INSERT INTO codes (phone, code_hash, attempts, expires_at) VALUES (?, NULL, 1, ?)"
-                " ON CONFLICT(phone) DO UPDATE SET"
-                " code_hash = CASE WHEN expires_at <= ? THEN NULL ELSE code_hash END,"
-                " attempts = CASE WHEN expires_at <= ? THEN 1 ELSE attempts + 1 END,"
-                " expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at"
-                " ELSE expires_at END"
-                " RETURNING attempts, code_hash",
-                (phone, now + ttl_seconds, now, now, now),
-            ).fetchone()
-            return Attempt(attempts=int(row[0]), code_hash=row[1])
+            hit = _count_window(conn, window, now) if window else None
+            if hit and window and hit.over(window):
+                return Attempt(attempts=0, code_hash=None, window_hit=hit)
+            return replace(_begin_verify(conn, phone, ttl_seconds, now, lockout), window_hit=hit)
 
         return await self._call(tx)
 
     async def consume(self, phone: str, code_hash: bytes, now: float) -> bool:
         def tx(conn: sqlite3.Connection) -> bool:
-            return (
+            won = (
                 conn.execute(
                     "DELETE FROM codes WHERE phone = ? AND code_hash = ? AND expires_at > ?",
                     (phone, code_hash, now),
                 ).rowcount
                 == 1
             )
+            if won:
+                conn.execute("DELETE FROM counters WHERE key = ?", (_fails_key(phone),))
+            return won
 
         return await self._call(tx)
 
-    async def hit_window(self, key: str, window_ms: int, now: float) -> WindowHit:
-        def tx(conn: sqlite3.Connection) -> WindowHit:
-            row = conn.execute(
-                "INSERT INTO counters (key, count, expires_at) VALUES (?, 1, ?)"
-                " ON CONFLICT(key) DO UPDATE SET"
-                " count = CASE WHEN expires_at <= ? THEN 1 ELSE count + 1 END,"
-                " expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at"
-                " ELSE expires_at END"
-                " RETURNING count, expires_at",
-                (f"w:{key}", now + window_ms / 1000, now, now),
-            ).fetchone()
-            return WindowHit(count=int(row[0]), reset_after_ms=max(0, int((row[1] - now) * 1000)))
-
-        return await self._call(tx)
+    async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
+        return await self._call(lambda conn: _count_window(conn, window, now))
 
     async def ping(self) -> None:
         await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
@@ -234,5 +185,177 @@ def _cooldown_key(phone: str) -> str:
     return f"cd:{phone}"
 
 
-def _window_key(kind: str, scope: str, index: int) -> str:
+def _fails_key(phone: str) -> str:
+    return f"fails:{phone}"
+
+
+def _counter_key(kind: str, scope: str, index: int) -> str:
     return f"q:{kind}:{scope}:{index}"
+
+
+def _set_key(kind: str, scope: str, index: int) -> str:
+    return f"d:{kind}:{scope}:{index}"
+
+
+def _block_key(kind: str, scope: str) -> str:
+    return f"b:{kind}:{scope}"
+
+
+def _count(conn: sqlite3.Connection, key: str, now: float) -> int:
+    row = conn.execute(
+        "SELECT count FROM counters WHERE key = ? AND expires_at > ?", (key, now)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _until(conn: sqlite3.Connection, key: str, now: float) -> float:
+    """End of a live marker (cooldown, block), or 0."""
+    row = conn.execute(
+        "SELECT expires_at FROM counters WHERE key = ? AND expires_at > ?", (key, now)
+    ).fetchone()
+    return float(row[0]) if row else 0.0
+
+
+def _mark_until(conn: sqlite3.Connection, key: str, until: float) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO counters (key, count, expires_at) VALUES (?, 1, ?)", (key, until)
+    )
+
+
+def _incr(conn: sqlite3.Connection, key: str, expires_at: float, now: float) -> None:
+    conn.execute(
+        "INSERT INTO counters (key, count, expires_at) VALUES (?, 1, ?)"
+        " ON CONFLICT(key) DO UPDATE SET"
+        " count = CASE WHEN expires_at <= ? THEN 1 ELSE count + 1 END,"
+        " expires_at = excluded.expires_at",
+        (key, expires_at, now),
+    )
+
+
+def _refusal(conn: sqlite3.Connection, request: SendRequest, now: float) -> Refused | None:
+    """The same checks, in the same order, as the Redis store's issue script."""
+    for g in request.surges:
+        until = _until(conn, _block_key(g.kind, g.key), now)
+        if until:
+            return Refused(g.kind, max(1, math.ceil(until - now)))
+
+    until = _until(conn, _cooldown_key(request.phone), now)
+    if until:
+        return Refused("resend_cooldown", max(1, math.ceil(until - now)))
+
+    for q in request.quotas:
+        idx = window_index(now, q.window_seconds)
+        prev = _count(conn, _counter_key(q.kind, q.key, idx - 1), now)
+        cur = _count(conn, _counter_key(q.kind, q.key, idx), now)
+        if sliding_count(prev, cur, now, q.window_seconds) + 1 > q.limit:
+            return Refused(q.kind, seconds_until_allowed(prev, cur, q.limit, now, q.window_seconds))
+
+    for d in request.distinct:
+        key = _set_key(d.kind, d.key, window_index(now, d.window_seconds))
+        known = conn.execute(
+            "SELECT 1 FROM members WHERE key = ? AND member = ? AND expires_at > ?",
+            (key, d.member, now),
+        ).fetchone()
+        if not known:
+            (size,) = conn.execute(
+                "SELECT COUNT(*) FROM members WHERE key = ? AND expires_at > ?", (key, now)
+            ).fetchone()
+            if size >= d.limit:
+                return Refused(d.kind, seconds_until_window_ends(now, d.window_seconds))
+
+    for g in request.surges:
+        idx = window_index(now, g.window_seconds)
+        prev = _count(conn, _counter_key(g.kind, g.key, idx - 1), now)
+        cur = _count(conn, _counter_key(g.kind, g.key, idx), now)
+        if cur + 1 > g.allowed(prev):
+            _mark_until(conn, _block_key(g.kind, g.key), now + g.block_seconds)
+            return Refused(g.kind, g.block_seconds)
+    return None
+
+
+def _charge(conn: sqlite3.Connection, request: SendRequest, now: float) -> Issued:
+    conn.execute(
+        "INSERT OR REPLACE INTO codes (phone, code_hash, attempts, expires_at) VALUES (?, ?, 0, ?)",
+        (request.phone, request.code_hash, now + request.ttl_seconds),
+    )
+    if request.cooldown_seconds > 0:
+        _mark_until(conn, _cooldown_key(request.phone), now + request.cooldown_seconds)
+    for kind, scope, window in request.counters():
+        idx = window_index(now, window)
+        _incr(conn, _counter_key(kind, scope, idx), (idx + 2) * window, now)
+    added = []
+    for d in request.distinct:
+        idx = window_index(now, d.window_seconds)
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO members (key, member, expires_at) VALUES (?, ?, ?)",
+            (_set_key(d.kind, d.key, idx), d.member, (idx + 1) * d.window_seconds),
+        )
+        added.append(cursor.rowcount == 1)
+    return Issued(request, now, tuple(added))
+
+
+def _undo(conn: sqlite3.Connection, issued: Issued) -> None:
+    request, now = issued.request, issued.now
+    deleted = conn.execute(
+        "DELETE FROM codes WHERE phone = ? AND code_hash = ?",
+        (request.phone, request.code_hash),
+    ).rowcount
+    if not deleted:
+        return  # a newer send replaced it: its charges are not ours to refund
+    conn.execute("DELETE FROM counters WHERE key = ?", (_cooldown_key(request.phone),))
+    for kind, scope, window in request.counters():
+        key = _counter_key(kind, scope, window_index(now, window))
+        conn.execute("UPDATE counters SET count = count - 1 WHERE key = ?", (key,))
+        conn.execute("DELETE FROM counters WHERE key = ? AND count <= 0", (key,))
+    for d, new in zip(request.distinct, issued.new_members, strict=False):
+        if new:
+            conn.execute(
+                "DELETE FROM members WHERE key = ? AND member = ?",
+                (_set_key(d.kind, d.key, window_index(now, d.window_seconds)), d.member),
+            )
+
+
+def _seconds(ms: int) -> int:
+    return max(1, math.ceil(ms / 1000))
+
+
+def _count_window(conn: sqlite3.Connection, window: RequestWindow, now: float) -> WindowHit:
+    row = conn.execute(
+        "INSERT INTO counters (key, count, expires_at) VALUES (?, 1, ?)"
+        " ON CONFLICT(key) DO UPDATE SET"
+        " count = CASE WHEN expires_at <= ? THEN 1 ELSE count + 1 END,"
+        " expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at"
+        " ELSE expires_at END"
+        " RETURNING count, expires_at",
+        (f"w:{window.key}", now + window.window_ms / 1000, now, now),
+    ).fetchone()
+    return WindowHit(count=int(row[0]), reset_after_ms=max(0, int((row[1] - now) * 1000)))
+
+
+def _begin_verify(
+    conn: sqlite3.Connection, phone: str, ttl_seconds: int, now: float, lockout: Lockout
+) -> Attempt:
+    row = conn.execute(
+        "SELECT count, updated_at FROM counters WHERE key = ? AND expires_at > ?",
+        (_fails_key(phone), now),
+    ).fetchone()
+    failures, last = (int(row[0]), float(row[1])) if row else (0, 0.0)
+    wait = lockout.wait_seconds(failures)
+    if wait and last + wait > now:
+        return Attempt(attempts=0, code_hash=None, locked_for=max(1, math.ceil(last + wait - now)))
+    conn.execute(
+        "INSERT OR REPLACE INTO counters (key, count, expires_at, updated_at) VALUES (?, ?, ?, ?)",
+        (_fails_key(phone), failures + 1, now + lockout.memory_seconds, now),
+    )
+    # An expired row starts over as "no code", so a guess at an expired code
+    # counts like a guess at a phone that never had one.
+    code = conn.execute(
+        "INSERT INTO codes (phone, code_hash, attempts, expires_at) VALUES (?, NULL, 1, ?)"
+        " ON CONFLICT(phone) DO UPDATE SET"
+        " code_hash = CASE WHEN expires_at <= ? THEN NULL ELSE code_hash END,"
+        " attempts = CASE WHEN expires_at <= ? THEN 1 ELSE attempts + 1 END,"
+        " expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at ELSE expires_at END"
+        " RETURNING attempts, code_hash",
+        (phone, now + ttl_seconds, now, now, now),
+    ).fetchone()
+    return Attempt(attempts=int(code[0]), code_hash=code[1])

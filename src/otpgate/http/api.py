@@ -1,0 +1,116 @@
+"""The two API routes: rate-limit, parse, call the use case, shape the answer.
+
+Anything a client can cause becomes a 4xx with a machine code; store and
+provider failures become 503/502; nothing escapes as a stack trace. These
+routes catch every error themselves, so they can be served without any
+framework middleware (see ``FastRoutes`` in app.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from otpgate.domain.errors import OtpError, RateLimited
+from otpgate.http.body import read_json_body
+from otpgate.http.errors import (
+    HTTP_CODES,
+    HttpError,
+    error_response,
+    http_error_response,
+    otp_error_response,
+)
+from otpgate.http.schemas import RequestOtpBody, verify_body_model
+from otpgate.store.base import RequestWindow, WindowHit
+from otpgate.wiring import Components
+
+log = logging.getLogger("otpgate.http")
+
+REQUEST_OK = "OTP requested successfully. Check your phone."
+VERIFY_OK = "OTP verified successfully."
+
+Handler = Callable[[Request], Awaitable[Response]]
+Outcome = tuple[Response, WindowHit | None]
+
+# Dependency failures are worth an operator's attention; client errors are routine
+# and already on the access line with their code. SMS provider failures are logged
+# by the sender itself, with their cause and only once per outage.
+_OPERATOR_CODES = frozenset({"store_unavailable"})
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+class OtpApi:
+    def __init__(self, components: Components) -> None:
+        settings = components.settings
+        self._service = components.service
+        self._limiter = components.rate_limiter
+        self._resolve_ip = components.client_ip.resolve
+        self._max_body = settings.max_body_bytes
+        self._verify_model: type[BaseModel] = verify_body_model(settings.otp_length)
+
+    def routes(self) -> dict[str, Handler]:
+        return {
+            "/api/v1/request-otp": self._limited("request-otp", self._request_otp),
+            "/api/v1/verify-otp": self._limited("verify-otp", self._verify_otp),
+        }
+
+    def _limited(
+        self, route: str, handle: Callable[[Request, str, RequestWindow], Awaitable[Outcome]]
+    ) -> Handler:
+        """Wrap a route with the per-IP limit; its headers go on every answer."""
+        limiter = self._limiter
+
+        async def endpoint(request: Request) -> Response:
+            client = self._resolve_ip(
+                request.client.host if request.client else None,
+                request.headers.get("x-forwarded-for"),
+            )
+            window = limiter.window(route, client)
+            try:
+                response, hit = await handle(request, client, window)
+            except HttpError as exc:
+                # Rejected before any store step: count it on its own.
+                hit = await limiter.count(window)
+                if hit.over(window):
+                    limited = RateLimited(max(1, -(-hit.reset_after_ms // 1000)))
+                    return otp_error_response(limited, limiter.headers(hit))
+                return http_error_response(exc, limiter.headers(hit))
+            except OtpError as exc:
+                if exc.code in _OPERATOR_CODES:
+                    log.error("refused", extra={"route": route, "code": exc.code})
+                return otp_error_response(exc, limiter.headers(exc.window_hit))
+            except ClientDisconnect:
+                return Response(status_code=499)  # nobody is listening any more
+            except Exception as exc:
+                log.error("unhandled error", exc_info=exc)
+                return error_response(500, "internal_error", HTTP_CODES["internal_error"][1])
+            response.headers.update(limiter.headers(hit))
+            return response
+
+        return endpoint
+
+    async def _request_otp(self, request: Request, client: str, window: RequestWindow) -> Outcome:
+        body = await read_json_body(request, RequestOtpBody, self._max_body)
+        sent = await self._service.request_code(body.phoneNumber, client, window)
+        log.info("otp sent", extra={"phone": sent.phone.masked(), "client_ip": client})
+        payload = {
+            "message": REQUEST_OK,
+            "messageId": sent.message_id,
+            "expiresIn": sent.expires_in,
+        }
+        return json_response(payload), sent.window_hit
+
+    async def _verify_otp(self, request: Request, client: str, window: RequestWindow) -> Outcome:
+        body: Any = await read_json_body(request, self._verify_model, self._max_body)
+        verified = await self._service.verify_code(body.phoneNumber, body.otp, window)
+        log.info("otp verified", extra={"phone": verified.phone.masked(), "client_ip": client})
+        return json_response({"success": True, "message": VERIFY_OK}), verified.window_hit

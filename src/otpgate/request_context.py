@@ -1,0 +1,37 @@
+"""What the request being handled has learned about itself so far.
+
+The access log and the request metrics are written once, when the response is
+done; the few facts they need from deeper layers (the machine code of an error,
+whether a verify found a live code) are left here on the way. One small mutable
+object per request, reached through a context variable, so nothing has to be
+threaded through the domain's signatures.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    request_id: str
+    # Machine code of the error body sent, if any (``invalid_code``...).
+    error_code: str | None = None
+    # Verify only: whether the store held a live code for the phone.
+    code_found: bool | None = None
+
+
+current_request: ContextVar[RequestInfo | None] = ContextVar("otpgate_request", default=None)
+
+
+def note_error_code(code: str) -> None:
+    info = current_request.get()
+    if info is not None:
+        info.error_code = code
+
+
+def note_code_found(found: bool) -> None:
+    info = current_request.get()
+    if info is not None:
+        info.code_found = found

@@ -1,0 +1,158 @@
+"""Validation for the SMS delivery settings, as annotated types plus one cross-check.
+
+``otpgate.settings`` declares the fields with these types; each error becomes
+"VARIABLE: reason" at start-up. Nothing here echoes a value back: a test
+number's code or a webhook secret must not end up in a log.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
+from pydantic_settings import NoDecode
+
+from otpgate.domain import message
+from otpgate.domain.errors import InvalidPhoneNumber
+from otpgate.domain.phone import parse_phone
+
+if TYPE_CHECKING:
+    from otpgate.settings import Settings
+
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+
+
+def _blank_is_unset(value: object) -> object:
+    """``VAR=`` in a .env file means "not set", not "set to nothing"."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _sender_id(value: str) -> str:
+    if not (value.isascii() and value.isalnum() and len(value) <= 11 and not value.isdigit()):
+        raise ValueError("must be 1 to 11 letters and digits, with at least one letter")
+    return value
+
+
+def _e164(value: str) -> str:
+    if not _E164.fullmatch(value):
+        raise ValueError("must be a number in E.164 form, such as +18005550100")
+    return value
+
+
+def _webhook_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _split_test_numbers(value: object) -> object:
+    """``+12125550100=123456,+12125550101=654321`` into a mapping."""
+    if not isinstance(value, str):
+        return value
+    pairs: dict[str, str] = {}
+    for index, entry in enumerate((e for e in value.split(",") if e.strip()), start=1):
+        number, sep, code = (part.strip() for part in entry.partition("="))
+        if not sep or not number or not code:
+            raise ValueError(f"entry {index} is not number=code")
+        if number in pairs:
+            raise ValueError(f"entry {index} repeats a number")
+        pairs[number] = code
+    return pairs
+
+
+def _check_test_numbers(value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+    for index, (number, code) in enumerate(value.items(), start=1):
+        try:
+            canonical: str | None = parse_phone(number, "possible").e164
+        except InvalidPhoneNumber:
+            canonical = None
+        if canonical != number:
+            raise ValueError(f"entry {index}: the number is not in E.164 form (+12125550100)")
+        if not code.get_secret_value().isdigit():
+            raise ValueError(f"entry {index}: the code must be digits only")
+    return value
+
+
+def _webotp_domain(value: str) -> str:
+    return message.check_webotp_domain(value.lower())
+
+
+# Optional values: blank means unset, a given value must pass the inner validator.
+_Blank = BeforeValidator(_blank_is_unset)
+SenderId = Annotated[Annotated[str, AfterValidator(_sender_id)] | None, _Blank]
+WebOtpDomain = Annotated[Annotated[str, AfterValidator(_webotp_domain)] | None, _Blank]
+AndroidAppHash = Annotated[
+    Annotated[str, AfterValidator(message.check_android_app_hash)] | None, _Blank
+]
+E164Number = Annotated[Annotated[str, AfterValidator(_e164)] | None, _Blank]
+MaxPrice = Annotated[Annotated[Decimal, Field(gt=0, le=1000)] | None, _Blank]
+WebhookUrl = Annotated[Annotated[str, AfterValidator(_webhook_url)] | None, _Blank]
+WebhookSecret = Annotated[SecretStr | None, _Blank]
+
+MessageTemplateText = Annotated[str, AfterValidator(message.check_template)]
+AppName = Annotated[str, AfterValidator(message.check_app_name)]
+TestPhoneNumbers = Annotated[
+    dict[str, SecretStr],
+    NoDecode,
+    BeforeValidator(_split_test_numbers),
+    AfterValidator(_check_test_numbers),
+]
+
+
+def delivery_problems(settings: Settings) -> list[str]:
+    """Checks that need more than one variable; one "VARIABLE: reason" line each."""
+    problems = []
+    if settings.effective_sms_provider == "webhook":
+        url, secret = settings.sms_webhook_url, settings.sms_webhook_secret
+        if url is None:
+            problems.append("SMS_WEBHOOK_URL: required when SMS_PROVIDER=webhook")
+        elif settings.production and not _https_or_loopback(url):
+            problems.append(
+                "SMS_WEBHOOK_URL: must be https:// (or a loopback address) "
+                "when APP_ENV=production; the payload carries the code"
+            )
+        if secret is None:
+            problems.append("SMS_WEBHOOK_SECRET: required when SMS_PROVIDER=webhook")
+        elif len(secret.get_secret_value()) < 32:
+            problems.append("SMS_WEBHOOK_SECRET: must be at least 32 characters")
+    for index, (number, code) in enumerate(settings.test_phone_numbers.items(), start=1):
+        if len(code.get_secret_value()) != settings.otp_length:
+            problems.append(
+                f"TEST_PHONE_NUMBERS: entry {index}: the code must have OTP_LENGTH "
+                f"({settings.otp_length}) digits"
+            )
+        try:
+            parse_phone(number, settings.phone_number_check)
+        except InvalidPhoneNumber:
+            problems.append(
+                f"TEST_PHONE_NUMBERS: entry {index}: the number fails "
+                f"PHONE_NUMBER_CHECK={settings.phone_number_check}, so it could never be used"
+            )
+    if (
+        settings.production
+        and settings.test_phone_numbers
+        and not settings.allow_test_numbers_in_production
+    ):
+        problems.append(
+            "TEST_PHONE_NUMBERS: refused when APP_ENV=production (anyone who learns one "
+            "can verify as it); set ALLOW_TEST_NUMBERS_IN_PRODUCTION=true to allow"
+        )
+    return problems
+
+
+def _https_or_loopback(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    host = parts.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

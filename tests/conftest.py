@@ -1,0 +1,158 @@
+"""Shared fixtures: settings, both stores, a Redis that must exist, an SNS emulator.
+
+Redis-backed tests use the server at REDIS_URL (default redis://127.0.0.1:6379/0)
+under a unique key prefix that is deleted afterwards. When Redis cannot be
+reached they fail with a message; they never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from otpgate.http.app import create_app
+from otpgate.settings import Settings
+from otpgate.sms.base import SmsSender
+from otpgate.store.base import OtpStore
+from otpgate.store.redis import RedisStore
+from otpgate.store.sqlite import SqliteStore
+from otpgate.wiring import Components, build_components
+from tests.fakes import CapturingSender
+
+TEST_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+HASH_SECRET = "test-secret-" + "x" * 40
+
+pytest_plugins = ["tests.sns_emulator", "tests.redis_server", "tests.http_stub"]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(
+            f"Redis is required for these tests and is not reachable at {TEST_REDIS_URL} "
+            f"({exc}). Start one, or point REDIS_URL at one.",
+            pytrace=False,
+        )
+    finally:
+        client.close()
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own, deleted afterwards."""
+    prefix = f"otpgate-test:{uuid.uuid4().hex}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "app_env": "development",
+        "sqlite_path": tmp_path / "otpgate.sqlite3",
+        "otp_hash_secret": HASH_SECRET,
+        "sms_provider": "console",
+        "redis_url": None,
+        "log_level": "debug",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store_settings(
+    request: pytest.FixtureRequest, store_kind: str, tmp_path: Path
+) -> dict[str, Any]:
+    """Settings overrides that select the parametrised store."""
+    if store_kind == "redis":
+        url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_prefix")
+        return {"redis_url": url, "redis_key_prefix": prefix}
+    return {"sqlite_path": tmp_path / "otpgate.sqlite3"}
+
+
+@pytest.fixture
+async def store(store_settings: dict[str, Any], tmp_path: Path) -> AsyncIterator[OtpStore]:
+    s: OtpStore
+    if "redis_url" in store_settings:
+        s = RedisStore(store_settings["redis_url"], prefix=store_settings["redis_key_prefix"])
+    else:
+        s = SqliteStore(store_settings["sqlite_path"])
+    yield s
+    await s.close()
+
+
+@dataclass
+class Service:
+    """One running app (in-process ASGI) with its client and components."""
+
+    client: httpx.AsyncClient
+    components: Components
+    app: Any = None
+
+    def from_ip(self, ip: str) -> Service:
+        """The same app, seen from another client address."""
+        transport = httpx.ASGITransport(app=self.app, client=(ip, 40000))
+        client = httpx.AsyncClient(transport=transport, base_url="http://otpgate.test")
+        return Service(client, self.components, self.app)
+
+    async def request(self, phone: str, **kw: Any) -> httpx.Response:
+        return await self.client.post("/api/v1/request-otp", json={"phoneNumber": phone}, **kw)
+
+    async def verify(self, phone: str, otp: str, **kw: Any) -> httpx.Response:
+        return await self.client.post(
+            "/api/v1/verify-otp", json={"phoneNumber": phone, "otp": otp}, **kw
+        )
+
+
+ServiceFactory = Callable[..., Awaitable[Service]]
+
+
+@pytest.fixture
+async def make_service(
+    tmp_path: Path, store_settings: dict[str, Any]
+) -> AsyncIterator[ServiceFactory]:
+    """Build apps on the parametrised store; every app is closed at teardown."""
+    opened: list[Service] = []
+
+    async def factory(
+        sender: SmsSender | None = None, *, real_sender: bool = False, **overrides: Any
+    ) -> Service:
+        """A CapturingSender unless given one, or ``real_sender`` builds it from settings."""
+        settings = make_settings(tmp_path, **{**store_settings, **overrides})
+        if not real_sender:
+            sender = sender or CapturingSender()
+        components = build_components(settings, sender=sender)
+        app = create_app(components)
+        transport = httpx.ASGITransport(app=app)
+        client = httpx.AsyncClient(transport=transport, base_url="http://otpgate.test")
+        service = Service(client, components, app)
+        opened.append(service)
+        return service
+
+    yield factory
+    for service in opened:
+        await service.client.aclose()
+        await service.components.close()

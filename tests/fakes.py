@@ -1,0 +1,50 @@
+"""Test doubles for the SMS sender: they record or fail, and nothing else."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CapturingSender:
+    """Keeps every message, so a test can read the code a user would receive."""
+
+    name: str = "capture"
+    sent: list[tuple[str, str]] = field(default_factory=list)
+
+    async def send(self, phone: str, message: str) -> str:
+        self.sent.append((phone, message))
+        return str(uuid.uuid4())
+
+    def last_code(self, phone: str) -> str:
+        for to, message in reversed(self.sent):
+            if to == phone:
+                match = re.search(r"\b(\d{4,10})\b", message)
+                assert match, f"no code in {message!r}"
+                return match.group(1)
+        raise AssertionError(f"no SMS was sent to {phone}")
+
+    problem: str | None = None
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class FailingSender:
+    """Raises the given error on every send, counting the calls."""
+
+    error: Exception
+    name: str = "failing"
+    calls: int = 0
+
+    async def send(self, phone: str, message: str) -> str:
+        self.calls += 1
+        raise self.error
+
+    problem: str | None = None
+
+    async def close(self) -> None:
+        return None

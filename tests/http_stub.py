@@ -1,0 +1,149 @@
+"""A scriptable HTTP server on a free loopback port, for driving real clients into failures.
+
+Each test gives it a ``respond`` function that sees the parsed request and returns a
+``Reply`` (status, body, headers) or ``HANG`` to hold the connection open without
+answering, until the server stops. Every request is recorded, so a test can count
+attempts and read what the client sent.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+
+
+@dataclass(frozen=True)
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def form(self) -> dict[str, str]:
+        """The body as a urlencoded form (the AWS Query protocol), one value per key."""
+        return {k: v[0] for k, v in parse_qs(self.body.decode()).items()}
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+HANG = object()  # respond() returns this to never answer the request
+
+Responder = Callable[[Received], Any]
+
+
+class StubServer:
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.respond: Responder = lambda _: Reply()
+        self._release = threading.Event()
+        self._lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                request = Received(
+                    method=self.command,
+                    path=self.path,
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=self.rfile.read(length),
+                )
+                with stub._lock:
+                    stub.received.append(request)
+                reply = stub.respond(request)
+                if reply is HANG:
+                    stub._release.wait()
+                    self.close_connection = True
+                    return
+                assert isinstance(reply, Reply)
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.received)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def stub_server() -> Iterator[StubServer]:
+    server = StubServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """A loopback URL where nothing listens: the port is bound but never accepts."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        sock.close()
+
+
+@pytest.fixture
+def unanswered_url() -> Iterator[str]:
+    """A loopback URL whose connections never open: its accept queue is kept full.
+
+    With a backlog of 0 the kernel queues one connection (held here) and drops
+    every later SYN, so a client's connect times out, just as against a host
+    that does not answer.
+    """
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        filler.close()
+        server.close()

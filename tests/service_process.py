@@ -1,0 +1,77 @@
+"""Run ``otpgate serve`` as a real process, as an operator would."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+OTPGATE = [sys.executable, "-m", "otpgate"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """This machine's environment minus any otpgate setting, plus test defaults."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTP", "SMS_", "SNS_"))}
+    env.pop("REDIS_URL", None)
+    env.update(
+        APP_ENV="development",
+        SQLITE_PATH=str(tmp_path / "db.sqlite3"),
+        OTP_HASH_SECRET="p" * 40,
+        LOG_LEVEL="info",
+        HOST="127.0.0.1",
+    )
+    env.update(extra)
+    return env
+
+
+class ServiceProcess:
+    def __init__(self, tmp_path: Path, *, workers: int = 1, **env: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [*OTPGATE, "serve", "--workers", str(workers), "--port", str(self.port)],
+            env=service_env(tmp_path, **env),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group, so stop() reaches every worker
+        )
+
+    def wait_ready(self) -> None:
+        # Bounded readiness poll; a process that died reports its output.
+        for _ in range(300):
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+                pytest.fail(f"otpgate exited during start-up:\n{out}")
+            try:
+                if httpx.get(f"{self.base}/health", timeout=0.2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                self._wait(0.05)
+        pytest.fail("otpgate did not answer /health")
+
+    def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=seconds)
+
+    def post(self, path: str, body: dict[str, str]) -> httpx.Response:
+        return httpx.post(f"{self.base}{path}", json=body, timeout=10)
+
+    def stop(self) -> str:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        out, _ = self.proc.communicate(timeout=10)
+        return out.decode() if out else ""

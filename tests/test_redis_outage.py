@@ -1,0 +1,32 @@
+"""Redis down: a quick 503, never a 500 or a hang; Redis back: service recovers."""
+
+from __future__ import annotations
+
+import time
+
+from tests.conftest import ServiceFactory
+from tests.redis_server import PrivateRedis
+
+PHONE = "+12125550188"
+
+
+async def test_redis_stopped_gives_503_then_recovers(
+    make_service: ServiceFactory, private_redis: PrivateRedis
+) -> None:
+    svc = await make_service(
+        redis_url=private_redis.url, redis_timeout_seconds=0.3, rate_limit_max_requests=100
+    )
+    assert (await svc.request(PHONE)).status_code == 200
+
+    private_redis.stop()
+    for call in (svc.request(PHONE), svc.verify(PHONE, "123456")):
+        started = time.monotonic()
+        r = await call
+        elapsed = time.monotonic() - started
+        assert r.status_code == 503, r.text
+        assert r.json()["code"] == "store_unavailable"
+        assert "Traceback" not in r.text
+        assert elapsed < 5, f"503 took {elapsed:.1f}s; timeouts must bound it"
+
+    private_redis.start()  # same port, empty data
+    assert (await svc.request(PHONE)).status_code == 200

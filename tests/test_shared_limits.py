@@ -1,0 +1,72 @@
+"""Limits hold across processes that share a store, not per process."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.service_process import ServiceProcess
+
+PHONE = "+12125550190"
+REQUEST, VERIFY = "/api/v1/request-otp", "/api/v1/verify-otp"
+OPEN = {"RATE_LIMIT_MAX_REQUESTS": "1000", "OTP_RESEND_COOLDOWN_SECONDS": "0"}
+
+
+@pytest.fixture
+def two_on_redis(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> Iterator[list[ServiceProcess]]:
+    env = {**OPEN, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": redis_prefix}
+    procs = [ServiceProcess(tmp_path, **env), ServiceProcess(tmp_path, **env)]
+    try:
+        for p in procs:
+            p.wait_ready()
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()
+
+
+@pytest.fixture
+def two_on_sqlite(tmp_path: Path) -> Iterator[list[ServiceProcess]]:
+    env = {**OPEN, "SQLITE_PATH": str(tmp_path / "shared.sqlite3")}
+    procs = [ServiceProcess(tmp_path, **env), ServiceProcess(tmp_path, **env)]
+    try:
+        for p in procs:
+            p.wait_ready()
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def pair(request: pytest.FixtureRequest) -> list[ServiceProcess]:
+    name = "two_on_redis" if request.param == "redis" else "two_on_sqlite"
+    return list(request.getfixturevalue(name))
+
+
+def test_send_window_is_shared(pair: list[ServiceProcess]) -> None:
+    turns = itertools.cycle(pair)
+    codes = [next(turns).post(REQUEST, {"phoneNumber": PHONE}).status_code for _ in range(6)]
+    assert codes == [200] * 5 + [429]
+
+
+def test_guess_limit_is_shared(pair: list[ServiceProcess]) -> None:
+    turns = itertools.cycle(pair)
+    body = {"phoneNumber": PHONE, "otp": "000000"}
+    answers = [next(turns).post(VERIFY, body).json()["code"] for _ in range(6)]
+    assert answers == ["invalid_code"] * 5 + ["too_many_attempts"]
+
+
+def test_two_workers_share_one_sqlite_file(tmp_path: Path) -> None:
+    server = ServiceProcess(tmp_path, workers=2, **OPEN)
+    try:
+        server.wait_ready()
+        codes = [server.post(REQUEST, {"phoneNumber": PHONE}).status_code for _ in range(8)]
+    finally:
+        out = server.stop()
+    assert codes == [200] * 5 + [429] * 3, out

@@ -1,0 +1,365 @@
+"""One contract, both stores: what every OtpStore must do, step by step.
+
+Time is passed in explicitly, so expiry and windows are tested without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from otpgate.store.base import (
+    DistinctQuota,
+    Issued,
+    Lockout,
+    Quota,
+    Refused,
+    RequestWindow,
+    SendRequest,
+    SurgeGuard,
+)
+from otpgate.store.sqlite import SqliteStore
+
+PHONE = "+12125550101"
+H1 = b"\x01" * 32
+H2 = b"\x02" * 32
+LOCK = Lockout()
+
+
+def send(code_hash: bytes = H1, **kw: object) -> SendRequest:
+    values: dict[str, object] = {
+        "phone": PHONE,
+        "code_hash": code_hash,
+        # Long enough that window-aligned times in the recent past are still live:
+        # Redis expires keys by its own clock, SQLite by the ``now`` it is given.
+        "ttl_seconds": 3600,
+        "cooldown_seconds": 0,
+        "quotas": (),
+    }
+    values.update(kw)
+    return SendRequest(**values)  # type: ignore[arg-type]
+
+
+async def test_issue_then_verify_then_consume_once(store) -> None:
+    now = time.time()
+    assert isinstance(await store.issue(send(), now), Issued)
+    attempt = await store.begin_verify(PHONE, 300, now, LOCK)
+    assert attempt.attempts == 1
+    assert attempt.code_hash == H1
+    assert await store.consume(PHONE, H1, now) is True
+    assert await store.consume(PHONE, H1, now) is False
+    after = await store.begin_verify(PHONE, 300, now, LOCK)
+    assert after.code_hash is None
+
+
+async def test_consume_refuses_other_hash(store) -> None:
+    now = time.time()
+    await store.issue(send(), now)
+    assert await store.consume(PHONE, H2, now) is False
+    assert (await store.begin_verify(PHONE, 300, now, LOCK)).code_hash == H1
+
+
+async def test_attempts_count_up_and_reset_on_new_code(store) -> None:
+    now = time.time()
+    await store.issue(send(), now)
+    counts = [(await store.begin_verify(PHONE, 300, now, LOCK)).attempts for _ in range(3)]
+    assert counts == [1, 2, 3]
+    await store.issue(send(H2), now)
+    attempt = await store.begin_verify(PHONE, 300, now, LOCK)
+    assert (attempt.attempts, attempt.code_hash) == (1, H2)
+
+
+async def test_attempts_counted_for_phone_without_code(store) -> None:
+    now = time.time()
+    counts = [(await store.begin_verify(PHONE, 300, now, LOCK)).attempts for _ in range(3)]
+    assert counts == [1, 2, 3]
+
+
+async def test_code_expires(store) -> None:
+    past = time.time() - 301
+    await store.issue(send(ttl_seconds=300), past)
+    attempt = await store.begin_verify(PHONE, 300, time.time(), LOCK)
+    assert attempt.code_hash is None
+    assert attempt.attempts == 1
+    assert await store.consume(PHONE, H1, time.time()) is False
+
+
+async def test_new_code_replaces_old(store) -> None:
+    now = time.time()
+    await store.issue(send(H1), now)
+    await store.issue(send(H2), now)
+    assert await store.consume(PHONE, H1, now) is False
+    assert await store.consume(PHONE, H2, now) is True
+
+
+async def test_cooldown_refuses_then_lapses(store) -> None:
+    now = time.time()
+    assert isinstance(await store.issue(send(cooldown_seconds=60), now), Issued)
+    refused = await store.issue(send(H2, cooldown_seconds=60), now + 10)
+    assert isinstance(refused, Refused)
+    assert refused.kind == "resend_cooldown"
+    assert 49 <= refused.retry_after <= 51
+    # Nothing changed: the first code is still the live one.
+    assert (await store.begin_verify(PHONE, 300, now + 10, LOCK)).code_hash == H1
+    assert isinstance(await store.issue(send(H2, cooldown_seconds=60), now + 61), Issued)
+
+
+async def test_quota_refuses_past_limit_without_charging(store) -> None:
+    quota = Quota("phone_send_limit", PHONE, limit=3, window_seconds=600)
+    # Start of a window, so the previous (empty) window carries no weight.
+    now = (time.time() // 600) * 600 + 1
+    # Redis expires keys by its own clock: the codes must outlive the real time left
+    # in this window, or the last check below fails in the window's second half.
+    ttl = 1200
+    for i in range(3):
+        issued = await store.issue(send(bytes([i]) * 32, ttl_seconds=ttl, quotas=(quota,)), now)
+        assert isinstance(issued, Issued)
+    refused = await store.issue(send(H2, ttl_seconds=ttl, quotas=(quota,)), now)
+    assert isinstance(refused, Refused)
+    assert refused.kind == "phone_send_limit"
+    assert refused.retry_after >= 1
+    # The refused send stored nothing.
+    assert (await store.begin_verify(PHONE, 300, now, LOCK)).code_hash == bytes([2]) * 32
+
+
+async def test_quota_slides_into_next_window(store) -> None:
+    quota = Quota("phone_send_limit", PHONE, limit=2, window_seconds=600)
+    start = (time.time() // 600) * 600 + 1
+    for i in range(2):
+        await store.issue(send(bytes([i]) * 32, quotas=(quota,)), start)
+    # Early in the next window the previous one still weighs ~100%: refused.
+    assert isinstance(await store.issue(send(H2, quotas=(quota,)), start + 600), Refused)
+    # At the end of the next window it weighs ~0%: allowed again.
+    assert isinstance(await store.issue(send(H2, quotas=(quota,)), start + 1198), Issued)
+
+
+async def test_quotas_are_scoped_by_key(store) -> None:
+    now = time.time()
+    q_a = Quota("phone_send_limit", PHONE, limit=1, window_seconds=600)
+    q_b = Quota("phone_send_limit", "+12125550102", limit=1, window_seconds=600)
+    assert isinstance(await store.issue(send(quotas=(q_a,)), now), Issued)
+    assert isinstance(await store.issue(send(phone="+12125550102", quotas=(q_b,)), now), Issued)
+
+
+async def test_undo_removes_code_and_refunds(store) -> None:
+    quota = Quota("phone_send_limit", PHONE, limit=1, window_seconds=600)
+    now = time.time()
+    issued = await store.issue(send(cooldown_seconds=60, quotas=(quota,)), now)
+    assert isinstance(issued, Issued)
+    await store.undo_issue(issued)
+    assert (await store.begin_verify(PHONE, 300, now, LOCK)).code_hash is None
+    # Neither the cooldown nor the quota was charged: a new send goes through at once.
+    assert isinstance(
+        await store.issue(send(H2, cooldown_seconds=60, quotas=(quota,)), now), Issued
+    )
+
+
+async def test_undo_leaves_a_newer_code_alone(store) -> None:
+    now = time.time()
+    first = await store.issue(send(H1), now)
+    assert isinstance(first, Issued)
+    await store.issue(send(H2), now)
+    await store.undo_issue(first)
+    assert (await store.begin_verify(PHONE, 300, now, LOCK)).code_hash == H2
+
+
+async def test_fixed_window_counts_and_resets(store) -> None:
+    now = time.time()
+    window = RequestWindow("rl:test:1.2.3.4", 3, 60_000)
+    hits = [await store.hit_window(window, now) for _ in range(4)]
+    assert [h.count for h in hits] == [1, 2, 3, 4]
+    assert [h.over(window) for h in hits] == [False, False, False, True]
+    assert 0 < hits[-1].reset_after_ms <= 60_000
+    other = await store.hit_window(RequestWindow("rl:test:5.6.7.8", 3, 60_000), now)
+    assert other.count == 1
+
+
+async def test_request_window_is_counted_inside_issue(store) -> None:
+    now = time.time()
+    window = RequestWindow("rl:request-otp:198.51.100.1", 2, 60_000)
+    first = await store.issue(send(H1), now, window)
+    assert isinstance(first, Issued)
+    assert first.window_hit is not None
+    assert first.window_hit.count == 1
+    second = await store.issue(send(H2, cooldown_seconds=60), now, window)
+    assert isinstance(second, Issued)
+    third = await store.issue(send(bytes(32)), now, window)
+    assert isinstance(third, Refused)
+    assert third.kind == "rate_limited"
+    assert third.window_hit is not None
+    assert third.window_hit.count == 3
+    # Over the window nothing else happened: H2 is still the live code.
+    assert (await store.begin_verify(PHONE, 300, now, LOCK)).code_hash == H2
+
+
+async def test_refusal_by_another_limit_still_counts_the_window(store) -> None:
+    now = time.time()
+    window = RequestWindow("rl:request-otp:198.51.100.2", 10, 60_000)
+    await store.issue(send(H1, cooldown_seconds=60), now, window)
+    refused = await store.issue(send(H2, cooldown_seconds=60), now, window)
+    assert isinstance(refused, Refused)
+    assert refused.kind == "resend_cooldown"
+    assert refused.window_hit is not None
+    assert refused.window_hit.count == 2
+
+
+async def test_request_window_is_counted_inside_begin_verify(store) -> None:
+    now = time.time()
+    window = RequestWindow("rl:verify-otp:198.51.100.3", 2, 60_000)
+    await store.issue(send(), now)
+    a = await store.begin_verify(PHONE, 300, now, LOCK, window)
+    b = await store.begin_verify(PHONE, 300, now, LOCK, window)
+    c = await store.begin_verify(PHONE, 300, now, LOCK, window)
+    assert [x.window_hit.count for x in (a, b, c) if x.window_hit] == [1, 2, 3]
+    assert (a.attempts, b.attempts) == (1, 2)
+    assert c.attempts == 0  # over the window, the attempt was not counted
+    assert c.code_hash is None
+    assert (await store.begin_verify(PHONE, 300, now, LOCK)).attempts == 3
+
+
+async def test_concurrent_consumes_have_one_winner(store) -> None:
+    now = time.time()
+    await store.issue(send(), now)
+    results = await asyncio.gather(*(store.consume(PHONE, H1, now) for _ in range(50)))
+    assert results.count(True) == 1
+
+
+async def test_ping(store) -> None:
+    await store.ping()
+
+
+async def test_sqlite_two_connections_share_one_file(tmp_path: Path) -> None:
+    """Two workers on one host each open the file: one code, one winner."""
+    path = tmp_path / "shared.sqlite3"
+    a, b = SqliteStore(path), SqliteStore(path)
+    try:
+        now = time.time()
+        await a.issue(send(), now)
+        assert (await b.begin_verify(PHONE, 300, now, LOCK)).code_hash == H1
+        results = await asyncio.gather(*(s.consume(PHONE, H1, now) for s in [a, b] * 25))
+        assert results.count(True) == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+# -- distinct members (phones per IP) ---------------------------------------------------
+
+
+def phones_per_ip(phone: str, limit: int = 2) -> DistinctQuota:
+    return DistinctQuota("ip_phone_limit", "ip:203.0.113.9", phone, limit, 3600)
+
+
+async def test_distinct_quota_caps_new_members_only(store) -> None:
+    now = time.time()
+    for phone in ("+12125550001", "+12125550002"):
+        issued = await store.issue(send(phone=phone, distinct=(phones_per_ip(phone),)), now)
+        assert isinstance(issued, Issued)
+        assert issued.new_members == (True,)
+    third = await store.issue(
+        send(phone="+12125550003", distinct=(phones_per_ip("+12125550003"),)), now
+    )
+    assert isinstance(third, Refused)
+    assert third.kind == "ip_phone_limit"
+    # A phone the IP already used is not a new member: allowed.
+    again = await store.issue(
+        send(H2, phone="+12125550001", distinct=(phones_per_ip("+12125550001"),)), now
+    )
+    assert isinstance(again, Issued)
+    assert again.new_members == (False,)
+
+
+async def test_undo_gives_back_a_distinct_slot(store) -> None:
+    now = time.time()
+    await store.issue(send(phone="+12125550001", distinct=(phones_per_ip("+12125550001"),)), now)
+    second = await store.issue(
+        send(phone="+12125550002", distinct=(phones_per_ip("+12125550002"),)), now
+    )
+    assert isinstance(second, Issued)
+    await store.undo_issue(second)
+    third = await store.issue(
+        send(phone="+12125550003", distinct=(phones_per_ip("+12125550003"),)), now
+    )
+    assert isinstance(third, Issued)
+
+
+# -- surge guard (pumping) ----------------------------------------------------------------
+
+
+def prefix_guard(key: str = "prefix:1212555", min_sends: int = 3) -> SurgeGuard:
+    return SurgeGuard("prefix_blocked", key, min_sends, 5.0, 3600, 6 * 3600)
+
+
+async def test_surge_blocks_the_scope_and_keeps_it_blocked(store) -> None:
+    now = (time.time() // 3600) * 3600 + 5
+    for i in range(3):
+        issued = await store.issue(send(phone=f"+1212555000{i}", surges=(prefix_guard(),)), now)
+        assert isinstance(issued, Issued)
+    tripped = await store.issue(send(phone="+12125550009", surges=(prefix_guard(),)), now)
+    assert isinstance(tripped, Refused)
+    assert tripped.kind == "prefix_blocked"
+    assert tripped.retry_after == 6 * 3600
+    # Still blocked later, and for a phone never seen before.
+    later = await store.issue(send(phone="+12125550008", surges=(prefix_guard(),)), now + 60)
+    assert isinstance(later, Refused)
+    assert later.kind == "prefix_blocked"
+    assert 6 * 3600 - 61 <= later.retry_after <= 6 * 3600 - 59
+    # Another scope is untouched.
+    other = await store.issue(
+        send(phone="+442071838750", surges=(prefix_guard("prefix:4420718"),)), now
+    )
+    assert isinstance(other, Issued)
+
+
+async def test_surge_baseline_lets_steady_traffic_through(store) -> None:
+    start = (time.time() // 3600) * 3600 - 3600 + 5
+    guard = prefix_guard(min_sends=3)
+    # Previous window: 3 sends, the most its own (empty) baseline allows.
+    for i in range(3):
+        assert isinstance(
+            await store.issue(send(phone=f"+1212555001{i}", surges=(guard,)), start), Issued
+        )
+    # This window's allowance is max(3, 5 * 3) = 15 sends.
+    now = start + 3600
+    results = [
+        await store.issue(send(phone=f"+121255502{i:02d}", surges=(guard,)), now) for i in range(16)
+    ]
+    assert all(isinstance(r, Issued) for r in results[:15])
+    assert isinstance(results[15], Refused)
+
+
+# -- lockout across codes ----------------------------------------------------------------
+
+
+async def test_lockout_escalates_and_a_success_clears_it(store) -> None:
+    lock = Lockout(threshold=3, base_seconds=60, max_seconds=3600, hard_cap=100)
+    now = time.time()
+    for _ in range(3):
+        assert (await store.begin_verify(PHONE, 300, now, lock)).locked_for == 0
+    locked = await store.begin_verify(PHONE, 300, now + 1, lock)
+    assert 58 <= locked.locked_for <= 60
+    assert locked.attempts == 0  # a refused attempt counts nothing
+    assert (await store.begin_verify(PHONE, 300, now + 61, lock)).locked_for == 0
+    # Fourth failure: the next wait doubles.
+    assert 119 <= (await store.begin_verify(PHONE, 300, now + 62, lock)).locked_for <= 120
+    # After that wait the phone may try again; a success then wipes the record.
+    await store.issue(send(), now + 200)
+    attempt = await store.begin_verify(PHONE, 300, now + 200, lock)
+    assert (attempt.locked_for, attempt.code_hash) == (0, H1)
+    assert await store.consume(PHONE, H1, now + 200) is True
+    for _ in range(3):
+        assert (await store.begin_verify(PHONE, 300, now + 201, lock)).locked_for == 0
+    assert (await store.begin_verify(PHONE, 300, now + 201, lock)).locked_for > 0
+
+
+async def test_hard_cap_locks_until_the_record_lapses(store) -> None:
+    lock = Lockout(threshold=2, base_seconds=1, max_seconds=1, hard_cap=4, memory_seconds=7200)
+    now = time.time()
+    t = now
+    for _ in range(4):
+        attempt = await store.begin_verify(PHONE, 300, t, lock)
+        assert attempt.locked_for == 0
+        t += 2
+    capped = await store.begin_verify(PHONE, 300, t + 3000, lock)
+    assert capped.locked_for > 3000
