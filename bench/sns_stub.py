@@ -15,12 +15,17 @@ import argparse
 import asyncio
 import itertools
 import os
+import re
 import signal
 from typing import cast
 from urllib.parse import unquote_to_bytes
 
 import httptools
 import orjson
+
+# Each service words its SMS its own way; the code is the first run of digits long
+# enough not to be a count of minutes.
+_CODE = re.compile(rb"(?<![0-9])[0-9]{4,10}(?![0-9])")
 
 # Bounds memory when a long run publishes to millions of fresh numbers.
 MAX_REMEMBERED = 1_000_000
@@ -53,13 +58,14 @@ class StubState:
         return f"{self._id_prefix}{self.publishes:012x}".encode()
 
     def remember(self, phone: bytes, message: bytes) -> None:
-        """Keep the code: both services send "Your verification code is: 123456"."""
+        """Keep the code: the first run of 4-10 digits of the (form-encoded) text."""
         if len(self.codes) >= MAX_REMEMBERED:
             # Forget the older half (dicts keep insertion order), never a code just sent.
             for old in list(itertools.islice(self.codes, MAX_REMEMBERED // 2)):
                 del self.codes[old]
-        # The digits are the last word, whether spaces were encoded as "+" or "%20".
-        self.codes[phone] = message.rsplit(b"+", 1)[-1].rsplit(b"%20", 1)[-1]
+        found = _CODE.search(unquote_to_bytes(message.replace(b"+", b" ")))
+        if found:
+            self.codes[phone] = found.group()
 
 
 def _form_value(body: bytes, name: bytes) -> bytes | None:
