@@ -356,6 +356,7 @@ async def test_lockout_escalates_and_a_success_clears_it(store) -> None:
 async def test_hard_cap_locks_until_the_record_lapses(store) -> None:
     lock = Lockout(threshold=2, base_seconds=1, max_seconds=1, hard_cap=4, memory_seconds=7200)
     now = time.time()
+    await store.issue(send(), now)  # failures against a live code are the ones kept long
     t = now
     for _ in range(4):
         attempt = await store.begin_verify(PHONE, 300, t, lock)
@@ -363,3 +364,18 @@ async def test_hard_cap_locks_until_the_record_lapses(store) -> None:
         t += 2
     capped = await store.begin_verify(PHONE, 300, t + 3000, lock)
     assert capped.locked_for > 3000
+
+
+async def test_failures_without_a_code_are_forgotten_with_the_code_ttl(store) -> None:
+    """Spraying guesses at random numbers must not fill the store for a month, while
+    failures against a live code keep counting long after it expires."""
+    lock = Lockout(threshold=3, base_seconds=3600, memory_seconds=30 * 86400)
+    past = time.time() - 400  # a code-less record (300 s) lapsed 100 s ago
+    other = "+12125550102"
+    await store.issue(send(phone=other, ttl_seconds=3600), past)
+    for phone in (PHONE, other):
+        for _ in range(3):
+            assert (await store.begin_verify(phone, 300, past, lock)).locked_for == 0
+    now = time.time()
+    assert (await store.begin_verify(PHONE, 300, now, lock)).locked_for == 0
+    assert (await store.begin_verify(other, 300, now, lock)).locked_for > 3000

@@ -123,7 +123,9 @@ return 1
 # cap, "mem" memory ms, "w": [limit, win] or absent}.
 # Returns {wc, wt, 5} over the window, {wc, wt, -1, ms} when locked (nothing
 # counted), else {wc, wt, attempts, hash or false}. Both counters rise before the
-# caller compares anything.
+# caller compares anything. A failure against a live code is remembered for "mem";
+# a guess at a phone with no code only as long as a code would live, so spraying
+# guesses at random numbers cannot fill the store for a month.
 BEGIN_VERIFY = (
     """
 local spec = cjson.decode(ARGV[1])
@@ -138,11 +140,15 @@ if n >= o.t then
   local last = tonumber(redis.call('HGET', KEYS[2], 'l') or '0')
   if last + wait > o.now then return {wc, wt, -1, last + wait - o.now} end
 end
-redis.call('HSET', KEYS[2], 'n', n + 1, 'l', o.now)
-redis.call('PEXPIREAT', KEYS[2], o.now + o.mem)
 local a = redis.call('HINCRBY', KEYS[1], 'a', 1)
 local h = redis.call('HGET', KEYS[1], 'h')
 if (not h) and a == 1 then redis.call('PEXPIREAT', KEYS[1], o.exp) end
+redis.call('HSET', KEYS[2], 'n', n + 1, 'l', o.now)
+if h then
+  redis.call('PEXPIREAT', KEYS[2], o.now + o.mem)
+elseif redis.call('PTTL', KEYS[2]) < o.exp - o.now then
+  redis.call('PEXPIREAT', KEYS[2], o.exp)
+end
 return {wc, wt, a, h or false}
 """
 )

@@ -336,17 +336,15 @@ def _begin_verify(
     conn: sqlite3.Connection, phone: str, ttl_seconds: int, now: float, lockout: Lockout
 ) -> Attempt:
     row = conn.execute(
-        "SELECT count, updated_at FROM counters WHERE key = ? AND expires_at > ?",
+        "SELECT count, updated_at, expires_at FROM counters WHERE key = ? AND expires_at > ?",
         (_fails_key(phone), now),
     ).fetchone()
-    failures, last = (int(row[0]), float(row[1])) if row else (0, 0.0)
+    failures, last, fails_until = (
+        (int(row[0]), float(row[1]), float(row[2])) if row else (0, 0.0, 0.0)
+    )
     wait = lockout.wait_seconds(failures)
     if wait and last + wait > now:
         return Attempt(attempts=0, code_hash=None, locked_for=max(1, math.ceil(last + wait - now)))
-    conn.execute(
-        "INSERT OR REPLACE INTO counters (key, count, expires_at, updated_at) VALUES (?, ?, ?, ?)",
-        (_fails_key(phone), failures + 1, now + lockout.memory_seconds, now),
-    )
     # An expired row starts over as "no code", so a guess at an expired code
     # counts like a guess at a phone that never had one.
     code = conn.execute(
@@ -358,4 +356,14 @@ def _begin_verify(
         " RETURNING attempts, code_hash",
         (phone, now + ttl_seconds, now, now, now),
     ).fetchone()
+    # Failures against a live code are remembered long; a guess at a phone with no
+    # code only as long as a code would live (as in the Redis store).
+    if code[1] is not None:
+        fails_until = now + lockout.memory_seconds
+    else:
+        fails_until = max(fails_until, now + ttl_seconds)
+    conn.execute(
+        "INSERT OR REPLACE INTO counters (key, count, expires_at, updated_at) VALUES (?, ?, ?, ?)",
+        (_fails_key(phone), failures + 1, fails_until, now),
+    )
     return Attempt(attempts=int(code[0]), code_hash=code[1])
