@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.service_process import ServiceProcess
@@ -70,3 +71,22 @@ def test_two_workers_share_one_sqlite_file(tmp_path: Path) -> None:
     finally:
         out = server.stop()
     assert codes == [200] * 5 + [429] * 3, out
+
+
+def test_forged_forwarded_for_does_not_reset_the_limit_of_a_real_server(tmp_path: Path) -> None:
+    """The HTTP server must not believe X-Forwarded-For on its own (even from 127.0.0.1)."""
+    server = ServiceProcess(tmp_path, RATE_LIMIT_MAX_REQUESTS="3")
+    try:
+        server.wait_ready()
+        codes = [
+            httpx.post(
+                f"{server.base}{VERIFY}",
+                json={"phoneNumber": f"+1212555019{i}", "otp": "000000"},
+                headers={"x-forwarded-for": f"203.0.113.{i}"},
+                timeout=10,
+            ).json()["code"]
+            for i in range(4)
+        ]
+    finally:
+        server.stop()
+    assert codes == ["invalid_code"] * 3 + ["rate_limited"]

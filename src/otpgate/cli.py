@@ -90,6 +90,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             log_config=None,
             access_log=False,
             server_header=False,
+            # TRUSTED_PROXIES alone decides whom X-Forwarded-For is believed from;
+            # uvicorn would otherwise rewrite the client address for 127.0.0.1.
+            proxy_headers=False,
             timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
             loop="auto",
             http="auto",
