@@ -55,24 +55,8 @@ def test_sigterm_drains_in_flight_request(tmp_path: Path, held: HeldSns) -> None
     assert "stopped: store and SMS client closed" in out, out
 
 
-def test_refuses_to_start_with_bad_config(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [*OTPGATE, "serve"],
-        env=service_env(tmp_path, PORT="not-a-port"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert proc.returncode == 2
-    assert "PORT" in proc.stderr
-
-
-def test_production_without_hash_secret_refuses(tmp_path: Path) -> None:
-    env = service_env(tmp_path, APP_ENV="production")
-    env.pop("OTP_HASH_SECRET")
-    proc = subprocess.run(
+def _serve_once(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [*OTPGATE, "serve"],
         env=env,
         cwd=tmp_path,
@@ -81,5 +65,17 @@ def test_production_without_hash_secret_refuses(tmp_path: Path) -> None:
         timeout=30,
         check=False,
     )
+
+
+def test_refuses_to_start_with_bad_config(tmp_path: Path) -> None:
+    proc = _serve_once(tmp_path, service_env(tmp_path, PORT="not-a-port"))
+    assert proc.returncode == 2
+    assert "PORT" in proc.stderr
+
+
+def test_production_without_hash_secret_refuses(tmp_path: Path) -> None:
+    env = service_env(tmp_path, APP_ENV="production")
+    env.pop("OTP_HASH_SECRET")
+    proc = _serve_once(tmp_path, env)
     assert proc.returncode == 2
     assert "OTP_HASH_SECRET" in proc.stderr

@@ -16,38 +16,24 @@ REQUEST, VERIFY = "/api/v1/request-otp", "/api/v1/verify-otp"
 OPEN = {"RATE_LIMIT_MAX_REQUESTS": "1000", "OTP_RESEND_COOLDOWN_SECONDS": "0"}
 
 
-@pytest.fixture
-def two_on_redis(
-    tmp_path: Path, redis_url: str, redis_prefix: str
-) -> Iterator[list[ServiceProcess]]:
-    env = {**OPEN, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": redis_prefix}
-    procs = [ServiceProcess(tmp_path, **env), ServiceProcess(tmp_path, **env)]
-    try:
-        for p in procs:
-            p.wait_ready()
-        yield procs
-    finally:
-        for p in procs:
-            p.stop()
-
-
-@pytest.fixture
-def two_on_sqlite(tmp_path: Path) -> Iterator[list[ServiceProcess]]:
-    env = {**OPEN, "SQLITE_PATH": str(tmp_path / "shared.sqlite3")}
-    procs = [ServiceProcess(tmp_path, **env), ServiceProcess(tmp_path, **env)]
-    try:
-        for p in procs:
-            p.wait_ready()
-        yield procs
-    finally:
-        for p in procs:
-            p.stop()
-
-
 @pytest.fixture(params=["redis", "sqlite"])
-def pair(request: pytest.FixtureRequest) -> list[ServiceProcess]:
-    name = "two_on_redis" if request.param == "redis" else "two_on_sqlite"
-    return list(request.getfixturevalue(name))
+def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[ServiceProcess]]:
+    """Two service processes sharing one store: a Redis prefix, or one SQLite file."""
+    if request.param == "redis":
+        shared = {
+            "REDIS_URL": request.getfixturevalue("redis_url"),
+            "REDIS_KEY_PREFIX": request.getfixturevalue("redis_prefix"),
+        }
+    else:
+        shared = {"SQLITE_PATH": str(tmp_path / "shared.sqlite3")}
+    procs = [ServiceProcess(tmp_path, **OPEN, **shared) for _ in range(2)]
+    try:
+        for p in procs:
+            p.wait_ready()
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()
 
 
 def test_send_window_is_shared(pair: list[ServiceProcess]) -> None:
