@@ -109,7 +109,7 @@ async def test_full_flow_at_debug_logs_no_secret(
 
     captured = capfd.readouterr()
     text = captured.err + captured.out
-    assert "otp verified" in text, "the capture missed the service's own lines"
+    assert "/api/v1/verify-otp" in text, "the capture missed the access lines"
     assert not contains_code(text, code), "the code appears in the logs"
     assert not contains_code(text, wrong), "a guessed code appears in the logs"
     for what, value in forbidden_forms(phone, code).items():
@@ -191,13 +191,12 @@ async def test_request_id_joins_a_requests_lines(
     logging_restored: None,
 ) -> None:
     configure_logging("info", json_lines=True)
-    svc = await make_service()
+    # A store that cannot be reached makes one request write several lines.
+    svc = await make_service(redis_url="redis://127.0.0.1:1/0", redis_timeout_seconds=0.2)
     await svc.request("+12125550149", headers={"X-Request-ID": "join-me"})
     lines = json_lines(capfd.readouterr().err)
-    assert {line["logger"] for line in lines if line.get("request_id") == "join-me"} == {
-        "otpgate.http",
-        "otpgate.access",
-    }
+    loggers = {line["logger"] for line in lines if line.get("request_id") == "join-me"}
+    assert {"otpgate.http", "otpgate.access"} <= loggers
 
 
 async def test_text_format_is_readable(

@@ -20,6 +20,8 @@ class RequestInfo:
     error_code: str | None = None
     # Verify only: whether the store held a live code for the phone.
     code_found: bool | None = None
+    # The phone the request was about, already masked.
+    phone: str | None = None
 
 
 current_request: ContextVar[RequestInfo | None] = ContextVar("otpgate_request", default=None)
@@ -35,3 +37,9 @@ def note_code_found(found: bool) -> None:
     info = current_request.get()
     if info is not None:
         info.code_found = found
+
+
+def note_phone(masked: str) -> None:
+    info = current_request.get()
+    if info is not None:
+        info.phone = masked

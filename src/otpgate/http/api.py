@@ -27,6 +27,7 @@ from otpgate.http.errors import (
     otp_error_response,
 )
 from otpgate.http.schemas import RequestOtpBody, verify_body_model
+from otpgate.request_context import note_phone
 from otpgate.store.base import RequestWindow, WindowHit
 from otpgate.wiring import Components
 
@@ -101,7 +102,7 @@ class OtpApi:
     async def _request_otp(self, request: Request, client: str, window: RequestWindow) -> Outcome:
         body = await read_json_body(request, RequestOtpBody, self._max_body)
         sent = await self._service.request_code(body.phoneNumber, client, window)
-        log.info("otp sent", extra={"phone": sent.phone.masked(), "client_ip": client})
+        note_phone(sent.phone.masked())  # on the access line: one line per request
         payload = {
             "message": REQUEST_OK,
             "messageId": sent.message_id,
@@ -112,5 +113,5 @@ class OtpApi:
     async def _verify_otp(self, request: Request, client: str, window: RequestWindow) -> Outcome:
         body: Any = await read_json_body(request, self._verify_model, self._max_body)
         verified = await self._service.verify_code(body.phoneNumber, body.otp, window)
-        log.info("otp verified", extra={"phone": verified.phone.masked(), "client_ip": client})
+        note_phone(verified.phone.masked())
         return json_response({"success": True, "message": VERIFY_OK}), verified.window_hit

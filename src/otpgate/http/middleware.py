@@ -140,6 +140,8 @@ class ObservabilityMiddleware:
         }
         if info.error_code is not None:
             extra["code"] = info.error_code
+        if info.phone is not None:
+            extra["phone"] = info.phone
         access_log.log(level, "request", extra=extra)
 
     def _count(self, route: str, status: int, elapsed: float, info: RequestInfo) -> None:
