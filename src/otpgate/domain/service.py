@@ -80,7 +80,7 @@ class OtpService:
             return exc
         hit = await self._store.hit_window(window, self._clock())
         if hit.over(window):
-            exc = RateLimited(max(1, -(-hit.reset_after_ms // 1000)))
+            exc = RateLimited(hit.reset_seconds)
         exc.window_hit = hit
         return exc
 
@@ -143,7 +143,7 @@ class OtpService:
         )
         hit = attempt.window_hit
         if hit is not None and window is not None and hit.over(window):
-            raise _with_hit(RateLimited(max(1, -(-hit.reset_after_ms // 1000))), hit)
+            raise _with_hit(RateLimited(hit.reset_seconds), hit)
         if attempt.locked_for:
             raise _with_hit(refusal(self._limits.lockout.kind, attempt.locked_for), hit)
         if attempt.attempts > policy.max_attempts:

@@ -82,7 +82,7 @@ class OtpApi:
                 # Rejected before any store step: count it on its own.
                 hit = await limiter.count(window)
                 if hit.over(window):
-                    limited = RateLimited(max(1, -(-hit.reset_after_ms // 1000)))
+                    limited = RateLimited(hit.reset_seconds)
                     return otp_error_response(limited, limiter.headers(hit))
                 return http_error_response(exc, limiter.headers(hit))
             except OtpError as exc:

@@ -7,7 +7,6 @@ rejected before that is counted on its own, so malformed requests count too.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 
@@ -37,7 +36,7 @@ class RouteRateLimiter:
     def headers(self, hit: WindowHit | None) -> dict[str, str]:
         if hit is None:
             return {}
-        reset = str(max(1, math.ceil(hit.reset_after_ms / 1000)))
+        reset = str(hit.reset_seconds)
         headers = {
             "x-ratelimit-limit": self._limit_header,
             "x-ratelimit-remaining": str(max(0, self._max - hit.count)),

@@ -82,6 +82,11 @@ class WindowHit:
     def over(self, window: RequestWindow) -> bool:
         return self.count > window.limit
 
+    @property
+    def reset_seconds(self) -> int:
+        """Whole seconds until the window resets (at least 1): Retry-After's value."""
+        return max(1, math.ceil(self.reset_after_ms / 1000))
+
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
