@@ -30,3 +30,15 @@ async def test_redis_stopped_gives_503_then_recovers(
 
     private_redis.start()  # same port, empty data
     assert (await svc.request(PHONE)).status_code == 200
+
+
+async def test_malformed_request_with_redis_down_is_still_a_400(
+    make_service: ServiceFactory, private_redis: PrivateRedis
+) -> None:
+    svc = await make_service(redis_url=private_redis.url, redis_timeout_seconds=0.3)
+    private_redis.stop()
+    r = await svc.client.post(
+        "/api/v1/verify-otp", content=b"{", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "invalid_json"

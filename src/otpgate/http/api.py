@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from otpgate.domain.errors import OtpError, RateLimited
+from otpgate.domain.errors import OtpError, RateLimited, StoreUnavailable
 from otpgate.http.body import read_json_body
 from otpgate.http.errors import (
     HTTP_CODES,
@@ -79,12 +79,7 @@ class OtpApi:
             try:
                 response, hit = await handle(request, client, window)
             except HttpError as exc:
-                # Rejected before any store step: count it on its own.
-                hit = await limiter.count(window)
-                if hit.over(window):
-                    limited = RateLimited(hit.reset_seconds)
-                    return otp_error_response(limited, limiter.headers(hit))
-                return http_error_response(exc, limiter.headers(hit))
+                return await self._malformed(exc, window)
             except OtpError as exc:
                 if exc.code in _OPERATOR_CODES:
                     log.error("refused", extra={"route": route, "code": exc.code})
@@ -98,6 +93,17 @@ class OtpApi:
             return response
 
         return endpoint
+
+    async def _malformed(self, exc: HttpError, window: RequestWindow) -> Response:
+        """Rejected before any store step: counted on its own, so it still costs a request."""
+        limiter = self._limiter
+        try:
+            hit = await limiter.count(window)
+        except StoreUnavailable:
+            return http_error_response(exc)  # the client's mistake is still the answer
+        if hit.over(window):
+            return otp_error_response(RateLimited(hit.reset_seconds), limiter.headers(hit))
+        return http_error_response(exc, limiter.headers(hit))
 
     async def _request_otp(self, request: Request, client: str, window: RequestWindow) -> Outcome:
         body = await read_json_body(request, RequestOtpBody, self._max_body)
