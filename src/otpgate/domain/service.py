@@ -70,10 +70,6 @@ class OtpService:
         self._limits = limits
         self._clock = clock
 
-    @property
-    def policy(self) -> OtpPolicy:
-        return self._policy
-
     async def _counted(self, exc: OtpError, window: RequestWindow | None) -> OtpError:
         """A request refused before it reaches the store still counts in its window."""
         if window is None:

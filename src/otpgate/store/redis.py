@@ -120,8 +120,8 @@ class RedisStore:
         tag, rest = int(reply[2]), reply[3:]
         if tag == 0:
             return Issued(request, now, tuple(bool(x) for x in rest), hit)
-        if tag == 5:
-            return Refused("rate_limited", _ceil_seconds(reply[1]), hit)
+        if tag == 5 and hit is not None:
+            return Refused("rate_limited", hit.reset_seconds, hit)
         if tag == 1:
             return Refused("resend_cooldown", _ceil_seconds(rest[0]), hit)
         if tag == 2:

@@ -125,7 +125,7 @@ class SqliteStore:
         def tx(conn: sqlite3.Connection) -> Issued | Refused:
             hit = _count_window(conn, window, now) if window else None
             if hit and window and hit.over(window):
-                return Refused("rate_limited", _seconds(hit.reset_after_ms), hit)
+                return Refused("rate_limited", hit.reset_seconds, hit)
             outcome = _refusal(conn, request, now) or _charge(conn, request, now)
             return replace(outcome, window_hit=hit)
 
@@ -313,10 +313,6 @@ def _undo(conn: sqlite3.Connection, issued: Issued) -> None:
                 "DELETE FROM members WHERE key = ? AND member = ?",
                 (_set_key(d.kind, d.key, window_index(now, d.window_seconds)), d.member),
             )
-
-
-def _seconds(ms: int) -> int:
-    return max(1, math.ceil(ms / 1000))
 
 
 def _count_window(conn: sqlite3.Connection, window: RequestWindow, now: float) -> WindowHit:
