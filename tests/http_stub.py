@@ -41,6 +41,28 @@ class Reply:
 
 HANG = object()  # respond() returns this to never answer the request
 
+
+# Answers in the AWS Query protocol, as SNS sends them.
+def aws_error(status: int, code: str, message: str = "") -> Reply:
+    body = (
+        '<ErrorResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/">'
+        f"<Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+        "<RequestId>stub-request</RequestId></ErrorResponse>"
+    )
+    return Reply(status, body.encode(), {"content-type": "text/xml"})
+
+
+def publish_ok(message_id: str | None = "stub-message-1") -> Reply:
+    result = f"<MessageId>{message_id}</MessageId>" if message_id else ""
+    body = (
+        '<PublishResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/">'
+        f"<PublishResult>{result}</PublishResult>"
+        "<ResponseMetadata><RequestId>stub-request</RequestId></ResponseMetadata>"
+        "</PublishResponse>"
+    )
+    return Reply(200, body.encode(), {"content-type": "text/xml"})
+
+
 Responder = Callable[[Received], Any]
 
 

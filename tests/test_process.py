@@ -5,27 +5,28 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
+from tests.http_stub import Received, Reply, StubServer, publish_ok
 from tests.service_process import OTPGATE, ServiceProcess, service_env
-from tests.sns_stub import HeldSns
 
 
-@pytest.fixture
-def held() -> Iterator[HeldSns]:
-    with HeldSns() as stub:
-        yield stub
+def test_sigterm_drains_in_flight_request(tmp_path: Path, stub_server: StubServer) -> None:
+    received, release = threading.Event(), threading.Event()
 
+    def hold_publish(_: Received) -> Reply:
+        # The SMS is genuinely in flight until the test lets it answer.
+        received.set()
+        release.wait(timeout=30)
+        return publish_ok()
 
-def test_sigterm_drains_in_flight_request(tmp_path: Path, held: HeldSns) -> None:
+    stub_server.respond = hold_publish
     server = ServiceProcess(
         tmp_path,
         SMS_PROVIDER="sns",
-        SNS_ENDPOINT_URL=held.url,
+        SNS_ENDPOINT_URL=stub_server.url,
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
     )
@@ -42,9 +43,9 @@ def test_sigterm_drains_in_flight_request(tmp_path: Path, held: HeldSns) -> None
 
         caller = threading.Thread(target=call)
         caller.start()
-        assert held.received.wait(timeout=20), "the SMS never reached the provider"
+        assert received.wait(timeout=20), "the SMS never reached the provider"
         server.proc.send_signal(signal.SIGTERM)
-        held.release.set()
+        release.set()
         caller.join(timeout=20)
         assert result["r"].status_code == 200, result["r"].text
         # uvicorn re-raises SIGTERM after a clean shutdown, the usual convention.

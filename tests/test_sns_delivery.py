@@ -19,7 +19,7 @@ import pytest
 
 from otpgate.store.base import Lockout
 from tests.conftest import Service, ServiceFactory
-from tests.http_stub import HANG, Received, Reply, StubServer
+from tests.http_stub import HANG, Received, Reply, StubServer, aws_error, publish_ok
 from tests.sns_emulator import SnsEmulator
 
 PHONE = "+12125550142"
@@ -28,26 +28,6 @@ OPTED_OUT = "+12125550199"  # the emulator reports numbers ending in 99 as opted
 READ_TIMEOUT = 0.5
 CONNECT_TIMEOUT = 0.5
 RETRY_SECONDS = 2.0
-
-
-def aws_error(status: int, code: str, message: str = "") -> Reply:
-    body = (
-        '<ErrorResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/">'
-        f"<Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
-        "<RequestId>stub-request</RequestId></ErrorResponse>"
-    )
-    return Reply(status, body.encode(), {"content-type": "text/xml"})
-
-
-def publish_ok(message_id: str | None = "stub-message-1") -> Reply:
-    result = f"<MessageId>{message_id}</MessageId>" if message_id else ""
-    body = (
-        '<PublishResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/">'
-        f"<PublishResult>{result}</PublishResult>"
-        "<ResponseMetadata><RequestId>stub-request</RequestId></ResponseMetadata>"
-        "</PublishResponse>"
-    )
-    return Reply(200, body.encode(), {"content-type": "text/xml"})
 
 
 def opt_out_status(*, opted_out: bool) -> Reply:
