@@ -95,7 +95,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             proxy_headers=False,
             timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
             loop="auto",
-            http="auto",
+            http="otpgate.http.server_protocol:HttpProtocol",
         )
     return 0
 

@@ -7,6 +7,7 @@ The body keeps the Node service's ``{"statusCode","error","message"}`` and adds
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from http import HTTPStatus
 
 import orjson
@@ -64,15 +65,24 @@ def error_response(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> Response:
     note_error_code(code)
+    return Response(
+        _error_body(status, code, message),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+@lru_cache(maxsize=512)
+def _error_body(status: int, code: str, message: str) -> bytes:
+    """The serialised body; the same few errors (a wrong code above all) repeat."""
     body = {
         "statusCode": status,
         "error": HTTPStatus(status).phrase,
         "message": message,
         "code": code,
     }
-    return Response(
-        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
-    )
+    return orjson.dumps(body)
 
 
 def otp_error_response(exc: OtpError, headers: dict[str, str] | None = None) -> Response:
