@@ -131,3 +131,19 @@ async def test_unknown_routes(
     r = await svc.client.request(method, path)
     assert r.status_code == status
     assert r.json()["code"] == code
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-8", "Application/JSON", " application/json "]
+)
+async def test_json_content_type_with_parameters_or_case(
+    make_service: ServiceFactory, content_type: str
+) -> None:
+    # Only the media type counts, whatever its case or parameters; the body then reaches
+    # validation (a well-formed unallocated number, so no SMS is involved).
+    svc = await make_service()
+    r = await svc.client.post(
+        REQUEST, content=b'{"phoneNumber": "+15551234567"}', headers={"content-type": content_type}
+    )
+    assert r.status_code == 400
+    assert r.json()["code"] == "invalid_phone_number"

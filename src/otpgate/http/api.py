@@ -16,6 +16,7 @@ import orjson
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from otpgate.domain.errors import OtpError, RateLimited, StoreUnavailable
 from otpgate.http.body import read_json_body
@@ -71,10 +72,9 @@ class OtpApi:
         limiter = self._limiter
 
         async def endpoint(request: Request) -> Response:
-            client = self._resolve_ip(
-                request.client.host if request.client else None,
-                request.headers.get("x-forwarded-for"),
-            )
+            scope = request.scope
+            peer = scope.get("client")
+            client = self._resolve_ip(peer[0] if peer else None, _forwarded_for(scope))
             window = limiter.window(route, client)
             try:
                 response, hit = await handle(request, client, window)
@@ -121,3 +121,12 @@ class OtpApi:
         verified = await self._service.verify_code(body.phoneNumber, body.otp, window)
         note_phone(verified.phone.masked())
         return json_response({"success": True, "message": VERIFY_OK}), verified.window_hit
+
+
+def _forwarded_for(scope: Scope) -> str | None:
+    """The first X-Forwarded-For header, read straight from the scope (no Headers object)."""
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for name, value in headers:
+        if name == b"x-forwarded-for":
+            return value.decode("latin-1")
+    return None

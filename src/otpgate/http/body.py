@@ -1,11 +1,16 @@
-"""Reading and validating a JSON body with hard limits on size and type."""
+"""Reading and validating a JSON body with hard limits on size and type.
+
+It reads the ASGI scope and ``receive`` directly rather than through Starlette's
+``Headers`` and ``stream()``: on the hot routes those were a few percent of a
+request's CPU for two headers and one body message.
+"""
 
 from __future__ import annotations
 
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from otpgate.http.errors import HttpError
 
@@ -13,17 +18,28 @@ M = TypeVar("M", bound=BaseModel)
 
 
 async def read_json_body(request: Request, model: type[M], max_bytes: int) -> M:
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";", 1)[0].strip().lower() != "application/json":
+    content_type = declared = None
+    for name, value in request.scope["headers"]:
+        # The first of a repeated header counts, as with Starlette's Headers.get.
+        if name == b"content-type":
+            content_type = value if content_type is None else content_type
+        elif name == b"content-length":
+            declared = value if declared is None else declared
+    if (content_type or b"").split(b";", 1)[0].strip().lower() != b"application/json":
         raise HttpError("unsupported_media_type")
-    declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
         raise HttpError("payload_too_large")
     body = b""
-    async for chunk in request.stream():
-        body += chunk
+    receive = request.receive
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        body += message.get("body", b"")
         if len(body) > max_bytes:
             raise HttpError("payload_too_large")
+        if not message.get("more_body", False):
+            break
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
