@@ -10,6 +10,7 @@ the client sent. It also answers CONNECT, so it can stand in for an HTTP proxy.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -70,7 +71,8 @@ Responder = Callable[[Received], Any]
 
 
 class StubServer:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        """With ``tls``, the server speaks HTTPS (a server-side context with its certificate)."""
         self.received: list[Received] = []
         self.respond: Responder = lambda _: Reply()
         self._release = threading.Event()
@@ -82,11 +84,6 @@ class StubServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                with stub._lock:
-                    stub._opened_count += 1
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
@@ -122,6 +119,17 @@ class StubServer:
                 return None
 
         class Server(ThreadingHTTPServer):
+            def get_request(self) -> tuple[Any, Any]:
+                connection, address = super().get_request()
+                with stub._lock:
+                    stub._opened_count += 1
+                if tls is not None:
+                    # A failed handshake raises OSError here: the server drops the connection.
+                    connection.settimeout(5)
+                    connection = tls.wrap_socket(connection, server_side=True)
+                    connection.settimeout(None)
+                return connection, address
+
             def shutdown_request(self, request: Any) -> None:
                 super().shutdown_request(request)
                 with stub._closed:
@@ -129,6 +137,7 @@ class StubServer:
                     stub._closed.notify_all()
 
         self._server = Server(("127.0.0.1", 0), Handler)
+        self._scheme = "http" if tls is None else "https"
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -137,7 +146,7 @@ class StubServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self._scheme}://{host}:{port}"
 
     @property
     def count(self) -> int:
@@ -146,7 +155,7 @@ class StubServer:
 
     @property
     def connections(self) -> int:
-        """How many connections clients have opened so far."""
+        """How many connections clients have opened so far (TLS handshake or not)."""
         with self._lock:
             return self._opened_count
 

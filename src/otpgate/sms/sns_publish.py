@@ -12,12 +12,13 @@ One attempt ends in one of:
 
 - a 2xx answer: the ``MessageId`` (None if the answer has none);
 - an error answer: ``PublishRefused`` with SNS's error code, message and HTTP status;
-- the connection never opened (refused, DNS, connect timeout, proxy unreachable):
-  ``ProviderUnavailable``, safe to retry since nothing reached SNS;
+- the connection never opened (refused, DNS, connect timeout, TLS handshake, proxy
+  unreachable): ``ProviderUnavailable``, safe to retry since nothing reached SNS;
 - no answer after the request went out (read timeout, connection dropped):
   ``ProviderUnavailable(retry=False)``: Publish has no idempotency key, so SNS may
   have taken it and a retry could send a second SMS;
-- TLS or the proxy refusing us: ``PublishFailed``, our configuration is wrong.
+- an untrusted certificate or the proxy refusing us: ``PublishFailed``, our
+  configuration is wrong and another try would fail the same way.
 
 Idle connections are closed after ``KEEPALIVE_SECONDS``, well before servers and
 load balancers drop theirs (commonly 60 s or more): a send that found its pooled
@@ -61,7 +62,7 @@ class PublishRefused(Exception):
 
 
 class PublishFailed(Exception):
-    """The request could not be made because of our configuration (TLS, proxy)."""
+    """The request could not be made because of our configuration (CA bundle, proxy)."""
 
 
 class PublishForm:
@@ -140,8 +141,8 @@ class SnsPublisher:
             ) as response:
                 status = response.status
                 payload = await response.read()
-        except aiohttp.ClientSSLError as exc:
-            raise PublishFailed(f"TLS failed ({type(exc).__name__})") from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise PublishFailed("the server's TLS certificate was not trusted") from exc
         except aiohttp.ClientHttpProxyError as exc:
             raise PublishFailed(f"the proxy refused the request (HTTP {exc.status})") from exc
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
