@@ -1,14 +1,16 @@
 """A scriptable HTTP server on a free loopback port, for driving real clients into failures.
 
 Each test gives it a ``respond`` function that sees the parsed request and returns a
-``Reply`` (status, body, headers) or ``HANG`` to hold the connection open without
-answering, until the server stops. Every request is recorded, so a test can count
-attempts and read what the client sent.
+``Reply`` (status, body, headers), ``HANG`` to hold the connection open without
+answering until the server stops, or ``DROP`` to close the connection without
+answering. Every request is recorded, so a test can count attempts and read what
+the client sent. It also answers CONNECT, so it can stand in for an HTTP proxy.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,9 +39,11 @@ class Reply:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    close: bool = False  # close the connection after answering, without saying so
 
 
 HANG = object()  # respond() returns this to never answer the request
+DROP = object()  # respond() returns this to close the connection without an answer
 
 
 # Answers in the AWS Query protocol, as SNS sends them.
@@ -67,11 +71,15 @@ Responder = Callable[[Received], Any]
 
 
 class StubServer:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        """With ``tls``, the server speaks HTTPS (a server-side context with its certificate)."""
         self.received: list[Received] = []
         self.respond: Responder = lambda _: Reply()
         self._release = threading.Event()
         self._lock = threading.Lock()
+        self._closed = threading.Condition(self._lock)
+        self._closed_count = 0
+        self._opened_count = 0
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -92,6 +100,9 @@ class StubServer:
                     stub._release.wait()
                     self.close_connection = True
                     return
+                if reply is DROP:
+                    self.close_connection = True
+                    return
                 assert isinstance(reply, Reply)
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
@@ -99,11 +110,34 @@ class StubServer:
                 self.send_header("content-length", str(len(reply.body)))
                 self.end_headers()
                 self.wfile.write(reply.body)
+                if reply.close:
+                    self.close_connection = True
+
+            do_CONNECT = do_POST
 
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def get_request(self) -> tuple[Any, Any]:
+                connection, address = super().get_request()
+                with stub._lock:
+                    stub._opened_count += 1
+                if tls is not None:
+                    # A failed handshake raises OSError here: the server drops the connection.
+                    connection.settimeout(5)
+                    connection = tls.wrap_socket(connection, server_side=True)
+                    connection.settimeout(None)
+                return connection, address
+
+            def shutdown_request(self, request: Any) -> None:
+                super().shutdown_request(request)
+                with stub._closed:
+                    stub._closed_count += 1
+                    stub._closed.notify_all()
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self._scheme = "http" if tls is None else "https"
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -112,12 +146,24 @@ class StubServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self._scheme}://{host}:{port}"
 
     @property
     def count(self) -> int:
         with self._lock:
             return len(self.received)
+
+    @property
+    def connections(self) -> int:
+        """How many connections clients have opened so far (TLS handshake or not)."""
+        with self._lock:
+            return self._opened_count
+
+    def wait_closed(self, count: int, timeout: float = 10) -> None:
+        """Block until the server has closed ``count`` connections in all."""
+        with self._closed:
+            if not self._closed.wait_for(lambda: self._closed_count >= count, timeout):
+                raise TimeoutError(f"{self._closed_count} of {count} connections closed")
 
     def start(self) -> None:
         self._thread.start()

@@ -1,17 +1,22 @@
-"""AWS SNS sender over an async client (aiobotocore).
+"""AWS SNS sender: aiobotocore for configuration, a lean path for Publish.
 
-Credentials follow the standard AWS chain (environment, profile, instance
-role); AWS_* settings, when given, are passed explicitly. SNS_ENDPOINT_URL
-points the client elsewhere, such as a local emulator.
+The aiobotocore client resolves what AWS configuration means: the endpoint
+(SNS_ENDPOINT_URL, or the region's, partitions such as cn-* included), the region,
+the credentials (AWS_* settings when given, else the standard chain: environment,
+profile, instance role, refreshed as they expire), the CA bundle (AWS_CA_BUNDLE)
+and HTTP(S)_PROXY / NO_PROXY. It also runs the optional opt-out check. Publish
+itself, once per SMS, goes through ``otpgate.sms.sns_publish``, which costs a
+fraction of the client's CPU per call.
 
-Every failure the client can raise ends in one of four outcomes:
+Every failure either path can meet ends in one of four outcomes:
 
 - throttling, 5xx and connections that never opened: retried within the send's
   budget (``otpgate.sms.retry``), then ``SmsUnavailable`` (503, Retry-After);
 - the number refused (InvalidParameter / ParameterValueInvalid about the phone
   number): ``SmsRejected`` (400); an opted-out number: ``SmsOptedOut`` (400);
-- credentials or permissions refused: ``SmsFailed`` (502), and ``problem`` is set
-  for readiness until a send succeeds;
+- credentials or permissions refused, or none found: ``SmsFailed`` (502), and
+  ``problem`` is set for readiness until a send succeeds; other configuration
+  faults (TLS, a proxy refusing us, any other error answer) are ``SmsFailed`` too;
 - a read timeout or a connection dropped mid-request: ``SmsUnavailable`` at once.
   Publish has no idempotency key, so SNS may have taken the message; retrying
   could send the user two SMS. The user can ask again immediately instead.
@@ -21,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -40,10 +47,15 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ReadTimeoutError,
 )
+from botocore.httpsession import ProxyConfiguration, get_cert_path
+from botocore.utils import get_environ_proxies
 
+from otpgate import __version__
 from otpgate.domain.errors import OtpError, SmsFailed, SmsOptedOut, SmsRejected
 from otpgate.sms.health import ProblemLatch, redact
 from otpgate.sms.retry import ProviderUnavailable, Retrier, RetryPolicy
+from otpgate.sms.sigv4 import Credentials, SigningCredentials
+from otpgate.sms.sns_publish import PublishFailed, PublishRefused, SnsPublisher
 
 if TYPE_CHECKING:
     from otpgate.settings import Settings
@@ -129,6 +141,15 @@ class SnsSender:
         self._region = region
         self._endpoint_url = endpoint_url
         self._credentials = credentials or {}
+        self._static: Credentials | None = None
+        if self._credentials:
+            self._static = Credentials(
+                self._credentials["aws_access_key_id"],
+                self._credentials["aws_secret_access_key"],
+                self._credentials.get("aws_session_token"),
+            )
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         self._config = Config(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -139,8 +160,11 @@ class SnsSender:
         self._check_opt_out = check_opt_out
         self._retrier = Retrier(retry or RetryPolicy())
         self._health = ProblemLatch(log)
+        self._session = get_session()
         self._stack = AsyncExitStack()
         self._client: Any = None
+        self._chain: Any = None  # credentials from the standard chain, when not given
+        self._publisher: SnsPublisher | None = None
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -165,25 +189,64 @@ class SnsSender:
             retry=RetryPolicy.from_settings(settings),
         )
 
-    async def _get_client(self) -> Any:
-        if self._client is None:
+    async def _ready(self) -> SnsPublisher:
+        """The client and the publish path, made on first use (both bind to the event loop).
+
+        Credentials from the chain are resolved once here, as the client does: none
+        found stays none until a restart, and each send then fails as NoCredentialsError.
+        """
+        if self._publisher is None:
             async with self._lock:
-                if self._client is None:
-                    self._client = await self._stack.enter_async_context(
-                        get_session().create_client(
-                            "sns",
-                            region_name=self._region,
-                            endpoint_url=self._endpoint_url,
-                            config=self._config,
-                            **self._credentials,
+                if self._publisher is None:
+                    if self._client is None:
+                        self._client = await self._stack.enter_async_context(
+                            self._session.create_client(
+                                "sns",
+                                region_name=self._region,
+                                endpoint_url=self._endpoint_url,
+                                config=self._config,
+                                **self._credentials,
+                            )
                         )
-                    )
-        return self._client
+                    if self._static is None:
+                        # The client's own, already resolved: refreshes are shared.
+                        self._chain = await self._session.get_credentials()
+                    self._publisher = await self._publisher_for(self._client)
+        return self._publisher
+
+    async def _publisher_for(self, client: Any) -> SnsPublisher:
+        """Publish to the client's endpoint and region, through its proxy and CA bundle."""
+        endpoint: str = client.meta.endpoint_url
+        proxies = ProxyConfiguration(proxies=get_environ_proxies(endpoint))
+        proxy = proxies.proxy_url_for(endpoint)
+        ssl_context = None
+        if endpoint.startswith("https:"):
+            try:
+                # Loading a CA bundle reads files: off the event loop.
+                ssl_context = await asyncio.to_thread(_tls_context, self._session)
+            except OSError as exc:  # ssl.SSLError included
+                self._health.fail("sns: the CA bundle cannot be loaded", redact(exc))
+                raise SmsFailed() from exc
+        return SnsPublisher(
+            endpoint,
+            region=client.meta.region_name,
+            attributes=self._attributes,
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._read_timeout,
+            user_agent=f"otpgate/{__version__}",
+            ssl_context=ssl_context,
+            proxy=proxy,
+            proxy_headers=proxies.proxy_headers_for(proxy) if proxy else None,
+        )
 
     async def send(self, phone: str, message: str) -> str:
-        client = await self._get_client()
+        try:
+            publisher = await self._ready()
+        except BotoCoreError as exc:
+            raise self._botocore_error(exc) from exc
         budget = self._retrier.start()
         if self._check_opt_out:
+            client = self._client
             status = await budget.call(
                 lambda: self._call(
                     client.check_if_phone_number_is_opted_out,
@@ -195,31 +258,51 @@ class SnsSender:
             if status.get("isOptedOut"):
                 log.info("sns: the destination has opted out; not sending")
                 raise SmsOptedOut()
-        reply = await budget.call(
-            lambda: self._call(
-                client.publish,
-                safe_to_repeat=False,
-                PhoneNumber=phone,
-                Message=message,
-                MessageAttributes=self._attributes,
-            ),
-            "sns publish",
+        message_id = await budget.call(
+            lambda: self._publish(publisher, phone, message), "sns publish"
         )
         self._health.ok()
-        message_id = reply.get("MessageId")
         if not message_id:
             # Accepted without an id (seen from emulators and proxies): the SMS is on its
             # way, so answer success with a local id rather than fail the user.
             local_id = str(uuid.uuid4())
             log.warning("sns accepted the message without a MessageId; using %s", local_id)
             return local_id
-        return str(message_id)
+        return message_id
+
+    async def _publish(self, publisher: SnsPublisher, phone: str, message: str) -> str | None:
+        """One attempt, with credentials fetched per attempt so refreshed ones take effect."""
+        try:
+            credentials = await self._signing_credentials()
+        except BotoCoreError as exc:
+            raise self._botocore_error(exc) from exc
+        try:
+            return await publisher.publish(phone, message, credentials)
+        except PublishRefused as exc:
+            raise self._provider_error(exc.code, exc.message, exc.status) from exc
+        except PublishFailed as exc:
+            log.error("sns request failed: %s", exc)
+            raise SmsFailed() from exc
+
+    async def _signing_credentials(self) -> SigningCredentials:
+        if self._static is not None:
+            return self._static
+        if self._chain is None:
+            raise NoCredentialsError()
+        frozen: SigningCredentials = await self._chain.get_frozen_credentials()
+        return frozen
 
     async def _call(self, operation: Operation, *, safe_to_repeat: bool, **params: Any) -> Any:
+        """One call through the aiobotocore client (the opt-out check)."""
         try:
             return await operation(**params)
         except ClientError as exc:
-            raise self._client_error(exc) from exc
+            error = exc.response.get("Error", {})
+            raise self._provider_error(
+                str(error.get("Code", "")),
+                str(error.get("Message", "")),
+                exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"),
+            ) from exc
         except (EndpointConnectionError, ConnectTimeoutError) as exc:
             # The connection never opened: nothing reached SNS, so another try is safe.
             raise ProviderUnavailable(f"unreachable ({type(exc).__name__})") from exc
@@ -227,18 +310,20 @@ class SnsSender:
             raise ProviderUnavailable(
                 f"no answer ({type(exc).__name__})", retry=safe_to_repeat
             ) from exc
-        except (NoCredentialsError, PartialCredentialsError) as exc:
-            self._health.fail("sns: no credentials", type(exc).__name__)
-            raise SmsFailed() from exc
         except BotoCoreError as exc:
-            log.error("sns client error: %s", redact(exc))
-            raise SmsFailed() from exc
+            raise self._botocore_error(exc) from exc
 
-    def _client_error(self, exc: ClientError) -> Exception:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        detail = redact(error.get("Message", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    def _botocore_error(self, exc: BotoCoreError) -> Exception:
+        """What a client-side botocore failure (credentials, configuration) becomes."""
+        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+            self._health.fail("sns: no credentials", type(exc).__name__)
+        else:
+            log.error("sns client error: %s", redact(exc))
+        return SmsFailed()
+
+    def _provider_error(self, code: str, message: str, status: int | None) -> Exception:
+        """What an error answer from SNS becomes, whichever path made the request."""
+        detail = redact(message)
         if code in _THROTTLED or status == 429:
             return ProviderUnavailable(f"throttled ({code or status})")
         if code in _OPTED_OUT:
@@ -259,8 +344,20 @@ class SnsSender:
         return self._health.problem
 
     async def close(self) -> None:
+        if self._publisher is not None:
+            await self._publisher.close()
+            self._publisher = None
         await self._stack.aclose()
         self._client = None
+
+
+def _tls_context(session: Any) -> ssl.SSLContext:
+    """Trust what botocore trusts: AWS_CA_BUNDLE (or the profile's ca_bundle),
+    REQUESTS_CA_BUNDLE, else the CA bundle botocore ships with (certifi)."""
+    verify = (
+        session.get_config_variable("ca_bundle") or os.environ.get("REQUESTS_CA_BUNDLE") or True
+    )
+    return ssl.create_default_context(cafile=get_cert_path(verify))
 
 
 def _bad_parameter(code: str, detail: str) -> OtpError:
