@@ -27,7 +27,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from otpgate.domain.errors import SmsFailed, SmsRejected, SmsUnavailable
+from otpgate.domain.errors import InvalidPhoneNumber, SmsFailed, SmsRejected, SmsUnavailable
 from otpgate.domain.phone import parse_phone
 from otpgate.request_context import note_code_found
 from otpgate.sms.base import SmsSender
@@ -259,6 +259,6 @@ def _country(phone: str) -> str:
     for check in ("valid", "possible"):
         try:
             return parse_phone(phone, check).region or "unknown"
-        except Exception:
+        except InvalidPhoneNumber:
             continue
     return "unknown"
