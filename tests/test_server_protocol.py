@@ -8,9 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
+import orjson
 import pytest
 
-from otpgate.http.server_protocol import CoalescingTransport
+from otpgate.http.server_protocol import RESPOND, CoalescingTransport
+from tests.conftest import ServiceFactory
 from tests.service_process import ServiceProcess
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
@@ -113,3 +115,91 @@ def test_keep_alive_answers_follow_each_other(server: ServiceProcess) -> None:
                 assert chunk, "connection closed early"
                 data += chunk
             assert data.startswith(b"HTTP/1.1 200 ")
+
+
+async def test_hot_routes_answer_through_the_one_call_extension(
+    make_service: ServiceFactory,
+) -> None:
+    # What otpgate serve's protocol offers: the answer, request id included, arrives
+    # in one call and no ASGI message is sent.
+    svc = await make_service()
+    calls: list[tuple[int, list[tuple[bytes, bytes]], bytes]] = []
+    sent: list[object] = []
+    body = b'{"phoneNumber": "+12125550123", "otp": "000000"}'
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: object) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/v1/verify-otp",
+        "headers": [(b"content-type", b"application/json"), (b"x-request-id", b"abc-1")],
+        "client": ("198.51.100.7", 5000),
+        "extensions": {RESPOND: lambda *args: calls.append(args)},
+    }
+    await svc.app(scope, receive, send)
+    assert sent == []
+    [(status, headers, answer)] = calls
+    assert status == 400
+    assert orjson.loads(answer)["code"] == "invalid_code"
+    names = dict(headers)
+    assert names[b"x-request-id"] == b"abc-1"
+    assert names[b"content-length"] == str(len(answer)).encode()
+    assert {b"x-ratelimit-limit", b"x-ratelimit-remaining", b"content-type"} <= set(names)
+
+
+def _read_response(sock: socket.socket) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed before the head"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.split(b"\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(b":") for line in lines)}
+    length = int(headers[b"content-length"])
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed before the body"
+        rest += chunk
+    return status_line, headers, rest
+
+
+def test_served_answer_is_complete_and_keeps_the_connection(server: ServiceProcess) -> None:
+    body = b'{"phoneNumber": "+12125550123", "otp": "000000"}'
+    request = (
+        b"POST /api/v1/verify-otp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"X-Request-ID: req-42\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        for used in (1, 2):
+            sock.sendall(request)
+            status_line, headers, answer = _read_response(sock)
+            assert status_line == b"HTTP/1.1 400 Bad Request"
+            assert orjson.loads(answer)["code"] == "invalid_code"
+            assert headers[b"x-request-id"] == b"req-42"
+            assert headers[b"content-type"] == b"application/json"
+            limit = int(headers[b"x-ratelimit-limit"])
+            assert int(headers[b"x-ratelimit-remaining"]) == limit - used
+            assert b"date" in headers
+            assert b"connection" not in headers
+    log = server.stop()
+    assert '"request_id": "req-42"' in log or "request_id=req-42" in log
+    assert "status=400" in log or '"status": 400' in log
+
+
+def test_connection_close_is_honoured(server: ServiceProcess) -> None:
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(request)
+        status_line, headers, answer = _read_response(sock)
+        assert status_line == b"HTTP/1.1 200 OK"
+        assert headers[b"connection"] == b"close"
+        assert answer == b'{"status":"ok"}'
+        # Closed at once, not by the 5 s keep-alive timeout that would close it anyway.
+        sock.settimeout(2)
+        assert sock.recv(1) == b""

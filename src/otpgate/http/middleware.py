@@ -21,6 +21,7 @@ from otpgate import metrics
 from otpgate.domain.errors import RateLimited, TooManyAttempts
 from otpgate.domain.limits import LIMIT_MESSAGES
 from otpgate.http.client_ip import ClientIpResolver
+from otpgate.http.server_protocol import RESPOND
 from otpgate.request_context import RequestInfo, current_request
 
 access_log = logging.getLogger("otpgate.access")
@@ -93,6 +94,17 @@ class ObservabilityMiddleware:
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
+
+        extensions: dict[str, Any] | None = scope.get("extensions")
+        respond = extensions.get(RESPOND) if extensions else None
+        if extensions is not None and respond is not None:
+            # The server's one-call response (see server_protocol), the same way.
+            def respond_with_id(code: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+                nonlocal status
+                status = code
+                respond(code, [*headers, id_header], body)
+
+            extensions[RESPOND] = respond_with_id
 
         try:
             await self.app(scope, receive, send_with_id)
