@@ -22,6 +22,7 @@ from otpgate.domain.errors import RateLimited, TooManyAttempts
 from otpgate.domain.limits import LIMIT_MESSAGES
 from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.server_protocol import RESPOND
+from otpgate.logs import log_fields
 from otpgate.request_context import RequestInfo, current_request
 
 access_log = logging.getLogger("otpgate.access")
@@ -154,7 +155,7 @@ class ObservabilityMiddleware:
             extra["code"] = info.error_code
         if info.phone is not None:
             extra["phone"] = info.phone
-        access_log.log(level, "request", extra=extra)
+        log_fields(access_log, level, "request", extra)
 
     def _count(self, route: str, status: int, elapsed: float, info: RequestInfo) -> None:
         key = (route, status)
