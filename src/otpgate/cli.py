@@ -81,23 +81,32 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if settings.metrics_port is not None and settings.metrics_port == port:
         print(f"otpgate: METRICS_PORT must differ from the listen port {port}", file=sys.stderr)
         return 2
+    config: dict[str, object] = {
+        "app": "otpgate.asgi:app",
+        "host": host,
+        "port": port,
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        # TRUSTED_PROXIES alone decides whom X-Forwarded-For is believed from;
+        # uvicorn would otherwise rewrite the client address for 127.0.0.1.
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": int(settings.shutdown_timeout_seconds),
+        "loop": "auto",
+        "http": "otpgate.http.server_protocol:HttpProtocol",
+    }
     with _metrics_dir(settings, workers), _metrics_server(settings, host):
-        uvicorn.run(
-            "otpgate.asgi:app",
-            host=host,
-            port=port,
-            workers=workers,
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            # TRUSTED_PROXIES alone decides whom X-Forwarded-For is believed from;
-            # uvicorn would otherwise rewrite the client address for 127.0.0.1.
-            proxy_headers=False,
-            timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
-            loop="auto",
-            http="otpgate.http.server_protocol:HttpProtocol",
-        )
-    return 0
+        if workers == 1:
+            uvicorn.run(**config)  # type: ignore[arg-type]
+            return 0
+        from otpgate.workers import Supervisor, listening_sockets
+
+        try:
+            sockets = listening_sockets(host, port, workers)
+        except OSError as exc:
+            print(f"otpgate: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+            return 1
+        return Supervisor(config, sockets, settings.shutdown_timeout_seconds).run()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,110 @@
+"""Several workers: each accepts on its own socket, and the parent looks after them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.service_process import ServiceProcess, free_port, service_env
+
+OTPGATE = [sys.executable, "-m", "otpgate"]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            # The parent pid is the 2nd field after the parenthesised command name.
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def workers_of(server: ServiceProcess) -> list[int]:
+    # The spawn context's resource tracker is a child too; workers hold sockets.
+    return [pid for pid in children(server.proc.pid) if socket_count(pid) > 0]
+
+
+def socket_count(pid: int) -> int:
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            continue
+    return count
+
+
+def test_connections_are_spread_over_workers(tmp_path: Path) -> None:
+    server = ServiceProcess(tmp_path, workers=2)
+    try:
+        server.wait_ready()
+        workers = workers_of(server)
+        assert len(workers) == 2
+        before = {pid: socket_count(pid) for pid in workers}
+        conns = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(40)]
+        for conn in conns:
+            conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        for conn in conns:
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200 ")
+        accepted = {pid: socket_count(pid) - before[pid] for pid in workers}
+        for conn in conns:
+            conn.close()
+        assert sum(accepted.values()) == 40, accepted
+        # Spread by the kernel's hash: each worker gets a fair share (failing odds ~1e-5).
+        assert min(accepted.values()) >= 8, accepted
+    finally:
+        server.stop()
+
+
+def test_a_dead_worker_is_replaced_on_its_socket(tmp_path: Path) -> None:
+    server = ServiceProcess(tmp_path, workers=2)
+    try:
+        server.wait_ready()
+        first, second = workers_of(server)
+        os.kill(first, signal.SIGKILL)
+        # Every new connection must be answered, whichever socket it is hashed to.
+        for _ in range(60):
+            assert httpx.get(f"{server.base}/health", timeout=10).status_code == 200
+        replaced = workers_of(server)
+        assert second in replaced and first not in replaced and len(replaced) == 2
+    finally:
+        server.stop()
+
+
+def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
+    server = ServiceProcess(tmp_path, workers=2)
+    server.wait_ready()
+    workers = workers_of(server)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=30) == 0
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists()  # exited and reaped by the parent
+
+
+def test_port_in_use_is_refused(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = subprocess.run(
+            [*OTPGATE, "serve", "--workers", "2", "--port", str(port)],
+            env=service_env(tmp_path),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
