@@ -92,9 +92,9 @@ class FastRoutes:
 
     These routes cannot fail (the API routes catch every error themselves), so
     they need none of Starlette's per-request routing and error middleware;
-    skipping it cut a verify's CPU by about 30% in-process. Under ``otpgate
-    serve`` their answer is written with the server's one-call ``RESPOND``. Everything else
-    (other methods, docs, probes, 404/405) goes through Starlette as usual.
+    skipping it cut a verify's CPU by about 30% in-process. Under ``otpgate serve``
+    their answer is written with the server's one-call ``RESPOND``. Everything
+    else (other methods, docs, probes, 404/405) goes through Starlette as usual.
     """
 
     def __init__(self, routes: dict[tuple[str, str], Handler], fallback: ASGIApp) -> None:

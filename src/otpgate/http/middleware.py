@@ -21,7 +21,7 @@ from otpgate import metrics
 from otpgate.domain.errors import RateLimited, TooManyAttempts
 from otpgate.domain.limits import LIMIT_MESSAGES
 from otpgate.http.client_ip import ClientIpResolver
-from otpgate.http.server_protocol import RESPOND
+from otpgate.http.server_protocol import RESPOND, Respond
 from otpgate.logs import log_fields
 from otpgate.request_context import RequestInfo, current_request
 
@@ -97,7 +97,7 @@ class ObservabilityMiddleware:
             await send(message)
 
         extensions: dict[str, Any] | None = scope.get("extensions")
-        respond = extensions.get(RESPOND) if extensions else None
+        respond: Respond | None = extensions.get(RESPOND) if extensions else None
         if extensions is not None and respond is not None:
             # The server's one-call response (see server_protocol), the same way.
             def respond_with_id(code: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

@@ -9,7 +9,7 @@ the end of the response, or a close) and leaves with it.
 It also offers the hot routes a shortcut, the scope extension ``RESPOND``: one
 call with status, headers and the whole body writes the response, instead of two
 ASGI messages through uvicorn's general send (header checks, chunking, state
-machine), which was another ~8% of a verify. The headers given must already be
+machine): 4% fewer instructions per verify. The headers given must already be
 valid (the app builds them from fixed names and checked values). Nothing else
 changes: parsing, keep-alive, pipelining and shutdown stay uvicorn's.
 """
@@ -17,12 +17,15 @@ changes: parsing, keep-alive, pipelining and shutdown stay uvicorn's.
 from __future__ import annotations
 
 import asyncio
-import http
 from collections.abc import Callable
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any, cast
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 # scope["extensions"][RESPOND](status, headers, body): the whole response at once.
 RESPOND = "otpgate.respond"
@@ -85,7 +88,8 @@ class HttpProtocol(HttpToolsProtocol):
         # Not after an upgrade request, which makes no cycle of its own.
         if cycle is not None and cycle.scope is self.scope:
             extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))
-            extensions[RESPOND] = partial(_respond, cycle)
+            respond: Respond = partial(_respond, cycle)
+            extensions[RESPOND] = respond
 
     def on_response_complete(self) -> None:
         cast(CoalescingTransport, self.transport).flush()
@@ -104,7 +108,7 @@ def _respond(
     cycle.response_started = True
     if cycle.disconnected:
         return
-    content = [_status_line(status)]
+    content = [STATUS_LINE[status]]
     for name, value in cycle.default_headers:
         content += (name, b": ", value, b"\r\n")
     for name, value in headers:
@@ -118,12 +122,3 @@ def _respond(
     if not cycle.keep_alive:
         cycle.transport.close()
     cycle.on_response()
-
-
-@lru_cache(maxsize=64)
-def _status_line(status: int) -> bytes:
-    try:
-        phrase = http.HTTPStatus(status).phrase
-    except ValueError:
-        phrase = ""
-    return f"HTTP/1.1 {status} {phrase}\r\n".encode()
