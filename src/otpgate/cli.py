@@ -14,6 +14,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from otpgate import __version__
 from otpgate.settings import ConfigError, Settings, load_settings
@@ -81,7 +82,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if settings.metrics_port is not None and settings.metrics_port == port:
         print(f"otpgate: METRICS_PORT must differ from the listen port {port}", file=sys.stderr)
         return 2
-    config: dict[str, object] = {
+    config: dict[str, Any] = {
         "app": "otpgate.asgi:app",
         "host": host,
         "port": port,
@@ -97,7 +98,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     }
     with _metrics_dir(settings, workers), _metrics_server(settings, host):
         if workers == 1:
-            uvicorn.run(**config)  # type: ignore[arg-type]
+            uvicorn.run(**config)
             return 0
         from otpgate.workers import Supervisor, listening_sockets
 
