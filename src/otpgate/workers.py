@@ -46,7 +46,6 @@ def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> 
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
             sock.listen(backlog)
-            sock.set_inheritable(True)
     except OSError:
         for sock in sockets:
             sock.close()
