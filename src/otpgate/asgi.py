@@ -23,12 +23,29 @@ def _build() -> object:
         raise SystemExit(2) from None
     configure_logging(settings.log_level, json_lines=settings.log_json)
     app = create_app(build_components(settings))
-    # Start-up leaves ~40k long-lived objects (libphonenumber metadata, AWS service
-    # models); frozen, the collector stops rescanning them during requests, which
-    # is what made the slowest requests slow.
+    settle_heap()
+    return app
+
+
+# Young-generation size between collections (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Tune the cyclic garbage collector for a request loop; the pauses were the p99.
+
+    Start-up leaves ~85k long-lived objects (libphonenumber metadata, AWS service
+    models); frozen, the collector stops rescanning them. Requests make no reference
+    cycles, yet at the default threshold the objects of the ~50 requests in flight
+    were rescanned every few dozen requests and promoted until a full collection
+    ran every few seconds, each a pause of ~20 ms. A larger young generation makes
+    both rare: measured on one worker, p99 40 -> 28 ms and 2-5% less CPU per verify.
+    Cycles are still collected, only in larger batches.
+    """
     gc.collect()
     gc.freeze()
-    return app
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 app = _build()
