@@ -228,9 +228,17 @@ def test_serve_workers_count_into_one_scrape(serve_two_workers: dict[str, object
     for _ in range(40):  # a new connection each: the kernel spreads them over the workers
         assert httpx.get(f"{info['url']}/health", timeout=5).status_code == 200
         sent += 1
-    scrape = httpx.get(str(info["metrics_url"]), timeout=5)
-    assert scrape.status_code == 200
-    assert health_count(scrape.text) == sent
+    # Each worker adds its counts to the shared files once a second.
+    deadline = time.monotonic() + 10
+    while True:
+        scrape = httpx.get(str(info["metrics_url"]), timeout=5)
+        assert scrape.status_code == 200
+        counted = health_count(scrape.text)
+        assert counted <= sent
+        if counted == sent or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert counted == sent
     if info["metrics_url"] != f"{info['url']}/metrics":
         assert httpx.get(f"{info['url']}/metrics", timeout=5).status_code == 404
 

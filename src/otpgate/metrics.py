@@ -7,7 +7,8 @@ Label values come from small fixed sets (route templates, machine codes,
 provider names, store operations, ISO country codes); never a phone number or a
 code. With several worker processes, PROMETHEUS_MULTIPROC_DIR must be set before
 this module is first imported (``otpgate serve`` does it), and every worker's
-numbers are added up at scrape time.
+numbers are added up at scrape time. Requests count into tallies that are flushed
+into these metrics in batches (``metric_tally``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from otpgate.domain.errors import InvalidPhoneNumber, SmsFailed, SmsRejected, SmsUnavailable
 from otpgate.domain.phone import parse_phone
+from otpgate.metric_tally import CounterTally, counter_tally, histogram_tally
 from otpgate.request_context import note_code_found
 from otpgate.sms.base import SmsSender
 from otpgate.store.base import (
@@ -119,7 +121,10 @@ class MeteredStore:
 
     def __init__(self, inner: OtpStore) -> None:
         self._inner = inner
-        op = STORE_DURATION.labels
+
+        def op(operation: str) -> Any:
+            return histogram_tally(STORE_DURATION.labels(operation))
+
         self._t_issue = op("issue")
         self._t_undo = op("undo_issue")
         self._t_begin = op("begin_verify")
@@ -208,8 +213,8 @@ class MeteredSender:
     def __init__(self, inner: SmsSender) -> None:
         self._inner = inner
         self.name = inner.name
-        self._duration = SMS_DURATION.labels(inner.name)
-        self._sends: dict[tuple[str, str], Any] = {}
+        self._duration = histogram_tally(SMS_DURATION.labels(inner.name))
+        self._sends: dict[tuple[str, str], CounterTally] = {}
 
     @property
     def inner(self) -> SmsSender:
@@ -240,7 +245,7 @@ class MeteredSender:
         key = (outcome, country)
         child = self._sends.get(key)
         if child is None:
-            child = self._sends[key] = OTP_SENDS.labels(self.name, outcome, country)
+            child = self._sends[key] = counter_tally(OTP_SENDS.labels(self.name, outcome, country))
         child.inc()
 
     async def close(self) -> None:

@@ -7,6 +7,8 @@ The observability middleware wraps both, so every answer is logged and counted.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +21,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from otpgate import metric_tally
 from otpgate.http.api import Handler, OtpApi, json_response
 from otpgate.http.errors import HTTP_CODES, error_response
 from otpgate.http.middleware import ObservabilityMiddleware
@@ -58,9 +61,19 @@ def create_app(components: Components) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        flusher = (
+            asyncio.create_task(metric_tally.flush_periodically())
+            if settings.metrics_enabled
+            else None
+        )
         try:
             yield
         finally:
+            if flusher is not None:
+                flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flusher
+                metric_tally.flush_all()  # the last requests' counts, before the files close
             await components.close()
             log.info("stopped: store and SMS client closed")
 

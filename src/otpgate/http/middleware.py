@@ -23,6 +23,7 @@ from otpgate.domain.limits import LIMIT_MESSAGES
 from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.server_protocol import RESPOND, Respond
 from otpgate.logs import log_fields
+from otpgate.metric_tally import CounterTally, HistogramTally, counter_tally, histogram_tally
 from otpgate.request_context import RequestInfo, current_request
 
 access_log = logging.getLogger("otpgate.access")
@@ -62,10 +63,12 @@ class ObservabilityMiddleware:
         self._log_enabled = access_log_enabled
         self._metrics_enabled = metrics_enabled
         self._verify_route = verify_route
-        self._requests: dict[tuple[str, int], Any] = {}
-        self._durations: dict[str, Any] = {}
-        self._refusals: dict[str, Any] = {}
-        self._verifications = {o: metrics.VERIFICATIONS.labels(o) for o in metrics.VERIFY_OUTCOMES}
+        self._requests: dict[tuple[str, int], CounterTally] = {}
+        self._durations: dict[str, HistogramTally] = {}
+        self._refusals: dict[str, CounterTally] = {}
+        self._verifications = {
+            o: counter_tally(metrics.VERIFICATIONS.labels(o)) for o in metrics.VERIFY_OUTCOMES
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -161,17 +164,21 @@ class ObservabilityMiddleware:
         key = (route, status)
         counter = self._requests.get(key)
         if counter is None:
-            counter = self._requests[key] = metrics.HTTP_REQUESTS.labels(route, str(status))
+            counter = self._requests[key] = counter_tally(
+                metrics.HTTP_REQUESTS.labels(route, str(status))
+            )
         counter.inc()
         histogram = self._durations.get(route)
         if histogram is None:
-            histogram = self._durations[route] = metrics.HTTP_DURATION.labels(route)
+            histogram = self._durations[route] = histogram_tally(
+                metrics.HTTP_DURATION.labels(route)
+            )
         histogram.observe(elapsed)
         code = info.error_code
         if code is not None and code in LIMIT_CODES:
             refusal = self._refusals.get(code)
             if refusal is None:
-                refusal = self._refusals[code] = metrics.LIMIT_REFUSALS.labels(code)
+                refusal = self._refusals[code] = counter_tally(metrics.LIMIT_REFUSALS.labels(code))
             refusal.inc()
         if route == self._verify_route:
             outcome = _verify_outcome(status, info)

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from otpgate import metrics
+from otpgate import metric_tally, metrics
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.settings import Settings
 from otpgate.wiring import Components
@@ -68,6 +68,7 @@ def ops_routes(components: Components) -> list[Route]:
         return _json({"status": "ready"})
 
     async def metrics_endpoint(_: Request) -> Response:
+        metric_tally.flush_all()  # this worker's latest counts, on the loop thread
         # Reading every worker's files is blocking I/O: keep it off the event loop.
         body = await to_thread.run_sync(metrics.render)
         return Response(body, headers=_NO_STORE, media_type=metrics.CONTENT_TYPE)
