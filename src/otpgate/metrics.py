@@ -30,7 +30,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from otpgate.domain.errors import InvalidPhoneNumber, SmsFailed, SmsRejected, SmsUnavailable
 from otpgate.domain.phone import parse_phone
-from otpgate.metric_tally import CounterTally, counter_tally, histogram_tally
+from otpgate.metric_tally import CounterTally, HistogramTally, counter_tally, histogram_tally
 from otpgate.request_context import note_code_found
 from otpgate.sms.base import SmsSender
 from otpgate.store.base import (
@@ -122,7 +122,7 @@ class MeteredStore:
     def __init__(self, inner: OtpStore) -> None:
         self._inner = inner
 
-        def op(operation: str) -> Any:
+        def op(operation: str) -> HistogramTally:
             return histogram_tally(STORE_DURATION.labels(operation))
 
         self._t_issue = op("issue")
