@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from otpgate.config_report import describe
+from otpgate.config_report import describe, redact_url, shown
 from otpgate.settings import ConfigError, load_settings
 from tests.conftest import HASH_SECRET
 
@@ -160,3 +160,47 @@ def test_webhook_in_production_needs_https_or_loopback(tmp_path: Path) -> None:
         "http://localhost/x",
     ):
         assert load(tmp_path, **base, sms_webhook_url=url).effective_sms_provider == "webhook"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown_as"),
+    [
+        ("https://sms.example.com", "https://sms.example.com"),
+        ("https://sms.example.com/", "https://sms.example.com/"),
+        (
+            "https://sms.example.com/hooks/T0/B0/abcdefsecret",
+            "https://sms.example.com/<redacted>",
+        ),
+        (
+            "https://sms.example.com/send?token=abcdefsecret",
+            "https://sms.example.com/<redacted>",
+        ),
+        (
+            "https://u:abcdefsecret@sms.example.com/x",
+            "https://u:****@sms.example.com/<redacted>",
+        ),
+    ],
+)
+def test_check_config_shows_only_where_the_webhook_goes(url: str, shown_as: str) -> None:
+    # A webhook URL often carries its receiver's token in the path or query.
+    assert shown("sms_webhook_url", url) == shown_as
+    assert "abcdefsecret" not in shown("sms_webhook_url", url)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown_as"),
+    [
+        ("redis://h:6379/0?password=abcdefsecret", "redis://h:6379/0?password=****"),
+        (
+            "rediss://h:6379/0?ssl_cert_reqs=none&auth_token=abcdefsecret",
+            "rediss://h:6379/0?ssl_cert_reqs=none&auth_token=****",
+        ),
+        (
+            "redis://:abcdefsecret@h:6379/0?socket_timeout=5",
+            "redis://:****@h:6379/0?socket_timeout=5",
+        ),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+    ],
+)
+def test_credentials_in_a_url_query_are_masked(url: str, shown_as: str) -> None:
+    assert redact_url(url) == shown_as

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
@@ -15,18 +16,38 @@ REDACTED = "<set, redacted>"
 _SENSITIVE = frozenset({"aws_access_key_id"})
 
 
+# Query parameters whose values are credentials (redis-py reads ?password=; webhook
+# receivers often take ?token= or ?sig=).
+_SECRET_PARAM = re.compile(r"pass|secret|token|key|sig|auth|cred", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """``redis://user:pass@host`` -> ``redis://user:****@host``; anything else unchanged."""
+    """``redis://user:pass@host`` -> ``redis://user:****@host``; credential-like query
+    values masked too (``?token=****``); anything else unchanged."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return REDACTED  # unparseable: it may hold anything
-    if "@" not in parts.netloc:
-        return url
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    user, sep, _ = userinfo.partition(":")
-    masked = f"{user}:****" if sep else "****"
-    return urlunsplit(parts._replace(netloc=f"{masked}@{host}"))
+    if "@" in parts.netloc:
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        user, sep, _ = userinfo.partition(":")
+        masked = f"{user}:****" if sep else "****"
+        parts = parts._replace(netloc=f"{masked}@{host}")
+    if parts.query:
+        query = [
+            (name, "****" if _SECRET_PARAM.search(name) else value)
+            for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    return urlunsplit(parts)
+
+
+def _origin_only(url: str) -> str:
+    """Where a webhook goes, without a path or query that may carry its token."""
+    parts = urlsplit(redact_url(url))
+    if parts.path in ("", "/") and not parts.query and not parts.fragment:
+        return urlunsplit(parts)
+    return f"{parts.scheme}://{parts.netloc}/<redacted>"
 
 
 def shown(name: str, value: object) -> str:
@@ -35,6 +56,8 @@ def shown(name: str, value: object) -> str:
     if value is None:
         return "<unset>"
     text = str(value)
+    if name == "sms_webhook_url":
+        return _origin_only(text)
     return redact_url(text) if "://" in text else text
 
 
