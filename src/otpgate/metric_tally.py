@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left
-from typing import Any
+from typing import Any, TypeVar
 
 FLUSH_INTERVAL_SECONDS = 1.0
 
@@ -73,25 +73,26 @@ class HistogramTally:
 
 
 Tally = CounterTally | HistogramTally
+T = TypeVar("T", CounterTally, HistogramTally)
 
 # One tally per labelled child, as prometheus_client keeps one child per label set.
-_tallies: dict[int, Tally] = {}
+_tallies: dict[object, Tally] = {}
+
+
+def _tally(child: object, kind: type[T]) -> T:
+    tally = _tallies.get(child)
+    if tally is None:
+        tally = _tallies[child] = kind(child)
+    assert isinstance(tally, kind)
+    return tally
 
 
 def counter_tally(child: Any) -> CounterTally:
-    tally = _tallies.get(id(child))
-    if tally is None:
-        tally = _tallies[id(child)] = CounterTally(child)
-    assert isinstance(tally, CounterTally)
-    return tally
+    return _tally(child, CounterTally)
 
 
 def histogram_tally(child: Any) -> HistogramTally:
-    tally = _tallies.get(id(child))
-    if tally is None:
-        tally = _tallies[id(child)] = HistogramTally(child)
-    assert isinstance(tally, HistogramTally)
-    return tally
+    return _tally(child, HistogramTally)
 
 
 def flush_all() -> None:
