@@ -271,3 +271,21 @@ async def test_unexpected_error_is_500_with_request_id(
     assert by_logger["otpgate.access"]["status"] == 500
     assert by_logger["otpgate.access"]["level"] == "warning"
     assert {line["request_id"] for line in lines} == {"boom-1"}
+
+
+async def test_access_line_names_the_client_the_limit_counted(
+    make_service: Any,
+    capfd: pytest.CaptureFixture[str],
+    logging_restored: None,
+) -> None:
+    # Behind a trusted proxy, the API routes and the rest resolve the forwarded address.
+    configure_logging("info", json_lines=True)
+    svc = await make_service(trusted_proxies="127.0.0.0/8")
+    forwarded = {"X-Forwarded-For": "203.0.113.9"}
+    assert (await svc.verify("+12125550149", "000000", headers=forwarded)).status_code == 400
+    assert (await svc.client.get("/nope", headers=forwarded)).status_code == 404
+    lines = access_lines(json_lines(capfd.readouterr().err))
+    assert [(line["route"], line["client_ip"]) for line in lines] == [
+        ("/api/v1/verify-otp", "203.0.113.9"),
+        ("other", "203.0.113.9"),
+    ]

@@ -22,6 +22,8 @@ class RequestInfo:
     code_found: bool | None = None
     # The phone the request was about, already masked.
     phone: str | None = None
+    # The client address as the per-IP limit resolved it, so it is resolved once.
+    client_ip: str | None = None
 
 
 current_request: ContextVar[RequestInfo | None] = ContextVar("otpgate_request", default=None)
@@ -43,3 +45,9 @@ def note_phone(masked: str) -> None:
     info = current_request.get()
     if info is not None:
         info.phone = masked
+
+
+def note_client_ip(address: str) -> None:
+    info = current_request.get()
+    if info is not None:
+        info.client_ip = address

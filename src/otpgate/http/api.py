@@ -28,7 +28,7 @@ from otpgate.http.errors import (
     otp_error_response,
 )
 from otpgate.http.schemas import RequestOtpBody, verify_body_model
-from otpgate.request_context import note_phone
+from otpgate.request_context import note_client_ip, note_phone
 from otpgate.store.base import RequestWindow, WindowHit
 from otpgate.wiring import Components
 
@@ -75,6 +75,7 @@ class OtpApi:
             scope = request.scope
             peer = scope.get("client")
             client = self._resolve_ip(peer[0] if peer else None, _forwarded_for(scope))
+            note_client_ip(client)  # the access line uses it as it is
             window = limiter.window(route, client)
             try:
                 response, hit = await handle(request, client, window)

@@ -141,11 +141,13 @@ class ObservabilityMiddleware:
             level = logging.INFO
         if not access_log.isEnabledFor(level):
             return
-        client = scope.get("client")
-        client_ip = self._resolve_ip(
-            client[0] if client else None,
-            forwarded.decode("latin-1") if forwarded is not None else None,
-        )
+        client_ip = info.client_ip
+        if client_ip is None:  # a route without the per-IP limit
+            client = scope.get("client")
+            client_ip = self._resolve_ip(
+                client[0] if client else None,
+                forwarded.decode("latin-1") if forwarded is not None else None,
+            )
         extra: dict[str, Any] = {
             "request_id": info.request_id,
             "method": scope["method"],
