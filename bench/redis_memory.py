@@ -25,7 +25,8 @@ BATCH = 64  # issues in flight: redis-py 8 refuses more than 100 connections per
 
 
 async def _issue_otpgate(url: str, count: int, with_quota: bool) -> None:
-    from otpgate.store.base import Quota, SendRequest
+    from otpgate.domain.limits import Quota
+    from otpgate.domain.ports import SendRequest
     from otpgate.store.redis import RedisStore
 
     store = RedisStore(url, prefix="otpgate:", timeout=5.0)

@@ -18,10 +18,9 @@ import httpx
 import pytest
 import redis
 
+from otpgate.domain.ports import OtpStore, SmsSender
 from otpgate.http.app import create_app
 from otpgate.settings import Settings
-from otpgate.sms.base import SmsSender
-from otpgate.store.base import OtpStore
 from otpgate.store.redis import RedisStore
 from otpgate.store.sqlite import SqliteStore
 from otpgate.wiring import Components, build_components

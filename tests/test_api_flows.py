@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from otpgate.domain.errors import SmsFailed, SmsRejected, SmsUnavailable
-from otpgate.store.base import Lockout
+from otpgate.domain.limits import Lockout
 from tests.conftest import HASH_SECRET, ServiceFactory
 from tests.fakes import CapturingSender, FailingSender
 

@@ -22,7 +22,7 @@ from otpgate.domain.codes import CodeHasher
 from otpgate.http.app import create_app
 from otpgate.logs import configure_logging
 from otpgate.sms.sns import SnsSender
-from otpgate.wiring import build_components
+from otpgate.wiring import build_components, sns_config
 from tests.conftest import HASH_SECRET, make_settings
 from tests.fakes import FailingSender
 from tests.sns_emulator import SnsEmulator
@@ -93,7 +93,7 @@ async def test_full_flow_at_debug_logs_no_secret(
         log_format=log_format,
     )
     configure_logging(settings.log_level, json_lines=settings.log_json)
-    components = build_components(settings, sender=SnsSender.from_settings(settings))
+    components = build_components(settings, sender=SnsSender(sns_config(settings)))
     transport = httpx.ASGITransport(app=create_app(components))
     async with httpx.AsyncClient(transport=transport, base_url="http://otpgate.test") as client:
         sent = await client.post("/api/v1/request-otp", json={"phoneNumber": phone})

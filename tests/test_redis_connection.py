@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from otpgate.domain.errors import StoreUnavailable
-from otpgate.store.base import RequestWindow
+from otpgate.domain.ports import RequestWindow
 from otpgate.store.redis import RedisStore
 from otpgate.store.redis_connection import (
     PipelinedConnection,

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from otpgate.store.base import Lockout
+from otpgate.domain.limits import Lockout
 from tests.conftest import Service, ServiceFactory
 from tests.http_stub import HANG, Received, Reply, StubServer, aws_error, publish_ok
 from tests.sns_emulator import SnsEmulator

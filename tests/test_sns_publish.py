@@ -35,7 +35,7 @@ from cryptography.x509.oid import NameOID
 
 from otpgate.domain.errors import SmsFailed, SmsOptedOut, SmsRejected, SmsUnavailable
 from otpgate.sms.retry import RetryPolicy
-from otpgate.sms.sns import SnsSender
+from otpgate.sms.sns import SnsConfig, SnsSender
 from otpgate.sms.sns_publish import PublishForm, parse_error
 from tests.http_stub import DROP, Received, Reply, StubServer, aws_error, publish_ok
 
@@ -63,7 +63,7 @@ async def make_sender() -> AsyncIterator[Factory]:
             "retry": RetryPolicy(max_attempts=2, max_seconds=2.0, base_delay=0.01, max_delay=0.02),
             **overrides,
         }
-        sender = SnsSender(**options)
+        sender = SnsSender(SnsConfig(**options))
         made.append(sender)
         return sender
 
@@ -184,7 +184,7 @@ async def test_credentials_from_the_environment(
     no_aws_config.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
     no_aws_config.setenv("AWS_SESSION_TOKEN", "env-token")
     stub_server.respond = lambda _: publish_ok()
-    sender = make_sender(stub_server.url, credentials=None)
+    sender = make_sender(stub_server.url, credentials={})
     await sender.send(PHONE, MESSAGE)
     (request,) = stub_server.received
     assert "Credential=AKIDFROMENV/" in request.headers["authorization"]
@@ -201,7 +201,7 @@ async def test_refreshed_credentials_sign_the_next_send(
     no_aws_config.setenv("AWS_ACCESS_KEY_ID", "AKIDFIRST")
     no_aws_config.setenv("AWS_SECRET_ACCESS_KEY", "first-secret")
     stub_server.respond = lambda _: publish_ok()
-    sender = make_sender(stub_server.url, credentials=None)
+    sender = make_sender(stub_server.url, credentials={})
     await sender.send(PHONE, MESSAGE)
     no_aws_config.setenv("AWS_ACCESS_KEY_ID", "AKIDSECOND")
     no_aws_config.setenv("AWS_SECRET_ACCESS_KEY", "second-secret")
@@ -221,7 +221,7 @@ async def test_no_credentials_fails_and_reports_it(
 ) -> None:
     if partial:
         no_aws_config.setenv("AWS_ACCESS_KEY_ID", "AKIDALONE")
-    sender = make_sender(stub_server.url, credentials=None)
+    sender = make_sender(stub_server.url, credentials={})
     for _ in range(2):
         with pytest.raises(SmsFailed):
             await sender.send(PHONE, MESSAGE)

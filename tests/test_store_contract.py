@@ -9,16 +9,8 @@ import asyncio
 import time
 from pathlib import Path
 
-from otpgate.store.base import (
-    DistinctQuota,
-    Issued,
-    Lockout,
-    Quota,
-    Refused,
-    RequestWindow,
-    SendRequest,
-    SurgeGuard,
-)
+from otpgate.domain.limits import DistinctQuota, Lockout, Quota, SurgeGuard
+from otpgate.domain.ports import Issued, Refused, RequestWindow, SendRequest
 from otpgate.store.sqlite import SqliteStore
 
 PHONE = "+12125550101"

@@ -29,20 +29,20 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from otpgate.domain.errors import InvalidPhoneNumber, SmsFailed, SmsRejected, SmsUnavailable
+from otpgate.domain.limits import Lockout
 from otpgate.domain.phone import parse_phone
-from otpgate.metric_tally import CounterTally, HistogramTally, counter_tally, histogram_tally
-from otpgate.request_context import note_code_found
-from otpgate.sms.base import SmsSender
-from otpgate.store.base import (
+from otpgate.domain.ports import (
     Attempt,
     Issued,
-    Lockout,
     OtpStore,
     Refused,
     RequestWindow,
     SendRequest,
+    SmsSender,
     WindowHit,
 )
+from otpgate.metric_tally import CounterTally, HistogramTally, counter_tally, histogram_tally
+from otpgate.request_context import note_code_found
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -22,8 +22,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from otpgate import delivery_settings as sms
 from otpgate.domain import message
-from otpgate.sms import config as sms
+from otpgate.domain.errors import InvalidPhoneNumber
+from otpgate.domain.phone import parse_phone
 
 Environment = Literal["development", "production"]
 LogLevel = Literal[
@@ -214,7 +216,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _sms_delivery_guards(self) -> Settings:
-        problems = sms.delivery_problems(self)
+        problems = delivery_problems(self)
         if problems:
             raise ValueError("\n  ".join(problems))  # one line per variable, like field errors
         return self
@@ -271,6 +273,47 @@ class Settings(BaseSettings):
                 "METRICS_PORT: must differ from PORT (unset it to serve /metrics on PORT)"
             )
         return self
+
+
+def delivery_problems(settings: Settings) -> list[str]:
+    """Checks that need more than one variable; one "VARIABLE: reason" line each."""
+    problems = []
+    if settings.effective_sms_provider == "webhook":
+        url, secret = settings.sms_webhook_url, settings.sms_webhook_secret
+        if url is None:
+            problems.append("SMS_WEBHOOK_URL: required when SMS_PROVIDER=webhook")
+        elif settings.production and not sms.https_or_loopback(url):
+            problems.append(
+                "SMS_WEBHOOK_URL: must be https:// (or a loopback address) "
+                "when APP_ENV=production; the payload carries the code"
+            )
+        if secret is None:
+            problems.append("SMS_WEBHOOK_SECRET: required when SMS_PROVIDER=webhook")
+        elif len(secret.get_secret_value()) < 32:
+            problems.append("SMS_WEBHOOK_SECRET: must be at least 32 characters")
+    for index, (number, code) in enumerate(settings.test_phone_numbers.items(), start=1):
+        if len(code.get_secret_value()) != settings.otp_length:
+            problems.append(
+                f"TEST_PHONE_NUMBERS: entry {index}: the code must have OTP_LENGTH "
+                f"({settings.otp_length}) digits"
+            )
+        try:
+            parse_phone(number, settings.phone_number_check)
+        except InvalidPhoneNumber:
+            problems.append(
+                f"TEST_PHONE_NUMBERS: entry {index}: the number fails "
+                f"PHONE_NUMBER_CHECK={settings.phone_number_check}, so it could never be used"
+            )
+    if (
+        settings.production
+        and settings.test_phone_numbers
+        and not settings.allow_test_numbers_in_production
+    ):
+        problems.append(
+            "TEST_PHONE_NUMBERS: refused when APP_ENV=production (anyone who learns one "
+            "can verify as it); set ALLOW_TEST_NUMBERS_IN_PRODUCTION=true to allow"
+        )
+    return problems
 
 
 def _check_region(region: str) -> None:

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from otpgate.domain.codes import CodeHasher
-from otpgate.domain.limits import AbusePolicy, PumpingGuard
+from otpgate.domain.limits import AbusePolicy, Lockout, PumpingGuard
 from otpgate.domain.message import MessageTemplate
 from otpgate.domain.policy import OtpPolicy
+from otpgate.domain.ports import OtpStore, SmsSender
+from otpgate.domain.request_limit import RequestLimiter
 from otpgate.domain.service import OtpService
 from otpgate.domain.test_numbers import TestNumbers
 from otpgate.hash_key import load_hash_key
-from otpgate.http.client_ip import ClientIpResolver
-from otpgate.http.rate_limit import RouteRateLimiter
 from otpgate.settings import Settings
-from otpgate.sms.base import SmsSender
-from otpgate.store.base import Lockout, OtpStore
+from otpgate.sms.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from otpgate.sms.sns import SnsConfig
+    from otpgate.sms.webhook import WebhookConfig
 
 log = logging.getLogger("otpgate")
 
@@ -27,8 +31,7 @@ class Components:
     store: OtpStore
     sender: SmsSender
     service: OtpService
-    rate_limiter: RouteRateLimiter
-    client_ip: ClientIpResolver
+    rate_limiter: RequestLimiter
 
     async def close(self) -> None:
         try:
@@ -59,10 +62,54 @@ def build_sender(settings: Settings) -> SmsSender:
     if settings.effective_sms_provider == "webhook":
         from otpgate.sms.webhook import WebhookSender
 
-        return WebhookSender.from_settings(settings)
+        return WebhookSender(webhook_config(settings))
     from otpgate.sms.sns import SnsSender
 
-    return SnsSender.from_settings(settings)
+    return SnsSender(sns_config(settings))
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.sms_retry_max_attempts,
+        max_seconds=settings.sms_retry_max_seconds,
+    )
+
+
+def webhook_config(settings: Settings) -> WebhookConfig:
+    from otpgate.sms.webhook import WebhookConfig
+
+    assert settings.sms_webhook_url and settings.sms_webhook_secret  # checked by settings
+    return WebhookConfig(
+        url=settings.sms_webhook_url,
+        secret=settings.sms_webhook_secret.get_secret_value().encode(),
+        connect_timeout=settings.sms_connect_timeout_seconds,
+        read_timeout=settings.sms_read_timeout_seconds,
+        retry=retry_policy(settings),
+    )
+
+
+def sns_config(settings: Settings) -> SnsConfig:
+    from otpgate.sms.sns import SnsConfig
+
+    credentials: dict[str, str] = {}
+    if settings.aws_access_key_id and settings.aws_secret_access_key:
+        credentials["aws_access_key_id"] = settings.aws_access_key_id
+        credentials["aws_secret_access_key"] = settings.aws_secret_access_key.get_secret_value()
+        if settings.aws_session_token:
+            credentials["aws_session_token"] = settings.aws_session_token.get_secret_value()
+    return SnsConfig(
+        region=settings.aws_region,
+        endpoint_url=settings.sns_endpoint_url,
+        sms_type=settings.sns_sms_type,
+        sender_id=settings.sns_sms_sender_id,
+        origination_number=settings.sns_origination_number,
+        max_price=settings.sns_max_price,
+        check_opt_out=settings.sns_check_opt_out,
+        connect_timeout=settings.sms_connect_timeout_seconds,
+        read_timeout=settings.sms_read_timeout_seconds,
+        credentials=credentials,
+        retry=retry_policy(settings),
+    )
 
 
 def build_policy(settings: Settings) -> OtpPolicy:
@@ -160,8 +207,7 @@ def build_components(
         store=store,
         sender=sender,
         service=service,
-        rate_limiter=RouteRateLimiter(
+        rate_limiter=RequestLimiter(
             used_store, settings.rate_limit_max_requests, settings.rate_limit_window_ms
         ),
-        client_ip=ClientIpResolver(settings.trusted_proxies),
     )

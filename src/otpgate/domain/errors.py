@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from otpgate.store.base import WindowHit
+    from otpgate.domain.ports import WindowHit
 
 
 class OtpError(Exception):

@@ -26,13 +26,13 @@ from otpgate.domain.errors import (
 from otpgate.domain.limits import AbusePolicy, refusal
 from otpgate.domain.phone import Phone, parse_phone
 from otpgate.domain.policy import OtpPolicy
-from otpgate.sms.base import SmsSender
-from otpgate.store.base import (
+from otpgate.domain.ports import (
     Issued,
     OtpStore,
     Refused,
     RequestWindow,
     SendRequest,
+    SmsSender,
     WindowHit,
 )
 

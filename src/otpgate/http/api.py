@@ -19,7 +19,9 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from otpgate.domain.errors import OtpError, RateLimited, StoreUnavailable
+from otpgate.domain.ports import RequestWindow, WindowHit
 from otpgate.http.body import read_json_body
+from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.errors import (
     HTTP_CODES,
     HttpError,
@@ -27,9 +29,9 @@ from otpgate.http.errors import (
     http_error_response,
     otp_error_response,
 )
+from otpgate.http.rate_limit import RateLimitHeaders
 from otpgate.http.schemas import RequestOtpBody, verify_body_model
 from otpgate.request_context import note_client_ip, note_phone
-from otpgate.store.base import RequestWindow, WindowHit
 from otpgate.wiring import Components
 
 log = logging.getLogger("otpgate.http")
@@ -51,11 +53,12 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 
 class OtpApi:
-    def __init__(self, components: Components) -> None:
+    def __init__(self, components: Components, client_ip: ClientIpResolver) -> None:
         settings = components.settings
         self._service = components.service
         self._limiter = components.rate_limiter
-        self._resolve_ip = components.client_ip.resolve
+        self._headers = RateLimitHeaders(components.rate_limiter.max_requests)
+        self._resolve_ip = client_ip.resolve
         self._max_body = settings.max_body_bytes
         self._verify_model: type[BaseModel] = verify_body_model(settings.otp_length)
 
@@ -84,13 +87,13 @@ class OtpApi:
             except OtpError as exc:
                 if exc.code in _OPERATOR_CODES:
                     log.error("refused", extra={"route": route, "code": exc.code})
-                return otp_error_response(exc, limiter.headers(exc.window_hit))
+                return otp_error_response(exc, self._headers(exc.window_hit))
             except ClientDisconnect:
                 return Response(status_code=499)  # nobody is listening any more
             except Exception as exc:
                 log.error("unhandled error", exc_info=exc)
                 return error_response(500, "internal_error", HTTP_CODES["internal_error"][1])
-            response.headers.update(limiter.headers(hit))
+            response.headers.update(self._headers(hit))
             return response
 
         return endpoint
@@ -103,8 +106,8 @@ class OtpApi:
         except StoreUnavailable:
             return http_error_response(exc)  # the client's mistake is still the answer
         if hit.over(window):
-            return otp_error_response(RateLimited(hit.reset_seconds), limiter.headers(hit))
-        return http_error_response(exc, limiter.headers(hit))
+            return otp_error_response(RateLimited(hit.reset_seconds), self._headers(hit))
+        return http_error_response(exc, self._headers(hit))
 
     async def _request_otp(self, request: Request, client: str, window: RequestWindow) -> Outcome:
         body = await read_json_body(request, RequestOtpBody, self._max_body)

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from otpgate import metric_tally
 from otpgate.http.api import Handler, OtpApi, json_response
+from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.errors import HTTP_CODES, error_response
 from otpgate.http.middleware import ObservabilityMiddleware
 from otpgate.http.openapi import build_openapi, swagger_html
@@ -36,7 +37,8 @@ log = logging.getLogger("otpgate.http")
 
 def create_app(components: Components) -> ASGIApp:
     settings = components.settings
-    api = OtpApi(components).routes()
+    client_ip = ClientIpResolver(settings.trusted_proxies)
+    api = OtpApi(components, client_ip).routes()
     verify_model = verify_body_model(settings.otp_length)
     openapi_doc = orjson.dumps(build_openapi(verify_model, metrics=serves_metrics_in_app(settings)))
 
@@ -94,7 +96,7 @@ def create_app(components: Components) -> ASGIApp:
     return ObservabilityMiddleware(
         FastRoutes(fast, app),
         routes=[route.path for route in app.routes if isinstance(route, Route)],
-        client_ip=components.client_ip,
+        client_ip=client_ip,
         access_log_enabled=settings.access_log,
         metrics_enabled=settings.metrics_enabled,
     )

@@ -21,12 +21,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from otpgate.domain.errors import SmsUnavailable
-
-if TYPE_CHECKING:
-    from otpgate.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +36,6 @@ class RetryPolicy:
     max_seconds: float = 3.0
     base_delay: float = 0.25
     max_delay: float = 2.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(
-            max_attempts=settings.sms_retry_max_attempts,
-            max_seconds=settings.sms_retry_max_seconds,
-        )
 
     def backoff(self, attempt: int) -> float:
         """The exponential step after ``attempt`` (1-based), before jitter."""

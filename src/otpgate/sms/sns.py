@@ -30,10 +30,11 @@ import os
 import re
 import ssl
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiobotocore.session import get_session
 from botocore.config import Config
@@ -56,9 +57,6 @@ from otpgate.sms.health import ProblemLatch, redact
 from otpgate.sms.retry import ProviderUnavailable, Retrier, RetryPolicy
 from otpgate.sms.sigv4 import Credentials, SigningCredentials
 from otpgate.sms.sns_publish import PublishFailed, PublishRefused, SnsPublisher
-
-if TYPE_CHECKING:
-    from otpgate.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -120,27 +118,38 @@ _NUMBER_PARAMETERS = frozenset({"phonenumber", "phone"})
 Operation = Callable[..., Awaitable[dict[str, Any]]]
 
 
+@dataclass(frozen=True, slots=True)
+class SnsConfig:
+    """What the SNS sender needs, built from settings in wiring.
+
+    ``credentials`` holds ``aws_access_key_id``, ``aws_secret_access_key`` and
+    optionally ``aws_session_token``; empty means the standard AWS chain.
+    """
+
+    region: str
+    endpoint_url: str | None = None
+    sms_type: str = "Transactional"
+    sender_id: str | None = None
+    origination_number: str | None = None
+    max_price: Decimal | None = None
+    check_opt_out: bool = False
+    connect_timeout: float = 2.0
+    read_timeout: float = 5.0
+    credentials: Mapping[str, str] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __repr__(self) -> str:
+        return f"SnsConfig(region={self.region!r}, endpoint_url={self.endpoint_url!r}, ...)"
+
+
 class SnsSender:
     name = "sns"
 
-    def __init__(
-        self,
-        *,
-        region: str,
-        endpoint_url: str | None = None,
-        sms_type: str = "Transactional",
-        sender_id: str | None = None,
-        origination_number: str | None = None,
-        max_price: Decimal | None = None,
-        check_opt_out: bool = False,
-        connect_timeout: float = 2.0,
-        read_timeout: float = 5.0,
-        credentials: dict[str, str] | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        self._region = region
-        self._endpoint_url = endpoint_url
-        self._credentials = credentials or {}
+    def __init__(self, config: SnsConfig) -> None:
+        c = config
+        self._region = c.region
+        self._endpoint_url = c.endpoint_url
+        self._credentials = dict(c.credentials)
         self._static: Credentials | None = None
         if self._credentials:
             self._static = Credentials(
@@ -148,17 +157,17 @@ class SnsSender:
                 self._credentials["aws_secret_access_key"],
                 self._credentials.get("aws_session_token"),
             )
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
+        self._connect_timeout = c.connect_timeout
+        self._read_timeout = c.read_timeout
         self._config = Config(
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
+            connect_timeout=c.connect_timeout,
+            read_timeout=c.read_timeout,
             # One attempt per call: the retry loop here owns the budget.
             retries={"total_max_attempts": 1, "mode": "standard"},
         )
-        self._attributes = _attributes(sms_type, sender_id, origination_number, max_price)
-        self._check_opt_out = check_opt_out
-        self._retrier = Retrier(retry or RetryPolicy())
+        self._attributes = _attributes(c.sms_type, c.sender_id, c.origination_number, c.max_price)
+        self._check_opt_out = c.check_opt_out
+        self._retrier = Retrier(c.retry)
         self._health = ProblemLatch(log)
         self._session = get_session()
         self._stack = AsyncExitStack()
@@ -166,28 +175,6 @@ class SnsSender:
         self._chain: Any = None  # credentials from the standard chain, when not given
         self._publisher: SnsPublisher | None = None
         self._lock = asyncio.Lock()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SnsSender:
-        credentials: dict[str, str] = {}
-        if settings.aws_access_key_id and settings.aws_secret_access_key:
-            credentials["aws_access_key_id"] = settings.aws_access_key_id
-            credentials["aws_secret_access_key"] = settings.aws_secret_access_key.get_secret_value()
-            if settings.aws_session_token:
-                credentials["aws_session_token"] = settings.aws_session_token.get_secret_value()
-        return cls(
-            region=settings.aws_region,
-            endpoint_url=settings.sns_endpoint_url,
-            sms_type=settings.sns_sms_type,
-            sender_id=settings.sns_sms_sender_id,
-            origination_number=settings.sns_origination_number,
-            max_price=settings.sns_max_price,
-            check_opt_out=settings.sns_check_opt_out,
-            connect_timeout=settings.sms_connect_timeout_seconds,
-            read_timeout=settings.sms_read_timeout_seconds,
-            credentials=credentials,
-            retry=RetryPolicy.from_settings(settings),
-        )
 
     async def _ready(self) -> SnsPublisher:
         """The client and the publish path, made on first use (both bind to the event loop).

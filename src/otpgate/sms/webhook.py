@@ -32,8 +32,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC
-from typing import TYPE_CHECKING
 
 import httpx
 import orjson
@@ -42,9 +42,6 @@ from otpgate import __version__
 from otpgate.domain.errors import SmsFailed, SmsRejected
 from otpgate.sms.health import ProblemLatch
 from otpgate.sms.retry import ProviderUnavailable, Retrier, RetryPolicy
-
-if TYPE_CHECKING:
-    from otpgate.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,39 +60,30 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """What the webhook sender needs, built from settings in wiring."""
+
+    url: str
+    secret: bytes = field(repr=False)
+    connect_timeout: float = 2.0
+    read_timeout: float = 5.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
 class WebhookSender:
     name = "webhook"
 
-    def __init__(
-        self,
-        *,
-        url: str,
-        secret: bytes,
-        connect_timeout: float = 2.0,
-        read_timeout: float = 5.0,
-        retry: RetryPolicy | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._url = url
-        self._secret = secret
+    def __init__(self, config: WebhookConfig, clock: Callable[[], float] = time.time) -> None:
+        self._url = config.url
+        self._secret = config.secret
         self._clock = clock
-        self._retrier = Retrier(retry or RetryPolicy())
+        self._retrier = Retrier(config.retry)
         self._health = ProblemLatch(log)
         self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout),
             follow_redirects=False,
             headers={"user-agent": f"otpgate/{__version__}"},
-        )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> WebhookSender:
-        assert settings.sms_webhook_url and settings.sms_webhook_secret  # checked by settings
-        return cls(
-            url=settings.sms_webhook_url,
-            secret=settings.sms_webhook_secret.get_secret_value().encode(),
-            connect_timeout=settings.sms_connect_timeout_seconds,
-            read_timeout=settings.sms_read_timeout_seconds,
-            retry=RetryPolicy.from_settings(settings),
         )
 
     async def send(self, phone: str, message: str) -> str:

@@ -26,18 +26,9 @@ from typing import Any
 import orjson
 
 from otpgate.domain.errors import StoreUnavailable
+from otpgate.domain.limits import Lockout, seconds_until_allowed, window_index
+from otpgate.domain.ports import Attempt, Issued, Refused, RequestWindow, SendRequest, WindowHit
 from otpgate.store import redis_scripts
-from otpgate.store.base import (
-    Attempt,
-    Issued,
-    Lockout,
-    Refused,
-    RequestWindow,
-    SendRequest,
-    WindowHit,
-    seconds_until_allowed,
-    window_index,
-)
 from otpgate.store.redis_connection import (
     PipelinedConnection,
     RedisConnectionError,

@@ -20,19 +20,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from otpgate.domain.errors import StoreUnavailable
-from otpgate.store.base import (
-    Attempt,
-    Issued,
+from otpgate.domain.limits import (
     Lockout,
-    Refused,
-    RequestWindow,
-    SendRequest,
-    WindowHit,
     seconds_until_allowed,
     seconds_until_window_ends,
     sliding_count,
     window_index,
 )
+from otpgate.domain.ports import Attempt, Issued, Refused, RequestWindow, SendRequest, WindowHit
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,18 @@
-"""The store interface every backend implements, and the values it trades in.
+"""The ports the use cases talk through, and the values they trade in.
 
-Each method is one atomic step on the backend (a Lua script on Redis, one
-transaction on SQLite), so a limit holds across every worker and instance that
+The domain owns these; ``otpgate.store`` and ``otpgate.sms`` implement them and
+import from here, never the reverse. Each store method is one atomic step on
+the backend (a Lua script on Redis, one transaction on SQLite, one critical
+section in memory), so a limit holds across every worker and instance that
 shares the store, and a request pays for one round trip per step.
 
 The store knows counters, sets and clocks, not policy: the domain decides which
 limits apply to a request (``otpgate.domain.limits``) and hands them over here.
+
+A sender raises ``SmsRejected`` (the number is the problem), ``SmsOptedOut``
+(the subscriber said STOP), ``SmsUnavailable`` (try again later) or ``SmsFailed``
+(our side is broken); anything else it lets escape is a bug. It logs the cause
+of a failure itself, never the message text (it carries the code).
 """
 
 from __future__ import annotations
@@ -15,51 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-
-@dataclass(frozen=True, slots=True)
-class Quota:
-    """A sliding-window counter checked and charged together with a send.
-
-    ``kind`` is the machine code reported when it refuses; ``key`` scopes it
-    (a phone, a country, ``*`` for global).
-    """
-
-    kind: str
-    key: str
-    limit: int
-    window_seconds: int
-
-
-@dataclass(frozen=True, slots=True)
-class DistinctQuota:
-    """At most ``limit`` distinct members per fixed window, e.g. phones per IP."""
-
-    kind: str
-    key: str
-    member: str
-    limit: int
-    window_seconds: int
-
-
-@dataclass(frozen=True, slots=True)
-class SurgeGuard:
-    """Blocks ``key`` for ``block_seconds`` when its sends surge past a baseline.
-
-    The rule: a send is refused, and the key blocked, when the sends in the
-    current fixed window would exceed ``max(min_sends, factor * previous window)``.
-    The previous window is the baseline, so steady growth passes and a burst
-    against a quiet prefix trips it.
-    """
-
-    kind: str
-    key: str
-    min_sends: int
-    factor: float
-    window_seconds: int
-    block_seconds: int
-
-    def allowed(self, previous: int) -> float:
-        return max(self.min_sends, self.factor * previous)
+from otpgate.domain.limits import DistinctQuota, Lockout, Quota, SurgeGuard
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,31 +93,6 @@ class Refused:
 
 
 @dataclass(frozen=True, slots=True)
-class Lockout:
-    """Escalating lock on a phone after consecutive failed verifies, across codes.
-
-    From ``threshold`` failures on, each further attempt waits
-    ``min(base * 2**(n - threshold), max)`` seconds after the last failure; at
-    ``hard_cap`` failures the phone stays locked until the failure record lapses,
-    ``memory_seconds`` after the last failure. A success clears the record.
-    """
-
-    kind: str = "phone_locked"
-    threshold: int = 10
-    base_seconds: int = 60
-    max_seconds: int = 86_400
-    hard_cap: int = 100
-    memory_seconds: int = 30 * 86_400
-
-    def wait_seconds(self, failures: int) -> float:
-        if failures >= self.hard_cap:
-            return float(self.memory_seconds)
-        if failures < self.threshold:
-            return 0.0
-        return float(min(self.base_seconds * 2 ** (failures - self.threshold), self.max_seconds))
-
-
-@dataclass(frozen=True, slots=True)
 class Attempt:
     """The result of counting one verify attempt for a phone.
 
@@ -213,31 +151,17 @@ class OtpStore(Protocol):
     async def close(self) -> None: ...
 
 
-def window_index(now: float, window_seconds: int) -> int:
-    return int(now // window_seconds)
+class SmsSender(Protocol):
+    name: str
 
+    @property
+    def problem(self) -> str | None:
+        """Why the provider is known to be broken (bad credentials...), or None.
 
-def sliding_count(previous: int, current: int, now: float, window_seconds: int) -> float:
-    """Sliding-window-counter estimate: the previous window weighted by its overlap."""
-    elapsed = (now % window_seconds) / window_seconds
-    return previous * (1.0 - elapsed) + current
+        Readiness reports it; it never contains a secret.
+        """
 
+    async def send(self, phone: str, message: str) -> str:
+        """Deliver ``message`` to ``phone`` (E.164) and return the provider's message id."""
 
-def seconds_until_allowed(
-    previous: int, current: int, limit: int, now: float, window_seconds: int
-) -> int:
-    """When one more send fits under ``limit`` again, in whole seconds (at least 1)."""
-    into = now % window_seconds
-    room = limit - 1 - current  # sends that fit on top of the current window's own count
-    if room >= 0:
-        if previous == 0:
-            return 1
-        # previous * (1 - t/w) <= room  =>  t >= w * (1 - room / previous)
-        return max(1, math.ceil(window_seconds * (1.0 - room / previous) - into))
-    # The current window alone is over: wait until it becomes a light enough baseline.
-    into_next = window_seconds * (1.0 - (limit - 1) / current)
-    return max(1, math.ceil(window_seconds - into + into_next))
-
-
-def seconds_until_window_ends(now: float, window_seconds: int) -> int:
-    return max(1, math.ceil(window_seconds - now % window_seconds))
+    async def close(self) -> None: ...

@@ -1,6 +1,7 @@
-"""Validation for the SMS delivery settings, as annotated types plus one cross-check.
+"""Validation for the SMS delivery settings, as annotated types.
 
-``otpgate.settings`` declares the fields with these types; each error becomes
+``otpgate.settings`` declares the fields with these types and runs the checks
+that need several variables; each error becomes
 "VARIABLE: reason" at start-up. Nothing here echoes a value back: a test
 number's code or a webhook secret must not end up in a log.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
@@ -19,9 +20,6 @@ from pydantic_settings import NoDecode
 from otpgate.domain import message
 from otpgate.domain.errors import InvalidPhoneNumber
 from otpgate.domain.phone import parse_phone
-
-if TYPE_CHECKING:
-    from otpgate.settings import Settings
 
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
@@ -104,48 +102,7 @@ TestPhoneNumbers = Annotated[
 ]
 
 
-def delivery_problems(settings: Settings) -> list[str]:
-    """Checks that need more than one variable; one "VARIABLE: reason" line each."""
-    problems = []
-    if settings.effective_sms_provider == "webhook":
-        url, secret = settings.sms_webhook_url, settings.sms_webhook_secret
-        if url is None:
-            problems.append("SMS_WEBHOOK_URL: required when SMS_PROVIDER=webhook")
-        elif settings.production and not _https_or_loopback(url):
-            problems.append(
-                "SMS_WEBHOOK_URL: must be https:// (or a loopback address) "
-                "when APP_ENV=production; the payload carries the code"
-            )
-        if secret is None:
-            problems.append("SMS_WEBHOOK_SECRET: required when SMS_PROVIDER=webhook")
-        elif len(secret.get_secret_value()) < 32:
-            problems.append("SMS_WEBHOOK_SECRET: must be at least 32 characters")
-    for index, (number, code) in enumerate(settings.test_phone_numbers.items(), start=1):
-        if len(code.get_secret_value()) != settings.otp_length:
-            problems.append(
-                f"TEST_PHONE_NUMBERS: entry {index}: the code must have OTP_LENGTH "
-                f"({settings.otp_length}) digits"
-            )
-        try:
-            parse_phone(number, settings.phone_number_check)
-        except InvalidPhoneNumber:
-            problems.append(
-                f"TEST_PHONE_NUMBERS: entry {index}: the number fails "
-                f"PHONE_NUMBER_CHECK={settings.phone_number_check}, so it could never be used"
-            )
-    if (
-        settings.production
-        and settings.test_phone_numbers
-        and not settings.allow_test_numbers_in_production
-    ):
-        problems.append(
-            "TEST_PHONE_NUMBERS: refused when APP_ENV=production (anyone who learns one "
-            "can verify as it); set ALLOW_TEST_NUMBERS_IN_PRODUCTION=true to allow"
-        )
-    return problems
-
-
-def _https_or_loopback(url: str) -> bool:
+def https_or_loopback(url: str) -> bool:
     parts = urlsplit(url)
     if parts.scheme == "https":
         return True
