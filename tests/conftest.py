@@ -32,6 +32,32 @@ HASH_SECRET = "test-secret-" + "x" * 40
 pytest_plugins = ["tests.sns_emulator", "tests.redis_server", "tests.http_stub"]
 
 
+# Fixtures that reach a server or start a process: a test that uses one is in the
+# integration tier, which `make test-fast` leaves out (`make test` runs everything).
+INTEGRATION_FIXTURES = frozenset(
+    {
+        "redis_url",
+        "redis_prefix",
+        "private_redis",
+        "sns_emulator",
+        "sns_settings",
+        "server",  # a running `otpgate serve` (tests/service_process.py)
+        "serve_two_workers",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        if (
+            INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or params.get("store_kind") == "redis"
+        ):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=2)

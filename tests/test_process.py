@@ -8,9 +8,12 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.http_stub import Received, Reply, StubServer, publish_ok
 from tests.service_process import OTPGATE, ServiceProcess, service_env
+
+pytestmark = pytest.mark.integration  # every test here starts `otpgate serve`
 
 
 def test_sigterm_drains_in_flight_request(tmp_path: Path, stub_server: StubServer) -> None:

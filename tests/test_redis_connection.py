@@ -114,6 +114,7 @@ async def test_database_index_from_url(redis_url: str, redis_prefix: str) -> Non
         await conn.close()
 
 
+@pytest.mark.integration
 async def test_password_from_url(tmp_path: Path) -> None:
     server = PrivateRedis(tmp_path, "--requirepass", "s3cret")
     server.start()

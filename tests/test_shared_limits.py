@@ -11,6 +11,8 @@ import pytest
 
 from tests.service_process import ServiceProcess
 
+pytestmark = pytest.mark.integration  # every test here starts `otpgate serve`
+
 PHONE = "+12125550190"
 REQUEST, VERIFY = "/api/v1/request-otp", "/api/v1/verify-otp"
 OPEN = {"RATE_LIMIT_MAX_REQUESTS": "1000", "OTP_RESEND_COOLDOWN_SECONDS": "0"}

@@ -10,8 +10,11 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.service_process import ServiceProcess, free_port, service_env
+
+pytestmark = pytest.mark.integration  # every test here starts `otpgate serve`
 
 OTPGATE = [sys.executable, "-m", "otpgate"]
 

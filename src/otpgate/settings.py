@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     workers: int | None = Field(None, ge=1, le=64)
     max_body_bytes: int = Field(4096, ge=256, le=1_048_576)
     shutdown_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    fast_path: bool = Field(
+        True,
+        description="Hand-written fast paths (server protocol, routing, logging, metrics,"
+        " SNS Publish, Redis connection); false runs every one on its library's stock path.",
+    )
 
     # --- observability -------------------------------------------------------------------
     access_log: bool = Field(True, description="One log line per request, at info level.")
