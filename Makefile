@@ -1,16 +1,24 @@
 # Two commands on a fresh machine: `make run` and `make test`.
-# Each builds the virtualenv it needs from pyproject.toml first.
+# Each builds the virtualenv it needs from the lock file first (exact versions,
+# checked by hash), so every machine runs what CI ran.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements-dev.lock
+# The resolver that writes the lock files; only `make lock` needs it.
+UV_VERSION := 0.13.9
+TOOLS  := .venv-tools
+UPGRADE_VENV ?= .venv-upgrade
 
-.PHONY: run test lint typecheck check bench clean
+.PHONY: run test test-fast lint typecheck check bench lock upgrade-check clean
 
-$(STAMP): pyproject.toml
+# A changed lock rebuilds the venv from scratch, so nothing outside the lock lingers.
+$(STAMP): $(LOCK) pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 ## Run the service on its embedded defaults (SQLite store, console SMS) at http://127.0.0.1:3000
@@ -20,6 +28,10 @@ run: $(STAMP)
 ## Run the whole test suite, lint and type checks included (what CI runs)
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest
+
+## The unit tier only: no Redis, no SNS emulator, no service processes
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not integration" -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard bench)
@@ -33,5 +45,31 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+$(TOOLS)/bin/uv:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+## Re-resolve the lock files after editing pyproject.toml (keeps pins that still fit;
+## UPGRADE=1 takes the newest versions pyproject allows)
+lock: $(TOOLS)/bin/uv
+	$(TOOLS)/bin/uv pip compile pyproject.toml --extra dev $(if $(UPGRADE),--upgrade) \
+		--generate-hashes --universal --python-version 3.11 --no-header -q -o $(LOCK)
+	$(TOOLS)/bin/uv pip compile pyproject.toml -c $(LOCK) \
+		--generate-hashes --universal --python-version 3.11 --no-header -q -o requirements.lock
+
+## Install the newest versions pyproject allows in a throwaway venv and run every check
+## there: an upgrade is then a deliberate `make lock UPGRADE=1`, not a surprise
+upgrade-check:
+	rm -rf $(UPGRADE_VENV)
+	$(PYTHON) -m venv $(UPGRADE_VENV)
+	$(UPGRADE_VENV)/bin/pip install --quiet --upgrade -e '.[dev]'
+	@echo "Versions that differ from $(LOCK) (locked < newest):"
+	@$(UPGRADE_VENV)/bin/python -m tests.lockfile $(LOCK) || true
+	$(UPGRADE_VENV)/bin/ruff check src tests $(wildcard bench)
+	$(UPGRADE_VENV)/bin/lint-imports
+	$(UPGRADE_VENV)/bin/mypy src
+	$(UPGRADE_VENV)/bin/pytest -q
+	rm -rf $(UPGRADE_VENV)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(UPGRADE_VENV) .pytest_cache .mypy_cache .ruff_cache
