@@ -83,3 +83,13 @@ def test_production_without_hash_secret_refuses(tmp_path: Path) -> None:
     proc = _serve_once(tmp_path, env)
     assert proc.returncode == 2
     assert "OTP_HASH_SECRET" in proc.stderr
+
+
+def test_serve_says_where_it_listens_and_where_the_docs_are(tmp_path: Path) -> None:
+    server = ServiceProcess(tmp_path, workers=2)
+    try:
+        server.wait_ready()
+    finally:
+        out = server.stop()
+    assert f"listening on {server.base} with 2 worker(s)" in out
+    assert f"API docs at {server.base}/docs" in out

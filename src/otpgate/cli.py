@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -20,6 +21,8 @@ from otpgate import __version__
 from otpgate.settings import ConfigError, Settings, load_settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+log = logging.getLogger("otpgate")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,6 +99,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         "loop": "auto",
         "http": "otpgate.http.server_protocol:HttpProtocol",
     }
+    from otpgate.logs import configure_logging
+
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    _announce(settings, host, port, workers)
     with _metrics_dir(settings, workers), _metrics_server(settings, host):
         if workers == 1:
             uvicorn.run(**config)
@@ -108,6 +115,20 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             print(f"otpgate: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
             return 1
         return Supervisor(config, sockets, settings.shutdown_timeout_seconds).run()
+
+
+def _announce(settings: Settings, host: str, port: int, workers: int) -> None:
+    """Say where the service listens, so a newcomer knows where to point curl."""
+    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    store = "redis" if settings.redis_url else f"sqlite ({settings.sqlite_path})"
+    log.info(
+        "listening on %s with %d worker(s), %s store, %s SMS; API docs at %s/docs",
+        base,
+        workers,
+        store,
+        settings.effective_sms_provider,
+        base,
+    )
 
 
 @contextlib.contextmanager

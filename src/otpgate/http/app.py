@@ -17,16 +17,17 @@ import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from otpgate import metric_tally
 from otpgate.http.api import Handler, OtpApi, json_response
 from otpgate.http.client_ip import ClientIpResolver
+from otpgate.http.docs import docs_routes
 from otpgate.http.errors import HTTP_CODES, error_response
 from otpgate.http.middleware import ObservabilityMiddleware
-from otpgate.http.openapi import build_openapi, swagger_html
+from otpgate.http.openapi import build_openapi
 from otpgate.http.ops import ops_routes, serves_metrics_in_app
 from otpgate.http.schemas import verify_body_model
 from otpgate.http.server_protocol import RESPOND
@@ -47,9 +48,6 @@ def create_app(components: Components) -> ASGIApp:
 
     async def openapi(_: Request) -> Response:
         return Response(openapi_doc, media_type="application/json")
-
-    async def docs(_: Request) -> Response:
-        return HTMLResponse(swagger_html("/openapi.json"))
 
     async def http_exception(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -84,7 +82,7 @@ def create_app(components: Components) -> ASGIApp:
             *(Route(path, handler, methods=["POST"]) for path, handler in api.items()),
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
-            Route("/docs", docs, methods=["GET"]),
+            *docs_routes("/openapi.json"),
             *ops_routes(components),
         ],
         exception_handlers={HTTPException: http_exception, Exception: unexpected},

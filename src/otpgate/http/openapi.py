@@ -358,13 +358,3 @@ def build_openapi(verify_model: type[BaseModel], *, metrics: bool = True) -> dic
         "paths": paths,
         "components": {"schemas": schemas.get("$defs", {})},
     }
-
-
-def swagger_html(spec_url: str) -> str:
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>otpgate API</title>
-<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
-<body><div id="ui"></div>
-<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({{url: "{spec_url}", dom_id: "#ui"}});</script>
-</body></html>"""
