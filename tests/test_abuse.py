@@ -180,3 +180,36 @@ async def test_refused_send_is_not_charged(make_service: ServiceFactory) -> None
     svc2 = await make_service(sender=sender, global_sms_per_hour=100, **OPEN)
     for _ in range(4):
         assert (await svc2.request("+14155550123")).status_code == 200
+
+
+async def test_an_ipv6_host_rotating_inside_its_64_is_one_client(
+    make_service: ServiceFactory,
+) -> None:
+    sender = CapturingSender()
+    svc = await make_service(sender=sender, ip_max_phones=2, **OPEN)
+    host = "2001:db8:aaaa:1:"
+    for i in range(2):
+        assert (await svc.from_ip(f"{host}:{i + 1}").request(f"+1212555016{i}")).status_code == 200
+    r = await svc.from_ip(f"{host}ffff:ffff:ffff:ffff").request("+12125550169")
+    assert r.json()["code"] == "ip_phone_limit"
+    # Another /64 is another client, with a budget of its own.
+    assert (await svc.from_ip("2001:db8:aaaa:2::1").request("+12125550169")).status_code == 200
+    assert len(sender.sent) == 3
+
+
+async def test_an_ipv6_host_rotating_inside_its_64_shares_the_request_limit(
+    make_service: ServiceFactory,
+) -> None:
+    svc = await make_service(rate_limit_max_requests=2)
+    codes = [
+        (await svc.from_ip(f"2001:db8:bbbb:1::{i + 1}").verify(PHONE, "123456")).json()["code"]
+        for i in range(3)
+    ]
+    assert codes == ["invalid_code", "invalid_code", "rate_limited"]
+    mapped = [
+        (await svc.from_ip(address).verify(PHONE, "123456")).json()["code"]
+        for address in ("198.51.100.9", "::ffff:198.51.100.9", "198.51.100.9")
+    ]
+    assert mapped == ["invalid_code", "invalid_code", "rate_limited"]
+    other_net = await svc.from_ip("2001:db8:bbbb:2::1").verify(PHONE, "123456")
+    assert other_net.json()["code"] == "invalid_code"

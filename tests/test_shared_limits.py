@@ -78,3 +78,47 @@ def test_forged_forwarded_for_does_not_reset_the_limit_of_a_real_server(tmp_path
     finally:
         server.stop()
     assert codes == ["invalid_code"] * 3 + ["rate_limited"]
+
+
+def test_ipv6_clients_behind_a_proxy_count_by_their_64(tmp_path: Path) -> None:
+    """Through a trusted proxy, addresses of one /64 share the per-IP limits of a real server."""
+    server = ServiceProcess(
+        tmp_path,
+        TRUSTED_PROXIES="127.0.0.1/32",
+        RATE_LIMIT_MAX_REQUESTS="2",
+        IP_MAX_PHONES="1",
+        OTP_RESEND_COOLDOWN_SECONDS="0",
+    )
+
+    def verify(client: str) -> str:
+        return str(
+            httpx.post(
+                f"{server.base}{VERIFY}",
+                json={"phoneNumber": PHONE, "otp": "000000"},
+                headers={"x-forwarded-for": client},
+                timeout=10,
+            ).json()["code"]
+        )
+
+    def request(client: str, phone: str) -> str:
+        reply = httpx.post(
+            f"{server.base}{REQUEST}",
+            json={"phoneNumber": phone},
+            headers={"x-forwarded-for": client},
+            timeout=10,
+        )
+        return "sent" if reply.status_code == 200 else str(reply.json()["code"])
+
+    try:
+        server.wait_ready()
+        verifies = [verify(f"2001:db8:cc:1::{i}") for i in range(1, 7)]
+        other_net = verify("2001:db8:cc:2::1")
+        sends = [request(f"2001:db8:dd:1::{i}", f"+1212555017{i}") for i in range(1, 3)]
+        other_send = request("2001:db8:dd:2::1", "+12125550172")
+    finally:
+        out = server.stop()
+    assert verifies == ["invalid_code"] * 2 + ["rate_limited"] * 4, out
+    assert other_net == "invalid_code"
+    # One phone per client: the second address of the /64 is the same client.
+    assert sends == ["sent", "ip_phone_limit"], out
+    assert other_send == "sent"

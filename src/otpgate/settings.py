@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("TRUSTED_PROXIES", "TRUST_PROXY"),
         description="CIDRs whose X-Forwarded-For is believed; empty trusts nobody.",
     )
+    ipv6_prefix_length: int = Field(
+        64,
+        ge=32,
+        le=128,
+        description="IPv6 clients share per-IP limits by this prefix (a host often owns a /64).",
+    )
 
     # --- abuse defence (every limit is shared by all workers on one store) -------------
     otp_resend_cooldown_seconds: int = Field(60, ge=0, le=3600)

@@ -59,6 +59,7 @@ class OtpApi:
         self._limiter = components.rate_limiter
         self._headers = RateLimitHeaders(components.rate_limiter.max_requests)
         self._resolve_ip = client_ip.resolve
+        self._limit_key = client_ip.limit_key
         self._max_body = settings.max_body_bytes
         self._verify_model: type[BaseModel] = verify_body_model(settings.otp_length)
 
@@ -79,9 +80,10 @@ class OtpApi:
             peer = scope.get("client")
             client = self._resolve_ip(peer[0] if peer else None, _forwarded_for(scope))
             note_client_ip(client)  # the access line uses it as it is
-            window = limiter.window(route, client)
+            scope_key = self._limit_key(client)  # an IPv6 client counts by its prefix
+            window = limiter.window(route, scope_key)
             try:
-                response, hit = await handle(request, client, window)
+                response, hit = await handle(request, scope_key, window)
             except HttpError as exc:
                 return await self._malformed(exc, window)
             except OtpError as exc:

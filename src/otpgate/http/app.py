@@ -38,7 +38,7 @@ log = logging.getLogger("otpgate.http")
 
 def create_app(components: Components) -> ASGIApp:
     settings = components.settings
-    client_ip = ClientIpResolver(settings.trusted_proxies)
+    client_ip = ClientIpResolver(settings.trusted_proxies, settings.ipv6_prefix_length)
     api = OtpApi(components, client_ip).routes()
     verify_model = verify_body_model(settings.otp_length)
     openapi_doc = orjson.dumps(build_openapi(verify_model, metrics=serves_metrics_in_app(settings)))
