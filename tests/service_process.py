@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -38,6 +42,8 @@ def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 class ServiceProcess:
+    """The service, its port, and its output as it comes (read by a thread)."""
+
     def __init__(self, tmp_path: Path, *, workers: int = 1, **env: str) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -49,13 +55,48 @@ class ServiceProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own group, so stop() reaches every worker
         )
+        self._lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            with self._changed:
+                self._lines.append(raw.decode(errors="replace"))
+                self._changed.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._changed:
+            return "".join(self._lines)
+
+    def wait_for_line(self, matches: Callable[[str], bool], timeout: float = 20) -> str:
+        """The first output line (from the start) that ``matches``; fails after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._changed:
+            while True:
+                for line in self._lines[seen:]:
+                    if matches(line):
+                        return line
+                seen = len(self._lines)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    pytest.fail(f"no such line within {timeout}s; output:\n{''.join(self._lines)}")
+                self._changed.wait(left)
+
+    def ready_workers(self) -> list[int]:
+        """Pids the supervisor has announced as serving, in order."""
+        return [int(m) for m in re.findall(r'worker ready.*?pid"?[=:](\d+)', self.output)]
 
     def wait_ready(self) -> None:
         # Bounded readiness poll; a process that died reports its output.
         for _ in range(300):
             if self.proc.poll() is not None:
-                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
-                pytest.fail(f"otpgate exited during start-up:\n{out}")
+                self._reader.join(timeout=5)
+                pytest.fail(f"otpgate exited during start-up:\n{self.output}")
             try:
                 if httpx.get(f"{self.base}/health", timeout=0.2).status_code == 200:
                     return
@@ -73,5 +114,6 @@ class ServiceProcess:
     def stop(self) -> str:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        out, _ = self.proc.communicate(timeout=10)
-        return out.decode() if out else ""
+        self.proc.wait(timeout=10)
+        self._reader.join(timeout=10)
+        return self.output

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -140,3 +143,49 @@ def test_port_in_use_is_refused(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_a_running_service_survives_repeated_kills(tmp_path: Path) -> None:
+    """What an OOM killer does, ten times in a minute: the service is still there after."""
+    server = ServiceProcess(tmp_path, workers=2, LOG_FORMAT="json")
+    try:
+        server.wait_ready()
+        server.wait_for_line(lambda line: len(server.ready_workers()) >= 2)
+        started = time.monotonic()
+        killed: set[int] = set()
+        for _ in range(10):
+            # The oldest serving worker: its replacement is next in line, so the
+            # kills alternate between the two sockets.
+            victim = next(pid for pid in server.ready_workers() if pid not in killed)
+            announced = len(server.ready_workers())
+            os.kill(victim, signal.SIGKILL)
+            killed.add(victim)
+            server.wait_for_line(lambda line, n=announced: len(server.ready_workers()) > n)
+            for _ in range(6):  # new connections, hashed to either socket
+                assert httpx.get(f"{server.base}/health", timeout=10).status_code == 200
+        assert time.monotonic() - started < 60
+        assert server.proc.poll() is None, "the supervisor must not give up on a running service"
+    finally:
+        out = server.stop()
+    supervisor = [
+        json.loads(line) for line in out.splitlines() if '"logger":"otpgate.workers"' in line
+    ]
+    exits = [line for line in supervisor if line["msg"] == "worker exited; starting another"]
+    assert len(exits) == 10, out
+    assert all(line["level"] == "warning" and line["exit_code"] == -9 for line in exits)
+    assert "stopping" not in out
+
+
+def test_workers_that_fail_at_start_up_stop_the_supervisor(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every start failing means every start will: give up rather than loop forever."""
+    from otpgate.workers import MAX_START_FAILURES, Supervisor, listening_sockets
+
+    config = {"app": "tests.no_such_module:app", "log_config": None, "lifespan": "on"}
+    sockets = listening_sockets("127.0.0.1", free_port(), 2)
+    with caplog.at_level(logging.INFO, logger="otpgate.workers"):
+        assert Supervisor(config, sockets, grace=1).run() == 1
+    failures = [r for r in caplog.records if "failing during start-up" in r.getMessage()]
+    assert len(failures) == 1
+    assert failures[0].failures == MAX_START_FAILURES  # type: ignore[attr-defined]

@@ -8,9 +8,17 @@ binds one socket per worker with SO_REUSEPORT, so the kernel spreads new
 connections across them by hash, and worker *i* always serves socket *i*: a
 worker that dies is replaced on the same socket, whose backlog waits for it.
 
-The parent only supervises: it forwards SIGTERM/SIGINT (each worker then drains
-gracefully, as uvicorn does) and replaces a worker that dies, giving up when
-workers keep dying right after start.
+The parent only supervises:
+- A worker that dies after it was serving (an OOM kill, a crash) is always
+  replaced, after a backoff that grows while that socket's workers keep dying
+  and resets once one has served for a while. A running service never gives up.
+- Only workers that die *before* they were ready count toward giving up: when
+  ``MAX_START_FAILURES`` starts in a row fail, every start will (bad
+  configuration, a missing dependency), and the parent exits 1.
+- SIGTERM/SIGINT: the parent closes its copies of the listening sockets at once,
+  so that, as each worker stops accepting, new connections are refused (a load
+  balancer retries those) instead of queueing where nobody reads them and being
+  reset; then every worker drains its requests, as uvicorn does.
 """
 
 from __future__ import annotations
@@ -21,17 +29,21 @@ import signal
 import socket
 import threading
 import time
-from collections import deque
+from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
+from multiprocessing.synchronize import Event
 from typing import Any
 
 log = logging.getLogger("otpgate.workers")
 
-# A worker that died this many times within CRASH_WINDOW_SECONDS is not replaced
-# again: something is wrong with every start, not with one request.
-MAX_CRASHES = 5
-CRASH_WINDOW_SECONDS = 60.0
-_POLL_SECONDS = 0.5
+# Workers that died in a row before they were ready: then every start fails.
+MAX_START_FAILURES = 5
+# Replacement delay: doubles per death within STABLE_SECONDS, up to the maximum.
+RESTART_BASE_SECONDS = 0.1
+RESTART_MAX_SECONDS = 5.0
+# A worker that served this long resets its socket's backoff.
+STABLE_SECONDS = 30.0
+_POLL_SECONDS = 0.05
 
 
 def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> list[socket.socket]:
@@ -53,67 +65,121 @@ def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> 
     return sockets
 
 
-def _worker(config: dict[str, Any], sock: socket.socket) -> None:  # pragma: no cover
-    """A worker process: one uvicorn server on its own socket."""
+def _worker(config: dict[str, Any], sock: socket.socket, ready: Event) -> None:  # pragma: no cover
+    """A worker process: one uvicorn server on its own socket; ``ready`` once serving."""
     import uvicorn
 
-    uvicorn.Server(uvicorn.Config(**config)).run(sockets=[sock])
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                ready.set()
+
+    Server(uvicorn.Config(**config)).run(sockets=[sock])
+
+
+@dataclass
+class _Slot:
+    """One listening socket and the worker serving it."""
+
+    sock: socket.socket
+    process: SpawnProcess | None = None
+    ready: Event | None = None
+    started_at: float = 0.0
+    deaths: int = 0  # deaths since a worker on this socket last served STABLE_SECONDS
+    restart_at: float | None = None
+    announced: bool = False  # its readiness was logged
 
 
 class Supervisor:
     def __init__(self, config: dict[str, Any], sockets: list[socket.socket], grace: float):
         self._config = config
-        self._sockets = sockets
+        self._slots = [_Slot(sock) for sock in sockets]
         self._grace = grace
         self._context = multiprocessing.get_context("spawn")
-        self._processes: list[SpawnProcess] = []
-        self._crashes: deque[float] = deque()
+        self._start_failures = 0
         self._stop = threading.Event()
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
-        self._processes = [self._start(sock) for sock in self._sockets]
+        for slot in self._slots:
+            self._start(slot)
         code = 0
         while not self._stop.wait(_POLL_SECONDS):
-            if not self._replace_dead():
+            if not self._tend():
                 code = 1
                 break
         self._shutdown()
         return code
 
-    def _start(self, sock: socket.socket) -> SpawnProcess:
-        process = self._context.Process(target=_worker, args=(self._config, sock), daemon=False)
+    def _start(self, slot: _Slot) -> None:
+        ready = self._context.Event()
+        process = self._context.Process(
+            target=_worker, args=(self._config, slot.sock, ready), daemon=False
+        )
         process.start()
-        return process
+        slot.process, slot.ready, slot.announced = process, ready, False
+        slot.started_at, slot.restart_at = time.monotonic(), None
 
-    def _replace_dead(self) -> bool:
-        """Replace each dead worker on its own socket; False when they keep dying."""
-        for index, process in enumerate(self._processes):
-            if process.is_alive() or self._stop.is_set():
+    def _tend(self) -> bool:
+        """Replace dead workers when their backoff is over; False to give up."""
+        now = time.monotonic()
+        for slot in self._slots:
+            if self._stop.is_set():
+                return True
+            process, ready = slot.process, slot.ready
+            if slot.restart_at is not None:
+                if now >= slot.restart_at:
+                    self._start(slot)
                 continue
-            now = time.monotonic()
-            self._crashes.append(now)
-            while self._crashes and now - self._crashes[0] > CRASH_WINDOW_SECONDS:
-                self._crashes.popleft()
-            if len(self._crashes) >= MAX_CRASHES:
-                log.error("workers keep exiting (last exit code %s); stopping", process.exitcode)
-                return False
+            assert process is not None and ready is not None
+            was_ready = ready.is_set()
+            if process.is_alive():
+                if was_ready:
+                    if not slot.announced:
+                        slot.announced = True
+                        log.info("worker ready", extra={"pid": process.pid})
+                    self._start_failures = 0
+                    if slot.deaths and now - slot.started_at >= STABLE_SECONDS:
+                        slot.deaths = 0
+                continue
+            if not was_ready:
+                self._start_failures += 1
+                if self._start_failures >= MAX_START_FAILURES:
+                    log.error(
+                        "workers keep failing during start-up; stopping",
+                        extra={"failures": self._start_failures, "exit_code": process.exitcode},
+                    )
+                    return False
+            slot.deaths += 1
+            delay = min(RESTART_MAX_SECONDS, RESTART_BASE_SECONDS * 2 ** (slot.deaths - 1))
+            slot.restart_at = now + delay
             log.warning(
-                "worker %s exited (code %s); starting another", process.pid, process.exitcode
+                "worker exited; starting another",
+                extra={
+                    "pid": process.pid,
+                    "exit_code": process.exitcode,
+                    "was_serving": was_ready,
+                    "restart_in_seconds": round(delay, 2),
+                },
             )
-            self._processes[index] = self._start(self._sockets[index])
         return True
 
     def _shutdown(self) -> None:
-        for process in self._processes:
+        # Our copies first: once each worker closes its own, the socket is gone and
+        # new connections are refused instead of waiting in a queue nobody reads.
+        for slot in self._slots:
+            slot.sock.close()
+        processes = [s.process for s in self._slots if s.process is not None]
+        for process in processes:
             if process.is_alive() and process.pid is not None:
-                process.terminate()  # SIGTERM: uvicorn drains, then exits
+                process.terminate()  # SIGTERM: uvicorn stops accepting, drains, then exits
         deadline = time.monotonic() + self._grace + 5
-        for process in self._processes:
+        for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
+                log.error("worker did not stop in time; killing it", extra={"pid": process.pid})
                 process.kill()
                 process.join()
-        for sock in self._sockets:
-            sock.close()
+        log.info("stopped", extra={"workers": len(processes)})
