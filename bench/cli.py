@@ -27,6 +27,8 @@ from bench.runner import STUB_ALONE, SanityError, Target, measured_run, sanity
 from bench.scenarios import SCENARIOS, Scenario
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# otpgate's modes, by the service name each is reported under.
+MODES = {"fast": "otpgate", "stock": "otpgate-stock"}
 
 
 def _seconds(text: str) -> float:
@@ -45,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-levels", type=_list, default=["info", "silent"], help="info,silent")
     p.add_argument("--connections", type=int, default=50, help="concurrent connections (50)")
     p.add_argument("--skip-node", action="store_true", help="measure otpgate only")
+    p.add_argument(
+        "--modes",
+        type=_list,
+        default=["fast"],
+        help="otpgate modes side by side: fast (FAST_PATH=true), stock (FAST_PATH=false)",
+    )
     p.add_argument("--workers", type=int, help="otpgate workers (default: its own, CPU count)")
     p.add_argument("--sanity-seconds", type=_seconds, default=2.0)
     p.add_argument("--warmup-seconds", type=_seconds, default=3.0)
@@ -99,6 +107,7 @@ def _meta(args: argparse.Namespace, started: dt.datetime) -> dict[str, Any]:
         "log_levels": args.log_levels,
         "scenarios": args.scenarios,
         "otpgate_workers": args.workers or "default",
+        "otpgate_modes": args.modes,
         "versions": {
             "otpgate": otpgate.__version__,
             "otpgate_commit": _version(["git", "-C", str(services.REPO), "rev-parse", "HEAD"]),
@@ -141,7 +150,7 @@ def _measure(
 def _run_all(args: argparse.Namespace, node_dir: Path | None, workdir: Path) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     memory: dict[str, Any] | None = None
-    names = ["otpgate"] + (["node"] if node_dir else [])
+    names = [MODES[mode] for mode in args.modes] + (["node"] if node_dir else [])
     with ProcessGroup(workdir, args.keep_logs) as group:
         redis = services.Redis(group, workdir)
         stub, stub_port = services.start_stub(group, workdir)
@@ -157,9 +166,16 @@ def _run_all(args: argparse.Namespace, node_dir: Path | None, workdir: Path) -> 
         for level in args.log_levels:
             for name in names:
                 redis.flush()
-                if name == "otpgate":
+                if name.startswith("otpgate"):
                     svc = services.start_otpgate(
-                        group, workdir, redis.url(0), stub_url, level, args.workers
+                        group,
+                        workdir,
+                        redis.url(0),
+                        stub_url,
+                        level,
+                        args.workers,
+                        fast_path=name == MODES["fast"],
+                        name=name,
                     )
                 else:
                     assert node_dir is not None
@@ -184,6 +200,9 @@ def _interrupt(signum: int, frame: object) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    bad_modes = [m for m in args.modes if m not in MODES]
+    if bad_modes:
+        raise SystemExit(f"bench: unknown mode(s) {bad_modes}; known: {', '.join(MODES)}")
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
         raise SystemExit(f"bench: unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")

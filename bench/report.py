@@ -79,10 +79,11 @@ def markdown(
     ratio_lines = []
     for r in rows:
         node = pairs.get((r["scenario"], r["log_level"], "node"))
-        if r["service"] != "otpgate" or node is None:
+        if not r["service"].startswith("otpgate") or node is None:
             continue
         ratio_lines.append(
-            f"| {r['scenario']} | {r['log_level']} | {_ratio(r['rps'], node['rps'])} "
+            f"| {r['scenario']} | {r['log_level']} | {r['service']} "
+            f"| {_ratio(r['rps'], node['rps'])} "
             f"| {_ratio(r['p50_ms'], node['p50_ms'])} | {_ratio(r['p99_ms'], node['p99_ms'])} "
             f"| {_ratio(r['cpu_pct'], node['cpu_pct'])} "
             f"| {_ratio(r['peak_rss_mib'], node['peak_rss_mib'])} "
@@ -94,8 +95,8 @@ def markdown(
             "otpgate / Node (req/s above 1 = otpgate faster; latency, CPU, RSS above 1 = "
             "otpgate higher):",
             "",
-            "| scenario | log | req/s | p50 | p99 | CPU% | peak RSS | req/s per core |",
-            "|---|---|--:|--:|--:|--:|--:|--:|",
+            "| scenario | log | otpgate | req/s | p50 | p99 | CPU% | peak RSS | req/s per core |",
+            "|---|---|---|--:|--:|--:|--:|--:|--:|",
             *ratio_lines,
         ]
     if memory:

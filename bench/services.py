@@ -35,7 +35,9 @@ def _base_env() -> dict[str, str]:
     return {k: os.environ[k] for k in keep if k in os.environ}
 
 
-def otpgate_env(port: int, redis_url: str, sns_url: str, log_level: str) -> dict[str, str]:
+def otpgate_env(
+    port: int, redis_url: str, sns_url: str, log_level: str, fast_path: bool = True
+) -> dict[str, str]:
     """otpgate's whole environment under benchmark: production defaults, limits raised.
 
     Every limit that would refuse benchmark traffic is raised *here*, and only
@@ -50,6 +52,7 @@ def otpgate_env(port: int, redis_url: str, sns_url: str, log_level: str) -> dict
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "LOG_LEVEL": log_level,
+        "FAST_PATH": "true" if fast_path else "false",
         "REDIS_URL": redis_url,
         "SMS_PROVIDER": "sns",
         "SNS_ENDPOINT_URL": sns_url,
@@ -163,26 +166,23 @@ def start_otpgate(
     sns_url: str,
     log_level: str,
     workers: int | None,
+    fast_path: bool = True,
+    name: str = "otpgate",
 ) -> Service:
     port = free_port()
+    env = otpgate_env(port, redis_url, sns_url, log_level, fast_path)
     exe = Path(sys.executable).parent / "otpgate"
     argv = [str(exe), "serve"]
     if workers:
         argv += ["--workers", str(workers)]
     # workdir, not the repo: a developer's .env must not change what is measured.
-    proc = group.start(
-        "otpgate",
-        argv,
-        otpgate_env(port, redis_url, sns_url, log_level),
-        workdir,
-        chatty=True,
-    )
+    proc = group.start(name, argv, env, workdir, chatty=True)
     try:
         group.wait_http(proc, port, "/health")
     except RuntimeError:
         check = subprocess.run(
             [str(exe), "check-config"],
-            env=otpgate_env(port, redis_url, sns_url, log_level),
+            env=env,
             cwd=workdir,
             capture_output=True,
             text=True,
@@ -191,7 +191,7 @@ def start_otpgate(
         raise RuntimeError(
             f"otpgate did not start; check-config says:\n{check.stdout}{check.stderr}"
         ) from None
-    return Service("otpgate", proc, port)
+    return Service(name, proc, port)
 
 
 def start_node(
