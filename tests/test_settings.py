@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from otpgate.settings import ConfigError, Settings, load_settings
+from tests.conftest import make_settings
 
 SECRET = "s" * 40
 
@@ -135,3 +136,23 @@ def test_dotenv_is_read(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("PORT=4321\nOTP_LENGTH=7\n")
     s = load_settings()
     assert (s.port, s.otp_length) == (4321, 7)
+
+
+def test_default_shutdown_timeout_covers_one_sms_worst_case(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    assert settings.sms_worst_case_seconds == 3 + 2 + 5
+    assert settings.effective_shutdown_timeout == 15
+    slow = make_settings(tmp_path, sms_read_timeout_seconds=20)
+    assert slow.effective_shutdown_timeout == 3 + 2 + 20 + 5
+    assert make_settings(tmp_path, shutdown_timeout_seconds=4).effective_shutdown_timeout == 4
+
+
+def test_a_shutdown_timeout_shorter_than_one_sms_is_warned_about(tmp_path: Path) -> None:
+    from otpgate.wiring import start_up_warnings
+
+    short = [w for w in start_up_warnings(make_settings(tmp_path, shutdown_timeout_seconds=4))]
+    assert any(w.startswith("SHUTDOWN_TIMEOUT_SECONDS: 4s is shorter") for w in short)
+    assert not any(
+        w.startswith("SHUTDOWN_TIMEOUT_SECONDS")
+        for w in start_up_warnings(make_settings(tmp_path, shutdown_timeout_seconds=10))
+    )

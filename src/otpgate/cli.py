@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import shutil
 import sys
@@ -95,7 +96,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # TRUSTED_PROXIES alone decides whom X-Forwarded-For is believed from;
         # uvicorn would otherwise rewrite the client address for 127.0.0.1.
         "proxy_headers": False,
-        "timeout_graceful_shutdown": int(settings.shutdown_timeout_seconds),
+        "timeout_graceful_shutdown": math.ceil(settings.effective_shutdown_timeout),
         "loop": "auto",
         "http": "otpgate.http.server_protocol:HttpProtocol",
     }
@@ -114,7 +115,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"otpgate: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
             return 1
-        return Supervisor(config, sockets, settings.shutdown_timeout_seconds).run()
+        return Supervisor(config, sockets, settings.effective_shutdown_timeout).run()
 
 
 def _announce(settings: Settings, host: str, port: int, workers: int) -> None:

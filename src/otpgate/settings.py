@@ -33,6 +33,10 @@ LogLevel = Literal[
 ]
 
 
+# On top of an SMS's worst case: the store steps around it and the answer's write.
+SHUTDOWN_MARGIN_SECONDS = 5.0
+
+
 class ConfigError(Exception):
     """Start-up refused: the message names each offending variable."""
 
@@ -58,7 +62,13 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "text"] = "auto"
     workers: int | None = Field(None, ge=1, le=64)
     max_body_bytes: int = Field(4096, ge=256, le=1_048_576)
-    shutdown_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    shutdown_timeout_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=600,
+        description="How long SIGTERM waits for requests in flight; by default the worst case"
+        " of one SMS send plus a margin.",
+    )
     fast_path: bool = Field(
         True,
         description="Hand-written fast paths (server protocol, routing, logging, metrics,"
@@ -231,6 +241,22 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("\n  ".join(problems))  # one line per variable, like field errors
         return self
+
+    @property
+    def sms_worst_case_seconds(self) -> float:
+        """The longest one send can take: the retry budget plus one attempt's timeouts."""
+        return (
+            self.sms_retry_max_seconds
+            + self.sms_connect_timeout_seconds
+            + self.sms_read_timeout_seconds
+        )
+
+    @property
+    def effective_shutdown_timeout(self) -> float:
+        """SHUTDOWN_TIMEOUT_SECONDS, or long enough for a send in flight to finish."""
+        if self.shutdown_timeout_seconds is not None:
+            return self.shutdown_timeout_seconds
+        return self.sms_worst_case_seconds + SHUTDOWN_MARGIN_SECONDS
 
     @property
     def production(self) -> bool:

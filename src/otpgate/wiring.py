@@ -178,6 +178,15 @@ def build_message(settings: Settings) -> MessageTemplate:
 def start_up_warnings(settings: Settings) -> list[str]:
     """Settings that work but cost money or surprise users; logged at start-up."""
     warnings = build_message(settings).fit_warnings(settings.otp_length, settings.otp_ttl_seconds)
+    if (
+        settings.shutdown_timeout_seconds is not None
+        and settings.shutdown_timeout_seconds < settings.sms_worst_case_seconds
+    ):
+        warnings.append(
+            f"SHUTDOWN_TIMEOUT_SECONDS: {settings.shutdown_timeout_seconds:g}s is shorter than "
+            f"one SMS send can take ({settings.sms_worst_case_seconds:g}s); a send in flight "
+            "at shutdown may be cut off (answered 503; its code stays valid)"
+        )
     if settings.test_phone_numbers:
         warnings.append(
             f"TEST_PHONE_NUMBERS: test numbers active: {len(settings.test_phone_numbers)}; "
