@@ -5,6 +5,10 @@ Each test gives it a ``respond`` function that sees the parsed request and retur
 answering until the server stops, or ``DROP`` to close the connection without
 answering. Every request is recorded, so a test can count attempts and read what
 the client sent. It also answers CONNECT, so it can stand in for an HTTP proxy.
+
+Its port is bound when it is made but listened on only from ``start()``: until
+then connections to ``url`` are refused, as by a provider that is down, and the
+same address comes up when the test starts it.
 """
 
 from __future__ import annotations
@@ -136,7 +140,13 @@ class StubServer:
                     stub._closed_count += 1
                     stub._closed.notify_all()
 
-        self._server = Server(("127.0.0.1", 0), Handler)
+        # Bound now, listening from start(): connections before that are refused.
+        self._server = Server(("127.0.0.1", 0), Handler, bind_and_activate=False)
+        try:
+            self._server.server_bind()
+        except OSError:
+            self._server.server_close()
+            raise
         self._scheme = "http" if tls is None else "https"
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -165,11 +175,20 @@ class StubServer:
             if not self._closed.wait_for(lambda: self._closed_count >= count, timeout):
                 raise TimeoutError(f"{self._closed_count} of {count} connections closed")
 
+    @property
+    def started(self) -> bool:
+        """Whether start() has been called (the port listens from then on)."""
+        return self._thread.ident is not None
+
     def start(self) -> None:
+        self._server.server_activate()
         self._thread.start()
 
     def stop(self) -> None:
         self._release.set()
+        if not self.started:  # nothing serves, so nothing to wait for
+            self._server.server_close()
+            return
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
