@@ -8,6 +8,7 @@ framework middleware (see ``FastRoutes`` in app.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -92,6 +93,15 @@ class OtpApi:
                 return otp_error_response(exc, self._headers(exc.window_hit))
             except ClientDisconnect:
                 return Response(status_code=499)  # nobody is listening any more
+            except asyncio.CancelledError:
+                # The server's shutdown timeout ran out with this request in flight: the
+                # client gets a clean 503 instead of a bare 500 and a traceback. A send
+                # already handed to the provider is not undone, so its code stays valid.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                log.warning("cut off by the shutdown timeout", extra={"route": route})
+                return http_error_response(HttpError("shutting_down"), {"retry-after": "1"})
             except Exception as exc:
                 log.error("unhandled error", exc_info=exc)
                 return error_response(500, "internal_error", HTTP_CODES["internal_error"][1])

@@ -48,6 +48,7 @@ HTTP_CODES: dict[str, tuple[int, str]] = {
     "not_found": (404, "Not found."),
     "method_not_allowed": (405, "Method not allowed."),
     "internal_error": (500, "Internal server error."),
+    "shutting_down": (503, "The service is restarting. Please try again."),
 }
 
 

@@ -51,6 +51,7 @@ _ROUTE_CODES: dict[str, tuple[str, ...]] = {
         "sms_provider_error",
         "sms_provider_unavailable",
         "store_unavailable",
+        "shutting_down",
     ),
     "verify-otp": (
         "invalid_json",
@@ -63,6 +64,7 @@ _ROUTE_CODES: dict[str, tuple[str, ...]] = {
         "too_many_attempts",
         "phone_locked",
         "store_unavailable",
+        "shutting_down",
     ),
 }
 
