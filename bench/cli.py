@@ -27,8 +27,9 @@ from bench.runner import STUB_ALONE, SanityError, Target, measured_run, sanity
 from bench.scenarios import SCENARIOS, Scenario
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# otpgate's modes, by the service name each is reported under.
-MODES = {"fast": "otpgate", "stock": "otpgate-stock"}
+# otpgate's modes, by the service name each is reported under: its fast paths on
+# (FAST_PATH=true) or off, on Redis; and on the embedded SQLite store, fast paths on.
+MODES = {"fast": "otpgate", "stock": "otpgate-stock", "sqlite": "otpgate-sqlite"}
 
 
 def _seconds(text: str) -> float:
@@ -51,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         "--modes",
         type=_list,
         default=["fast"],
-        help="otpgate modes side by side: fast (FAST_PATH=true), stock (FAST_PATH=false)",
+        help="otpgate modes side by side: fast (FAST_PATH=true), stock (FAST_PATH=false),"
+        " sqlite (the embedded store instead of Redis)",
     )
     p.add_argument("--workers", type=int, help="otpgate workers (default: its own, CPU count)")
     p.add_argument("--sanity-seconds", type=_seconds, default=2.0)
@@ -174,8 +176,9 @@ def _run_all(args: argparse.Namespace, node_dir: Path | None, workdir: Path) -> 
                         stub_url,
                         level,
                         args.workers,
-                        fast_path=name == MODES["fast"],
+                        fast_path=name != MODES["stock"],
                         name=name,
+                        sqlite=name == MODES["sqlite"],
                     )
                 else:
                     assert node_dir is not None

@@ -168,9 +168,14 @@ def start_otpgate(
     workers: int | None,
     fast_path: bool = True,
     name: str = "otpgate",
+    sqlite: bool = False,
 ) -> Service:
     port = free_port()
     env = otpgate_env(port, redis_url, sns_url, log_level, fast_path)
+    if sqlite:
+        # A fresh file per start, so every run begins as empty as the flushed Redis.
+        del env["REDIS_URL"]
+        env["SQLITE_PATH"] = str(workdir / f"otpgate-{port}.sqlite3")
     exe = Path(sys.executable).parent / "otpgate"
     argv = [str(exe), "serve"]
     if workers:
