@@ -9,15 +9,17 @@ the single writer overlap; ``busy_timeout`` bounds how long a worker waits.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import (
@@ -55,54 +57,143 @@ CREATE TABLE IF NOT EXISTS members (
 """
 
 _PURGE_EVERY_SECONDS = 60.0
+# Operations in one transaction at most, so one batch holds the lock briefly.
+_MAX_BATCH = 64
+
+
+@dataclass(slots=True)
+class _Op(Generic[T]):
+    """One store operation waiting for its batch, and what it came to."""
+
+    fn: Callable[[sqlite3.Connection], T]
+    future: asyncio.Future[T]
+    deadline: float
+    result: T | None = None
+    error: BaseException | None = None
+
+    def expired(self) -> bool:
+        return time.monotonic() > self.deadline
+
+
+def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
+    error = StoreUnavailable()
+    error.__cause__ = exc
+    return error
 
 
 class SqliteStore:
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 2000) -> None:
         self._path = str(path)
+        self._lock_path: str | None = None
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        self._busy_timeout_ms = busy_timeout_ms
+            self._lock_path = self._path + ".lock"
+        self._timeout = busy_timeout_ms / 1000
         # One thread owns the connection: sqlite3 objects are not shared across threads,
-        # and serialising our own transactions here keeps the file lock short.
+        # and it runs one batch of operations at a time (see _run_batch).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otpgate-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
         self._next_purge = 0.0
+        self._pending: list[_Op[Any]] = []
+        self._running = False
 
     # -- plumbing ----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
             conn = sqlite3.connect(
                 self._path,
-                timeout=self._busy_timeout_ms / 1000,
+                timeout=self._timeout,
                 isolation_level=None,
                 check_same_thread=False,
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+            conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
             conn.executescript(_SCHEMA)
             self._conn = conn
+            if self._lock_path is not None:
+                self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         return self._conn
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def run() -> T:
-            conn = self._connect()
-            self._maybe_purge(conn)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
+        """Run ``fn`` as one atomic step, batched with the steps queued meanwhile."""
+        loop = asyncio.get_running_loop()
+        op = _Op(fn, loop.create_future(), time.monotonic() + self._timeout)
+        self._pending.append(op)
+        if not self._running:
+            self._start_batch(loop)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+            # The thread never runs an operation past its deadline; the extra second
+            # only covers a thread stuck waiting for a stopped process's lock.
+            return await asyncio.wait_for(asyncio.shield(op.future), self._timeout + 1)
+        except TimeoutError:
+            log.warning("sqlite store unavailable: no answer within %ss", self._timeout + 1)
+            raise StoreUnavailable() from None
+
+    def _start_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+        self._running = True
+        done = loop.run_in_executor(self._executor, self._run_batch, batch)
+        done.add_done_callback(lambda _: self._batch_done(loop, batch))
+
+    def _batch_done(self, loop: asyncio.AbstractEventLoop, batch: list[_Op[Any]]) -> None:
+        self._running = False
+        for op in batch:
+            if not op.future.done():
+                if op.error is not None:
+                    op.future.set_exception(op.error)
+                else:
+                    op.future.set_result(op.result)
+        if self._pending:
+            self._start_batch(loop)
+
+    def _run_batch(self, batch: list[_Op[Any]]) -> None:
+        """Every operation queued meanwhile, in one transaction: one lock, one commit.
+
+        Workers share the file; SQLite's own busy handler sleeps in growing steps
+        while the other worker takes the lock again and again, so a busy worker
+        starved for seconds. Here writers queue on an exclusive ``flock`` of a lock
+        file, which the kernel hands over as soon as it is released, and each holds
+        it once for its whole batch. A savepoint per operation keeps each one atomic:
+        one that fails rolls back alone.
+        """
+        try:
+            conn = self._connect()
+            if self._lock_fd is not None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                live = [op for op in batch if not op.expired()]
+                for op in batch:
+                    if op.expired():
+                        op.error = StoreUnavailable()
+                if live:
+                    self._transaction(conn, live)
+            finally:
+                if self._lock_fd is not None:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         except sqlite3.Error as exc:
             log.warning("sqlite store unavailable: %s", type(exc).__name__)
-            raise StoreUnavailable() from exc
+            for op in batch:
+                op.error = _unavailable(exc)
+
+    def _transaction(self, conn: sqlite3.Connection, ops: list[_Op[Any]]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._maybe_purge(conn)
+            for op in ops:
+                conn.execute("SAVEPOINT op")
+                try:
+                    op.result = op.fn(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    op.error = _unavailable(exc) if isinstance(exc, sqlite3.Error) else exc
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _maybe_purge(self, conn: sqlite3.Connection) -> None:
         now = time.time()
@@ -167,10 +258,16 @@ class SqliteStore:
         await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def close(self) -> None:
+        # Let queued operations finish first: they are answers somebody waits for.
+        await asyncio.gather(*(op.future for op in self._pending), return_exceptions=True)
+
         def shut() -> None:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
         await asyncio.get_running_loop().run_in_executor(self._executor, shut)
         self._executor.shutdown(wait=True)
