@@ -196,7 +196,7 @@ async def test_request_id_joins_a_requests_lines(
     await svc.request("+12125550149", headers={"X-Request-ID": "join-me"})
     lines = json_lines(capfd.readouterr().err)
     loggers = {line["logger"] for line in lines if line.get("request_id") == "join-me"}
-    assert {"otpgate.http", "otpgate.access"} <= loggers
+    assert {"otpgate.store.redis", "otpgate.access"} <= loggers
 
 
 async def test_text_format_is_readable(

@@ -43,11 +43,6 @@ VERIFY_OK = "OTP verified successfully."
 Handler = Callable[[Request], Awaitable[Response]]
 Outcome = tuple[Response, WindowHit | None]
 
-# Dependency failures are worth an operator's attention; client errors are routine
-# and already on the access line with their code. SMS provider failures are logged
-# by the sender itself, with their cause and only once per outage.
-_OPERATOR_CODES = frozenset({"store_unavailable"})
-
 
 def json_response(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
@@ -88,8 +83,6 @@ class OtpApi:
             except HttpError as exc:
                 return await self._malformed(exc, window)
             except OtpError as exc:
-                if exc.code in _OPERATOR_CODES:
-                    log.error("refused", extra={"route": route, "code": exc.code})
                 return otp_error_response(exc, self._headers(exc.window_hit))
             except ClientDisconnect:
                 return Response(status_code=499)  # nobody is listening any more

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from otpgate.domain.errors import SmsUnavailable
+from otpgate.outage import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,10 @@ class Retrier:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        name: str = "SMS provider",
     ) -> None:
         self.policy = policy
+        self.outage = OutageLog(log, name)
         self._clock = clock
         self._sleep = sleep
         self._jitter = jitter
@@ -103,14 +106,14 @@ class SendBudget:
         r = self._r
         if self.attempts and r.now() >= self.deadline:
             # An earlier call of this send used the whole budget: do not start another.
-            log.warning("%s: not attempted, the send's time budget is spent", what)
+            r.outage.failed(f"{what}: not attempted, the send's time budget is spent")
             raise SmsUnavailable(retry_after=_client_retry_after(r.policy.base_delay))
         tries = 0
         while True:
             tries += 1
             self.attempts += 1
             try:
-                return await attempt()
+                result = await attempt()
             except ProviderUnavailable as exc:
                 delay = r.delay(tries, exc.retry_after)
                 if (
@@ -118,12 +121,15 @@ class SendBudget:
                     or tries >= r.policy.max_attempts
                     or r.now() + delay >= self.deadline
                 ):
-                    log.warning("%s: giving up after %d attempt(s): %s", what, tries, exc.reason)
+                    r.outage.failed(f"{what}: {exc.reason} ({tries} attempt(s))")
                     raise SmsUnavailable(retry_after=_client_retry_after(delay)) from exc
-                log.info(
+                log.debug(
                     "%s: attempt %d failed (%s), retrying in %.2fs", what, tries, exc.reason, delay
                 )
                 await r.sleep(delay)
+            else:
+                r.outage.ok()
+                return result
 
 
 def _client_retry_after(delay: float) -> int:

@@ -1,0 +1,67 @@
+"""An outage writes one error when it starts and one line with a count when it ends."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from otpgate.outage import OutageLog
+from tests.conftest import ServiceFactory
+from tests.http_stub import Reply, StubServer
+from tests.test_webhook import accepted, receiver, webhook_at
+
+
+def test_one_error_per_outage_and_one_line_when_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [100.0]
+    outage = OutageLog(logging.getLogger("test.outage"), "the store", clock=lambda: now[0])
+    with caplog.at_level(logging.DEBUG, logger="test.outage"):
+        outage.ok()  # nothing was down: nothing to say
+        for _ in range(50):
+            outage.failed("connection refused")
+        now[0] += 7.5
+        outage.ok()
+        outage.ok()
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.levelname, r.getMessage()) for r in loud] == [
+        (
+            "ERROR",
+            "the store unavailable: connection refused; requests that need it are refused "
+            "until it answers",
+        ),
+        ("WARNING", "the store available again after 7.5s; 50 operation(s) failed meanwhile"),
+    ]
+    assert loud[1].failed_operations == 50  # type: ignore[attr-defined]
+    assert not outage.down
+
+
+async def test_an_sms_outage_writes_two_lines_whatever_the_traffic(
+    make_service: ServiceFactory, stub_server: StubServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver(stub_server, lambda _: Reply(503))
+    service = await make_service(
+        real_sender=True,
+        **webhook_at(stub_server.url, otp_resend_cooldown_seconds=0, sms_retry_max_attempts=1),
+    )
+    with caplog.at_level(logging.INFO):
+        for i in range(6):
+            response = await service.request(f"+1212555012{i}")
+            assert response.json()["code"] == "sms_provider_unavailable"
+        receiver(stub_server, lambda _: accepted())
+        assert (await service.request("+12125550129")).status_code == 200
+    outage_lines = [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.WARNING
+        and r.name.startswith("otpgate")
+        and r.name != "otpgate.access"  # 5xx access lines are warnings themselves
+    ]
+    assert [r.levelname for r in outage_lines] == ["ERROR", "WARNING"], [
+        r.getMessage() for r in outage_lines
+    ]
+    assert outage_lines[1].failed_operations == 6  # type: ignore[attr-defined]
+    # ...while every refused request still has its own access line, with its code.
+    refused = [r for r in caplog.records if getattr(r, "code", None) == "sms_provider_unavailable"]
+    assert len(refused) == 6
