@@ -15,7 +15,8 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from otpgate.http.server_protocol import RESPOND, CoalescingTransport, HttpProtocol
+from otpgate.http.respond import RESPOND
+from otpgate.http.server_protocol import CoalescingTransport, HttpProtocol
 from tests.conftest import ServiceFactory
 from tests.service_process import ServiceProcess
 

@@ -28,8 +28,8 @@ from otpgate.http.errors import HTTP_CODES, error_response
 from otpgate.http.middleware import ObservabilityMiddleware
 from otpgate.http.openapi import build_openapi, swagger_html
 from otpgate.http.ops import ops_routes, serves_metrics_in_app
+from otpgate.http.respond import RESPOND
 from otpgate.http.schemas import verify_body_model
-from otpgate.http.server_protocol import RESPOND
 from otpgate.wiring import Components
 
 log = logging.getLogger("otpgate.http")

@@ -21,7 +21,7 @@ from otpgate import metrics
 from otpgate.domain.errors import RateLimited, TooManyAttempts
 from otpgate.domain.limits import LIMIT_MESSAGES
 from otpgate.http.client_ip import ClientIpResolver
-from otpgate.http.server_protocol import RESPOND, Respond
+from otpgate.http.respond import RESPOND, Respond
 from otpgate.logs import log_fields
 from otpgate.metric_tally import CounterTally, HistogramTally, counter_tally, histogram_tally
 from otpgate.request_context import RequestInfo, current_request

@@ -17,7 +17,6 @@ changes: parsing, keep-alive, pipelining and shutdown stay uvicorn's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from functools import partial
 from typing import Any, cast
 
@@ -27,9 +26,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-# scope["extensions"][RESPOND](status, headers, body): the whole response at once.
-RESPOND = "otpgate.respond"
-Respond = Callable[[int, list[tuple[bytes, bytes]], bytes], None]
+from otpgate.http.respond import RESPOND, Respond
 
 _CONTINUE = b"HTTP/1.1 100 "
 _HEAD_START = b"HTTP/1."
