@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
-import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
@@ -48,15 +46,13 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ReadTimeoutError,
 )
-from botocore.httpsession import ProxyConfiguration, get_cert_path
-from botocore.utils import get_environ_proxies
 
 from otpgate import __version__
 from otpgate.domain.errors import OtpError, SmsFailed, SmsOptedOut, SmsRejected
 from otpgate.sms.health import ProblemLatch, redact
 from otpgate.sms.retry import ProviderUnavailable, Retrier, RetryPolicy
 from otpgate.sms.sigv4 import Credentials, SigningCredentials
-from otpgate.sms.sns_publish import PublishFailed, PublishRefused, SnsPublisher
+from otpgate.sms.sns_publish import PublishFailed, PublishRefused, SnsPublisher, publisher_for
 
 log = logging.getLogger(__name__)
 
@@ -202,29 +198,18 @@ class SnsSender:
         return self._publisher
 
     async def _publisher_for(self, client: Any) -> SnsPublisher:
-        """Publish to the client's endpoint and region, through its proxy and CA bundle."""
-        endpoint: str = client.meta.endpoint_url
-        proxies = ProxyConfiguration(proxies=get_environ_proxies(endpoint))
-        proxy = proxies.proxy_url_for(endpoint)
-        ssl_context = None
-        if endpoint.startswith("https:"):
-            try:
-                # Loading a CA bundle reads files: off the event loop.
-                ssl_context = await asyncio.to_thread(_tls_context, self._session)
-            except OSError as exc:  # ssl.SSLError included
-                self._health.fail("sns: the CA bundle cannot be loaded", redact(exc))
-                raise SmsFailed() from exc
-        return SnsPublisher(
-            endpoint,
-            region=client.meta.region_name,
-            attributes=self._attributes,
-            connect_timeout=self._connect_timeout,
-            read_timeout=self._read_timeout,
-            user_agent=f"otpgate/{__version__}",
-            ssl_context=ssl_context,
-            proxy=proxy,
-            proxy_headers=proxies.proxy_headers_for(proxy) if proxy else None,
-        )
+        try:
+            return await publisher_for(
+                client,
+                self._session,
+                attributes=self._attributes,
+                connect_timeout=self._connect_timeout,
+                read_timeout=self._read_timeout,
+                user_agent=f"otpgate/{__version__}",
+            )
+        except OSError as exc:  # ssl.SSLError included
+            self._health.fail("sns: the CA bundle cannot be loaded", redact(exc))
+            raise SmsFailed() from exc
 
     async def send(self, phone: str, message: str) -> str:
         try:
@@ -336,15 +321,6 @@ class SnsSender:
             self._publisher = None
         await self._stack.aclose()
         self._client = None
-
-
-def _tls_context(session: Any) -> ssl.SSLContext:
-    """Trust what botocore trusts: AWS_CA_BUNDLE (or the profile's ca_bundle),
-    REQUESTS_CA_BUNDLE, else the CA bundle botocore ships with (certifi)."""
-    verify = (
-        session.get_config_variable("ca_bundle") or os.environ.get("REQUESTS_CA_BUNDLE") or True
-    )
-    return ssl.create_default_context(cafile=get_cert_path(verify))
 
 
 def _bad_parameter(code: str, detail: str) -> OtpError:

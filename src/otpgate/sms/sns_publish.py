@@ -5,8 +5,9 @@ validated, endpoint ruleset run, event hooks, signing through ``AWSRequest``),
 which made it the limit of the request-otp endpoint. This module sends the same
 Query-API request directly: the form body is built from a part encoded once plus
 the number and the text, signed by ``otpgate.sms.sigv4``, and posted over one
-``aiohttp`` session. The sender (``otpgate.sms.sns``) configures it from its
-aiobotocore client (endpoint, region, credentials) and maps the outcomes.
+``aiohttp`` session. ``publisher_for`` configures it from the sender's aiobotocore
+client (endpoint, region, proxy, CA bundle, as botocore resolves them); the sender
+(``otpgate.sms.sns``) signs with the client's credentials and maps the outcomes.
 
 One attempt ends in one of:
 
@@ -28,14 +29,19 @@ in the normal course of things.
 
 from __future__ import annotations
 
+import asyncio
 import html
+import os
 import re
 import ssl
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 import orjson
+from botocore.httpsession import ProxyConfiguration, get_cert_path
+from botocore.utils import get_environ_proxies
 
 from otpgate.sms.retry import ProviderUnavailable
 from otpgate.sms.sigv4 import FormSigner, SigningCredentials
@@ -157,6 +163,46 @@ class SnsPublisher:
 
     async def close(self) -> None:
         await self._session.close()
+
+
+async def publisher_for(
+    client: Any,
+    session: Any,
+    *,
+    attributes: Mapping[str, Mapping[str, str]],
+    connect_timeout: float,
+    read_timeout: float,
+    user_agent: str,
+) -> SnsPublisher:
+    """Publish to the aiobotocore ``client``'s endpoint and region, through the proxy and
+    CA bundle botocore would use for it. OSError: the CA bundle cannot be loaded."""
+    endpoint: str = client.meta.endpoint_url
+    proxies = ProxyConfiguration(proxies=get_environ_proxies(endpoint))
+    proxy = proxies.proxy_url_for(endpoint)
+    ssl_context = None
+    if endpoint.startswith("https:"):
+        # Loading a CA bundle reads files: off the event loop.
+        ssl_context = await asyncio.to_thread(_tls_context, session)
+    return SnsPublisher(
+        endpoint,
+        region=client.meta.region_name,
+        attributes=attributes,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        user_agent=user_agent,
+        ssl_context=ssl_context,
+        proxy=proxy,
+        proxy_headers=proxies.proxy_headers_for(proxy) if proxy else None,
+    )
+
+
+def _tls_context(session: Any) -> ssl.SSLContext:
+    """Trust what botocore trusts: AWS_CA_BUNDLE (or the profile's ca_bundle),
+    REQUESTS_CA_BUNDLE, else the CA bundle botocore ships with (certifi)."""
+    verify = (
+        session.get_config_variable("ca_bundle") or os.environ.get("REQUESTS_CA_BUNDLE") or True
+    )
+    return ssl.create_default_context(cafile=get_cert_path(verify))
 
 
 def request_url(endpoint_url: str) -> str:
