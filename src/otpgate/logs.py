@@ -8,6 +8,7 @@ request bodies (the SMS text, so the code) and signed headers (the AWS key id).
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 import time
@@ -104,6 +105,29 @@ def log_fields(logger: logging.Logger, level: int, msg: str, fields: dict[str, A
             handler.release()
     except Exception:
         logger.log(level, msg, extra=fields)  # let logging report the failure its own way
+
+
+def unavailable() -> str | None:
+    """Why ``log_fields`` cannot write lines itself with this logging, or None when it can.
+
+    It walks the logger tree and writes under the handler's lock by itself; this
+    checks, on a throwaway logger and handler (neither is registered anywhere),
+    that the fields and methods it uses are there.
+    """
+    logger = logging.Logger("otpgate.check")
+    for name in ("filters", "handlers", "propagate", "parent", "name"):
+        if not hasattr(logger, name):
+            return f"Logger has no {name}"
+    handler = logging.StreamHandler(io.StringIO())
+    for name in ("level", "filters", "formatter", "stream", "terminator"):
+        if not hasattr(handler, name):
+            return f"StreamHandler has no {name}"
+    for name in ("acquire", "release"):
+        if not callable(getattr(handler, name, None)):
+            return f"StreamHandler has no {name}()"
+    if logging.getLevelName(logging.INFO) != "INFO":
+        return "getLevelName no longer names the levels"
+    return None
 
 
 def _sole_handler(logger: logging.Logger, level: int) -> logging.Handler | None:

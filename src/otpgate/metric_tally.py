@@ -13,8 +13,11 @@ Everything runs on the worker's event loop thread, so nothing here is locked.
 from __future__ import annotations
 
 import asyncio
+import math
 from bisect import bisect_left
 from typing import Any, TypeVar
+
+from otpgate.fast_path import unmentioned
 
 FLUSH_INTERVAL_SECONDS = 1.0
 
@@ -70,6 +73,40 @@ class HistogramTally:
                 counts[index] = 0
         self._child._sum.inc(self._sum)
         self._sum = 0.0
+
+
+def unavailable() -> str | None:
+    """Why tallies cannot be flushed into the installed prometheus_client, or None.
+
+    ``HistogramTally`` reads a child's bucket bounds and adds to its per-bucket
+    values and its sum directly. Checked without counting anything anywhere: that
+    ``Histogram.observe`` still works on those three fields and their ``inc``, and
+    that a labelled Histogram in a private registry (a parent: it makes no child
+    and no value) still keeps its bounds there. When values live in memory (not
+    in the multi-process files, which any child would write to), a throwaway child
+    also takes a flush and must show what observing each value would.
+    """
+    from prometheus_client import CollectorRegistry, Histogram, values
+
+    missing = unmentioned(Histogram.observe, ("_upper_bounds", "_buckets", "_sum", "inc"))
+    if missing:
+        return f"Histogram.observe no longer uses {', '.join(missing)}"
+    if not callable(getattr(values.ValueClass, "inc", None)):
+        return "metric values have no inc()"
+    name, bounds = "otpgate_tally_check", (0.5, 1.0)
+    parent = Histogram(name, "check", ["x"], buckets=bounds, registry=CollectorRegistry())
+    if getattr(parent, "_upper_bounds", None) != [*bounds, math.inf]:
+        return "Histogram._upper_bounds is not its bucket bounds, +Inf last"
+    if values.ValueClass is getattr(values, "MutexValue", None):
+        registry = CollectorRegistry()
+        tally = HistogramTally(Histogram(name, "check", buckets=bounds, registry=registry))
+        for value in (0.25, 0.75, 2.0):
+            tally.observe(value)
+        tally.flush()
+        counts = [registry.get_sample_value(f"{name}_bucket", {"le": le}) for le in ("0.5", "+Inf")]
+        if counts != [1, 3] or registry.get_sample_value(f"{name}_sum") != 3.0:
+            return "a flushed tally does not add up to the values observed"
+    return None
 
 
 Tally = CounterTally | HistogramTally

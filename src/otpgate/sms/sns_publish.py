@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import inspect
 import os
 import re
 import ssl
@@ -55,6 +56,60 @@ _HEAD = b"Action=Publish&Version=2010-03-31&PhoneNumber="
 _ERROR_CODE = re.compile(r"<Code>(.*?)</Code>", re.DOTALL)
 _ERROR_MESSAGE = re.compile(r"<Message>(.*?)</Message>", re.DOTALL)
 _ID_OPEN, _ID_CLOSE = b"<MessageId>", b"</MessageId>"
+
+
+# What publish() catches, by name: each must still exist in the installed aiohttp.
+_AIOHTTP_ERRORS = (
+    "ClientConnectorCertificateError",
+    "ClientHttpProxyError",
+    "ClientConnectorError",
+    "ConnectionTimeoutError",
+    "ClientError",
+)
+# The keyword arguments SnsPublisher passes, by the callable that takes them.
+_AIOHTTP_OPTIONS = (
+    ("ClientSession", ("connector", "timeout", "trust_env", "headers")),
+    ("TCPConnector", ("limit", "keepalive_timeout", "ssl")),
+    ("ClientTimeout", ("total", "sock_connect", "sock_read")),
+)
+
+
+def unavailable() -> str | None:
+    """Why this Publish path cannot run on the installed libraries, or None when it can.
+
+    Checks, without a session, a client or any I/O, what it uses beyond
+    aiobotocore's client: botocore's proxy and CA bundle helpers (``publisher_for``),
+    the frozen credentials the sender signs with, and the aiohttp options and errors
+    named here. (Importing this module already checked that the helpers exist.)
+    """
+    from aiobotocore.credentials import AioCredentials
+    from botocore.credentials import ReadOnlyCredentials
+
+    for name, function, parameters in (
+        ("ProxyConfiguration", ProxyConfiguration, ["proxies"]),
+        ("get_cert_path", get_cert_path, ["verify"]),
+        ("get_environ_proxies", get_environ_proxies, ["url"]),
+    ):
+        if list(inspect.signature(function).parameters)[: len(parameters)] != parameters:
+            return f"botocore's {name} no longer takes ({', '.join(parameters)})"
+    for method in ("proxy_url_for", "proxy_headers_for"):
+        if not callable(getattr(ProxyConfiguration, method, None)):
+            return f"botocore's ProxyConfiguration.{method} is gone"
+    if not inspect.iscoroutinefunction(getattr(AioCredentials, "get_frozen_credentials", None)):
+        return "aiobotocore's credentials have no async get_frozen_credentials"
+    if not {"access_key", "secret_key", "token"} <= set(
+        getattr(ReadOnlyCredentials, "_fields", ())
+    ):
+        return "botocore's frozen credentials lack access_key, secret_key or token"
+    for name in _AIOHTTP_ERRORS:
+        if not isinstance(getattr(aiohttp, name, None), type):
+            return f"aiohttp.{name} is gone"
+    for name, options in _AIOHTTP_OPTIONS:
+        accepted = inspect.signature(getattr(aiohttp, name)).parameters
+        missing = [option for option in options if option not in accepted]
+        if missing:
+            return f"aiohttp.{name} takes no {', '.join(missing)}"
+    return None
 
 
 class PublishRefused(Exception):
