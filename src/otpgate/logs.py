@@ -107,6 +107,11 @@ def log_fields(logger: logging.Logger, level: int, msg: str, fields: dict[str, A
         logger.log(level, msg, extra=fields)  # let logging report the failure its own way
 
 
+def log_record(logger: logging.Logger, level: int, msg: str, fields: dict[str, Any]) -> None:
+    """``log_fields`` without its fast path: always an ordinary record."""
+    logger.log(level, msg, extra=fields)
+
+
 def unavailable() -> str | None:
     """Why ``log_fields`` cannot write lines itself with this logging, or None when it can.
 

@@ -8,6 +8,12 @@ plain numbers; ``flush_all`` moves them into the real metrics once a second
 of another worker's numbers may therefore be up to a second behind.
 
 Everything runs on the worker's event loop thread, so nothing here is locked.
+
+With this fast path off (see otpgate/fast_path.py), ``counter`` and ``histogram``
+hand out the metric children themselves: no tally is made, nothing waits for a
+flush, and each request updates the metrics through their public ``inc`` and
+``observe``. Tallies are kept per child, for the whole process: apps of both kinds
+in one process (tests) count the same totals.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 from bisect import bisect_left
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from otpgate.fast_path import unmentioned
 
@@ -130,6 +136,28 @@ def counter_tally(child: Any) -> CounterTally:
 
 def histogram_tally(child: Any) -> HistogramTally:
     return _tally(child, HistogramTally)
+
+
+class Counts(Protocol):
+    """What a request counts into: a ``CounterTally``, or a Counter child itself."""
+
+    def inc(self) -> None: ...
+
+
+class Observes(Protocol):
+    """What a request times into: a ``HistogramTally``, or a Histogram child itself."""
+
+    def observe(self, value: float) -> None: ...
+
+
+def counter(child: Any, *, tallied: bool) -> Counts:
+    """``child``'s tally when requests are tallied; else ``child``, counted at once."""
+    return counter_tally(child) if tallied else child
+
+
+def histogram(child: Any, *, tallied: bool) -> Observes:
+    """``child``'s tally when requests are tallied; else ``child``, observed at once."""
+    return histogram_tally(child) if tallied else child
 
 
 def flush_all() -> None:

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from otpgate import fast_path
 from otpgate.domain.codes import CodeHasher
 from otpgate.domain.limits import AbusePolicy, Lockout, PumpingGuard
 from otpgate.domain.message import MessageTemplate
@@ -163,7 +164,8 @@ def instrument(
         return store, sender
     from otpgate.metrics import MeteredSender, MeteredStore
 
-    return MeteredStore(store), MeteredSender(sender)
+    tallied = fast_path.enabled(fast_path.METRIC_TALLIES, settings.fast_path)
+    return MeteredStore(store, tallied=tallied), MeteredSender(sender, tallied=tallied)
 
 
 def build_message(settings: Settings) -> MessageTemplate:

@@ -2,8 +2,8 @@
 
 The two API routes (``http/api.py``) are dispatched by exact path before
 Starlette (``http/fast_routes.py``); everything else (docs, probes, 404/405)
-is a plain Starlette app. The observability middleware wraps both, so every
-answer is logged and counted.
+is a plain Starlette app. With that fast path off, Starlette routes them too.
+The observability middleware wraps both, so every answer is logged and counted.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from otpgate import metric_tally
+from otpgate import fast_path, metric_tally
 from otpgate.http.api import OtpApi, json_response
 from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.errors import HTTP_CODES, error_response
@@ -38,6 +38,14 @@ log = logging.getLogger("otpgate.http")
 
 def create_app(components: Components) -> ASGIApp:
     settings = components.settings
+    # Each fast path, or its stock equivalent (see otpgate/fast_path.py).
+    fast_routes = fast_path.enabled(fast_path.ROUTES, settings.fast_path)
+    direct_log = settings.access_log and fast_path.enabled(
+        fast_path.ACCESS_LINE, settings.fast_path
+    )
+    tallied = settings.metrics_enabled and fast_path.enabled(
+        fast_path.METRIC_TALLIES, settings.fast_path
+    )
     client_ip = ClientIpResolver(settings.trusted_proxies)
     api = OtpApi(components, client_ip).routes()
     verify_model = verify_body_model(settings.otp_length)
@@ -64,11 +72,7 @@ def create_app(components: Components) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        flusher = (
-            asyncio.create_task(metric_tally.flush_periodically())
-            if settings.metrics_enabled
-            else None
-        )
+        flusher = asyncio.create_task(metric_tally.flush_periodically()) if tallied else None
         try:
             yield
         finally:
@@ -86,18 +90,23 @@ def create_app(components: Components) -> ASGIApp:
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/docs", docs, methods=["GET"]),
-            *ops_routes(components),
+            *ops_routes(components, flush_tallies=tallied),
         ],
         exception_handlers={HTTPException: http_exception, Exception: unexpected},
         lifespan=lifespan,
     )
-    fast = {("POST", path): handler for path, handler in api.items()}
-    fast["GET", "/health"] = health
+    served: ASGIApp = app
+    if fast_routes:
+        fast = {("POST", path): handler for path, handler in api.items()}
+        fast["GET", "/health"] = health
+        served = FastRoutes(fast, app)
     # Outermost, so that a 500 too gets its request id, access line and count.
     return ObservabilityMiddleware(
-        FastRoutes(fast, app),
+        served,
         routes=[route.path for route in app.routes if isinstance(route, Route)],
         client_ip=client_ip,
         access_log_enabled=settings.access_log,
         metrics_enabled=settings.metrics_enabled,
+        direct_log=direct_log,
+        tallied=tallied,
     )
