@@ -25,9 +25,11 @@ from otpgate.http.app import create_app
 from otpgate.http.fast_routes import FastRoutes
 from otpgate.http.middleware import ObservabilityMiddleware
 from otpgate.sms import sns_publish
-from otpgate.wiring import Components, build_components
+from otpgate.sms.sns import SnsSender
+from otpgate.wiring import Components, build_components, sns_config
 from tests.conftest import make_settings
 from tests.fakes import CapturingSender
+from tests.http_stub import StubServer, publish_ok
 
 
 @pytest.fixture(autouse=True)
@@ -404,3 +406,68 @@ async def test_both_modes_answer_log_and_count_alike(
         rename(k): v for k, v in stock_counts.items()
     }
     assert {k[0] for k in fast_counts} >= sends | {"otpgate_http_requests_total"}
+
+
+# -- SNS Publish ------------------------------------------------------------------------------
+
+
+def no_publisher(*args: Any, **kwargs: Any) -> Any:
+    pytest.fail("the fast Publish path was used")
+
+
+@pytest.mark.parametrize("reason", [None, "aiohttp.ClientTimeout takes no sock_read"])
+async def test_sns_publish_on_the_stock_path(
+    tmp_path: Path,
+    stub_server: StubServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    reason: str | None,
+) -> None:
+    """FAST_PATH=false (no reason), or a failed check: aiobotocore's publish sends the SMS."""
+    monkeypatch.setattr(sns_publish, "SnsPublisher", no_publisher)
+    monkeypatch.setattr(sns_publish, "unavailable", lambda: reason)
+    stub_server.respond = lambda _: publish_ok()
+    settings = make_settings(
+        tmp_path,
+        fast_path=reason is not None,
+        sms_provider="sns",
+        sns_endpoint_url=stub_server.url,
+        aws_access_key_id="AKIDTEST",
+        aws_secret_access_key="secret",
+    )
+    with caplog.at_level(logging.WARNING, logger="otpgate.fast_path"):
+        config = sns_config(settings)
+        assert config.fast_path is False
+        sns_config(settings)  # asked again: decided already
+    warnings = [r.getMessage() for r in caplog.records if r.name == "otpgate.fast_path"]
+    if reason is None:
+        assert warnings == []
+    else:
+        [warning] = warnings
+        assert "otpgate.sms.sns_publish" in warning and reason in warning
+    sender = SnsSender(config)
+    try:
+        assert await sender.send(PHONE, "123456 is your code") == "stub-message-1"
+    finally:
+        await sender.close()
+    [request] = stub_server.received
+    assert request.form["Action"] == "Publish"
+    assert request.headers["user-agent"].startswith("aiobotocore/")  # the SDK's own request
+
+
+async def test_sns_publish_on_the_fast_path(tmp_path: Path, stub_server: StubServer) -> None:
+    stub_server.respond = lambda _: publish_ok()
+    settings = make_settings(
+        tmp_path,
+        sms_provider="sns",
+        sns_endpoint_url=stub_server.url,
+        aws_access_key_id="AKIDTEST",
+        aws_secret_access_key="secret",
+    )
+    sender = SnsSender(sns_config(settings))
+    try:
+        assert await sender.send(PHONE, "123456 is your code") == "stub-message-1"
+    finally:
+        await sender.close()
+    [request] = stub_server.received
+    assert request.headers["user-agent"].startswith("otpgate/")

@@ -110,6 +110,7 @@ def sns_config(settings: Settings) -> SnsConfig:
         read_timeout=settings.sms_read_timeout_seconds,
         credentials=credentials,
         retry=retry_policy(settings),
+        fast_path=fast_path.enabled(fast_path.SNS_PUBLISH, settings.fast_path),
     )
 
 
