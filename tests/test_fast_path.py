@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http import httptools_impl
 
 from otpgate import fast_path, logs, metric_tally
+from otpgate.cli import uvicorn_config
 from otpgate.fast_path import PARTS, Part
 from otpgate.http import fast_routes, middleware, server_protocol
 from otpgate.http.app import create_app
@@ -471,3 +472,26 @@ async def test_sns_publish_on_the_fast_path(tmp_path: Path, stub_server: StubSer
         await sender.close()
     [request] = stub_server.received
     assert request.headers["user-agent"].startswith("otpgate/")
+
+
+# -- the server protocol, chosen by `otpgate serve` before uvicorn starts ----------------------
+
+
+def test_serve_configures_the_protocol(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    ours = "otpgate.http.server_protocol:HttpProtocol"
+    assert uvicorn_config(make_settings(tmp_path), "127.0.0.1", 3000)["http"] == ours
+
+    monkeypatch.setattr(server_protocol, "unavailable", lambda: pytest.fail("checked"))
+    stock = uvicorn_config(make_settings(tmp_path, fast_path=False), "127.0.0.1", 3000)
+    assert "http" not in stock  # uvicorn's default
+
+    monkeypatch.setattr(fast_path, "_reasons", {})
+    monkeypatch.setattr(server_protocol, "unavailable", lambda: "STATUS_LINE is gone")
+    with caplog.at_level(logging.WARNING, logger="otpgate.fast_path"):
+        fallback = uvicorn_config(make_settings(tmp_path), "127.0.0.1", 3000)
+    assert fallback == stock
+    [warning] = caplog.records
+    assert "otpgate.http.server_protocol" in warning.getMessage()
+    assert "STATUS_LINE is gone" in warning.getMessage()
