@@ -49,15 +49,12 @@ TOKEN = "FwoGZXIvYXdzEJr//////////wEaDOm+/="
 Factory = Callable[..., SnsSender]
 
 
-@pytest.fixture(params=[True, False], ids=["fast", "stock"])
-def fast_path(request: pytest.FixtureRequest) -> bool:
-    """Publish through sns_publish, or through aiobotocore's own publish."""
-    return bool(request.param)
-
-
 @pytest.fixture
 async def make_sender(fast_path: bool) -> AsyncIterator[Factory]:
-    """SnsSenders with tight timeouts and a quick retry budget, closed at teardown."""
+    """SnsSenders with tight timeouts and a quick retry budget, closed at teardown.
+
+    Both ways to publish (conftest's ``fast_path``): sns_publish, or aiobotocore's own.
+    """
     made: list[SnsSender] = []
 
     def factory(url: str | None, **overrides: Any) -> SnsSender:
