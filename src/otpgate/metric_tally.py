@@ -12,8 +12,10 @@ Everything runs on the worker's event loop thread, so nothing here is locked.
 With this fast path off (see otpgate/fast_path.py), ``counter`` and ``histogram``
 hand out the metric children themselves: no tally is made, nothing waits for a
 flush, and each request updates the metrics through their public ``inc`` and
-``observe``. Tallies are kept per child, for the whole process: apps of both kinds
-in one process (tests) count the same totals.
+``observe``. Tallies are kept per child for the whole process, so several apps in
+one process (as in tests, which seldom run an app's lifespan) share them: a flush
+from any of them moves every pending count once, and an app on the stock path
+leaves nothing pending.
 """
 
 from __future__ import annotations

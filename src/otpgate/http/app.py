@@ -39,7 +39,7 @@ log = logging.getLogger("otpgate.http")
 def create_app(components: Components) -> ASGIApp:
     settings = components.settings
     # Each fast path, or its stock equivalent (see otpgate/fast_path.py).
-    fast_routes = fast_path.enabled(fast_path.ROUTES, settings.fast_path)
+    dispatch_first = fast_path.enabled(fast_path.ROUTES, settings.fast_path)
     direct_log = settings.access_log and fast_path.enabled(
         fast_path.ACCESS_LINE, settings.fast_path
     )
@@ -96,7 +96,7 @@ def create_app(components: Components) -> ASGIApp:
         lifespan=lifespan,
     )
     served: ASGIApp = app
-    if fast_routes:
+    if dispatch_first:
         fast = {("POST", path): handler for path, handler in api.items()}
         fast["GET", "/health"] = health
         served = FastRoutes(fast, app)

@@ -261,7 +261,7 @@ class SnsSender:
 
     async def _publish(self, phone: str, message: str) -> str | None:
         """One attempt, with credentials fetched per attempt so refreshed ones take effect."""
-        from otpgate.sms.sns_publish import PublishFailed, PublishRefused
+        from otpgate.sms.sns_publish import PublishFailed, PublishRefused  # loaded by _ready
 
         assert self._publisher is not None
         try:
