@@ -155,18 +155,39 @@ class Service:
 ServiceFactory = Callable[..., Awaitable[Service]]
 
 
+@pytest.fixture(params=[True, False], ids=["fast", "stock"])
+def fast_path(request: pytest.FixtureRequest) -> bool:
+    """FAST_PATH for the apps ``make_service`` builds: every fast path, or none.
+
+    A module whose subject has no fast path can pin it with a fixture of its own.
+    """
+    return bool(request.param)
+
+
+# For a module whose fast paths do not depend on the store (SNS delivery): both modes on
+# SQLite, and the fast one on Redis too. Used as the module's ``pytestmark``.
+STOCK_ON_SQLITE_ONLY = pytest.mark.parametrize(
+    ("store_kind", "fast_path"),
+    [("sqlite", True), ("redis", True), ("sqlite", False)],
+    ids=["sqlite-fast", "redis-fast", "sqlite-stock"],
+    indirect=True,
+)
+
+
 @pytest.fixture
 async def make_service(
-    tmp_path: Path, store_settings: dict[str, Any]
+    tmp_path: Path, store_settings: dict[str, Any], fast_path: bool
 ) -> AsyncIterator[ServiceFactory]:
-    """Build apps on the parametrised store; every app is closed at teardown."""
+    """Build apps on the parametrised store and FAST_PATH; every app is closed at teardown."""
     opened: list[Service] = []
 
     async def factory(
         sender: SmsSender | None = None, *, real_sender: bool = False, **overrides: Any
     ) -> Service:
         """A CapturingSender unless given one, or ``real_sender`` builds it from settings."""
-        settings = make_settings(tmp_path, **{**store_settings, **overrides})
+        settings = make_settings(
+            tmp_path, **{**store_settings, "fast_path": fast_path, **overrides}
+        )
         if not real_sender:
             sender = sender or CapturingSender()
         components = build_components(settings, sender=sender)

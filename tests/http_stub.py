@@ -2,9 +2,10 @@
 
 Each test gives it a ``respond`` function that sees the parsed request and returns a
 ``Reply`` (status, body, headers), ``HANG`` to hold the connection open without
-answering until the server stops, or ``DROP`` to close the connection without
-answering. Every request is recorded, so a test can count attempts and read what
-the client sent. It also answers CONNECT, so it can stand in for an HTTP proxy.
+answering until the server stops, ``DROP`` to close the connection without
+answering, or ``RESET`` to reset it. Every request is recorded, so a test can count
+attempts and read what the client sent. It also answers CONNECT, so it can stand in
+for an HTTP proxy.
 
 Its port is bound when it is made but listened on only from ``start()``: until
 then connections to ``url`` are refused, as by a provider that is down, and the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +50,7 @@ class Reply:
 
 HANG = object()  # respond() returns this to never answer the request
 DROP = object()  # respond() returns this to close the connection without an answer
+RESET = object()  # respond() returns this to reset the connection (RST) without an answer
 
 
 # Answers in the AWS Query protocol, as SNS sends them.
@@ -105,6 +108,13 @@ class StubServer:
                     self.close_connection = True
                     return
                 if reply is DROP:
+                    self.close_connection = True
+                    return
+                if reply is RESET:
+                    # Linger 0: closing sends RST, after the client's request was read.
+                    linger = struct.pack("ii", 1, 0)
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                    self.connection.close()
                     self.close_connection = True
                     return
                 assert isinstance(reply, Reply)

@@ -82,12 +82,14 @@ async def test_full_flow_at_debug_logs_no_secret(
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
     logging_restored: None,
+    fast_path: bool,
 ) -> None:
     """Request, wrong code, right code, replay: the real SNS client, both stores, DEBUG."""
     phone = "+12125550147"
     settings = make_settings(
         tmp_path,
         **store_settings,
+        fast_path=fast_path,
         **{**sns_settings, "aws_access_key_id": AWS_KEY_ID, "aws_secret_access_key": AWS_SECRET},
         log_level="debug",
         log_format=log_format,
@@ -248,10 +250,11 @@ async def test_unexpected_error_is_500_with_request_id(
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
     logging_restored: None,
+    fast_path: bool,
 ) -> None:
     """A bug answers 500, is logged with its trace, and the lines share the request id."""
     configure_logging("info", json_lines=True)
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, fast_path=fast_path)
     components = build_components(settings, sender=FailingSender(RuntimeError("bug")))
     transport = httpx.ASGITransport(app=create_app(components), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://otpgate.test") as client:

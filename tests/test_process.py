@@ -18,7 +18,9 @@ from tests.service_process import OTPGATE, ServiceProcess, service_env
 pytestmark = pytest.mark.integration  # every test here starts `otpgate serve`
 
 
-def test_sigterm_drains_in_flight_request(tmp_path: Path, stub_server: StubServer) -> None:
+def test_sigterm_drains_in_flight_request(
+    tmp_path: Path, stub_server: StubServer, fast_path: bool
+) -> None:
     received, release = threading.Event(), threading.Event()
 
     def hold_publish(_: Received) -> Reply:
@@ -34,6 +36,7 @@ def test_sigterm_drains_in_flight_request(tmp_path: Path, stub_server: StubServe
         SNS_ENDPOINT_URL=stub_server.url,
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
+        FAST_PATH=str(fast_path).lower(),  # the server protocol and Publish, or the stock ones
     )
     try:
         server.wait_ready()

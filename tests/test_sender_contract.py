@@ -40,6 +40,7 @@ import redis
 from otpgate.domain import service as service_module
 from otpgate.domain.errors import SmsFailed, SmsRejected, SmsUnavailable
 from otpgate.http.api import REQUEST_OK, VERIFY_OK
+from otpgate.logs import NOISY_LIBRARIES, quiet_libraries
 from tests.conftest import Service, ServiceFactory
 from tests.http_stub import HANG, Received, Reply, StubServer, aws_error, publish_ok
 from tests.test_webhook import signature_ok
@@ -338,10 +339,16 @@ def issued_codes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    """Every record from every logger, at DEBUG, from the moment the service is built."""
+def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Every record at DEBUG, from the moment the service is built, with the client
+    libraries held at WARNING as the service's own logging set-up holds them (at DEBUG
+    botocore logs the Publish parameters, the SMS text included)."""
     caplog.set_level(logging.DEBUG)
-    return caplog
+    levels = {name: logging.getLogger(name).level for name in NOISY_LIBRARIES}
+    quiet_libraries(logging.DEBUG)
+    yield caplog
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 async def start(make_service: ServiceFactory, driver: Driver, outcome: str) -> Service:

@@ -10,14 +10,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import orjson
 import pytest
+import uvicorn
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from otpgate.http.server_protocol import RESPOND, CoalescingTransport, HttpProtocol
-from tests.conftest import ServiceFactory
-from tests.service_process import ServiceProcess
+from otpgate.cli import uvicorn_config
+from otpgate.http.respond import RESPOND
+from otpgate.http.server_protocol import CoalescingTransport, HttpProtocol
+from tests.conftest import ServiceFactory, make_settings
+from tests.service_process import ServiceProcess, free_port
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
 
@@ -93,8 +97,9 @@ def test_other_calls_reach_the_real_transport() -> None:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServiceProcess]:
-    proc = ServiceProcess(tmp_path)
+def server(tmp_path: Path, fast_path: bool) -> Iterator[ServiceProcess]:
+    """``otpgate serve``: with this protocol, or (FAST_PATH=false) uvicorn's own."""
+    proc = ServiceProcess(tmp_path, FAST_PATH=str(fast_path).lower())
     try:
         proc.wait_ready()
         yield proc
@@ -135,13 +140,14 @@ def test_keep_alive_answers_follow_each_other(server: ServiceProcess) -> None:
 
 
 async def test_hot_routes_answer_through_the_one_call_extension(
-    make_service: ServiceFactory,
+    make_service: ServiceFactory, fast_path: bool
 ) -> None:
     # What otpgate serve's protocol offers: the answer, request id included, arrives
-    # in one call and no ASGI message is sent.
+    # in one call and no ASGI message is sent. On the stock path (no FastRoutes) the
+    # extension goes unused and the same answer goes out as ASGI messages.
     svc = await make_service()
     calls: list[tuple[int, list[tuple[bytes, bytes]], bytes]] = []
-    sent: list[object] = []
+    sent: list[Any] = []
     body = b'{"phoneNumber": "+12125550123", "otp": "000000"}'
 
     async def receive() -> dict[str, object]:
@@ -159,8 +165,14 @@ async def test_hot_routes_answer_through_the_one_call_extension(
         "extensions": {RESPOND: lambda *args: calls.append(args)},
     }
     await svc.app(scope, receive, send)
-    assert sent == []
-    [(status, headers, answer)] = calls
+    if fast_path:
+        assert sent == []
+        [(status, headers, answer)] = calls
+    else:
+        assert calls == []
+        start, whole = sent
+        status, headers, answer = start["status"], start["headers"], whole["body"]
+        assert whole.get("more_body", False) is False
     assert status == 400
     assert orjson.loads(answer)["code"] == "invalid_code"
     names = dict(headers)
@@ -220,6 +232,36 @@ def test_connection_close_is_honoured(server: ServiceProcess) -> None:
         # Closed at once, not by the 5 s keep-alive timeout that would close it anyway.
         sock.settimeout(2)
         assert sock.recv(1) == b""
+
+
+async def test_the_served_protocol_follows_fast_path(tmp_path: Path, fast_path: bool) -> None:
+    """uvicorn as ``otpgate serve`` configures it: the one-call extension is offered
+    only on the fast path; FAST_PATH=false leaves uvicorn's own protocol."""
+    seen: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        seen.append(RESPOND in scope.get("extensions", {}))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    settings = make_settings(tmp_path, fast_path=fast_path)
+    config = uvicorn_config(settings, "127.0.0.1", free_port())
+    assert ("http" in config) == fast_path
+    server = uvicorn.Server(uvicorn.Config(**{**config, "app": app, "lifespan": "off"}))
+    serving = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(f"http://127.0.0.1:{config['port']}/")
+        assert answer.status_code == 204
+    finally:
+        server.should_exit = True
+        await serving
+    assert seen == [fast_path]
 
 
 async def test_a_finished_request_leaves_no_reference_cycle() -> None:

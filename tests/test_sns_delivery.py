@@ -18,9 +18,13 @@ import httpx
 import pytest
 
 from otpgate.domain.limits import Lockout
-from tests.conftest import Service, ServiceFactory
+from tests.conftest import STOCK_ON_SQLITE_ONLY, Service, ServiceFactory
 from tests.http_stub import HANG, Received, Reply, StubServer, aws_error, publish_ok
 from tests.sns_emulator import SnsEmulator
+
+# Both ways to publish (aiobotocore's own when FAST_PATH=false); the stores differ in
+# nothing the publish path does, so the stock one runs on SQLite only.
+pytestmark = STOCK_ON_SQLITE_ONLY
 
 PHONE = "+12125550142"
 OPTED_OUT = "+12125550199"  # the emulator reports numbers ending in 99 as opted out

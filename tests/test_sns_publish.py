@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import datetime
 import ipaddress
+import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
@@ -37,7 +38,7 @@ from otpgate.domain.errors import SmsFailed, SmsOptedOut, SmsRejected, SmsUnavai
 from otpgate.sms.retry import RetryPolicy
 from otpgate.sms.sns import SnsConfig, SnsSender
 from otpgate.sms.sns_publish import PublishForm, parse_error
-from tests.http_stub import DROP, Received, Reply, StubServer, aws_error, publish_ok
+from tests.http_stub import DROP, RESET, Received, Reply, StubServer, aws_error, publish_ok
 
 PHONE = "+12125550142"
 MESSAGE = "Código 123456 ✓ a&b=c+d%20 ?#\n@example.com #123456"
@@ -49,8 +50,11 @@ Factory = Callable[..., SnsSender]
 
 
 @pytest.fixture
-async def make_sender() -> AsyncIterator[Factory]:
-    """SnsSenders with tight timeouts and a quick retry budget, closed at teardown."""
+async def make_sender(fast_path: bool) -> AsyncIterator[Factory]:
+    """SnsSenders with tight timeouts and a quick retry budget, closed at teardown.
+
+    Both ways to publish (conftest's ``fast_path``): sns_publish, or aiobotocore's own.
+    """
     made: list[SnsSender] = []
 
     def factory(url: str | None, **overrides: Any) -> SnsSender:
@@ -61,6 +65,7 @@ async def make_sender() -> AsyncIterator[Factory]:
             "read_timeout": 0.5,
             "credentials": {"aws_access_key_id": KEY_ID, "aws_secret_access_key": SECRET},
             "retry": RetryPolicy(max_attempts=2, max_seconds=2.0, base_delay=0.01, max_delay=0.02),
+            "fast_path": fast_path,
             **overrides,
         }
         sender = SnsSender(SnsConfig(**options))
@@ -236,30 +241,50 @@ def json_reply(status: int, data: object) -> Reply:
     return Reply(status, orjson.dumps(data), {"content-type": "application/x-amz-json-1.0"})
 
 
+# Where aiobotocore's own publish (FAST_PATH=false) ends differently: it reads only the XML
+# error documents SNS sends, and follows redirects (this one to a closed port). SNS sends
+# neither JSON errors nor redirects; emulators and proxies might.
+UNREADABLE = (SmsFailed, 1)
+REDIRECT_FOLLOWED = (SmsUnavailable, 2)
+
+
 @pytest.mark.parametrize(
-    ("reply", "outcome", "attempts"),
+    ("reply", "outcome", "attempts", "stock"),
     [
-        (aws_error(400, "InvalidParameter", "Invalid parameter: PhoneNumber"), SmsRejected, 1),
-        (aws_error(400, "OptedOut", "Phone number is opted out"), SmsOptedOut, 1),
-        (aws_error(400, "InvalidParameter", "Invalid parameter: Message &amp; more"), SmsFailed, 1),
+        (
+            aws_error(400, "InvalidParameter", "Invalid parameter: PhoneNumber"),
+            SmsRejected,
+            1,
+            None,
+        ),
+        (aws_error(400, "OptedOut", "Phone number is opted out"), SmsOptedOut, 1, None),
+        (
+            aws_error(400, "InvalidParameter", "Invalid parameter: Message &amp; more"),
+            SmsFailed,
+            1,
+            None,
+        ),
         (
             json_reply(400, {"Error": {"Code": "ParameterValueInvalid", "Message": "PhoneNumber"}}),
             SmsRejected,
             1,
+            UNREADABLE,
         ),
         (
             json_reply(400, {"__type": "com.amazonaws.sns#Throttling", "message": "x"}),
             SmsUnavailable,
             2,
+            UNREADABLE,
         ),
-        (Reply(503, b""), SmsUnavailable, 2),
+        (Reply(503, b""), SmsUnavailable, 2, None),
         (
             Reply(502, b"<html><body>Bad Gateway</body></html>", {"content-type": "text/html"}),
             SmsUnavailable,
             2,
+            None,
         ),
-        (Reply(400, b"not a document"), SmsFailed, 1),
-        (Reply(301, b"", {"location": "http://127.0.0.1:9/"}), SmsFailed, 1),
+        (Reply(400, b"not a document"), SmsFailed, 1, None),
+        (Reply(301, b"", {"location": "http://127.0.0.1:9/"}), SmsFailed, 1, REDIRECT_FOLLOWED),
     ],
     ids=[
         "number-refused",
@@ -276,10 +301,14 @@ def json_reply(status: int, data: object) -> Reply:
 async def test_error_answers_map_like_the_client(
     make_sender: Factory,
     stub_server: StubServer,
+    fast_path: bool,
     reply: Reply,
     outcome: type[Exception],
     attempts: int,
+    stock: tuple[type[Exception], int] | None,
 ) -> None:
+    if not fast_path and stock is not None:
+        outcome, attempts = stock
     stub_server.respond = lambda _: reply
     sender = make_sender(stub_server.url)
     with pytest.raises(outcome):
@@ -291,9 +320,7 @@ async def test_error_answers_map_like_the_client(
 async def test_refused_credentials_set_the_problem(
     make_sender: Factory, stub_server: StubServer
 ) -> None:
-    stub_server.respond = lambda _: json_reply(
-        403, {"Error": {"Code": "InvalidClientTokenId", "Message": "The token is invalid"}}
-    )
+    stub_server.respond = lambda _: aws_error(403, "InvalidClientTokenId", "The token is invalid")
     sender = make_sender(stub_server.url)
     with pytest.raises(SmsFailed):
         await sender.send(PHONE, MESSAGE)
@@ -338,6 +365,47 @@ async def test_a_connection_dropped_mid_request_is_not_retried(
     assert stub_server.count == 1
     stub_server.respond = lambda _: publish_ok()
     assert await sender.send(PHONE, MESSAGE) == "stub-message-1"
+
+
+async def test_a_connection_reset_mid_request_is_not_retried(
+    make_sender: Factory, stub_server: StubServer
+) -> None:
+    """aiobotocore calls a reset after the request went out a connection error, like a
+    connection that never opened; Publish must still not be repeated."""
+    stub_server.respond = lambda _: RESET
+    sender = make_sender(stub_server.url)
+    with pytest.raises(SmsUnavailable):
+        await sender.send(PHONE, MESSAGE)
+    assert stub_server.count == 1
+
+
+async def test_a_connection_that_never_opens_is_retried(
+    make_sender: Factory, refused_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sender = make_sender(refused_url)
+    with (
+        caplog.at_level(logging.WARNING, logger="otpgate.sms.retry"),
+        pytest.raises(SmsUnavailable),
+    ):
+        await sender.send(PHONE, MESSAGE)
+    assert "giving up after 2 attempt(s): unreachable" in caplog.text
+
+
+async def test_a_proxy_that_cannot_be_reached_is_retried(
+    make_sender: Factory,
+    refused_url: str,
+    no_aws_config: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    no_aws_config.setenv("HTTP_PROXY", refused_url)
+    sender = make_sender("http://sns.proxied.invalid:8080")
+    with (
+        caplog.at_level(logging.WARNING, logger="otpgate.sms.retry"),
+        pytest.raises(SmsUnavailable),
+    ):
+        await sender.send(PHONE, MESSAGE)
+    assert "giving up after 2 attempt(s): unreachable" in caplog.text
+    assert sender.problem is None
 
 
 async def test_a_connection_the_server_closed_while_idle_is_not_reused(
@@ -472,3 +540,18 @@ async def test_the_aws_ca_bundle_is_trusted(
     assert await sender.send(PHONE, MESSAGE) == "stub-message-1"
     (request,) = server.received
     verify_signature(request, server.url + "/", SECRET)
+
+
+async def test_a_failed_tls_handshake_is_retried(
+    make_sender: Factory, stub_server: StubServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HTTPS to a server that speaks plain HTTP: the connection never opened."""
+    sender = make_sender(stub_server.url.replace("http://", "https://"))
+    with (
+        caplog.at_level(logging.WARNING, logger="otpgate.sms.retry"),
+        pytest.raises(SmsUnavailable),
+    ):
+        await sender.send(PHONE, MESSAGE)
+    assert "giving up after 2 attempt(s): unreachable" in caplog.text
+    assert stub_server.count == 0
+    assert sender.problem is None

@@ -77,7 +77,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from otpgate.hash_key import load_hash_key
+    from otpgate.logs import configure_logging
 
+    # This process's own lines (a fast path turned off, a worker replaced) look like
+    # the workers'.
+    configure_logging(settings.log_level, json_lines=settings.log_json)
     # Create the development key once, here, before workers race for it.
     load_hash_key(settings)
     host = args.host or settings.host
@@ -86,23 +90,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if settings.metrics_port is not None and settings.metrics_port == port:
         print(f"otpgate: METRICS_PORT must differ from the listen port {port}", file=sys.stderr)
         return 2
-    config: dict[str, Any] = {
-        "app": "otpgate.asgi:app",
-        "host": host,
-        "port": port,
-        "log_config": None,
-        "access_log": False,
-        "server_header": False,
-        # TRUSTED_PROXIES alone decides whom X-Forwarded-For is believed from;
-        # uvicorn would otherwise rewrite the client address for 127.0.0.1.
-        "proxy_headers": False,
-        "timeout_graceful_shutdown": math.ceil(settings.effective_shutdown_timeout),
-        "loop": "auto",
-        "http": "otpgate.http.server_protocol:HttpProtocol",
-    }
-    from otpgate.logs import configure_logging
-
-    configure_logging(settings.log_level, json_lines=settings.log_json)
+    config = uvicorn_config(settings, host, port)
     _announce(settings, host, port, workers)
     with _metrics_dir(settings, workers), _metrics_server(settings, host):
         if workers == 1:
@@ -130,6 +118,29 @@ def _announce(settings: Settings, host: str, port: int, workers: int) -> None:
         settings.effective_sms_provider,
         base,
     )
+
+
+def uvicorn_config(settings: Settings, host: str, port: int) -> dict[str, Any]:
+    """uvicorn's keyword arguments, for ``uvicorn.run`` and for each worker."""
+    from otpgate import fast_path
+
+    config: dict[str, Any] = {
+        "app": "otpgate.asgi:app",
+        "host": host,
+        "port": port,
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        # TRUSTED_PROXIES alone decides whom X-Forwarded-For is believed from;
+        # uvicorn would otherwise rewrite the client address for 127.0.0.1.
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": math.ceil(settings.effective_shutdown_timeout),
+        "loop": "auto",
+    }
+    # Decided here, once, before any worker starts: each worker is given the choice.
+    if fast_path.enabled(fast_path.SERVER_PROTOCOL, settings.fast_path):
+        config["http"] = "otpgate.http.server_protocol:HttpProtocol"
+    return config
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ request bodies (the SMS text, so the code) and signed headers (the AWS key id).
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 import time
@@ -106,6 +107,34 @@ def log_fields(logger: logging.Logger, level: int, msg: str, fields: dict[str, A
         logger.log(level, msg, extra=fields)  # let logging report the failure its own way
 
 
+def log_record(logger: logging.Logger, level: int, msg: str, fields: dict[str, Any]) -> None:
+    """``log_fields`` without its fast path: always an ordinary record."""
+    logger.log(level, msg, extra=fields)
+
+
+def unavailable() -> str | None:
+    """Why ``log_fields`` cannot write lines itself with this logging, or None when it can.
+
+    It walks the logger tree and writes under the handler's lock by itself; this
+    checks, on a throwaway logger and handler (neither is registered anywhere),
+    that the fields and methods it uses are there.
+    """
+    logger = logging.Logger("otpgate.check")
+    for name in ("filters", "handlers", "propagate", "parent", "name"):
+        if not hasattr(logger, name):
+            return f"Logger has no {name}"
+    handler = logging.StreamHandler(io.StringIO())
+    for name in ("level", "filters", "formatter", "stream", "terminator"):
+        if not hasattr(handler, name):
+            return f"StreamHandler has no {name}"
+    for name in ("acquire", "release"):
+        if not callable(getattr(handler, name, None)):
+            return f"StreamHandler has no {name}()"
+    if logging.getLevelName(logging.INFO) != "INFO":
+        return "getLevelName no longer names the levels"
+    return None
+
+
 def _sole_handler(logger: logging.Logger, level: int) -> logging.Handler | None:
     """The one handler a record from ``logger`` would reach, with no filter on the way."""
     current: logging.Logger | None = logger
@@ -149,15 +178,24 @@ def configure_logging(level: str, json_lines: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])
-    # Libraries are noisy at DEBUG and some log request bodies; keep them at WARNING.
-    for noisy in (
-        "botocore",
-        "aiobotocore",
-        "urllib3",
-        "asyncio",
-        "aiohttp",
-        "httpx",
-        "httpcore",
-        "hpack",
-    ):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, _LEVELS[level]))
+    quiet_libraries(_LEVELS[level])
+
+
+# Client libraries that log request bodies (botocore: the SMS text, so the code) or
+# signed headers (the AWS key id) at DEBUG.
+NOISY_LIBRARIES = (
+    "botocore",
+    "aiobotocore",
+    "urllib3",
+    "asyncio",
+    "aiohttp",
+    "httpx",
+    "httpcore",
+    "hpack",
+)
+
+
+def quiet_libraries(level: int) -> None:
+    """Keep client libraries at WARNING or above, whatever the service's own level."""
+    for name in NOISY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.WARNING, level))

@@ -8,7 +8,7 @@ provider names, store operations, ISO country codes); never a phone number or a
 code. With several worker processes, PROMETHEUS_MULTIPROC_DIR must be set before
 this module is first imported (``otpgate serve`` does it), and every worker's
 numbers are added up at scrape time. Requests count into tallies that are flushed
-into these metrics in batches (``metric_tally``).
+into these metrics in batches (``metric_tally``), unless that fast path is off.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from otpgate.domain.ports import (
     SmsSender,
     WindowHit,
 )
-from otpgate.metric_tally import CounterTally, HistogramTally, counter_tally, histogram_tally
+from otpgate.metric_tally import Counts, Observes, counter, histogram
 from otpgate.request_context import note_code_found
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -117,13 +117,16 @@ def render() -> bytes:
 
 
 class MeteredStore:
-    """An OtpStore that times every operation; otherwise the wrapped store, unchanged."""
+    """An OtpStore that times every operation; otherwise the wrapped store, unchanged.
 
-    def __init__(self, inner: OtpStore) -> None:
+    ``tallied``: time into per-process tallies (``metric_tally``), else the metrics.
+    """
+
+    def __init__(self, inner: OtpStore, *, tallied: bool) -> None:
         self._inner = inner
 
-        def op(operation: str) -> HistogramTally:
-            return histogram_tally(STORE_DURATION.labels(operation))
+        def op(operation: str) -> Observes:
+            return histogram(STORE_DURATION.labels(operation), tallied=tallied)
 
         self._t_issue = op("issue")
         self._t_undo = op("undo_issue")
@@ -208,13 +211,17 @@ _SEND_OUTCOMES: tuple[tuple[type[Exception], str], ...] = (
 
 
 class MeteredSender:
-    """An SmsSender that times each send and counts its outcome by country."""
+    """An SmsSender that times each send and counts its outcome by country.
 
-    def __init__(self, inner: SmsSender) -> None:
+    ``tallied``: count into per-process tallies (``metric_tally``), else the metrics.
+    """
+
+    def __init__(self, inner: SmsSender, *, tallied: bool) -> None:
         self._inner = inner
         self.name = inner.name
-        self._duration = histogram_tally(SMS_DURATION.labels(inner.name))
-        self._sends: dict[tuple[str, str], CounterTally] = {}
+        self._tallied = tallied
+        self._duration = histogram(SMS_DURATION.labels(inner.name), tallied=tallied)
+        self._sends: dict[tuple[str, str], Counts] = {}
 
     @property
     def inner(self) -> SmsSender:
@@ -245,7 +252,9 @@ class MeteredSender:
         key = (outcome, country)
         child = self._sends.get(key)
         if child is None:
-            child = self._sends[key] = counter_tally(OTP_SENDS.labels(self.name, outcome, country))
+            child = self._sends[key] = counter(
+                OTP_SENDS.labels(self.name, outcome, country), tallied=self._tallied
+            )
         child.inc()
 
     async def close(self) -> None:

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from otpgate import fast_path
 from otpgate.domain.codes import CodeHasher
 from otpgate.domain.limits import AbusePolicy, Lockout, PumpingGuard
 from otpgate.domain.message import MessageTemplate
@@ -109,6 +110,7 @@ def sns_config(settings: Settings) -> SnsConfig:
         read_timeout=settings.sms_read_timeout_seconds,
         credentials=credentials,
         retry=retry_policy(settings),
+        fast_path=fast_path.enabled(fast_path.SNS_PUBLISH, settings.fast_path),
     )
 
 
@@ -163,7 +165,8 @@ def instrument(
         return store, sender
     from otpgate.metrics import MeteredSender, MeteredStore
 
-    return MeteredStore(store), MeteredSender(sender)
+    tallied = fast_path.enabled(fast_path.METRIC_TALLIES, settings.fast_path)
+    return MeteredStore(store, tallied=tallied), MeteredSender(sender, tallied=tallied)
 
 
 def build_message(settings: Settings) -> MessageTemplate:

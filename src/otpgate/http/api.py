@@ -3,7 +3,7 @@
 Anything a client can cause becomes a 4xx with a machine code; store and
 provider failures become 503/502; nothing escapes as a stack trace. These
 routes catch every error themselves, so they can be served without any
-framework middleware (see ``FastRoutes`` in app.py).
+framework middleware (see ``FastRoutes`` in fast_routes.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The ASGI application: the API routes, the operator routes and the lifecycle.
 
 The two API routes (``http/api.py``) are dispatched by exact path before
-Starlette; everything else (docs, probes, 404/405) is a plain Starlette app.
+Starlette (``http/fast_routes.py``); everything else (docs, probes, 404/405)
+is a plain Starlette app. With that fast path off, Starlette routes them too.
 The observability middleware wraps both, so every answer is logged and counted.
 """
 
@@ -19,18 +20,18 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from otpgate import metric_tally
-from otpgate.http.api import Handler, OtpApi, json_response
+from otpgate import fast_path, metric_tally
+from otpgate.http.api import OtpApi, json_response
 from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.docs import docs_routes
 from otpgate.http.errors import HTTP_CODES, error_response
+from otpgate.http.fast_routes import FastRoutes
 from otpgate.http.middleware import ObservabilityMiddleware
 from otpgate.http.openapi import build_openapi
 from otpgate.http.ops import ops_routes, serves_metrics_in_app
 from otpgate.http.schemas import verify_body_model
-from otpgate.http.server_protocol import RESPOND
 from otpgate.wiring import Components
 
 log = logging.getLogger("otpgate.http")
@@ -38,6 +39,14 @@ log = logging.getLogger("otpgate.http")
 
 def create_app(components: Components) -> ASGIApp:
     settings = components.settings
+    # Each fast path, or its stock equivalent (see otpgate/fast_path.py).
+    dispatch_first = fast_path.enabled(fast_path.ROUTES, settings.fast_path)
+    direct_log = settings.access_log and fast_path.enabled(
+        fast_path.ACCESS_LINE, settings.fast_path
+    )
+    tallied = settings.metrics_enabled and fast_path.enabled(
+        fast_path.METRIC_TALLIES, settings.fast_path
+    )
     client_ip = ClientIpResolver(settings.trusted_proxies, settings.ipv6_prefix_length)
     api = OtpApi(components, client_ip).routes()
     verify_model = verify_body_model(settings.otp_length)
@@ -61,11 +70,7 @@ def create_app(components: Components) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        flusher = (
-            asyncio.create_task(metric_tally.flush_periodically())
-            if settings.metrics_enabled
-            else None
-        )
+        flusher = asyncio.create_task(metric_tally.flush_periodically()) if tallied else None
         try:
             yield
         finally:
@@ -83,47 +88,23 @@ def create_app(components: Components) -> ASGIApp:
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             *docs_routes("/openapi.json"),
-            *ops_routes(components),
+            *ops_routes(components, flush_tallies=tallied),
         ],
         exception_handlers={HTTPException: http_exception, Exception: unexpected},
         lifespan=lifespan,
     )
-    fast = {("POST", path): handler for path, handler in api.items()}
-    fast["GET", "/health"] = health
+    served: ASGIApp = app
+    if dispatch_first:
+        fast = {("POST", path): handler for path, handler in api.items()}
+        fast["GET", "/health"] = health
+        served = FastRoutes(fast, app)
     # Outermost, so that a 500 too gets its request id, access line and count.
     return ObservabilityMiddleware(
-        FastRoutes(fast, app),
+        served,
         routes=[route.path for route in app.routes if isinstance(route, Route)],
         client_ip=client_ip,
         access_log_enabled=settings.access_log,
         metrics_enabled=settings.metrics_enabled,
+        direct_log=direct_log,
+        tallied=tallied,
     )
-
-
-class FastRoutes:
-    """Exact (method, path) dispatch of the hot routes, in front of Starlette.
-
-    These routes cannot fail (the API routes catch every error themselves), so
-    they need none of Starlette's per-request routing and error middleware;
-    skipping it cut a verify's CPU by about 30% in-process. Under ``otpgate serve``
-    their answer is written with the server's one-call ``RESPOND``. Everything
-    else (other methods, docs, probes, 404/405) goes through Starlette as usual.
-    """
-
-    def __init__(self, routes: dict[tuple[str, str], Handler], fallback: ASGIApp) -> None:
-        self._routes = routes
-        self.app = fallback
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            handler = self._routes.get((scope["method"], scope["path"]))
-            if handler is not None:
-                response = await handler(Request(scope, receive))
-                extensions = scope.get("extensions")
-                respond = extensions.get(RESPOND) if extensions else None
-                if respond is not None:
-                    respond(response.status_code, response.raw_headers, response.body)
-                else:
-                    await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)

@@ -3,7 +3,7 @@
 It wraps the whole application (error handling included), so every answer, a
 500 too, gets an ``X-Request-ID`` header, one access line and one count. The
 per-request work is kept small: a dict lookup for the route label, cached
-metric children, and a single log call.
+metric children (or their tallies), and a single log call.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from otpgate import metrics
 from otpgate.domain.errors import RateLimited, TooManyAttempts
 from otpgate.domain.limits import LIMIT_MESSAGES
 from otpgate.http.client_ip import ClientIpResolver
-from otpgate.http.server_protocol import RESPOND, Respond
-from otpgate.logs import log_fields
-from otpgate.metric_tally import CounterTally, HistogramTally, counter_tally, histogram_tally
+from otpgate.http.respond import RESPOND, Respond
+from otpgate.logs import log_fields, log_record
+from otpgate.metric_tally import Counts, Observes, counter, histogram
 from otpgate.request_context import RequestInfo, current_request
 
 access_log = logging.getLogger("otpgate.access")
@@ -55,19 +55,26 @@ class ObservabilityMiddleware:
         client_ip: ClientIpResolver,
         access_log_enabled: bool = True,
         metrics_enabled: bool = True,
+        direct_log: bool = True,
+        tallied: bool = True,
         verify_route: str = "/api/v1/verify-otp",
     ) -> None:
+        """``direct_log``: write the access line with ``log_fields``, else an ordinary record;
+        ``tallied``: count into per-process tallies (``metric_tally``), else the metrics."""
         self.app = app
         self._routes = {path: path for path in routes}
         self._resolve_ip = client_ip.resolve
         self._log_enabled = access_log_enabled
+        self._log_line = log_fields if direct_log else log_record
         self._metrics_enabled = metrics_enabled
+        self._tallied = tallied
         self._verify_route = verify_route
-        self._requests: dict[tuple[str, int], CounterTally] = {}
-        self._durations: dict[str, HistogramTally] = {}
-        self._refusals: dict[str, CounterTally] = {}
+        self._requests: dict[tuple[str, int], Counts] = {}
+        self._durations: dict[str, Observes] = {}
+        self._refusals: dict[str, Counts] = {}
         self._verifications = {
-            o: counter_tally(metrics.VERIFICATIONS.labels(o)) for o in metrics.VERIFY_OUTCOMES
+            o: counter(metrics.VERIFICATIONS.labels(o), tallied=tallied)
+            for o in metrics.VERIFY_OUTCOMES
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -160,27 +167,29 @@ class ObservabilityMiddleware:
             extra["code"] = info.error_code
         if info.phone is not None:
             extra["phone"] = info.phone
-        log_fields(access_log, level, "request", extra)
+        self._log_line(access_log, level, "request", extra)
 
     def _count(self, route: str, status: int, elapsed: float, info: RequestInfo) -> None:
         key = (route, status)
-        counter = self._requests.get(key)
-        if counter is None:
-            counter = self._requests[key] = counter_tally(
-                metrics.HTTP_REQUESTS.labels(route, str(status))
+        requests = self._requests.get(key)
+        if requests is None:
+            requests = self._requests[key] = counter(
+                metrics.HTTP_REQUESTS.labels(route, str(status)), tallied=self._tallied
             )
-        counter.inc()
-        histogram = self._durations.get(route)
-        if histogram is None:
-            histogram = self._durations[route] = histogram_tally(
-                metrics.HTTP_DURATION.labels(route)
+        requests.inc()
+        duration = self._durations.get(route)
+        if duration is None:
+            duration = self._durations[route] = histogram(
+                metrics.HTTP_DURATION.labels(route), tallied=self._tallied
             )
-        histogram.observe(elapsed)
+        duration.observe(elapsed)
         code = info.error_code
         if code is not None and code in LIMIT_CODES:
             refusal = self._refusals.get(code)
             if refusal is None:
-                refusal = self._refusals[code] = counter_tally(metrics.LIMIT_REFUSALS.labels(code))
+                refusal = self._refusals[code] = counter(
+                    metrics.LIMIT_REFUSALS.labels(code), tallied=self._tallied
+                )
             refusal.inc()
         if route == self._verify_route:
             outcome = _verify_outcome(status, info)

@@ -59,7 +59,9 @@ async def readiness_reasons(components: Components) -> list[str]:
     return reasons
 
 
-def ops_routes(components: Components) -> list[Route]:
+def ops_routes(components: Components, *, flush_tallies: bool) -> list[Route]:
+    """/ready, and /metrics when served here; ``flush_tallies`` when requests are tallied."""
+
     async def ready(_: Request) -> Response:
         reasons = await readiness_reasons(components)
         if reasons:
@@ -68,7 +70,8 @@ def ops_routes(components: Components) -> list[Route]:
         return _json({"status": "ready"})
 
     async def metrics_endpoint(_: Request) -> Response:
-        metric_tally.flush_all()  # this worker's latest counts, on the loop thread
+        if flush_tallies:
+            metric_tally.flush_all()  # this worker's latest counts, on the loop thread
         # Reading every worker's files is blocking I/O: keep it off the event loop.
         body = await to_thread.run_sync(metrics.render)
         return Response(body, headers=_NO_STORE, media_type=metrics.CONTENT_TYPE)

@@ -17,7 +17,8 @@ changes: parsing, keep-alive, pipelining and shutdown stay uvicorn's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import inspect
+from collections.abc import Mapping
 from functools import partial
 from typing import Any, cast
 
@@ -27,13 +28,61 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-# scope["extensions"][RESPOND](status, headers, body): the whole response at once.
-RESPOND = "otpgate.respond"
-Respond = Callable[[int, list[tuple[bytes, bytes]], bytes], None]
+from otpgate.fast_path import unmentioned
+from otpgate.http.respond import RESPOND, Respond
 
 _CONTINUE = b"HTTP/1.1 100 "
 _HEAD_START = b"HTTP/1."
 _HEAD_END = b"\r\n\r\n"
+
+
+# What HttpProtocol and _respond use of uvicorn beyond its ASGI interface.
+_HOOKS = ("connection_made", "on_headers_complete", "on_response_complete")
+_PROTOCOL_FIELDS = ("transport", "cycle", "scope")
+_CYCLE_FIELDS = (
+    "scope",
+    "transport",
+    "default_headers",
+    "keep_alive",
+    "disconnected",
+    "response_started",
+    "response_complete",
+    "message_event",
+    "on_response",
+)
+
+
+def unavailable() -> str | None:
+    """Why this protocol cannot run on the installed uvicorn, or None when it can.
+
+    Checks, without making a server or a connection, what the class and ``_respond``
+    use of uvicorn's httptools protocol: the status lines, the hooks overridden,
+    the fields of the protocol and of its request cycle, and the ``http`` option
+    that installs the class. (Importing this module already checked the names.)
+    """
+    import uvicorn
+    from uvicorn.protocols.http import httptools_impl
+
+    lines = getattr(httptools_impl, "STATUS_LINE", None)
+    if not isinstance(lines, Mapping) or lines.get(200) != b"HTTP/1.1 200 OK\r\n":
+        return "STATUS_LINE is not the status lines by code"
+    for hook in _HOOKS:
+        if not callable(getattr(HttpToolsProtocol, hook, None)):
+            return f"HttpToolsProtocol.{hook} is gone"
+    if list(inspect.signature(HttpToolsProtocol.connection_made).parameters) != [
+        "self",
+        "transport",
+    ]:
+        return "HttpToolsProtocol.connection_made no longer takes (self, transport)"
+    missing = unmentioned(HttpToolsProtocol.__init__, _PROTOCOL_FIELDS)
+    if missing:
+        return f"HttpToolsProtocol no longer sets {', '.join(missing)}"
+    missing = unmentioned(RequestResponseCycle.__init__, _CYCLE_FIELDS)
+    if missing:
+        return f"RequestResponseCycle no longer sets {', '.join(missing)}"
+    if "http" not in inspect.signature(uvicorn.Config).parameters:
+        return "uvicorn.Config takes no http option"
+    return None
 
 
 class CoalescingTransport:

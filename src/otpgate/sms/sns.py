@@ -6,7 +6,8 @@ the credentials (AWS_* settings when given, else the standard chain: environment
 profile, instance role, refreshed as they expire), the CA bundle (AWS_CA_BUNDLE)
 and HTTP(S)_PROXY / NO_PROXY. It also runs the optional opt-out check. Publish
 itself, once per SMS, goes through ``otpgate.sms.sns_publish``, which costs a
-fraction of the client's CPU per call.
+fraction of the client's CPU per call; with that fast path off
+(``SnsConfig.fast_path``), through the client's own ``publish``.
 
 Every failure either path can meet ends in one of four outcomes:
 
@@ -20,22 +21,26 @@ Every failure either path can meet ends in one of four outcomes:
 - a read timeout or a connection dropped mid-request: ``SmsUnavailable`` at once.
   Publish has no idempotency key, so SNS may have taken the message; retrying
   could send the user two SMS. The user can ask again immediately instead.
+
+Answers SNS itself never gives end differently on the client's path: it cannot
+read an error document that is not XML (``SmsFailed`` whatever it says), and it
+follows redirects.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
-import ssl
+import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import (
@@ -44,19 +49,22 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
     ReadTimeoutError,
 )
-from botocore.httpsession import ProxyConfiguration, get_cert_path
-from botocore.utils import get_environ_proxies
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.parsers import ResponseParserError
 
 from otpgate import __version__
 from otpgate.domain.errors import OtpError, SmsFailed, SmsOptedOut, SmsRejected
 from otpgate.sms.health import ProblemLatch, redact
 from otpgate.sms.retry import ProviderUnavailable, Retrier, RetryPolicy
 from otpgate.sms.sigv4 import Credentials, SigningCredentials
-from otpgate.sms.sns_publish import PublishFailed, PublishRefused, SnsPublisher
+
+if TYPE_CHECKING:
+    from otpgate.sms.sns_publish import SnsPublisher
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +145,8 @@ class SnsConfig:
     read_timeout: float = 5.0
     credentials: Mapping[str, str] = field(default_factory=dict)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Publish through ``sns_publish``; False: through the client's own ``publish``.
+    fast_path: bool = True
 
     def __repr__(self) -> str:
         return f"SnsConfig(region={self.region!r}, endpoint_url={self.endpoint_url!r}, ...)"
@@ -172,63 +182,56 @@ class SnsSender:
         self._session = get_session()
         self._stack = AsyncExitStack()
         self._client: Any = None
+        self._fast = c.fast_path
         self._chain: Any = None  # credentials from the standard chain, when not given
         self._publisher: SnsPublisher | None = None
         self._lock = asyncio.Lock()
 
-    async def _ready(self) -> SnsPublisher:
-        """The client and the publish path, made on first use (both bind to the event loop).
+    async def _ready(self) -> None:
+        """The client, and the fast publish path, made on first use (both bind to the loop).
 
         Credentials from the chain are resolved once here, as the client does: none
         found stays none until a restart, and each send then fails as NoCredentialsError.
         """
-        if self._publisher is None:
-            async with self._lock:
-                if self._publisher is None:
-                    if self._client is None:
-                        self._client = await self._stack.enter_async_context(
-                            self._session.create_client(
-                                "sns",
-                                region_name=self._region,
-                                endpoint_url=self._endpoint_url,
-                                config=self._config,
-                                **self._credentials,
-                            )
-                        )
-                    if self._static is None:
-                        # The client's own, already resolved: refreshes are shared.
-                        self._chain = await self._session.get_credentials()
-                    self._publisher = await self._publisher_for(self._client)
-        return self._publisher
+        if self._client is not None and (self._publisher is not None or not self._fast):
+            return
+        async with self._lock:
+            if self._client is None:
+                self._client = await self._stack.enter_async_context(
+                    self._session.create_client(
+                        "sns",
+                        region_name=self._region,
+                        endpoint_url=self._endpoint_url,
+                        config=self._config,
+                        **self._credentials,
+                    )
+                )
+            if self._fast and self._publisher is None:
+                if self._static is None:
+                    # The client's own, already resolved: refreshes are shared.
+                    self._chain = await self._session.get_credentials()
+                self._publisher = await self._publisher_for(self._client)
 
     async def _publisher_for(self, client: Any) -> SnsPublisher:
-        """Publish to the client's endpoint and region, through its proxy and CA bundle."""
-        endpoint: str = client.meta.endpoint_url
-        proxies = ProxyConfiguration(proxies=get_environ_proxies(endpoint))
-        proxy = proxies.proxy_url_for(endpoint)
-        ssl_context = None
-        if endpoint.startswith("https:"):
-            try:
-                # Loading a CA bundle reads files: off the event loop.
-                ssl_context = await asyncio.to_thread(_tls_context, self._session)
-            except OSError as exc:  # ssl.SSLError included
-                self._health.fail("sns: the CA bundle cannot be loaded", redact(exc))
-                raise SmsFailed() from exc
-        return SnsPublisher(
-            endpoint,
-            region=client.meta.region_name,
-            attributes=self._attributes,
-            connect_timeout=self._connect_timeout,
-            read_timeout=self._read_timeout,
-            user_agent=f"otpgate/{__version__}",
-            ssl_context=ssl_context,
-            proxy=proxy,
-            proxy_headers=proxies.proxy_headers_for(proxy) if proxy else None,
-        )
+        # Imported here: with the fast path off, its libraries' internals are never touched.
+        from otpgate.sms.sns_publish import publisher_for
+
+        try:
+            return await publisher_for(
+                client,
+                self._session,
+                attributes=self._attributes,
+                connect_timeout=self._connect_timeout,
+                read_timeout=self._read_timeout,
+                user_agent=f"otpgate/{__version__}",
+            )
+        except OSError as exc:  # ssl.SSLError included
+            self._health.fail("sns: the CA bundle cannot be loaded", redact(exc))
+            raise SmsFailed() from exc
 
     async def send(self, phone: str, message: str) -> str:
         try:
-            publisher = await self._ready()
+            await self._ready()
         except BotoCoreError as exc:
             raise self._botocore_error(exc) from exc
         budget = self._retrier.start()
@@ -245,9 +248,8 @@ class SnsSender:
             if status.get("isOptedOut"):
                 log.info("sns: the destination has opted out; not sending")
                 raise SmsOptedOut()
-        message_id = await budget.call(
-            lambda: self._publish(publisher, phone, message), "sns publish"
-        )
+        publish = self._publish if self._fast else self._publish_with_client
+        message_id = await budget.call(lambda: publish(phone, message), "sns publish")
         self._health.ok()
         if not message_id:
             # Accepted without an id (seen from emulators and proxies): the SMS is on its
@@ -257,19 +259,34 @@ class SnsSender:
             return local_id
         return message_id
 
-    async def _publish(self, publisher: SnsPublisher, phone: str, message: str) -> str | None:
+    async def _publish(self, phone: str, message: str) -> str | None:
         """One attempt, with credentials fetched per attempt so refreshed ones take effect."""
+        from otpgate.sms.sns_publish import PublishFailed, PublishRefused  # loaded by _ready
+
+        assert self._publisher is not None
         try:
             credentials = await self._signing_credentials()
         except BotoCoreError as exc:
             raise self._botocore_error(exc) from exc
         try:
-            return await publisher.publish(phone, message, credentials)
+            return await self._publisher.publish(phone, message, credentials)
         except PublishRefused as exc:
             raise self._provider_error(exc.code, exc.message, exc.status) from exc
         except PublishFailed as exc:
             log.error("sns request failed: %s", exc)
             raise SmsFailed() from exc
+
+    async def _publish_with_client(self, phone: str, message: str) -> str | None:
+        """One attempt through the client's own ``publish`` (the fast path off)."""
+        response = await self._call(
+            self._client.publish,
+            safe_to_repeat=False,
+            PhoneNumber=phone,
+            Message=message,
+            MessageAttributes=self._attributes,
+        )
+        message_id = response.get("MessageId")
+        return str(message_id) if message_id else None
 
     async def _signing_credentials(self) -> SigningCredentials:
         if self._static is not None:
@@ -280,7 +297,7 @@ class SnsSender:
         return frozen
 
     async def _call(self, operation: Operation, *, safe_to_repeat: bool, **params: Any) -> Any:
-        """One call through the aiobotocore client (the opt-out check)."""
+        """One call through the aiobotocore client (the opt-out check; Publish when stock)."""
         try:
             return await operation(**params)
         except ClientError as exc:
@@ -290,20 +307,52 @@ class SnsSender:
                 str(error.get("Message", "")),
                 exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"),
             ) from exc
-        except (EndpointConnectionError, ConnectTimeoutError) as exc:
-            # The connection never opened: nothing reached SNS, so another try is safe.
-            raise ProviderUnavailable(f"unreachable ({type(exc).__name__})") from exc
         except (ReadTimeoutError, ConnectionClosedError) as exc:
             raise ProviderUnavailable(
                 f"no answer ({type(exc).__name__})", retry=safe_to_repeat
             ) from exc
+        except BotoConnectionError as exc:
+            raise self._connection_error(exc, safe_to_repeat) from exc
         except BotoCoreError as exc:
             raise self._botocore_error(exc) from exc
+        except ResponseParserError as exc:
+            # Not an AWS error document (SNS answers XML): nothing to tell what went wrong.
+            log.error("sns answered with a document the client cannot read: %s", redact(exc))
+            raise SmsFailed() from exc
+
+    def _connection_error(self, exc: BotoConnectionError, safe_to_repeat: bool) -> Exception:
+        """A connection failure in the client, told apart by aiohttp's error as the fast
+        path tells them apart: whether the request can have reached SNS decides a retry.
+
+        aiobotocore reports a connection reset after the request went out as an
+        EndpointConnectionError, like one that never opened; only the latter is safe
+        to retry for Publish.
+        """
+        error = exc.kwargs.get("error")  # aiohttp's, as aiobotocore keeps it
+        if isinstance(
+            error, aiohttp.ClientConnectorCertificateError | aiohttp.ClientHttpProxyError
+        ):
+            return self._botocore_error(exc)  # our configuration: trust, or the proxy's rules
+        never_opened = (
+            aiohttp.ClientConnectorError,
+            aiohttp.ConnectionTimeoutError,
+            socket.gaierror,
+        )
+        if isinstance(error, never_opened) or (
+            error is None and isinstance(exc, EndpointConnectionError | ConnectTimeoutError)
+        ):
+            # The connection never opened: nothing reached SNS, so another try is safe.
+            return ProviderUnavailable(f"unreachable ({type(exc).__name__})")
+        if error is None:
+            return self._botocore_error(exc)
+        return ProviderUnavailable(f"no answer ({type(exc).__name__})", retry=safe_to_repeat)
 
     def _botocore_error(self, exc: BotoCoreError) -> Exception:
         """What a client-side botocore failure (credentials, configuration) becomes."""
         if isinstance(exc, NoCredentialsError | PartialCredentialsError):
             self._health.fail("sns: no credentials", type(exc).__name__)
+        elif isinstance(exc, HTTPClientError) and _tls_set_up_failed(exc):
+            self._health.fail("sns: the CA bundle cannot be loaded", redact(exc))
         else:
             log.error("sns client error: %s", redact(exc))
         return SmsFailed()
@@ -338,13 +387,11 @@ class SnsSender:
         self._client = None
 
 
-def _tls_context(session: Any) -> ssl.SSLContext:
-    """Trust what botocore trusts: AWS_CA_BUNDLE (or the profile's ca_bundle),
-    REQUESTS_CA_BUNDLE, else the CA bundle botocore ships with (certifi)."""
-    verify = (
-        session.get_config_variable("ca_bundle") or os.environ.get("REQUESTS_CA_BUNDLE") or True
-    )
-    return ssl.create_default_context(cafile=get_cert_path(verify))
+def _tls_set_up_failed(exc: HTTPClientError) -> bool:
+    """aiobotocore's catch-all wraps a file error from loading the CA bundle, which it does
+    before connecting (the network's own errors reach the sender as other classes)."""
+    error = exc.kwargs.get("error")
+    return isinstance(error, OSError) and not isinstance(error, aiohttp.ClientError)
 
 
 def _bad_parameter(code: str, detail: str) -> OtpError:

@@ -5,8 +5,9 @@ validated, endpoint ruleset run, event hooks, signing through ``AWSRequest``),
 which made it the limit of the request-otp endpoint. This module sends the same
 Query-API request directly: the form body is built from a part encoded once plus
 the number and the text, signed by ``otpgate.sms.sigv4``, and posted over one
-``aiohttp`` session. The sender (``otpgate.sms.sns``) configures it from its
-aiobotocore client (endpoint, region, credentials) and maps the outcomes.
+``aiohttp`` session. ``publisher_for`` configures it from the sender's aiobotocore
+client (endpoint, region, proxy, CA bundle, as botocore resolves them); the sender
+(``otpgate.sms.sns``) signs with the client's credentials and maps the outcomes.
 
 One attempt ends in one of:
 
@@ -28,14 +29,20 @@ in the normal course of things.
 
 from __future__ import annotations
 
+import asyncio
 import html
+import inspect
+import os
 import re
 import ssl
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 import orjson
+from botocore.httpsession import ProxyConfiguration, get_cert_path
+from botocore.utils import get_environ_proxies
 
 from otpgate.sms.retry import ProviderUnavailable
 from otpgate.sms.sigv4 import FormSigner, SigningCredentials
@@ -49,6 +56,60 @@ _HEAD = b"Action=Publish&Version=2010-03-31&PhoneNumber="
 _ERROR_CODE = re.compile(r"<Code>(.*?)</Code>", re.DOTALL)
 _ERROR_MESSAGE = re.compile(r"<Message>(.*?)</Message>", re.DOTALL)
 _ID_OPEN, _ID_CLOSE = b"<MessageId>", b"</MessageId>"
+
+
+# What publish() catches, by name: each must still exist in the installed aiohttp.
+_AIOHTTP_ERRORS = (
+    "ClientConnectorCertificateError",
+    "ClientHttpProxyError",
+    "ClientConnectorError",
+    "ConnectionTimeoutError",
+    "ClientError",
+)
+# The keyword arguments SnsPublisher passes, by the callable that takes them.
+_AIOHTTP_OPTIONS = (
+    ("ClientSession", ("connector", "timeout", "trust_env", "headers")),
+    ("TCPConnector", ("limit", "keepalive_timeout", "ssl")),
+    ("ClientTimeout", ("total", "sock_connect", "sock_read")),
+)
+
+
+def unavailable() -> str | None:
+    """Why this Publish path cannot run on the installed libraries, or None when it can.
+
+    Checks, without a session, a client or any I/O, what it uses beyond
+    aiobotocore's client: botocore's proxy and CA bundle helpers (``publisher_for``),
+    the frozen credentials the sender signs with, and the aiohttp options and errors
+    named here. (Importing this module already checked that the helpers exist.)
+    """
+    from aiobotocore.credentials import AioCredentials
+    from botocore.credentials import ReadOnlyCredentials
+
+    for name, function, parameters in (
+        ("ProxyConfiguration", ProxyConfiguration, ["proxies"]),
+        ("get_cert_path", get_cert_path, ["verify"]),
+        ("get_environ_proxies", get_environ_proxies, ["url"]),
+    ):
+        if list(inspect.signature(function).parameters)[: len(parameters)] != parameters:
+            return f"botocore's {name} no longer takes ({', '.join(parameters)})"
+    for method in ("proxy_url_for", "proxy_headers_for"):
+        if not callable(getattr(ProxyConfiguration, method, None)):
+            return f"botocore's ProxyConfiguration.{method} is gone"
+    if not inspect.iscoroutinefunction(getattr(AioCredentials, "get_frozen_credentials", None)):
+        return "aiobotocore's credentials have no async get_frozen_credentials"
+    if not {"access_key", "secret_key", "token"} <= set(
+        getattr(ReadOnlyCredentials, "_fields", ())
+    ):
+        return "botocore's frozen credentials lack access_key, secret_key or token"
+    for name in _AIOHTTP_ERRORS:
+        if not isinstance(getattr(aiohttp, name, None), type):
+            return f"aiohttp.{name} is gone"
+    for name, options in _AIOHTTP_OPTIONS:
+        accepted = inspect.signature(getattr(aiohttp, name)).parameters
+        missing = [option for option in options if option not in accepted]
+        if missing:
+            return f"aiohttp.{name} takes no {', '.join(missing)}"
+    return None
 
 
 class PublishRefused(Exception):
@@ -157,6 +218,46 @@ class SnsPublisher:
 
     async def close(self) -> None:
         await self._session.close()
+
+
+async def publisher_for(
+    client: Any,
+    session: Any,
+    *,
+    attributes: Mapping[str, Mapping[str, str]],
+    connect_timeout: float,
+    read_timeout: float,
+    user_agent: str,
+) -> SnsPublisher:
+    """Publish to the aiobotocore ``client``'s endpoint and region, through the proxy and
+    CA bundle botocore would use for it. OSError: the CA bundle cannot be loaded."""
+    endpoint: str = client.meta.endpoint_url
+    proxies = ProxyConfiguration(proxies=get_environ_proxies(endpoint))
+    proxy = proxies.proxy_url_for(endpoint)
+    ssl_context = None
+    if endpoint.startswith("https:"):
+        # Loading a CA bundle reads files: off the event loop.
+        ssl_context = await asyncio.to_thread(_tls_context, session)
+    return SnsPublisher(
+        endpoint,
+        region=client.meta.region_name,
+        attributes=attributes,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        user_agent=user_agent,
+        ssl_context=ssl_context,
+        proxy=proxy,
+        proxy_headers=proxies.proxy_headers_for(proxy) if proxy else None,
+    )
+
+
+def _tls_context(session: Any) -> ssl.SSLContext:
+    """Trust what botocore trusts: AWS_CA_BUNDLE (or the profile's ca_bundle),
+    REQUESTS_CA_BUNDLE, else the CA bundle botocore ships with (certifi)."""
+    verify = (
+        session.get_config_variable("ca_bundle") or os.environ.get("REQUESTS_CA_BUNDLE") or True
+    )
+    return ssl.create_default_context(cafile=get_cert_path(verify))
 
 
 def request_url(endpoint_url: str) -> str:
