@@ -41,6 +41,7 @@ INTEGRATION_FIXTURES = frozenset(
         "private_redis",
         "sns_emulator",
         "sns_settings",
+        "signing_sns_emulator",
         "server",  # a running `otpgate serve` (tests/service_process.py)
         "serve_two_workers",
     }

@@ -37,7 +37,7 @@ import re
 import ssl
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote_plus, urlsplit, urlunsplit
 
 import aiohttp
 import orjson
@@ -51,7 +51,6 @@ KEEPALIVE_SECONDS = 10.0
 # Connections to SNS open at once; more sends wait for one to free up.
 POOL_CONNECTIONS = 100
 
-_SAFE = "-_.~"  # the unreserved characters SigV4 and botocore leave unencoded
 _HEAD = b"Action=Publish&Version=2010-03-31&PhoneNumber="
 _ERROR_CODE = re.compile(r"<Code>(.*?)</Code>", re.DOTALL)
 _ERROR_MESSAGE = re.compile(r"<Message>(.*?)</Message>", re.DOTALL)
@@ -127,7 +126,12 @@ class PublishFailed(Exception):
 
 
 class PublishForm:
-    """The Publish form body, as botocore serialises it; the fixed parts encoded once."""
+    """The Publish form body, byte for byte as botocore serialises it (``urlencode``:
+    spaces as ``+``, every other reserved byte as ``%XX``), the fixed parts encoded once.
+
+    An endpoint that re-encodes the form before it checks the signature (moto does)
+    computes the same bytes only if they are botocore's.
+    """
 
     def __init__(self, attributes: Mapping[str, Mapping[str, str]]) -> None:
         fields = []
@@ -138,15 +142,20 @@ class PublishForm:
                 (f"{prefix}.Value.DataType", value["DataType"]),
                 (f"{prefix}.Value.StringValue", value["StringValue"]),
             ]
-        self._tail = "".join(f"&{key}={quote(value, safe=_SAFE)}" for key, value in fields).encode()
+        self._tail = "".join(f"&{key}={_encode(value)}" for key, value in fields).encode()
 
     def encode(self, phone: str, message: str) -> bytes:
         return b"%s%s&Message=%s%s" % (
             _HEAD,
-            quote(phone, safe=_SAFE).encode(),
-            quote(message, safe=_SAFE).encode(),
+            _encode(phone).encode(),
+            _encode(message).encode(),
             self._tail,
         )
+
+
+def _encode(value: str) -> str:
+    """One form value as ``urllib.parse.urlencode`` (botocore's serialiser) writes it."""
+    return quote_plus(value, safe="")
 
 
 class SnsPublisher:
