@@ -1,22 +1,51 @@
-"""One contract, both stores: what every OtpStore must do, step by step.
+"""One contract, every store: what every OtpStore must do, step by step.
 
 Time is passed in explicitly, so expiry and windows are tested without waiting.
+The Redis store runs it over both of its clients: the pipelined connection and
+redis-py's own (``fast_path=False``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from otpgate.domain.limits import DistinctQuota, Lockout, Quota, SurgeGuard
-from otpgate.domain.ports import Issued, Refused, RequestWindow, SendRequest
+from otpgate.domain.ports import Issued, OtpStore, Refused, RequestWindow, SendRequest
+from otpgate.store.redis import RedisStore
 from otpgate.store.sqlite import SqliteStore
 
 PHONE = "+12125550101"
 H1 = b"\x01" * 32
 H2 = b"\x02" * 32
 LOCK = Lockout()
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.integration),
+        pytest.param("redis-stock", marks=pytest.mark.integration),
+    ]
+)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OtpStore]:
+    """This module's own store fixture: every store kind, not only those the API tests use."""
+    kind = request.param
+    s: OtpStore
+    if kind.startswith("redis"):
+        s = RedisStore(
+            request.getfixturevalue("redis_url"),
+            prefix=request.getfixturevalue("redis_prefix"),
+            fast_path=kind == "redis",
+        )
+    else:
+        s = SqliteStore(tmp_path / "otpgate.sqlite3")
+    yield s
+    await s.close()
 
 
 def send(code_hash: bytes = H1, **kw: object) -> SendRequest:

@@ -48,6 +48,7 @@ def build_store(settings: Settings) -> OtpStore:
             settings.redis_url,
             prefix=settings.redis_key_prefix,
             timeout=settings.redis_timeout_seconds,
+            fast_path=settings.fast_path,
         )
     from otpgate.store.sqlite import SqliteStore
 

@@ -18,6 +18,11 @@ or a hash tag shared by all scopes (set REDIS_KEY_PREFIX accordingly).
 The scripts are the ``lua/*.lua`` files next to this module, read once at import;
 each documents its KEYS, ARGV and reply. ``window.lua`` is the head of the two
 scripts that also count the client's request window.
+
+Commands travel over a ``RedisLink``: the auto-pipelined ``redis_connection``
+(``fast_path=True``, the default) or redis-py's own client (``redis_client``),
+used with ``fast_path=False`` or when the fast one cannot run on the installed
+libraries (logged once, at construction). Both fail the same way.
 """
 
 from __future__ import annotations
@@ -33,11 +38,8 @@ import orjson
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import Lockout, seconds_until_allowed, window_index
 from otpgate.domain.ports import Attempt, Issued, Refused, RequestWindow, SendRequest, WindowHit
-from otpgate.store.redis_connection import (
-    PipelinedConnection,
-    RedisConnectionError,
-    RedisReplyError,
-)
+from otpgate.store import redis_connection
+from otpgate.store.redis_link import RedisConnectionError, RedisLink, RedisReplyError
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +73,29 @@ _CONSUME = _Script.of("consume")
 _HIT_WINDOW = _Script.of("hit_window")
 
 
+def _link(url: str, timeout: float, fast_path: bool) -> RedisLink:
+    """The pipelined connection when asked for and able to run, else redis-py's client."""
+    if fast_path:
+        reason = redis_connection.unavailable()
+        if reason is None:
+            return redis_connection.PipelinedConnection(url, timeout=timeout)
+        log.warning("redis fast path unavailable, using redis-py's client: %s", reason)
+    from otpgate.store.redis_client import StockConnection
+
+    return StockConnection(url, timeout=timeout)
+
+
 class RedisStore:
-    def __init__(self, url: str, *, prefix: str = "otpgate:", timeout: float = 0.5) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "otpgate:",
+        timeout: float = 0.5,
+        fast_path: bool = True,
+    ) -> None:
         self._prefix = prefix
-        self._conn = PipelinedConnection(url, timeout=timeout)
+        self._conn = _link(url, timeout, fast_path)
 
     # -- keys --------------------------------------------------------------------------
     def _phone_key(self, phone: str, what: str) -> str:
