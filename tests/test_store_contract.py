@@ -1,7 +1,8 @@
 """One contract, every store: what every OtpStore must do, step by step.
 
 Time is passed in explicitly, so expiry and windows are tested without waiting.
-The Redis store runs it over both of its clients: the pipelined connection and
+The in-memory reference runs it too, so it is checked against the same cases;
+the Redis store runs it over both of its clients: the pipelined connection and
 redis-py's own (``fast_path=False``).
 """
 
@@ -16,6 +17,7 @@ import pytest
 
 from otpgate.domain.limits import DistinctQuota, Lockout, Quota, SurgeGuard
 from otpgate.domain.ports import Issued, OtpStore, Refused, RequestWindow, SendRequest
+from otpgate.store.memory import MemoryStore
 from otpgate.store.redis import RedisStore
 from otpgate.store.sqlite import SqliteStore
 
@@ -27,6 +29,7 @@ LOCK = Lockout()
 
 @pytest.fixture(
     params=[
+        "memory",
         "sqlite",
         pytest.param("redis", marks=pytest.mark.integration),
         pytest.param("redis-stock", marks=pytest.mark.integration),
@@ -42,8 +45,10 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             prefix=request.getfixturevalue("redis_prefix"),
             fast_path=kind == "redis",
         )
-    else:
+    elif kind == "sqlite":
         s = SqliteStore(tmp_path / "otpgate.sqlite3")
+    else:
+        s = MemoryStore()
     yield s
     await s.close()
 
