@@ -16,8 +16,10 @@ in other slots; on Redis Cluster those limits need a single-shard deployment
 or a hash tag shared by all scopes (set REDIS_KEY_PREFIX accordingly).
 
 The scripts are the ``lua/*.lua`` files next to this module, read once at import;
-each documents its KEYS, ARGV and reply. ``window.lua`` is the head of the two
-scripts that also count the client's request window.
+each documents its KEYS, ARGV and reply. ``window.lua`` is the head of the three
+that count the client's request window. Every time they compute is on the
+caller's clock (the ``now`` each operation is given); Redis's own clock only
+decides when it forgets an expired key.
 
 Commands travel over a ``RedisLink``: the auto-pipelined ``redis_connection``
 (``fast_path=True``, the default) or redis-py's own client (``redis_client``),
@@ -70,7 +72,7 @@ _ISSUE = _Script.of("window", "issue")
 _UNDO = _Script.of("undo")
 _BEGIN_VERIFY = _Script.of("window", "begin_verify")
 _CONSUME = _Script.of("consume")
-_HIT_WINDOW = _Script.of("hit_window")
+_HIT_WINDOW = _Script.of("window", "hit_window")
 
 
 def _link(url: str, timeout: float, fast_path: bool) -> RedisLink:
@@ -203,7 +205,10 @@ class RedisStore:
         return bool(await self._run(_CONSUME, keys, [code_hash]))
 
     async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
-        reply = await self._run(_HIT_WINDOW, [self._scoped(window.key, "w")], [window.window_ms])
+        keys: list[str] = []
+        spec: dict[str, Any] = {"now": int(now * 1000)}
+        self._add_window(keys, spec, window)
+        reply = await self._run(_HIT_WINDOW, keys, [orjson.dumps(spec)])
         return WindowHit(count=int(reply[0]), reset_after_ms=int(reply[1]))
 
     def _add_window(

@@ -23,7 +23,7 @@ if (not h) and a == 1 then redis.call('PEXPIREAT', KEYS[1], o.exp) end
 redis.call('HSET', KEYS[2], 'n', n + 1, 'l', o.now)
 if h then
   redis.call('PEXPIREAT', KEYS[2], o.now + o.mem)
-elseif redis.call('PTTL', KEYS[2]) < o.exp - o.now then
+elseif expires_at(KEYS[2]) < o.exp then
   redis.call('PEXPIREAT', KEYS[2], o.exp)
 end
 return {wc, wt, a, h or false}

@@ -1,11 +1,6 @@
 -- Count one hit on a fixed-window request counter, for requests that reach no other
--- store operation.
+-- store operation. Runs after window.lua, which does the counting.
 --
--- KEYS: counter. ARGV: window_ms. Returns {count, ms left in the window}.
-local c = redis.call('INCR', KEYS[1])
-local t = redis.call('PTTL', KEYS[1])
-if t < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  t = tonumber(ARGV[1])
-end
-return {c, t}
+-- KEYS: counter. ARGV[1]: {"now", "w": [limit, win]}. Returns {count, ms left in
+-- the window}, then 5 when over the limit.
+return {wc, wt}
