@@ -80,7 +80,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from otpgate.domain.limits import (
     Lockout,
@@ -308,3 +308,25 @@ class MemoryStore:
             added.append(d.member not in members.members)
             members.members.add(d.member)
         return Issued(request, now, tuple(added))
+
+    # -- for tests that drive the clock ------------------------------------------------
+    def deadlines(self, lockout: Lockout | None = None) -> list[float]:
+        """Every instant at which something held here lapses, sorted; with ``lockout``,
+        also when each phone's lockout wait ends. The boundaries where an answer can
+        change, for a test that moves the clock to land on them."""
+        held: list[dict[Any, Any]] = [
+            self._codes,
+            self._cooldowns,
+            self._failures,
+            self._counters,
+            self._sets,
+            self._blocks,
+            self._windows,
+        ]
+        instants = {entry.expires_at for entries in held for entry in entries.values()}
+        if lockout is not None:
+            for failures in self._failures.values():
+                wait = lockout.wait_seconds(failures.count)
+                if wait:
+                    instants.add(failures.last + wait)
+        return sorted(instants)
