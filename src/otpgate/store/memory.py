@@ -15,7 +15,9 @@ Redis and one ``BEGIN IMMEDIATE`` transaction on SQLite.
 clock is never read. An entry is live while ``now < expires_at`` and
 everything lapsed is treated as absent. ``undo_issue`` has no ``now``: it acts
 on what is stored (the service calls it seconds after the issue, long before
-anything it touches lapses).
+anything it touches lapses). That is the one place the stores may differ: after
+the code's lifetime Redis has forgotten it and refunds nothing, while this
+store and SQLite still find it and refund.
 
 **What is kept.**
 
