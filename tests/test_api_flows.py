@@ -219,3 +219,19 @@ async def test_malformed_requests_count_against_the_ip_limit(
     assert limited.json()["code"] == "rate_limited"
     invalid_phone = await svc.verify("+15551234567", "123456")
     assert invalid_phone.json()["code"] == "rate_limited"
+
+
+async def test_the_last_allowed_attempt_can_still_be_the_right_code(
+    make_service: ServiceFactory,
+) -> None:
+    """OTP_MAX_ATTEMPTS=5: four wrong codes, then the right one on the fifth attempt."""
+    sender = CapturingSender()
+    svc = await make_service(sender=sender, rate_limit_max_requests=100)
+    phone = "+12125550161"
+    assert (await svc.request(phone)).status_code == 200
+    code = sender.last_code(phone)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    for _ in range(4):
+        assert (await svc.verify(phone, wrong)).json()["code"] == "invalid_code"
+    fifth = await svc.verify(phone, code)
+    assert fifth.status_code == 200, fifth.text

@@ -1,8 +1,10 @@
-"""The pipelined Redis connection: order, timeouts, URL options, script cache loss."""
+"""The Redis store's connections: order, timeouts, URL options, script cache loss,
+and the fallback to redis-py's own client."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
@@ -13,14 +15,21 @@ import pytest
 import redis
 
 from otpgate.domain.errors import StoreUnavailable
-from otpgate.domain.ports import RequestWindow
+from otpgate.domain.limits import Lockout
+from otpgate.domain.ports import Issued, RequestWindow, SendRequest
+from otpgate.store import redis_connection
 from otpgate.store.redis import RedisStore
+from otpgate.store.redis_client import StockConnection
 from otpgate.store.redis_connection import (
     PipelinedConnection,
     RedisConnectionError,
     RedisReplyError,
 )
+from otpgate.wiring import build_store
+from tests.conftest import make_settings
 from tests.redis_server import PrivateRedis
+
+CLIENTS = [pytest.param(True, id="fast"), pytest.param(False, id="stock")]
 
 
 async def test_replies_match_callers_under_concurrency(redis_url: str, redis_prefix: str) -> None:
@@ -130,8 +139,11 @@ async def test_password_from_url(tmp_path: Path) -> None:
         server.stop()
 
 
-async def test_store_survives_a_flushed_script_cache(private_redis: PrivateRedis) -> None:
-    store = RedisStore(private_redis.url, prefix="t:")
+@pytest.mark.parametrize("fast_path", CLIENTS)
+async def test_store_survives_a_flushed_script_cache(
+    private_redis: PrivateRedis, fast_path: bool
+) -> None:
+    store = RedisStore(private_redis.url, prefix="t:", fast_path=fast_path)
     window = RequestWindow("w", 100, 60_000)
     try:
         assert (await store.hit_window(window, time.time())).count == 1
@@ -143,8 +155,11 @@ async def test_store_survives_a_flushed_script_cache(private_redis: PrivateRedis
         await store.close()
 
 
-async def test_store_unavailable_when_server_stops(private_redis: PrivateRedis) -> None:
-    store = RedisStore(private_redis.url, prefix="t:", timeout=0.3)
+@pytest.mark.parametrize("fast_path", CLIENTS)
+async def test_store_unavailable_when_server_stops(
+    private_redis: PrivateRedis, fast_path: bool
+) -> None:
+    store = RedisStore(private_redis.url, prefix="t:", timeout=0.3, fast_path=fast_path)
     try:
         await store.ping()
         private_redis.stop()
@@ -152,5 +167,84 @@ async def test_store_unavailable_when_server_stops(private_redis: PrivateRedis) 
             await store.ping()
         private_redis.start()
         await store.ping()
+    finally:
+        await store.close()
+
+
+# -- redis-py's own client: the fallback ------------------------------------------------
+
+
+def test_fast_path_can_run_on_the_installed_libraries() -> None:
+    assert redis_connection.unavailable() is None
+
+
+async def test_store_falls_back_to_redis_py_when_the_fast_path_cannot_run(
+    redis_url: str,
+    redis_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(redis_connection, "unavailable", lambda: "hiredis 9.9 has no Reader")
+    with caplog.at_level(logging.WARNING, logger="otpgate"):
+        store = RedisStore(redis_url, prefix=redis_prefix)
+        try:
+            assert isinstance(store._conn, StockConnection)
+            now = time.time()
+            phone, code_hash = "+12125550177", b"\x07" * 32
+            request = SendRequest(phone, code_hash, ttl_seconds=300, cooldown_seconds=0)
+            assert isinstance(await store.issue(request, now), Issued)
+            attempt = await store.begin_verify(phone, 300, now, Lockout())
+            assert (attempt.attempts, attempt.code_hash) == (1, code_hash)
+            assert await store.consume(phone, code_hash, now) is True
+            await store.ping()
+        finally:
+            await store.close()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "hiredis 9.9 has no Reader" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+async def test_wiring_passes_the_fast_path_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast_path: bool
+) -> None:
+    def check() -> str | None:
+        assert fast_path, "unavailable() consulted with FAST_PATH=false"
+        return None
+
+    monkeypatch.setattr(redis_connection, "unavailable", check)
+    settings = make_settings(tmp_path, redis_url="redis://127.0.0.1:1/0", fast_path=fast_path)
+    store = build_store(settings)
+    try:
+        assert isinstance(store, RedisStore)
+        assert isinstance(store._conn, PipelinedConnection if fast_path else StockConnection)
+    finally:
+        await store.close()
+
+
+async def test_stock_client_refused_connection_is_unavailable_at_once() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", timeout=0.3, fast_path=False)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+        with pytest.raises(StoreUnavailable):
+            await store.hit_window(RequestWindow("w", 5, 60_000), time.time())
+        assert time.monotonic() - started < 2
+    finally:
+        await store.close()
+
+
+async def test_stock_client_stuck_server_times_out(silent_server: int) -> None:
+    store = RedisStore(f"redis://127.0.0.1:{silent_server}/0", timeout=0.3, fast_path=False)
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(*(store.ping() for _ in range(5)), return_exceptions=True)
+        elapsed = time.monotonic() - started
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        assert elapsed < 3, elapsed
     finally:
         await store.close()

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.conftest import ServiceFactory
 from tests.redis_server import PrivateRedis
 
 PHONE = "+12125550188"
 
 
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "stock"])
 async def test_redis_stopped_gives_503_then_recovers(
-    make_service: ServiceFactory, private_redis: PrivateRedis
+    make_service: ServiceFactory, private_redis: PrivateRedis, fast_path: bool
 ) -> None:
     svc = await make_service(
-        redis_url=private_redis.url, redis_timeout_seconds=0.3, rate_limit_max_requests=100
+        redis_url=private_redis.url,
+        redis_timeout_seconds=0.3,
+        rate_limit_max_requests=100,
+        fast_path=fast_path,
     )
     assert (await svc.request(PHONE)).status_code == 200
 

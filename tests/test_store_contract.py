@@ -1,22 +1,58 @@
-"""One contract, both stores: what every OtpStore must do, step by step.
+"""One contract, every store: what every OtpStore must do, step by step.
 
 Time is passed in explicitly, so expiry and windows are tested without waiting.
+The in-memory reference runs it too, so it is checked against the same cases;
+the Redis store runs it over both of its clients: the pipelined connection and
+redis-py's own (``fast_path=False``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+import redis
+
 from otpgate.domain.limits import DistinctQuota, Lockout, Quota, SurgeGuard
-from otpgate.domain.ports import Issued, Refused, RequestWindow, SendRequest
+from otpgate.domain.ports import Issued, OtpStore, Refused, RequestWindow, SendRequest
+from otpgate.store.memory import MemoryStore
+from otpgate.store.redis import RedisStore
 from otpgate.store.sqlite import SqliteStore
+from tests.redis_server import PrivateRedis
 
 PHONE = "+12125550101"
 H1 = b"\x01" * 32
 H2 = b"\x02" * 32
 LOCK = Lockout()
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.integration),
+        pytest.param("redis-stock", marks=pytest.mark.integration),
+    ]
+)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OtpStore]:
+    """This module's own store fixture: every store kind, not only those the API tests use."""
+    kind = request.param
+    s: OtpStore
+    if kind.startswith("redis"):
+        s = RedisStore(
+            request.getfixturevalue("redis_url"),
+            prefix=request.getfixturevalue("redis_prefix"),
+            fast_path=kind == "redis",
+        )
+    elif kind == "sqlite":
+        s = SqliteStore(tmp_path / "otpgate.sqlite3")
+    else:
+        s = MemoryStore()
+    yield s
+    await s.close()
 
 
 def send(code_hash: bytes = H1, **kw: object) -> SendRequest:
@@ -167,6 +203,28 @@ async def test_fixed_window_counts_and_resets(store) -> None:
     assert other.count == 1
 
 
+async def test_fixed_window_runs_on_the_callers_clock(store) -> None:
+    """The window starts and ends by the ``now`` the caller passes, to the millisecond,
+    however far that is from the store's own clock."""
+    start_ms = round(time.time() * 1000)
+
+    def at(ms: int) -> float:
+        # Whole milliseconds, divided once: Redis counts in integer ms, and a float sum
+        # such as now + 0.001 can land a hair under the millisecond it means.
+        return (start_ms + ms) / 1000
+
+    window = RequestWindow("rl:test:192.0.2.7", 10, 60_000)
+    first = await store.hit_window(window, at(0))
+    assert (first.count, first.reset_after_ms) == (1, 60_000)
+    second = await store.hit_window(window, at(1))
+    assert (second.count, second.reset_after_ms) == (2, 59_999)
+    late = await store.hit_window(window, at(59_999))
+    assert (late.count, late.reset_after_ms) == (3, 1)
+    # A window later by the caller's clock (not by Redis's): a new window.
+    fresh = await store.hit_window(window, at(60_000))
+    assert (fresh.count, fresh.reset_after_ms) == (1, 60_000)
+
+
 async def test_request_window_is_counted_inside_issue(store) -> None:
     now = time.time()
     window = RequestWindow("rl:request-otp:198.51.100.1", 2, 60_000)
@@ -234,6 +292,52 @@ async def test_sqlite_two_connections_share_one_file(tmp_path: Path) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.mark.integration
+async def test_redis_before_7_counts_windows_by_its_own_clock(tmp_path: Path) -> None:
+    """Redis < 7.0 has no PEXPIRETIME: the scripts fall back to the time left (PTTL)."""
+    server = PrivateRedis(tmp_path, "--rename-command", "PEXPIRETIME", "")
+    server.start()
+    store = RedisStore(server.url, prefix="t:")
+    try:
+        now = time.time()
+        window = RequestWindow("rl:test:192.0.2.8", 1, 60_000)
+        hits = [await store.hit_window(window, now) for _ in range(2)]
+        assert [h.count for h in hits] == [1, 2]
+        assert all(59_000 < h.reset_after_ms <= 60_000 for h in hits)
+        await store.issue(send(), now)
+        lock = Lockout(threshold=5)
+        for _ in range(2):
+            attempt = await store.begin_verify(PHONE, 300, now, lock, window)
+            assert attempt.attempts == 0  # over the window
+        assert (await store.begin_verify(PHONE, 300, now, lock)).attempts == 1
+        # A guess with no live code: the failure record's expiry is read the old way.
+        assert await store.consume(PHONE, H1, now) is True
+        assert (await store.begin_verify(PHONE, 300, now, lock)).code_hash is None
+        assert (await store.begin_verify(PHONE, 300, now, lock)).attempts == 2
+    finally:
+        await store.close()
+        server.stop()
+
+
+@pytest.mark.integration
+async def test_redis_failure_record_lives_by_the_callers_clock(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A later guess without a code extends the record to its ``now`` + TTL, as in
+    SQLite, even when the caller's clock is far from the server's (Redis evicts by
+    its own clock, so only the expiry it holds shows this)."""
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    sync = redis.Redis.from_url(redis_url)
+    try:
+        t1 = round(time.time()) + 86_400
+        await store.begin_verify(PHONE, 300, t1, Lockout())
+        await store.begin_verify(PHONE, 300, t1 + 100, Lockout())
+        assert sync.pexpiretime(f"{redis_prefix}{{{PHONE}}}:fails") == (t1 + 400) * 1000
+    finally:
+        sync.close()
+        await store.close()
 
 
 # -- distinct members (phones per IP) ---------------------------------------------------

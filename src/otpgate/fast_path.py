@@ -21,9 +21,12 @@ request time.
   Stock: ``inc()`` and ``observe()`` on the metrics, per request.
 - ``SNS_PUBLISH`` (``sms/sns_publish.py``): Publish signed and sent over aiohttp,
   with botocore's proxy and CA helpers. Stock: aiobotocore's ``client.publish``.
+- ``REDIS_CONNECTION`` (``store/redis_connection.py``): one auto-pipelined
+  connection on hiredis's reader and packer and redis-py's URL parser.
+  Stock: redis-py's asyncio client (``store/redis_client.py``).
 
 Who asks: ``cli`` (the server protocol, before uvicorn starts), ``http.app``
-(routes, access line, tallies) and ``wiring`` (tallies, SNS Publish). Modules are
+(routes, access line, tallies) and ``wiring`` (tallies, SNS Publish, Redis). Modules are
 imported by name, and only for the part asked about: wiring asks about SNS
 without loading the HTTP layer, and a module that no longer imports (a name gone
 from its library) is itself a reason. Nothing here imports a fast path's library.
@@ -55,8 +58,11 @@ METRIC_TALLIES = Part(
     "metric tallies", "otpgate.metric_tally", "inc() and observe() on the metrics"
 )
 SNS_PUBLISH = Part("SNS Publish", "otpgate.sms.sns_publish", "aiobotocore's publish")
+REDIS_CONNECTION = Part(
+    "Redis connection", "otpgate.store.redis_connection", "redis-py's asyncio client"
+)
 
-PARTS = (SERVER_PROTOCOL, ROUTES, ACCESS_LINE, METRIC_TALLIES, SNS_PUBLISH)
+PARTS = (SERVER_PROTOCOL, ROUTES, ACCESS_LINE, METRIC_TALLIES, SNS_PUBLISH, REDIS_CONNECTION)
 
 # Each part's reason to stay off (None: none), checked once per process.
 _reasons: dict[Part, str | None] = {}

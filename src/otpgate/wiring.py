@@ -49,6 +49,7 @@ def build_store(settings: Settings) -> OtpStore:
             settings.redis_url,
             prefix=settings.redis_key_prefix,
             timeout=settings.redis_timeout_seconds,
+            fast_path=fast_path.enabled(fast_path.REDIS_CONNECTION, settings.fast_path),
         )
     from otpgate.store.sqlite import SqliteStore
 

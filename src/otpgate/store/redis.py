@@ -14,6 +14,17 @@ phone in a ``{hash tag}``, so they share one Redis Cluster slot:
 A send also touches counters of other scopes (IP, country, global), which live
 in other slots; on Redis Cluster those limits need a single-shard deployment
 or a hash tag shared by all scopes (set REDIS_KEY_PREFIX accordingly).
+
+The scripts are the ``lua/*.lua`` files next to this module, read once at import;
+each documents its KEYS, ARGV and reply. ``window.lua`` is the head of the three
+that count the client's request window. Every time they compute is on the
+caller's clock (the ``now`` each operation is given); Redis's own clock only
+decides when it forgets an expired key.
+
+Commands travel over a ``RedisLink``: the auto-pipelined ``redis_connection``
+(``fast_path=True``, the default) or redis-py's own client (``redis_client``),
+used with ``fast_path=False`` or when the fast one cannot run on the installed
+libraries (logged once, at construction). Both fail the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import Any
 
 import orjson
@@ -28,14 +40,16 @@ import orjson
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import Lockout, seconds_until_allowed, window_index
 from otpgate.domain.ports import Attempt, Issued, Refused, RequestWindow, SendRequest, WindowHit
-from otpgate.store import redis_scripts
-from otpgate.store.redis_connection import (
-    PipelinedConnection,
-    RedisConnectionError,
-    RedisReplyError,
-)
+from otpgate.store import redis_connection
+from otpgate.store.redis_link import RedisConnectionError, RedisLink, RedisReplyError
 
 log = logging.getLogger(__name__)
+
+
+# The tag of a reply cut short by the request window (lua/window.lua). Not 5, as it
+# was: begin_verify's third field is the attempt count, and a fifth attempt read as
+# "over the window" refused the right code on the last allowed try.
+_WINDOW_OVER = -5
 
 
 def _ceil_seconds(ms: float) -> int:
@@ -53,19 +67,43 @@ class _Script:
     sha: str
 
     @classmethod
-    def of(cls, source: str) -> _Script:
+    def of(cls, *names: str) -> _Script:
+        """The script made of these ``lua/<name>.lua`` files, in order."""
+        source = "".join(_LUA.joinpath(f"{name}.lua").read_text("utf-8") for name in names)
         return cls(source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 - Redis's name
 
 
+_LUA = files("otpgate.store").joinpath("lua")
+_ISSUE = _Script.of("window", "issue")
+_UNDO = _Script.of("undo")
+_BEGIN_VERIFY = _Script.of("window", "begin_verify")
+_CONSUME = _Script.of("consume")
+_HIT_WINDOW = _Script.of("window", "hit_window")
+
+
+def _link(url: str, timeout: float, fast_path: bool) -> RedisLink:
+    """The pipelined connection when asked for and able to run, else redis-py's client."""
+    if fast_path:
+        reason = redis_connection.unavailable()
+        if reason is None:
+            return redis_connection.PipelinedConnection(url, timeout=timeout)
+        log.warning("redis fast path unavailable, using redis-py's client: %s", reason)
+    from otpgate.store.redis_client import StockConnection
+
+    return StockConnection(url, timeout=timeout)
+
+
 class RedisStore:
-    def __init__(self, url: str, *, prefix: str = "otpgate:", timeout: float = 0.5) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "otpgate:",
+        timeout: float = 0.5,
+        fast_path: bool = True,
+    ) -> None:
         self._prefix = prefix
-        self._conn = PipelinedConnection(url, timeout=timeout)
-        self._issue = _Script.of(redis_scripts.ISSUE)
-        self._undo = _Script.of(redis_scripts.UNDO)
-        self._begin_verify = _Script.of(redis_scripts.BEGIN_VERIFY)
-        self._consume = _Script.of(redis_scripts.CONSUME)
-        self._hit_window = _Script.of(redis_scripts.HIT_WINDOW)
+        self._conn = _link(url, timeout, fast_path)
 
     # -- keys --------------------------------------------------------------------------
     def _phone_key(self, phone: str, what: str) -> str:
@@ -106,12 +144,12 @@ class RedisStore:
             ],
         }
         self._add_window(keys, spec, window)
-        reply = await self._run(self._issue, keys, [orjson.dumps(spec), request.code_hash])
+        reply = await self._run(_ISSUE, keys, [orjson.dumps(spec), request.code_hash])
         hit = _window_hit(reply)
         tag, rest = int(reply[2]), reply[3:]
         if tag == 0:
             return Issued(request, now, tuple(bool(x) for x in rest), hit)
-        if tag == 5 and hit is not None:
+        if tag == _WINDOW_OVER and hit is not None:
             return Refused("rate_limited", hit.reset_seconds, hit)
         if tag == 1:
             return Refused("resend_cooldown", _ceil_seconds(rest[0]), hit)
@@ -137,7 +175,7 @@ class RedisStore:
             self._scoped(d.key, f"d:{d.kind}:{window_index(now, d.window_seconds)}") for d in added
         ]
         args: list[Any] = [request.code_hash, len(counters), *(d.member for d in added)]
-        await self._run(self._undo, keys + counters + sets, args)
+        await self._run(_UNDO, keys + counters + sets, args)
 
     async def begin_verify(
         self,
@@ -159,10 +197,10 @@ class RedisStore:
         }
         keys = [self._phone_key(phone, "code"), self._phone_key(phone, "fails")]
         self._add_window(keys, spec, window)
-        reply = await self._run(self._begin_verify, keys, [orjson.dumps(spec)])
+        reply = await self._run(_BEGIN_VERIFY, keys, [orjson.dumps(spec)])
         hit = _window_hit(reply)
         tag = int(reply[2])
-        if tag == 5:
+        if tag == _WINDOW_OVER:
             return Attempt(attempts=0, code_hash=None, window_hit=hit)
         if tag < 0:
             return Attempt(0, None, locked_for=_ceil_seconds(reply[3]), window_hit=hit)
@@ -170,12 +208,13 @@ class RedisStore:
 
     async def consume(self, phone: str, code_hash: bytes, now: float) -> bool:
         keys = [self._phone_key(phone, "code"), self._phone_key(phone, "fails")]
-        return bool(await self._run(self._consume, keys, [code_hash]))
+        return bool(await self._run(_CONSUME, keys, [code_hash]))
 
     async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
-        reply = await self._run(
-            self._hit_window, [self._scoped(window.key, "w")], [window.window_ms]
-        )
+        keys: list[str] = []
+        spec: dict[str, Any] = {"now": int(now * 1000)}
+        self._add_window(keys, spec, window)
+        reply = await self._run(_HIT_WINDOW, keys, [orjson.dumps(spec)])
         return WindowHit(count=int(reply[0]), reset_after_ms=int(reply[1]))
 
     def _add_window(

@@ -8,6 +8,9 @@ replies to callers, (re)connects, and fails callers whose reply is late.
 
 Why not redis-py's pool: on this project's hot path a script call cost about
 50 µs of CPU through it and about 6 µs here, and the verify route is one call.
+It reaches into parts of redis-py and hiredis that are not their documented
+API; ``unavailable()`` says when an installed version lacks one, and the store
+then uses redis-py's own client (``redis_client``) instead.
 """
 
 from __future__ import annotations
@@ -18,18 +21,33 @@ import ssl
 import time
 from typing import Any
 
-import hiredis
-from redis.connection import SSLConnection, parse_url
+from redis import connection as redispy_connection
+
+from otpgate.store.redis_link import RedisConnectionError, RedisReplyError
+
+try:
+    import hiredis
+except ImportError:  # a declared dependency; unavailable() reports its absence
+    hiredis = None  # type: ignore[assignment]
 
 _WATCHDOG_SECONDS = 0.05
 
 
-class RedisConnectionError(Exception):
-    """The server could not be reached or did not answer in time."""
+def unavailable() -> str | None:
+    """Why this connection cannot run on the installed libraries, or None when it can.
 
-
-class RedisReplyError(Exception):
-    """The server answered with an error (the message is Redis's own)."""
+    Only looks the parts up; nothing is called, opened or imported anew.
+    """
+    if hiredis is None:
+        return "hiredis is not installed"
+    for name in ("Reader", "pack_command", "ReplyError"):
+        if not hasattr(hiredis, name):
+            return f"hiredis {getattr(hiredis, '__version__', '?')} has no {name}"
+    if not callable(getattr(redispy_connection, "parse_url", None)):
+        return "redis-py has no callable redis.connection.parse_url"
+    if not isinstance(getattr(redispy_connection, "SSLConnection", None), type):
+        return "redis-py has no redis.connection.SSLConnection class"
+    return None
 
 
 class _Protocol(asyncio.Protocol):
@@ -54,13 +72,13 @@ class _Protocol(asyncio.Protocol):
 
 class PipelinedConnection:
     def __init__(self, url: str, *, timeout: float) -> None:
-        params = parse_url(url)  # type: ignore[no-untyped-call]
+        params = redispy_connection.parse_url(url)  # type: ignore[no-untyped-call]
         self._host = str(params.get("host", "localhost"))
         self._port = int(params.get("port", 6379))
         self._path = params.get("path")
         self._ssl = (
             ssl.create_default_context()
-            if params.get("connection_class") is SSLConnection
+            if params.get("connection_class") is redispy_connection.SSLConnection
             else None
         )
         if self._ssl is not None and params.get("ssl_cert_reqs") == "none":

@@ -417,7 +417,9 @@ def _count_window(conn: sqlite3.Connection, window: RequestWindow, now: float) -
         " RETURNING count, expires_at",
         (f"w:{window.key}", now + window.window_ms / 1000, now, now),
     ).fetchone()
-    return WindowHit(count=int(row[0]), reset_after_ms=max(0, int((row[1] - now) * 1000)))
+    # Rounded, not truncated: the float seconds of a whole-ms instant are inexact, and
+    # truncating made 9999 ms left come out as 9998.
+    return WindowHit(count=int(row[0]), reset_after_ms=max(0, round((row[1] - now) * 1000)))
 
 
 def _begin_verify(

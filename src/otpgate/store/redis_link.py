@@ -1,0 +1,26 @@
+"""What the Redis store needs from a connection: send one command, get its reply.
+
+Two implementations: ``redis_connection.PipelinedConnection`` (the fast path, one
+auto-pipelined socket) and ``redis_client.StockConnection`` (redis-py's own
+asyncio client). The store takes whichever it is given and only ever sees the two
+errors below.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class RedisConnectionError(Exception):
+    """The server could not be reached or did not answer in time."""
+
+
+class RedisReplyError(Exception):
+    """The server answered with an error (the message is Redis's own, code first)."""
+
+
+class RedisLink(Protocol):
+    async def execute(self, *args: Any) -> Any:
+        """Send one command and return its reply; raise one of the errors above."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,417 @@
+"""Every store answers alike: random sequences of operations, compared step by step.
+
+A Hypothesis state machine drives the in-memory reference, SQLite (a file of its
+own) and Redis (a key prefix of its own, on either client) through the same
+random issues, undos, verify attempts, consumes and window hits, at random
+non-decreasing times, and requires the same result from every store at every
+step. Limits are small (1-3, windows of 10-600 s) so that every kind of refusal
+actually happens; the tests check at the end that each one did. The clock also
+lands exactly on the instants where something ends (``to_deadline``,
+``to_window_boundary``), or a millisecond either side, where a ``>`` written as
+``>=`` shows.
+
+Times are whole milliseconds, so Redis (which works in integer ms) and the
+others (float seconds) see the same instants. The simulated clock starts a day
+ahead of the real one and only moves forward, so Redis never expires a key by
+its own clock during a run; the machine expires keys itself instead (see
+``_expire_redis``). The one thing not compared is an undo after the code's
+lifetime, which the service never makes (see ``undo``).
+
+The memory-and-SQLite run is in the unit tier; the one with Redis is in the
+integration tier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import redis
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
+
+from otpgate.domain.limits import DistinctQuota, Lockout, Quota, SurgeGuard
+from otpgate.domain.ports import Attempt, Issued, OtpStore, Refused, RequestWindow, SendRequest
+from otpgate.store.memory import MemoryStore
+from otpgate.store.redis import RedisStore
+from otpgate.store.sqlite import SqliteStore
+
+PHONES = ("+12125550101", "+12125550102", "+447700900123")
+IPS = ("198.51.100.1", "198.51.100.2")
+WINDOWS = (10, 45, 600)  # seconds; 45 is odd, so a half window falls on .5 s
+WINDOW_KEYS = tuple(f"rl:{ip}" for ip in IPS)
+COOLDOWNS = (0, 0, 30, 60)  # seconds; mostly none, so other limits get their turn
+
+limits = st.integers(1, 3)
+windows = st.sampled_from(WINDOWS)
+request_window = st.builds(
+    RequestWindow, st.sampled_from(WINDOW_KEYS), limits, st.sampled_from((10_000, 60_000))
+)
+request_windows = st.none() | st.none() | request_window  # mostly none: other refusals first
+
+# What every run must have exercised, across all its examples.
+EXPECTED = frozenset(
+    {
+        "issued",
+        "refused:rate_limited",
+        "refused:resend_cooldown",
+        "refused:phone_send_limit",
+        "refused:global_budget",
+        "refused:ip_phone_limit",
+        "refused:prefix_blocked",
+        "refused:country_blocked",
+        "undone",
+        "verify:code",
+        "verify:no code",
+        "verify:locked",
+        "verify:window over",
+        "consumed",
+        "consume refused",
+        "hit:over",
+    }
+)
+
+
+@dataclass(frozen=True)
+class SendLimits:
+    """One run's send limits, as a service configures them; each send applies a subset."""
+
+    phone: tuple[int, int]  # (limit, window) of phone_send_limit
+    everyone: tuple[int, int]  # global_budget
+    per_ip: tuple[int, int]  # ip_phone_limit
+    prefix: tuple[int, float, int, int]  # prefix_blocked: (min, factor, window, block)
+    country: tuple[int, float, int, int]  # country_blocked
+
+    def for_send(self, phone: str, ip: str, kinds: frozenset[str]) -> dict[str, Any]:
+        quotas, distinct, surges = [], [], []
+        if "phone_send_limit" in kinds:
+            quotas.append(Quota("phone_send_limit", phone, *self.phone))
+        if "global_budget" in kinds:
+            quotas.append(Quota("global_budget", "global", *self.everyone))
+        if "ip_phone_limit" in kinds:
+            distinct.append(DistinctQuota("ip_phone_limit", f"ip:{ip}", phone, *self.per_ip))
+        if "prefix_blocked" in kinds:
+            surges.append(SurgeGuard("prefix_blocked", f"prefix:{phone[1:5]}", *self.prefix))
+        if "country_blocked" in kinds:
+            surges.append(SurgeGuard("country_blocked", f"cc:{phone[1:3]}", *self.country))
+        return {"quotas": tuple(quotas), "distinct": tuple(distinct), "surges": tuple(surges)}
+
+
+KINDS = ("phone_send_limit", "global_budget", "ip_phone_limit", "prefix_blocked", "country_blocked")
+surge_rules = st.tuples(
+    limits, st.sampled_from((1.0, 1.5, 2.0)), windows, st.sampled_from((30, 120, 900))
+)
+send_limits = st.builds(
+    SendLimits,
+    st.tuples(limits, windows),
+    st.tuples(limits, windows),
+    st.tuples(limits, windows),
+    surge_rules,
+    surge_rules,
+)
+
+
+@st.composite
+def lockouts(draw: st.DrawFn) -> Lockout:
+    threshold = draw(st.integers(1, 3))
+    return Lockout(
+        threshold=threshold,
+        base_seconds=draw(st.sampled_from((10, 60))),
+        max_seconds=draw(st.sampled_from((60, 300))),
+        hard_cap=threshold + draw(st.integers(0, 3)),  # the settings require cap >= threshold
+        memory_seconds=draw(st.sampled_from((600, 3600))),
+    )
+
+
+class StoreEquivalence(RuleBasedStateMachine):
+    redis_url: ClassVar[str | None] = None  # None: memory and SQLite only
+    seen: ClassVar[Counter[str]] = Counter()
+
+    issued = Bundle("issued")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runner = asyncio.Runner()
+        self.tmp = Path(tempfile.mkdtemp(prefix="otpgate-equivalence-"))
+        self.prefix = f"otpgate-test:{uuid.uuid4().hex}:"
+        self.reference = MemoryStore()
+        self.stores: dict[str, OtpStore] = {
+            "memory": self.reference,
+            "sqlite": SqliteStore(self.tmp / "store.sqlite3"),
+        }
+        self.sync = redis.Redis.from_url(self.redis_url) if self.redis_url else None
+        # A whole hour a day ahead: window boundaries fall where they do in any run.
+        self.now_ms = (int(time.time()) // 3600 + 25) * 3600 * 1000
+        self.start_ms = self.now_ms
+        self.serial = 0
+        self.hashes: dict[str, list[bytes]] = {phone: [] for phone in PHONES}
+        self.ttl = 300
+        self.lockout = Lockout()
+        self.limits = SendLimits((1, 10), (1, 10), (1, 10), (1, 1.0, 10, 30), (1, 1.0, 10, 30))
+
+    # -- plumbing ----------------------------------------------------------------------
+    @property
+    def now(self) -> float:
+        return self.now_ms / 1000
+
+    def on_every_store(self, step: str, op: Callable[[OtpStore], Awaitable[Any]]) -> Any:
+        """Run ``op`` on each store in turn; every answer must equal the reference's."""
+
+        async def run_all() -> dict[str, Any]:
+            return {name: await op(store) for name, store in self.stores.items()}
+
+        answers = self.runner.run(run_all())
+        type(self).seen["operation"] += 1
+        reference = answers["memory"]
+        for name, answer in answers.items():
+            assert answer == reference, (
+                f"{step} at t+{self.elapsed_ms} ms: {name} answered\n  {answer!r}\n"
+                f"the memory reference\n  {reference!r}"
+            )
+        return reference
+
+    @property
+    def elapsed_ms(self) -> int:
+        return self.now_ms - self.start_ms
+
+    def advance(self, ms: int) -> None:
+        type(self).seen["clock move"] += 1
+        self.now_ms += ms
+        self._expire_redis()
+
+    def _expire_redis(self) -> None:
+        """Delete the keys whose expiry the simulated clock has passed.
+
+        Redis forgets keys by its own clock, which stays a day behind the
+        simulated one; this does what it would do if the two were the same. A
+        key lapses when its expiry is at or before ``now``, the rule the other
+        stores apply (Redis itself waits one millisecond more, which no client
+        can time).
+        """
+        if self.sync is None:
+            return
+        keys = list(self.sync.scan_iter(match=f"{self.prefix}*", count=1000))
+        if not keys:
+            return
+        pipe = self.sync.pipeline(transaction=False)
+        for key in keys:
+            pipe.pexpiretime(key)
+        lapsed = [k for k, at in zip(keys, pipe.execute(), strict=True) if 0 <= at <= self.now_ms]
+        if lapsed:
+            self.sync.delete(*lapsed)
+
+    def note(self, what: str) -> None:
+        event(what)
+        type(self).seen[what] += 1
+
+    def teardown(self) -> None:
+        async def close_all() -> None:
+            for store in self.stores.values():
+                await store.close()
+
+        try:
+            self.runner.run(close_all())
+        finally:
+            self.runner.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            if self.sync is not None:
+                keys = list(self.sync.scan_iter(match=f"{self.prefix}*", count=1000))
+                if keys:
+                    self.sync.delete(*keys)
+                self.sync.close()
+
+    # -- set-up ------------------------------------------------------------------------
+    @initialize(
+        offset_ms=st.integers(0, 3_600_000 - 1),
+        ttl=st.sampled_from((30, 120, 300)),
+        lockout=lockouts(),
+        limits=send_limits,
+        fast_path=st.booleans(),
+    )
+    def start(
+        self, offset_ms: int, ttl: int, lockout: Lockout, limits: SendLimits, fast_path: bool
+    ) -> None:
+        if self.redis_url is not None:
+            # Either of its clients: the pipelined connection or redis-py's own.
+            self.stores["redis"] = RedisStore(
+                self.redis_url, prefix=self.prefix, timeout=5, fast_path=fast_path
+            )
+        self.now_ms += offset_ms
+        self.start_ms = self.now_ms
+        self.ttl = ttl
+        self.lockout = lockout
+        self.limits = limits
+        self.note("example")
+
+    # -- the clock ---------------------------------------------------------------------
+    @rule(ms=st.integers(0, 2_000) | st.integers(0, 300_000))
+    def tick(self, ms: int) -> None:
+        self.advance(ms)
+
+    @rule(nth=st.integers(0, 5), nudge_ms=st.sampled_from((0, 0, -1, 1)))
+    def to_deadline(self, nth: int, nudge_ms: int) -> None:
+        """To exactly where something the stores hold lapses or a lockout ends (or a
+        millisecond off): the nth next of a code, a cooldown, a block, a window, a
+        failure record."""
+        ahead = [t for t in self.reference.deadlines(self.lockout) if t > self.now]
+        if ahead:
+            target_ms = round(ahead[min(nth, len(ahead) - 1)] * 1000) + nudge_ms
+            self.advance(max(0, target_ms - self.now_ms))
+
+    @rule(window=windows, nudge_ms=st.sampled_from((-1, 0, 1)))
+    def to_window_boundary(self, window: int, nudge_ms: int) -> None:
+        span = window * 1000
+        boundary = (self.now_ms // span + 1) * span
+        self.advance(max(0, boundary + nudge_ms - self.now_ms))
+
+    # -- the operations ----------------------------------------------------------------
+    @rule(
+        target=issued,
+        phone=st.sampled_from(PHONES),
+        ip=st.sampled_from(IPS),
+        kinds=st.frozensets(st.sampled_from(KINDS)),
+        cooldown=st.sampled_from(COOLDOWNS),
+        window=request_windows,
+    )
+    def issue(
+        self,
+        phone: str,
+        ip: str,
+        kinds: frozenset[str],
+        cooldown: int,
+        window: RequestWindow | None,
+    ) -> Any:
+        self.serial += 1
+        code_hash = self.serial.to_bytes(32, "big")
+        request = SendRequest(
+            phone=phone,
+            code_hash=code_hash,
+            ttl_seconds=self.ttl,
+            cooldown_seconds=cooldown,
+            **self.limits.for_send(phone, ip, kinds),
+        )
+        now = self.now
+        result = self.on_every_store("issue", lambda s: s.issue(request, now, window))
+        if isinstance(result, Refused):
+            self.note(f"refused:{result.kind}")
+            return multiple()
+        self.note("issued")
+        self.hashes[phone].append(code_hash)
+        return result
+
+    @rule(
+        target=issued,
+        phones=st.lists(st.sampled_from(PHONES), min_size=2, max_size=5),
+        ip=st.sampled_from(IPS),
+        kinds=st.frozensets(st.sampled_from(KINDS), min_size=1),
+    )
+    def burst(self, phones: list[str], ip: str, kinds: frozenset[str]) -> Any:
+        """Several sends from one client at one instant, as a pumping run would make."""
+        results = [self.issue(phone, ip, kinds, 0, None) for phone in phones]
+        return multiple(*(r for r in results if isinstance(r, Issued)))
+
+    @rule(issued=issued)
+    def undo(self, issued: Issued) -> None:
+        # The service undoes a send within its SMS timeouts, seconds after the issue.
+        # undo_issue has no clock, so past the code's lifetime the stores cannot agree
+        # on whether it is "still the current code": Redis has forgotten it, the
+        # others still hold it. Only the undo the service can make is compared.
+        if self.now >= issued.now + issued.request.ttl_seconds:
+            event("undo skipped: code lapsed")
+            return
+        self.on_every_store("undo_issue", lambda s: s.undo_issue(issued))
+        self.note("undone")
+
+    @rule(phone=st.sampled_from(PHONES), window=request_windows)
+    def verify(self, phone: str, window: RequestWindow | None) -> None:
+        now, ttl, lockout = self.now, self.ttl, self.lockout
+        attempt: Attempt = self.on_every_store(
+            "begin_verify", lambda s: s.begin_verify(phone, ttl, now, lockout, window)
+        )
+        if window is not None and attempt.window_hit and attempt.window_hit.over(window):
+            self.note("verify:window over")
+        elif attempt.locked_for:
+            self.note("verify:locked")
+        else:
+            self.note("verify:code" if attempt.code_hash else "verify:no code")
+
+    @rule(phone=st.sampled_from(PHONES), which=st.sampled_from(("latest", "older", "never")))
+    def consume(self, phone: str, which: str) -> None:
+        known = self.hashes[phone]
+        if which == "latest" and known:
+            code_hash = known[-1]
+        elif which == "older" and len(known) > 1:
+            code_hash = known[-2]
+        else:
+            code_hash = b"\xff" * 32
+        now = self.now
+        won = self.on_every_store("consume", lambda s: s.consume(phone, code_hash, now))
+        self.note("consumed" if won else "consume refused")
+
+    @rule(window=request_window)
+    def hit(self, window: RequestWindow) -> None:
+        now = self.now
+        got = self.on_every_store("hit_window", lambda s: s.hit_window(window, now))
+        self.note("hit:over" if got.over(window) else "hit:under")
+
+
+# About 25 s with Redis on a 2-core machine, 6 s for memory and SQLite alone.
+SETTINGS = settings(
+    max_examples=500,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+UNIT_SETTINGS = settings(SETTINGS, max_examples=200)
+
+
+def _machine(name: str, redis_url: str | None) -> type[StoreEquivalence]:
+    return type(name, (StoreEquivalence,), {"redis_url": redis_url, "seen": Counter()})
+
+
+def _run(
+    machine: type[StoreEquivalence],
+    record: Callable[[str, object], None],
+    budget: settings = SETTINGS,
+) -> None:
+    started = time.monotonic()
+    run_state_machine_as_test(machine, settings=budget)
+    elapsed = time.monotonic() - started
+    seen = machine.seen
+    summary = (
+        f"{machine.__name__}: {seen['example']} examples, {seen['operation']} operations"
+        f" compared and {seen['clock move']} clock moves in {elapsed:.1f} s;"
+        f" {dict(sorted(seen.items()))}"
+    )
+    print(summary)  # shown with -s or -rP
+    record("equivalence", summary)
+    missing = EXPECTED - set(seen)
+    assert not missing, f"never exercised: {sorted(missing)}; {summary}"
+
+
+@pytest.mark.integration
+def test_memory_sqlite_and_redis_agree(
+    redis_url: str, record_property: Callable[[str, object], None]
+) -> None:
+    _run(_machine("MemorySqliteRedis", redis_url), record_property)
+
+
+def test_memory_and_sqlite_agree(record_property: Callable[[str, object], None]) -> None:
+    _run(_machine("MemorySqlite", None), record_property, UNIT_SETTINGS)
