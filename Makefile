@@ -10,8 +10,9 @@ LOCK   := requirements-dev.lock
 UV_VERSION := 0.13.9
 TOOLS  := .venv-tools
 UPGRADE_VENV ?= .venv-upgrade
+LOWEST_VENV ?= .venv-lowest
 
-.PHONY: run test test-fast lint typecheck check bench lock upgrade-check clean
+.PHONY: run test test-fast lint typecheck check bench lock upgrade-check lowest-check clean
 
 # A changed lock rebuilds the venv from scratch, so nothing outside the lock lingers.
 $(STAMP): $(LOCK) pyproject.toml
@@ -71,5 +72,19 @@ upgrade-check:
 	$(UPGRADE_VENV)/bin/pytest -q
 	rm -rf $(UPGRADE_VENV)
 
+## Install the lowest versions pyproject allows for each direct dependency in a throwaway
+## venv and run the tests there: the lower bounds are what people installing otpgate into
+## their own environment may get. (Installed != locked there, so that one test is skipped.)
+lowest-check: $(TOOLS)/bin/uv
+	rm -rf $(LOWEST_VENV)
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(TOOLS)/bin/uv pip compile pyproject.toml --extra dev --resolution lowest-direct \
+		--python-version 3.11 --no-header -q -o $(LOWEST_VENV)/requirements-lowest.txt
+	$(LOWEST_VENV)/bin/pip install --quiet -r $(LOWEST_VENV)/requirements-lowest.txt
+	$(LOWEST_VENV)/bin/pip install --quiet --no-deps -e .
+	$(LOWEST_VENV)/bin/pytest -q \
+		--deselect tests/test_lock.py::test_installed_packages_are_exactly_the_locked_ones
+	rm -rf $(LOWEST_VENV)
+
 clean:
-	rm -rf $(VENV) $(TOOLS) $(UPGRADE_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(UPGRADE_VENV) $(LOWEST_VENV) .pytest_cache .mypy_cache .ruff_cache
