@@ -9,6 +9,7 @@ import pytest
 from otpgate.outage import OutageLog
 from tests.conftest import ServiceFactory
 from tests.http_stub import Reply, StubServer
+from tests.redis_server import PrivateRedis
 from tests.test_webhook import accepted, receiver, webhook_at
 
 
@@ -65,3 +66,30 @@ async def test_an_sms_outage_writes_two_lines_whatever_the_traffic(
     # ...while every refused request still has its own access line, with its code.
     refused = [r for r in caplog.records if getattr(r, "code", None) == "sms_provider_unavailable"]
     assert len(refused) == 6
+
+
+async def test_a_redis_outage_writes_two_lines_whatever_the_traffic(
+    make_service: ServiceFactory, private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    svc = await make_service(
+        redis_url=private_redis.url, redis_timeout_seconds=0.3, rate_limit_max_requests=100
+    )
+    assert (await svc.request("+12125550131")).status_code == 200
+    private_redis.stop()
+    with caplog.at_level(logging.INFO):
+        for i in range(8):
+            refused = await svc.verify(f"+1212555013{i}", "123456")
+            assert refused.json()["code"] == "store_unavailable"
+        private_redis.start()
+        assert (await svc.verify("+12125550131", "123456")).json()["code"] == "invalid_code"
+    store_lines = [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if r.name == "otpgate.store.redis" and r.levelno >= logging.WARNING
+    ]
+    assert [level for level, _ in store_lines] == ["ERROR", "WARNING"], store_lines
+    assert store_lines[0][1].startswith("redis store unavailable: ")
+    assert "8 operation(s) failed meanwhile" in store_lines[1][1]
+    assert not [
+        r for r in caplog.records if r.name == "otpgate.http" and r.levelno >= logging.ERROR
+    ]

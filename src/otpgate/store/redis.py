@@ -40,6 +40,7 @@ import orjson
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import Lockout, seconds_until_allowed, window_index
 from otpgate.domain.ports import Attempt, Issued, Refused, RequestWindow, SendRequest, WindowHit
+from otpgate.outage import OutageLog
 from otpgate.store import redis_connection
 from otpgate.store.redis_link import RedisConnectionError, RedisLink, RedisReplyError
 
@@ -104,6 +105,7 @@ class RedisStore:
     ) -> None:
         self._prefix = prefix
         self._conn = _link(url, timeout, fast_path)
+        self._outage = OutageLog(log, "redis store")
 
     # -- keys --------------------------------------------------------------------------
     def _phone_key(self, phone: str, what: str) -> str:
@@ -236,15 +238,17 @@ class RedisStore:
     async def _run(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
         try:
             try:
-                return await self._conn.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+                reply = await self._conn.execute("EVALSHA", script.sha, len(keys), *keys, *args)
             except RedisReplyError as exc:
                 if not str(exc).startswith("NOSCRIPT"):
                     raise
                 # First call since the server started: EVAL also caches the script.
-                return await self._conn.execute("EVAL", script.source, len(keys), *keys, *args)
+                reply = await self._conn.execute("EVAL", script.source, len(keys), *keys, *args)
         except RedisConnectionError as exc:
-            log.warning("redis store unavailable: %s", exc)
+            self._outage.failed(str(exc))
             raise StoreUnavailable() from exc
         except RedisReplyError as exc:
-            log.error("redis refused a store script: %s", exc)
+            self._outage.failed(f"a store script was refused: {exc}")
             raise StoreUnavailable() from exc
+        self._outage.ok()
+        return reply

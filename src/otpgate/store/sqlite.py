@@ -30,6 +30,7 @@ from otpgate.domain.limits import (
     window_index,
 )
 from otpgate.domain.ports import Attempt, Issued, Refused, RequestWindow, SendRequest, WindowHit
+from otpgate.outage import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._next_purge = 0.0
+        self._outage = OutageLog(log, "sqlite store")
         self._pending: list[_Op[Any]] = []
         self._running = False
 
@@ -128,7 +130,7 @@ class SqliteStore:
             # only covers a thread stuck waiting for a stopped process's lock.
             return await asyncio.wait_for(asyncio.shield(op.future), self._timeout + 1)
         except TimeoutError:
-            log.warning("sqlite store unavailable: no answer within %ss", self._timeout + 1)
+            self._outage.failed(f"no answer within {self._timeout + 1:g}s")
             raise StoreUnavailable() from None
 
     def _start_batch(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -173,9 +175,11 @@ class SqliteStore:
                 if self._lock_fd is not None:
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         except sqlite3.Error as exc:
-            log.warning("sqlite store unavailable: %s", type(exc).__name__)
+            self._outage.failed(f"{type(exc).__name__}: {exc}")
             for op in batch:
                 op.error = _unavailable(exc)
+        else:
+            self._outage.ok()
 
     def _transaction(self, conn: sqlite3.Connection, ops: list[_Op[Any]]) -> None:
         conn.execute("BEGIN IMMEDIATE")
