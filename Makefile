@@ -33,9 +33,10 @@ run: $(STAMP)
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest
 
-## The unit tier only: no Redis, no SNS emulator, no service processes
+## The unit tier only: no Redis, no SNS emulator, no service processes. Its tests mostly
+## wait (retry back-off, timeouts), so four processes share two cores well.
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not integration" -q
+	$(BIN)/pytest -m "not integration" -q -n 4
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard bench)
