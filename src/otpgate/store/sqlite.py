@@ -9,13 +9,14 @@ the single writer overlap; ``busy_timeout`` bounds how long a worker waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import math
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -103,20 +104,40 @@ class SqliteStore:
     # -- plumbing ----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            conn = sqlite3.connect(
-                self._path,
-                timeout=self._timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
-            conn.executescript(_SCHEMA)
-            self._conn = conn
-            if self._lock_path is not None:
+            if self._lock_path is not None and self._lock_fd is None:
                 self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            # Under the lock: two workers opening a new file at once could otherwise meet
+            # in the switch to WAL, which SQLite refuses at once ("database is locked")
+            # instead of waiting.
+            with self._file_lock():
+                conn = sqlite3.connect(
+                    self._path,
+                    timeout=self._timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                    conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+                    conn.executescript(_SCHEMA)
+                except BaseException:
+                    conn.close()
+                    raise
+            self._conn = conn
         return self._conn
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """The workers' exclusive turn on the file (nothing to share for ``:memory:``)."""
+        if self._lock_fd is None:
+            yield
+            return
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` as one atomic step, batched with the steps queued meanwhile."""
@@ -162,18 +183,13 @@ class SqliteStore:
         """
         try:
             conn = self._connect()
-            if self._lock_fd is not None:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-            try:
+            with self._file_lock():
                 live = [op for op in batch if not op.expired()]
                 for op in batch:
                     if op.expired():
                         op.error = StoreUnavailable()
                 if live:
                     self._transaction(conn, live)
-            finally:
-                if self._lock_fd is not None:
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         except sqlite3.Error as exc:
             self._outage.failed(f"{type(exc).__name__}: {exc}")
             for op in batch:
