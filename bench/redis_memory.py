@@ -35,7 +35,9 @@ async def _issue_otpgate(url: str, count: int, with_quota: bool) -> None:
     async def one(index: int) -> None:
         phone = phones.phone_at(index)
         quotas = (Quota("phone_send_limit", phone, 5, 600),) if with_quota else ()
-        request = SendRequest(phone, secrets.token_bytes(32), 300, 60, quotas)
+        request = SendRequest(
+            phone, secrets.token_bytes(32), 300, 60, quotas, send_id=secrets.token_hex(16)
+        )
         await store.issue(request, now)
 
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -64,6 +65,7 @@ def send(code_hash: bytes = H1, **kw: object) -> SendRequest:
         "ttl_seconds": 3600,
         "cooldown_seconds": 0,
         "quotas": (),
+        "send_id": uuid.uuid4().hex,
     }
     values.update(kw)
     return SendRequest(**values)  # type: ignore[arg-type]

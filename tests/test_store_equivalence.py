@@ -306,6 +306,7 @@ class StoreEquivalence(RuleBasedStateMachine):
             ttl_seconds=self.ttl,
             cooldown_seconds=cooldown,
             **self.limits.for_send(phone, ip, kinds),
+            send_id=f"send-{self.serial}",
         )
         now = self.now
         result = self.on_every_store("issue", lambda s: s.issue(request, now, window))
