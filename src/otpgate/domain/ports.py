@@ -69,12 +69,6 @@ class SendRequest:
     surges: Sequence[SurgeGuard] = ()
     send_id: str = field(kw_only=True)
 
-    def counters(self) -> list[tuple[str, str, int]]:
-        """(kind, scope, window) of every counter a send charges: quotas and surges."""
-        out = [(q.kind, q.key, q.window_seconds) for q in self.quotas]
-        out += [(g.kind, g.key, g.window_seconds) for g in self.surges]
-        return out
-
 
 @dataclass(frozen=True, slots=True)
 class Issued:
