@@ -6,7 +6,8 @@ divided by N.
 - otpgate: written through its own RedisStore.issue (the same Lua script the
   service runs), once with no quota (code hash + resend-cooldown marker, as
   asked of the store directly) and once with the per-number send quota the
-  service charges on every send (one more counter key per number).
+  service charges on every send (one more key per number: the sorted set that
+  logs the number's recent sends).
 - Node: its store is ``SET otp:<phone> <code> EX <ttl>``; the same command is
   issued here directly rather than through 100,000 HTTP requests.
 """
