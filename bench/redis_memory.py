@@ -6,7 +6,8 @@ divided by N.
 - otpgate: written through its own RedisStore.issue (the same Lua script the
   service runs), once with no quota (code hash + resend-cooldown marker, as
   asked of the store directly) and once with the per-number send quota the
-  service charges on every send (one more counter key per number).
+  service charges on every send (one more key per number: the sorted set that
+  logs the number's recent sends).
 - Node: its store is ``SET otp:<phone> <code> EX <ttl>``; the same command is
   issued here directly rather than through 100,000 HTTP requests.
 """
@@ -35,7 +36,9 @@ async def _issue_otpgate(url: str, count: int, with_quota: bool) -> None:
     async def one(index: int) -> None:
         phone = phones.phone_at(index)
         quotas = (Quota("phone_send_limit", phone, 5, 600),) if with_quota else ()
-        request = SendRequest(phone, secrets.token_bytes(32), 300, 60, quotas)
+        request = SendRequest(
+            phone, secrets.token_bytes(32), 300, 60, quotas, send_id=secrets.token_hex(16)
+        )
         await store.issue(request, now)
 
     try:

@@ -191,7 +191,9 @@ async def test_store_falls_back_to_redis_py_when_the_fast_path_cannot_run(
             assert isinstance(store._conn, StockConnection)
             now = time.time()
             phone, code_hash = "+12125550177", b"\x07" * 32
-            request = SendRequest(phone, code_hash, ttl_seconds=300, cooldown_seconds=0)
+            request = SendRequest(
+                phone, code_hash, ttl_seconds=300, cooldown_seconds=0, send_id="fallback"
+            )
             assert isinstance(await store.issue(request, now), Issued)
             attempt = await store.begin_verify(phone, 300, now, Lockout())
             assert (attempt.attempts, attempt.code_hash) == (1, code_hash)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ def send(phone: str, limit: int) -> SendRequest:
         ttl_seconds=300,
         cooldown_seconds=0,
         quotas=(Quota("global_budget", "global", limit, 3600),),
+        send_id=uuid.uuid4().hex,
     )
 
 

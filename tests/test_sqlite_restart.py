@@ -1,12 +1,18 @@
-"""The embedded store is a file: a pending code survives a restart."""
+"""The embedded store is a file: a pending code survives a restart, and an upgrade."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 
+from otpgate.domain.limits import Lockout, Quota
+from otpgate.domain.ports import Issued, Refused, SendRequest
 from otpgate.http.app import create_app
+from otpgate.store.sqlite import SqliteStore
 from otpgate.wiring import build_components
 from tests.conftest import make_settings
 from tests.fakes import CapturingSender
@@ -40,3 +46,44 @@ async def test_pending_code_verifies_after_restart(tmp_path: Path) -> None:
     finally:
         await second.close()
     assert (tmp_path / "hash-secret").stat().st_mode & 0o077 == 0
+
+
+# The schema before the sliding logs: a file written by that version must open as is.
+_SCHEMA_BEFORE_SEND_LOG = """
+CREATE TABLE codes (
+    phone TEXT PRIMARY KEY, code_hash BLOB, attempts INTEGER NOT NULL DEFAULT 0,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE counters (
+    key TEXT PRIMARY KEY, count INTEGER NOT NULL, expires_at REAL NOT NULL,
+    updated_at REAL NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE members (
+    key TEXT NOT NULL, member TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (key, member)
+) WITHOUT ROWID;
+"""
+
+
+async def test_a_database_from_before_the_send_log_keeps_working(tmp_path: Path) -> None:
+    path = tmp_path / "otpgate.sqlite3"
+    now = time.time()
+    old = sqlite3.connect(path)
+    old.executescript(_SCHEMA_BEFORE_SEND_LOG)
+    old.execute("INSERT INTO codes VALUES (?, ?, 0, ?)", (PHONE, b"\x01" * 32, now + 300))
+    old.commit()
+    old.close()
+
+    store = SqliteStore(path)
+    quota = Quota("phone_send_limit", "+12125550178", limit=1, window_seconds=600)
+    request = SendRequest("+12125550178", b"\x02" * 32, 300, 0, (quota,), send_id="s1")
+    try:
+        # The code written before the upgrade is still there...
+        assert (await store.begin_verify(PHONE, 300, now, Lockout())).code_hash == b"\x01" * 32
+        # ...and the new table was added beside it.
+        assert isinstance(await store.issue(request, now), Issued)
+        refused = await store.issue(replace(request, send_id="s2"), now + 1)
+        assert isinstance(refused, Refused)
+        assert refused.retry_after == 599
+    finally:
+        await store.close()

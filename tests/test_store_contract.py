@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,7 @@ def send(code_hash: bytes = H1, **kw: object) -> SendRequest:
         "ttl_seconds": 3600,
         "cooldown_seconds": 0,
         "quotas": (),
+        "send_id": uuid.uuid4().hex,
     }
     values.update(kw)
     return SendRequest(**values)  # type: ignore[arg-type]
@@ -135,31 +137,68 @@ async def test_cooldown_refuses_then_lapses(store) -> None:
 
 async def test_quota_refuses_past_limit_without_charging(store) -> None:
     quota = Quota("phone_send_limit", PHONE, limit=3, window_seconds=600)
-    # Start of a window, so the previous (empty) window carries no weight.
-    now = (time.time() // 600) * 600 + 1
-    # Redis expires keys by its own clock: the codes must outlive the real time left
-    # in this window, or the last check below fails in the window's second half.
-    ttl = 1200
+    now = time.time()
     for i in range(3):
-        issued = await store.issue(send(bytes([i]) * 32, ttl_seconds=ttl, quotas=(quota,)), now)
+        issued = await store.issue(send(bytes([i]) * 32, quotas=(quota,)), now)
         assert isinstance(issued, Issued)
-    refused = await store.issue(send(H2, ttl_seconds=ttl, quotas=(quota,)), now)
+    refused = await store.issue(send(H2, quotas=(quota,)), now)
     assert isinstance(refused, Refused)
     assert refused.kind == "phone_send_limit"
-    assert refused.retry_after >= 1
+    assert refused.retry_after == 600  # all three were sent this instant
     # The refused send stored nothing.
     assert (await store.begin_verify(PHONE, 300, now, LOCK)).code_hash == bytes([2]) * 32
 
 
-async def test_quota_slides_into_next_window(store) -> None:
+def at_ms(ms: int) -> float:
+    """A whole-millisecond instant as the float seconds a store is given."""
+    return ms / 1000
+
+
+async def test_sliding_log_frees_a_place_when_the_oldest_send_leaves(store) -> None:
+    """Any span of the window holds at most ``limit`` sends, whatever the clock's
+    alignment; Retry-After is the exact wait, rounded up to a whole second.
+    (Times from now on: Redis forgets a log by its own clock.)"""
     quota = Quota("phone_send_limit", PHONE, limit=2, window_seconds=600)
-    start = (time.time() // 600) * 600 + 1
-    for i in range(2):
-        await store.issue(send(bytes([i]) * 32, quotas=(quota,)), start)
-    # Early in the next window the previous one still weighs ~100%: refused.
-    assert isinstance(await store.issue(send(H2, quotas=(quota,)), start + 600), Refused)
-    # At the end of the next window it weighs ~0%: allowed again.
-    assert isinstance(await store.issue(send(H2, quotas=(quota,)), start + 1198), Issued)
+    t0 = round(time.time() * 1000)
+    assert isinstance(await store.issue(send(H1, quotas=(quota,)), at_ms(t0)), Issued)
+    assert isinstance(await store.issue(send(H2, quotas=(quota,)), at_ms(t0 + 100_000)), Issued)
+    early = await store.issue(send(H2, quotas=(quota,)), at_ms(t0 + 300_000))
+    assert isinstance(early, Refused)
+    assert early.retry_after == 300  # until t0 + 600 s, when the first send leaves
+    late = await store.issue(send(H2, quotas=(quota,)), at_ms(t0 + 599_999))
+    assert isinstance(late, Refused)
+    assert late.retry_after == 1  # 1 ms, rounded up
+    assert isinstance(await store.issue(send(H1, quotas=(quota,)), at_ms(t0 + 600_000)), Issued)
+    # Now t0 + 100 s and t0 + 600 s are in the log: full until t0 + 700 s.
+    again = await store.issue(send(H2, quotas=(quota,)), at_ms(t0 + 650_000))
+    assert isinstance(again, Refused)
+    assert again.retry_after == 50
+
+
+async def test_sub_windows_never_undercount_the_window(store) -> None:
+    """A budget in 10 sub-windows counts each one that overlaps the window: a send
+    can be refused up to a sub-window (here 60 s) before an exact log would allow
+    it, never allowed earlier."""
+    budget = Quota("global_budget", "global", limit=2, window_seconds=600, buckets=10)
+    j = int(time.time() // 60) + 1  # a sub-window ahead of the real clock
+    base = j * 60_000
+
+    def go(code_hash: bytes, ms: int) -> Awaitable[Issued | Refused]:
+        return store.issue(send(code_hash, quotas=(budget,)), at_ms(base + ms))
+
+    assert isinstance(await go(H1, 10_000), Issued)
+    assert isinstance(await go(H2, 20_000), Issued)
+    full = await go(H1, 30_000)
+    assert isinstance(full, Refused)
+    assert full.kind == "global_budget"
+    # Sub-window j is counted until (j + 1) * 60 s + 600 s: 630 s from here.
+    assert full.retry_after == 630
+    # An exact log would let a send through once the first left (base + 610 s).
+    later = await go(H1, 610_000)
+    assert isinstance(later, Refused)
+    assert later.retry_after == 50
+    assert isinstance(await go(H1, 659_999), Refused)
+    assert isinstance(await go(H1, 660_000), Issued)
 
 
 async def test_quotas_are_scoped_by_key(store) -> None:
@@ -171,16 +210,32 @@ async def test_quotas_are_scoped_by_key(store) -> None:
 
 
 async def test_undo_removes_code_and_refunds(store) -> None:
-    quota = Quota("phone_send_limit", PHONE, limit=1, window_seconds=600)
+    quotas = (
+        Quota("phone_send_limit", PHONE, limit=1, window_seconds=600),
+        Quota("global_budget", "global", limit=1, window_seconds=3600, buckets=10),
+    )
     now = time.time()
-    issued = await store.issue(send(cooldown_seconds=60, quotas=(quota,)), now)
+    issued = await store.issue(send(cooldown_seconds=60, quotas=quotas), now)
     assert isinstance(issued, Issued)
     await store.undo_issue(issued)
     assert (await store.begin_verify(PHONE, 300, now, LOCK)).code_hash is None
-    # Neither the cooldown nor the quota was charged: a new send goes through at once.
-    assert isinstance(
-        await store.issue(send(H2, cooldown_seconds=60, quotas=(quota,)), now), Issued
-    )
+    # Neither the cooldown nor a quota was charged: a new send goes through at once.
+    assert isinstance(await store.issue(send(H2, cooldown_seconds=60, quotas=quotas), now), Issued)
+
+
+async def test_undo_removes_only_its_own_log_entry(store) -> None:
+    """Two sends in the same millisecond are two log entries; an undo takes out the
+    one with its send_id, not every entry at that time."""
+    quota = Quota("phone_send_limit", PHONE, limit=2, window_seconds=600)
+    now = time.time()
+    assert isinstance(await store.issue(send(H1, quotas=(quota,)), now), Issued)
+    second = await store.issue(send(H2, quotas=(quota,)), now)
+    assert isinstance(second, Issued)
+    await store.undo_issue(second)
+    assert isinstance(await store.issue(send(H2, quotas=(quota,)), now), Issued)
+    refused = await store.issue(send(H1, quotas=(quota,)), now)
+    assert isinstance(refused, Refused)
+    assert refused.kind == "phone_send_limit"
 
 
 async def test_undo_leaves_a_newer_code_alone(store) -> None:

@@ -5,10 +5,13 @@ own) and Redis (a key prefix of its own, on either client) through the same
 random issues, undos, verify attempts, consumes and window hits, at random
 non-decreasing times, and requires the same result from every store at every
 step. Limits are small (1-3, windows of 10-600 s) so that every kind of refusal
-actually happens; the tests check at the end that each one did. The clock also
-lands exactly on the instants where something ends (``to_deadline``,
-``to_window_boundary``), or a millisecond either side, where a ``>`` written as
-``>=`` shows.
+actually happens; the tests check at the end that each one did. The two quotas
+(per phone, global) are each an exact sliding log or sub-windows, drawn per run.
+The clock also lands exactly on the instants where something ends
+(``to_deadline``: a code, a cooldown, a block, a logged send leaving its log, a
+sub-window leaving the count...), on fixed-window and sub-window boundaries, and
+where the last refusal's Retry-After says to come back, or a millisecond either
+side, where a ``>`` written as ``>=`` shows.
 
 Times are whole milliseconds, so Redis (which works in integer ms) and the
 others (float seconds) see the same instants. The simulated clock starts a day
@@ -56,6 +59,9 @@ from otpgate.store.sqlite import SqliteStore
 PHONES = ("+12125550101", "+12125550102", "+447700900123")
 IPS = ("198.51.100.1", "198.51.100.2")
 WINDOWS = (10, 45, 600)  # seconds; 45 is odd, so a half window falls on .5 s
+# How a quota counts its window: 0 an exact sliding log, else that many sub-windows
+# (45 s in 4 is 11.25 s each: a width that does not divide the second).
+BUCKETS = (0, 4, 10)
 WINDOW_KEYS = tuple(f"rl:{ip}" for ip in IPS)
 COOLDOWNS = (0, 0, 30, 60)  # seconds; mostly none, so other limits get their turn
 
@@ -74,6 +80,8 @@ EXPECTED = frozenset(
         "refused:resend_cooldown",
         "refused:phone_send_limit",
         "refused:global_budget",
+        "quota refused: sliding log",
+        "quota refused: sub-windows",
         "refused:ip_phone_limit",
         "refused:prefix_blocked",
         "refused:country_blocked",
@@ -93,8 +101,8 @@ EXPECTED = frozenset(
 class SendLimits:
     """One run's send limits, as a service configures them; each send applies a subset."""
 
-    phone: tuple[int, int]  # (limit, window) of phone_send_limit
-    everyone: tuple[int, int]  # global_budget
+    phone: tuple[int, int, int]  # (limit, window, buckets) of phone_send_limit
+    everyone: tuple[int, int, int]  # global_budget
     per_ip: tuple[int, int]  # ip_phone_limit
     prefix: tuple[int, float, int, int]  # prefix_blocked: (min, factor, window, block)
     country: tuple[int, float, int, int]  # country_blocked
@@ -118,10 +126,11 @@ KINDS = ("phone_send_limit", "global_budget", "ip_phone_limit", "prefix_blocked"
 surge_rules = st.tuples(
     limits, st.sampled_from((1.0, 1.5, 2.0)), windows, st.sampled_from((30, 120, 900))
 )
+quotas = st.tuples(limits, windows, st.sampled_from(BUCKETS))
 send_limits = st.builds(
     SendLimits,
-    st.tuples(limits, windows),
-    st.tuples(limits, windows),
+    quotas,
+    quotas,
     st.tuples(limits, windows),
     surge_rules,
     surge_rules,
@@ -164,7 +173,10 @@ class StoreEquivalence(RuleBasedStateMachine):
         self.hashes: dict[str, list[bytes]] = {phone: [] for phone in PHONES}
         self.ttl = 300
         self.lockout = Lockout()
-        self.limits = SendLimits((1, 10), (1, 10), (1, 10), (1, 1.0, 10, 30), (1, 1.0, 10, 30))
+        self.limits = SendLimits(
+            (1, 10, 0), (1, 10, 0), (1, 10), (1, 1.0, 10, 30), (1, 1.0, 10, 30)
+        )
+        self.retry_at_ms: int | None = None  # where the last refusal said to come back
 
     # -- plumbing ----------------------------------------------------------------------
     @property
@@ -277,9 +289,24 @@ class StoreEquivalence(RuleBasedStateMachine):
 
     @rule(window=windows, nudge_ms=st.sampled_from((-1, 0, 1)))
     def to_window_boundary(self, window: int, nudge_ms: int) -> None:
-        span = window * 1000
-        boundary = (self.now_ms // span + 1) * span
+        self._to_boundary(window * 1000, nudge_ms)
+
+    @rule(global_quota=st.booleans(), nudge_ms=st.sampled_from((-1, 0, 1)))
+    def to_sub_window_boundary(self, global_quota: bool, nudge_ms: int) -> None:
+        """To where a quota's next sub-window starts (and, a window on, leaves the count)."""
+        _, window, buckets = self.limits.everyone if global_quota else self.limits.phone
+        if buckets:
+            self._to_boundary(window * 1000 // buckets, nudge_ms)
+
+    def _to_boundary(self, span_ms: int, nudge_ms: int) -> None:
+        boundary = (self.now_ms // span_ms + 1) * span_ms
         self.advance(max(0, boundary + nudge_ms - self.now_ms))
+
+    @rule(nudge_ms=st.sampled_from((0, 0, -1, -1000)))
+    def to_retry_after(self, nudge_ms: int) -> None:
+        """To where the last refusal's Retry-After said to come back (or just before)."""
+        if self.retry_at_ms is not None:
+            self.advance(max(0, self.retry_at_ms + nudge_ms - self.now_ms))
 
     # -- the operations ----------------------------------------------------------------
     @rule(
@@ -306,11 +333,16 @@ class StoreEquivalence(RuleBasedStateMachine):
             ttl_seconds=self.ttl,
             cooldown_seconds=cooldown,
             **self.limits.for_send(phone, ip, kinds),
+            send_id=f"send-{self.serial}",
         )
         now = self.now
         result = self.on_every_store("issue", lambda s: s.issue(request, now, window))
         if isinstance(result, Refused):
             self.note(f"refused:{result.kind}")
+            self.retry_at_ms = self.now_ms + result.retry_after * 1000
+            quota = next((q for q in request.quotas if q.kind == result.kind), None)
+            if quota is not None:
+                self.note(f"quota refused: {'sub-windows' if quota.buckets else 'sliding log'}")
             return multiple()
         self.note("issued")
         self.hashes[phone].append(code_hash)

@@ -13,13 +13,16 @@ by calling it (or, in Lua, by mirroring it line for line).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from otpgate.domain.errors import CountryNotAllowed, LimitExceeded, OtpError, RateLimited
 from otpgate.domain.phone import Phone
 
 HOUR = 3600
+# Sub-windows per window of the country and global budgets: never over the budget in
+# any span of the window, and a send refused at most a tenth of the window early.
+BUDGET_BUCKETS = 10
 
 # What a client is told when a limit refuses it; the key is the machine code.
 LIMIT_MESSAGES: dict[str, str] = {
@@ -36,16 +39,35 @@ LIMIT_MESSAGES: dict[str, str] = {
 
 @dataclass(frozen=True, slots=True)
 class Quota:
-    """A sliding-window counter checked and charged together with a send.
+    """At most ``limit`` sends in any span of ``window_seconds``, checked and charged
+    together with a send.
 
     ``kind`` is the machine code reported when it refuses; ``key`` scopes it
-    (a phone, a country, ``*`` for global).
+    (a phone, a country, ``global``). ``buckets`` chooses how the window is counted:
+
+    - ``0``: an exact sliding log, one entry per send (``log_wait``). For small
+      limits (a phone's few sends), where every entry is cheap and exactness shows.
+    - ``k > 0``: ``k`` sub-windows of ``window / k`` each (``buckets_counted``,
+      ``buckets_wait``), a constant amount of state however large the limit. Never
+      more than ``limit`` in any span of the window; a send may be refused up to one
+      sub-window (``window / k``) before an exact log would allow it.
     """
 
     kind: str
     key: str
     limit: int
     window_seconds: int
+    buckets: int = 0
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ValueError(f"{self.kind}: limit must be at least 1")
+        if self.buckets < 0 or self.buckets > self.window_ms:
+            raise ValueError(f"{self.kind}: buckets must be 0..{self.window_ms}")
+
+    @property
+    def window_ms(self) -> int:
+        return self.window_seconds * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,29 +128,82 @@ class Lockout:
 
 
 def window_index(now: float, window_seconds: int) -> int:
+    """Which fixed, clock-aligned window ``now`` falls in (surge guards, distinct quotas)."""
     return int(now // window_seconds)
 
 
-def sliding_count(previous: int, current: int, now: float, window_seconds: int) -> float:
-    """Sliding-window-counter estimate: the previous window weighted by its overlap."""
-    elapsed = (now % window_seconds) / window_seconds
-    return previous * (1.0 - elapsed) + current
+# -- sliding windows, in integer milliseconds ---------------------------------------------
+# Every store calls these (lua/limits.lua mirrors them line for line), on the same
+# integer milliseconds, so all of them decide and round alike.
 
 
-def seconds_until_allowed(
-    previous: int, current: int, limit: int, now: float, window_seconds: int
+def to_ms(now: float) -> int:
+    """The caller's clock in whole milliseconds, as every store counts sliding windows.
+
+    Rounded, not truncated: the float seconds of a whole-ms instant can fall a hair
+    under it.
+    """
+    return round(now * 1000)
+
+
+def retry_seconds(wait_ms: int) -> int:
+    """A wait in ms as Retry-After: whole seconds, rounded up, at least 1."""
+    return max(1, -(-wait_ms // 1000))
+
+
+def log_wait(times: Sequence[int], limit: int, window_ms: int, now_ms: int) -> int:
+    """An exact sliding log: ms until one more send fits, 0 when it fits now.
+
+    ``times`` are the logged sends still in the window (``t > now - window``),
+    oldest first. One more fits while fewer than ``limit`` are; otherwise it fits
+    once the oldest that must leave, ``times[len - limit]``, has left, ``window``
+    after it was sent.
+    """
+    if len(times) < limit:
+        return 0
+    return times[len(times) - limit] + window_ms - now_ms
+
+
+def bucket_index(now_ms: int, window_ms: int, buckets: int) -> int:
+    """The sub-window ``now`` falls in: sub-window ``j`` holds the sends in
+    ``[j * width, (j + 1) * width)``, ``width = window // buckets``."""
+    return now_ms // (window_ms // buckets)
+
+
+def bucket_leaves(index: int, window_ms: int, buckets: int) -> int:
+    """When sub-window ``index`` stops being counted (``buckets_counted``): a whole
+    window after its end. A store keeps its count until then, and no longer."""
+    return (index + 1) * (window_ms // buckets) + window_ms
+
+
+def buckets_counted(now_ms: int, window_ms: int, buckets: int) -> range:
+    """The sub-windows a send at ``now`` counts, oldest first: every one that overlaps
+    ``(now - window, now]`` (``buckets + 1`` of them when the width divides the
+    window), so the counted span is at most ``window + width`` long."""
+    return range(
+        bucket_index(now_ms - window_ms, window_ms, buckets),
+        bucket_index(now_ms, window_ms, buckets) + 1,
+    )
+
+
+def buckets_wait(
+    counts: Sequence[int], first: int, limit: int, window_ms: int, buckets: int, now_ms: int
 ) -> int:
-    """When one more send fits under ``limit`` again, in whole seconds (at least 1)."""
-    into = now % window_seconds
-    room = limit - 1 - current  # sends that fit on top of the current window's own count
-    if room >= 0:
-        if previous == 0:
-            return 1
-        # previous * (1 - t/w) <= room  =>  t >= w * (1 - room / previous)
-        return max(1, math.ceil(window_seconds * (1.0 - room / previous) - into))
-    # The current window alone is over: wait until it becomes a light enough baseline.
-    into_next = window_seconds * (1.0 - (limit - 1) / current)
-    return max(1, math.ceil(window_seconds - into + into_next))
+    """Sub-windows: ms until one more send fits, 0 when it fits now.
+
+    ``counts`` are the sends of the counted sub-windows (``buckets_counted``), oldest
+    first, the oldest being sub-window ``first``. One more fits while their sum is
+    under ``limit``; otherwise the oldest must leave the count until it is, and the
+    last of them to go, ``j``, leaves when ``(j + 1) * width`` is a window behind.
+    """
+    excess = sum(counts) + 1 - limit  # sends that must leave the count first
+    if excess <= 0:
+        return 0
+    for offset, count in enumerate(counts):
+        excess -= count
+        if excess <= 0:
+            return bucket_leaves(first + offset, window_ms, buckets) - now_ms
+    raise AssertionError("unreachable: the counts sum to at least the excess")
 
 
 def seconds_until_window_ends(now: float, window_seconds: int) -> int:
@@ -175,6 +250,8 @@ class AbusePolicy:
             raise CountryNotAllowed()
 
     def send_quotas(self, phone: Phone) -> tuple[Quota, ...]:
+        """A phone's few sends are logged exactly; the budgets, shared by many phones,
+        are counted in sub-windows (state that does not grow with the budget)."""
         country = country_scope(phone)
         return (
             Quota("phone_send_limit", phone.e164, self.phone_sends, self.phone_window_seconds),
@@ -183,8 +260,11 @@ class AbusePolicy:
                 f"country:{country}",
                 self.country_sms_overrides.get(country, self.country_sms_per_hour),
                 HOUR,
+                buckets=BUDGET_BUCKETS,
             ),
-            Quota("global_budget", "global", self.global_sms_per_hour, HOUR),
+            Quota(
+                "global_budget", "global", self.global_sms_per_hour, HOUR, buckets=BUDGET_BUCKETS
+            ),
         )
 
     def send_distinct(self, phone: Phone, client_ip: str) -> tuple[DistinctQuota, ...]:

@@ -53,7 +53,12 @@ class WindowHit:
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
-    """Everything the issue step needs to decide and record a send atomically."""
+    """Everything the issue step needs to decide and record a send atomically.
+
+    ``send_id`` is unique per send (the service draws ``uuid4().hex``): it names this
+    send's entry in a sliding log, so an undo removes exactly that entry and never
+    another send's at the same instant.
+    """
 
     phone: str
     code_hash: bytes
@@ -62,12 +67,7 @@ class SendRequest:
     quotas: Sequence[Quota] = ()
     distinct: Sequence[DistinctQuota] = ()
     surges: Sequence[SurgeGuard] = ()
-
-    def counters(self) -> list[tuple[str, str, int]]:
-        """(kind, scope, window) of every counter a send charges: quotas and surges."""
-        out = [(q.kind, q.key, q.window_seconds) for q in self.quotas]
-        out += [(g.kind, g.key, g.window_seconds) for g in self.surges]
-        return out
+    send_id: str = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,6 +100,7 @@ class OtpService:
             quotas=limits.send_quotas(phone),
             distinct=limits.send_distinct(phone, client_ip),
             surges=limits.send_surges(phone),
+            send_id=uuid.uuid4().hex,
         )
         outcome = await self._store.issue(request, self._clock(), window)
         if isinstance(outcome, Refused):

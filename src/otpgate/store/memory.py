@@ -17,17 +17,26 @@ everything lapsed is treated as absent. ``undo_issue`` has no ``now``: it acts
 on what is stored (the service calls it seconds after the issue, long before
 anything it touches lapses). That is the one place the stores may differ: after
 the code's lifetime Redis has forgotten it and refunds nothing, while this
-store and SQLite still find it and refund.
+store and SQLite still find it and refund. The quotas' sliding windows count in
+whole milliseconds, ``to_ms(now)`` (rounded), the integers Redis is given, with
+the arithmetic of ``otpgate.domain.limits`` (which Redis's Lua mirrors).
 
 **What is kept.**
 
 - per phone: the *code* (hash, or None for a code-less record; attempts;
   expiry), the resend *cooldown* (its end), the *failures* (consecutive failed
   verifies, the last one's time, expiry);
-- per (kind, scope, window index): a *counter* of sends, for quotas and surge
-  guards alike, and a *member set*, for distinct quotas. A counter lives until
-  the end of the window after its own, where it is the sliding baseline; a set
-  only until the end of its window;
+- per quota with ``buckets == 0`` (kind, scope): a *sliding log*, one entry per
+  send (its time in ms, its ``send_id``). An entry is in the window while
+  ``at > now - window`` and leaves the log when it is not;
+- per quota with ``buckets == k`` (kind, scope, sub-window index ``j``): a
+  *sub-window counter* of the sends in ``[j * width, (j + 1) * width)``,
+  ``width = window // k``, live until ``bucket_leaves(j)`` (a window after its
+  end), when no send counts it any more;
+- per surge guard (kind, scope, fixed window index): a *counter* of sends,
+  living until the end of the window after its own, where it is the baseline;
+- per distinct quota (kind, scope, fixed window index): a *member set*, live
+  until the end of its window;
 - per (kind, scope): a surge *block* (its end);
 - per request-window key: a fixed-window *hit counter* and the window's end.
 
@@ -38,9 +47,15 @@ charges nothing:
 
 1. a live surge block on any guard's scope: refused until the block ends;
 2. a live cooldown on the phone: refused until it ends;
-3. each quota, a sliding-window counter: refused when
-   ``sliding_count(previous, current) + 1 > limit``; the wait is
-   ``seconds_until_allowed``;
+3. each quota: ``wait`` is ``log_wait(times in the window, ...)`` for a sliding
+   log, ``buckets_wait(counts of buckets_counted(now), ...)`` for sub-windows,
+   in ms; refused when ``wait > 0``, after ``retry_seconds(wait)`` (rounded up,
+   at least 1), which is exactly when one more send fits if nothing else is
+   sent. A log allows at most ``limit`` sends in any span of the window (times
+   less than a window apart). Sub-windows count every one that overlaps
+   ``(now - window, now]``, a span of at most ``window + width``: never more
+   than ``limit`` in any span of the window either, but a send may be refused
+   up to one ``width`` before a log would allow it;
 4. each distinct quota: refused when the member is new to this window's set
    and the set already holds ``limit`` members; the wait is the rest of the
    window;
@@ -50,14 +65,16 @@ charges nothing:
 
 When all pass, the send is charged: the phone's code is replaced (new hash,
 zero attempts, expires ``now + ttl``), the cooldown starts (when positive),
-every quota and surge counter of the current window rises by one, and the
-member joins each distinct set. ``Issued.new_members`` says which sets it
-joined, so an undo gives back only those places.
+the send joins each sliding log (an entry of the same ``send_id`` is replaced),
+each quota's current sub-window and each surge guard's current window rise by
+one, and the member joins each distinct set. ``Issued.new_members`` says which
+sets it joined, so an undo gives back only those places.
 
 **undo_issue(issued).** When the phone's stored code is still this hash: the
-code and the cooldown go, every counter the issue charged (in the issue's own
-window) drops by one, and the members it added leave their sets. A newer
-send's code and charges are left alone.
+code and the cooldown go, the send's entry leaves each sliding log (by its
+``send_id``: another send at the same instant stays), every counter the issue
+charged (its own sub-window and fixed window) drops by one, and the members it
+added leave their sets. A newer send's code and charges are left alone.
 
 **begin_verify(phone, ttl, now, lockout, window).** The window as in issue;
 over it the attempt comes back with ``attempts == 0`` and nothing else is
@@ -80,15 +97,22 @@ and the whole milliseconds left.
 
 from __future__ import annotations
 
+import bisect
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from otpgate.domain.limits import (
     Lockout,
-    seconds_until_allowed,
+    Quota,
+    bucket_index,
+    bucket_leaves,
+    buckets_counted,
+    buckets_wait,
+    log_wait,
+    retry_seconds,
     seconds_until_window_ends,
-    sliding_count,
+    to_ms,
     window_index,
 )
 from otpgate.domain.ports import Attempt, Issued, Refused, RequestWindow, SendRequest, WindowHit
@@ -128,6 +152,15 @@ class _Members:
     expires_at: float
 
 
+@dataclass(order=True, slots=True)
+class _Logged:
+    """One send in a sliding log: its time (ms) and the send's id."""
+
+    at_ms: int
+    send_id: str
+    window_ms: int = field(compare=False)  # when it lapses (for ``deadlines``)
+
+
 @dataclass(slots=True)
 class _Until:
     """A cooldown or a surge block: live until ``expires_at``."""
@@ -137,6 +170,8 @@ class _Until:
 
 # (kind, scope, window index): one window's counter or member set.
 _Slot = tuple[str, str, int]
+# (kind, scope): one quota's sliding log.
+_Scope = tuple[str, str]
 
 
 def _live(entries: dict[K, E], key: K, now: float) -> E | None:
@@ -148,12 +183,36 @@ def _live(entries: dict[K, E], key: K, now: float) -> E | None:
     return entry
 
 
+def _bucket(q: Quota, now_ms: int) -> _Slot:
+    """The sub-window of ``q`` that a send at ``now_ms`` is charged to."""
+    return (q.kind, q.key, bucket_index(now_ms, q.window_ms, q.buckets))
+
+
+def _increment(counters: dict[_Slot, _Counter], slot: _Slot, expires_at: float, now: float) -> None:
+    counter = _live(counters, slot, now)
+    if counter is None:
+        counters[slot] = _Counter(1, expires_at)
+    else:
+        counter.count += 1
+        counter.expires_at = expires_at
+
+
+def _decrement(counters: dict[_Slot, _Counter], slot: _Slot) -> None:
+    counter = counters.get(slot)
+    if counter is not None:
+        counter.count -= 1
+        if counter.count <= 0:
+            del counters[slot]
+
+
 class MemoryStore:
     def __init__(self) -> None:
         self._codes: dict[str, _Code] = {}
         self._cooldowns: dict[str, _Until] = {}
         self._failures: dict[str, _Failures] = {}
-        self._counters: dict[_Slot, _Counter] = {}
+        self._counters: dict[_Slot, _Counter] = {}  # surge guards' fixed windows
+        self._buckets: dict[_Slot, _Counter] = {}  # quotas' sub-windows
+        self._logs: dict[_Scope, list[_Logged]] = {}  # quotas' sliding logs, oldest first
         self._sets: dict[_Slot, _Members] = {}
         self._blocks: dict[tuple[str, str], _Until] = {}
         self._windows: dict[str, _Counter] = {}
@@ -177,13 +236,16 @@ class MemoryStore:
             return  # consumed, or replaced by a newer send: not ours to refund
         del self._codes[request.phone]
         self._cooldowns.pop(request.phone, None)
-        for kind, scope, window in request.counters():
-            slot = (kind, scope, window_index(now, window))
-            counter = self._counters.get(slot)
-            if counter is not None:
-                counter.count -= 1
-                if counter.count <= 0:
-                    del self._counters[slot]
+        for q in request.quotas:
+            if q.buckets:
+                _decrement(self._buckets, _bucket(q, to_ms(now)))
+            else:
+                log = self._logs.get((q.kind, q.key), [])
+                log[:] = [e for e in log if e.send_id != request.send_id]
+                if not log:
+                    self._logs.pop((q.kind, q.key), None)
+        for g in request.surges:
+            _decrement(self._counters, (g.kind, g.key, window_index(now, g.window_seconds)))
         for d, new in zip(request.distinct, issued.new_members, strict=False):
             members = self._sets.get((d.kind, d.key, window_index(now, d.window_seconds)))
             if new and members is not None:
@@ -251,6 +313,26 @@ class MemoryStore:
         counter = _live(self._counters, slot, now)
         return counter.count if counter is not None else 0
 
+    def _log(self, q: Quota, now_ms: int) -> list[_Logged]:
+        """The quota's log, without the sends that have left its window."""
+        log = [e for e in self._logs.pop((q.kind, q.key), []) if e.at_ms > now_ms - q.window_ms]
+        if log:
+            self._logs[(q.kind, q.key)] = log
+        return log
+
+    def _quota_wait(self, q: Quota, now: float) -> int:
+        """ms until one more send fits under ``q`` (0: it fits now)."""
+        now_ms = to_ms(now)
+        if not q.buckets:
+            times = [e.at_ms for e in self._log(q, now_ms)]
+            return log_wait(times, q.limit, q.window_ms, now_ms)
+        counted = buckets_counted(now_ms, q.window_ms, q.buckets)
+        counts = []
+        for j in counted:
+            counter = _live(self._buckets, (q.kind, q.key, j), now)
+            counts.append(counter.count if counter is not None else 0)
+        return buckets_wait(counts, counted.start, q.limit, q.window_ms, q.buckets, now_ms)
+
     def _refusal(self, request: SendRequest, now: float) -> Refused | None:
         for g in request.surges:
             block = _live(self._blocks, (g.kind, g.key), now)
@@ -262,13 +344,9 @@ class MemoryStore:
             return Refused("resend_cooldown", max(1, math.ceil(cooldown.expires_at - now)))
 
         for q in request.quotas:
-            idx = window_index(now, q.window_seconds)
-            prev = self._count((q.kind, q.key, idx - 1), now)
-            cur = self._count((q.kind, q.key, idx), now)
-            if sliding_count(prev, cur, now, q.window_seconds) + 1 > q.limit:
-                return Refused(
-                    q.kind, seconds_until_allowed(prev, cur, q.limit, now, q.window_seconds)
-                )
+            wait_ms = self._quota_wait(q, now)
+            if wait_ms > 0:
+                return Refused(q.kind, retry_seconds(wait_ms))
 
         for d in request.distinct:
             members = _live(self._sets, (d.kind, d.key, window_index(now, d.window_seconds)), now)
@@ -289,16 +367,20 @@ class MemoryStore:
         self._codes[request.phone] = _Code(request.code_hash, 0, now + request.ttl_seconds)
         if request.cooldown_seconds > 0:
             self._cooldowns[request.phone] = _Until(now + request.cooldown_seconds)
-        for kind, scope, window in request.counters():
-            idx = window_index(now, window)
-            # Lives through the next window too, where it is the sliding baseline.
-            expires_at = (idx + 2) * window
-            counter = _live(self._counters, (kind, scope, idx), now)
-            if counter is None:
-                self._counters[(kind, scope, idx)] = _Counter(1, expires_at)
+        now_ms = to_ms(now)
+        for q in request.quotas:
+            if q.buckets:
+                slot = _bucket(q, now_ms)
+                leaves_ms = bucket_leaves(slot[2], q.window_ms, q.buckets)
+                _increment(self._buckets, slot, leaves_ms / 1000, now)
             else:
-                counter.count += 1
-                counter.expires_at = expires_at
+                log = self._logs.setdefault((q.kind, q.key), [])
+                log[:] = [e for e in log if e.send_id != request.send_id]  # an id is one entry
+                bisect.insort(log, _Logged(now_ms, request.send_id, q.window_ms))
+        for g in request.surges:
+            idx = window_index(now, g.window_seconds)
+            # Lives through the next window too, where it is the baseline.
+            _increment(self._counters, (g.kind, g.key, idx), (idx + 2) * g.window_seconds, now)
         added = []
         for d in request.distinct:
             idx = window_index(now, d.window_seconds)
@@ -321,11 +403,14 @@ class MemoryStore:
             self._cooldowns,
             self._failures,
             self._counters,
+            self._buckets,
             self._sets,
             self._blocks,
             self._windows,
         ]
         instants = {entry.expires_at for entries in held for entry in entries.values()}
+        # Each logged send leaves its log on its own.
+        instants |= {(e.at_ms + e.window_ms) / 1000 for log in self._logs.values() for e in log}
         if lockout is not None:
             for failures in self._failures.values():
                 wait = lockout.wait_seconds(failures.count)

@@ -6,7 +6,12 @@ phone in a ``{hash tag}``, so they share one Redis Cluster slot:
 - ``P{+12125550123}:code``     hash ``h`` (code HMAC), ``a`` (attempts); expires with the code
 - ``P{+12125550123}:cd``       resend cooldown: its end (ms epoch); expires then
 - ``P{+12125550123}:fails``    consecutive failed verifies ``n`` and the last one's time ``l``
-- ``P{<scope>}:q:<kind>:<n>``  counter of window ``n`` (quotas and surge guards)
+- ``P{<scope>}:log:<kind>``    a quota's sliding log (sorted set: score = send time in
+  ms epoch, member = send id); expires when its newest send leaves the window. The
+  per-phone limit's scope is the phone, so its log shares the phone's slot
+- ``P{<scope>}:s:<kind>:<j>``  a quota's sub-window ``j`` (a send count); expires when
+  no send counts it any more (``limits.bucket_leaves``)
+- ``P{<scope>}:q:<kind>:<n>``  a surge guard's counter of fixed window ``n``
 - ``P{<scope>}:d:<kind>:<n>``  set of distinct members in window ``n``
 - ``P{<scope>}:b:<kind>``      surge block: its end (ms epoch)
 - ``P{<key>}:w``               fixed-window request counter
@@ -17,9 +22,11 @@ or a hash tag shared by all scopes (set REDIS_KEY_PREFIX accordingly).
 
 The scripts are the ``lua/*.lua`` files next to this module, read once at import;
 each documents its KEYS, ARGV and reply. ``window.lua`` is the head of the three
-that count the client's request window. Every time they compute is on the
-caller's clock (the ``now`` each operation is given); Redis's own clock only
-decides when it forgets an expired key.
+that count the client's request window; ``limits.lua`` mirrors the window
+arithmetic of ``otpgate.domain.limits`` for the issue script. Every time they
+compute is on the caller's clock (the ``now`` each operation is given, in whole
+ms: ``limits.to_ms``); Redis's own clock only decides when it forgets an expired
+key.
 
 Commands travel over a ``RedisLink``: the auto-pipelined ``redis_connection``
 (``fast_path=True``, the default) or redis-py's own client (``redis_client``),
@@ -38,7 +45,14 @@ from typing import Any
 import orjson
 
 from otpgate.domain.errors import StoreUnavailable
-from otpgate.domain.limits import Lockout, seconds_until_allowed, window_index
+from otpgate.domain.limits import (
+    Lockout,
+    bucket_index,
+    buckets_counted,
+    retry_seconds,
+    to_ms,
+    window_index,
+)
 from otpgate.domain.ports import Attempt, Issued, Refused, RequestWindow, SendRequest, WindowHit
 from otpgate.outage import OutageLog
 from otpgate.store import redis_connection
@@ -75,7 +89,7 @@ class _Script:
 
 
 _LUA = files("otpgate.store").joinpath("lua")
-_ISSUE = _Script.of("window", "issue")
+_ISSUE = _Script.of("window", "limits", "issue")
 _UNDO = _Script.of("undo")
 _BEGIN_VERIFY = _Script.of("window", "begin_verify")
 _CONSUME = _Script.of("consume")
@@ -118,13 +132,14 @@ class RedisStore:
     async def issue(
         self, request: SendRequest, now: float, window: RequestWindow | None = None
     ) -> Issued | Refused:
+        now_ms = to_ms(now)
         keys = [self._phone_key(request.phone, "code"), self._phone_key(request.phone, "cd")]
         for q in request.quotas:
-            idx = window_index(now, q.window_seconds)
-            keys += [
-                self._scoped(q.key, f"q:{q.kind}:{idx - 1}"),
-                self._scoped(q.key, f"q:{q.kind}:{idx}"),
-            ]
+            if q.buckets:
+                counted = buckets_counted(now_ms, q.window_ms, q.buckets)
+                keys += [self._scoped(q.key, f"s:{q.kind}:{j}") for j in counted]
+            else:
+                keys.append(self._scoped(q.key, f"log:{q.kind}"))
         for d in request.distinct:
             keys.append(self._scoped(d.key, f"d:{d.kind}:{window_index(now, d.window_seconds)}"))
         for g in request.surges:
@@ -135,10 +150,11 @@ class RedisStore:
                 self._scoped(g.key, f"b:{g.kind}"),
             ]
         spec: dict[str, Any] = {
-            "now": int(now * 1000),
+            "now": now_ms,
+            "id": request.send_id,
             "ttl": request.ttl_seconds * 1000,
             "cd": request.cooldown_seconds * 1000,
-            "q": [[q.limit, q.window_seconds * 1000] for q in request.quotas],
+            "q": [[q.limit, q.window_ms, q.buckets] for q in request.quotas],
             "d": [[d.member, d.limit, d.window_seconds * 1000] for d in request.distinct],
             "s": [
                 [g.min_sends, g.factor, g.window_seconds * 1000, g.block_seconds * 1000]
@@ -156,11 +172,7 @@ class RedisStore:
         if tag == 1:
             return Refused("resend_cooldown", _ceil_seconds(rest[0]), hit)
         if tag == 2:
-            q = request.quotas[int(rest[0]) - 1]
-            retry = seconds_until_allowed(
-                int(rest[1]), int(rest[2]), q.limit, now, q.window_seconds
-            )
-            return Refused(q.kind, retry, hit)
+            return Refused(request.quotas[int(rest[0]) - 1].kind, retry_seconds(int(rest[1])), hit)
         if tag == 3:
             return Refused(request.surges[int(rest[0]) - 1].kind, _ceil_seconds(rest[1]), hit)
         return Refused(request.distinct[int(rest[0]) - 1].kind, _ceil_seconds(rest[1]), hit)
@@ -168,16 +180,29 @@ class RedisStore:
     async def undo_issue(self, issued: Issued) -> None:
         request, now = issued.request, issued.now
         keys = [self._phone_key(request.phone, "code"), self._phone_key(request.phone, "cd")]
+        now_ms = to_ms(now)
         counters = [
-            self._scoped(scope, f"q:{kind}:{window_index(now, window)}")
-            for kind, scope, window in request.counters()
+            self._scoped(q.key, f"s:{q.kind}:{bucket_index(now_ms, q.window_ms, q.buckets)}")
+            for q in request.quotas
+            if q.buckets
         ]
+        counters += [
+            self._scoped(g.key, f"q:{g.kind}:{window_index(now, g.window_seconds)}")
+            for g in request.surges
+        ]
+        logs = [self._scoped(q.key, f"log:{q.kind}") for q in request.quotas if not q.buckets]
         added = [d for d, new in zip(request.distinct, issued.new_members, strict=False) if new]
         sets = [
             self._scoped(d.key, f"d:{d.kind}:{window_index(now, d.window_seconds)}") for d in added
         ]
-        args: list[Any] = [request.code_hash, len(counters), *(d.member for d in added)]
-        await self._run(_UNDO, keys + counters + sets, args)
+        args: list[Any] = [
+            request.code_hash,
+            len(counters),
+            len(logs),
+            request.send_id,
+            *(d.member for d in added),
+        ]
+        await self._run(_UNDO, keys + counters + logs + sets, args)
 
     async def begin_verify(
         self,
@@ -187,7 +212,7 @@ class RedisStore:
         lockout: Lockout,
         window: RequestWindow | None = None,
     ) -> Attempt:
-        now_ms = int(now * 1000)
+        now_ms = to_ms(now)
         spec: dict[str, Any] = {
             "now": now_ms,
             "exp": now_ms + ttl_seconds * 1000,
@@ -214,7 +239,7 @@ class RedisStore:
 
     async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
         keys: list[str] = []
-        spec: dict[str, Any] = {"now": int(now * 1000)}
+        spec: dict[str, Any] = {"now": to_ms(now)}
         self._add_window(keys, spec, window)
         reply = await self._run(_HIT_WINDOW, keys, [orjson.dumps(spec)])
         return WindowHit(count=int(reply[0]), reset_after_ms=int(reply[1]))

@@ -25,9 +25,15 @@ from typing import Any, Generic, TypeVar
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import (
     Lockout,
-    seconds_until_allowed,
+    Quota,
+    bucket_index,
+    bucket_leaves,
+    buckets_counted,
+    buckets_wait,
+    log_wait,
+    retry_seconds,
     seconds_until_window_ends,
-    sliding_count,
+    to_ms,
     window_index,
 )
 from otpgate.domain.ports import Attempt, Issued, Refused, RequestWindow, SendRequest, WindowHit
@@ -56,6 +62,15 @@ CREATE TABLE IF NOT EXISTS members (
     expires_at REAL NOT NULL,
     PRIMARY KEY (key, member)
 ) WITHOUT ROWID;
+-- Sliding logs (quotas with buckets=0): one row per send still in its window.
+CREATE TABLE IF NOT EXISTS send_log (
+    key        TEXT NOT NULL,
+    send_id    TEXT NOT NULL,
+    at_ms      INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (key, send_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS send_log_by_time ON send_log (key, at_ms);
 """
 
 _PURGE_EVERY_SECONDS = 60.0
@@ -223,6 +238,7 @@ class SqliteStore:
         conn.execute("DELETE FROM codes WHERE expires_at <= ?", (now,))
         conn.execute("DELETE FROM counters WHERE expires_at <= ?", (now,))
         conn.execute("DELETE FROM members WHERE expires_at <= ?", (now,))
+        conn.execute("DELETE FROM send_log WHERE expires_at <= ?", (now,))
 
     # -- operations --------------------------------------------------------------------
     async def issue(
@@ -302,7 +318,18 @@ def _fails_key(phone: str) -> str:
 
 
 def _counter_key(kind: str, scope: str, index: int) -> str:
+    """A surge guard's fixed window ``index``."""
     return f"q:{kind}:{scope}:{index}"
+
+
+def _bucket_key(kind: str, scope: str, index: int) -> str:
+    """A quota's sub-window ``index``."""
+    return f"s:{kind}:{scope}:{index}"
+
+
+def _log_key(kind: str, scope: str) -> str:
+    """A quota's sliding log, in the send_log table."""
+    return f"{kind}:{scope}"
 
 
 def _set_key(kind: str, scope: str, index: int) -> str:
@@ -344,6 +371,32 @@ def _incr(conn: sqlite3.Connection, key: str, expires_at: float, now: float) -> 
     )
 
 
+def _decr(conn: sqlite3.Connection, key: str) -> None:
+    conn.execute("UPDATE counters SET count = count - 1 WHERE key = ?", (key,))
+    conn.execute("DELETE FROM counters WHERE key = ? AND count <= 0", (key,))
+
+
+def _quota_wait(conn: sqlite3.Connection, q: Quota, now: float) -> int:
+    """ms until one more send fits under ``q`` (0: it fits now)."""
+    now_ms = to_ms(now)
+    if not q.buckets:
+        key = _log_key(q.kind, q.key)
+        # The sends that have left the window leave the log.
+        conn.execute(
+            "DELETE FROM send_log WHERE key = ? AND at_ms <= ?", (key, now_ms - q.window_ms)
+        )
+        times = [
+            int(row[0])
+            for row in conn.execute(
+                "SELECT at_ms FROM send_log WHERE key = ? ORDER BY at_ms", (key,)
+            )
+        ]
+        return log_wait(times, q.limit, q.window_ms, now_ms)
+    counted = buckets_counted(now_ms, q.window_ms, q.buckets)
+    counts = [_count(conn, _bucket_key(q.kind, q.key, j), now) for j in counted]
+    return buckets_wait(counts, counted.start, q.limit, q.window_ms, q.buckets, now_ms)
+
+
 def _refusal(conn: sqlite3.Connection, request: SendRequest, now: float) -> Refused | None:
     """The same checks, in the same order, as the Redis store's issue script."""
     for g in request.surges:
@@ -356,11 +409,9 @@ def _refusal(conn: sqlite3.Connection, request: SendRequest, now: float) -> Refu
         return Refused("resend_cooldown", max(1, math.ceil(until - now)))
 
     for q in request.quotas:
-        idx = window_index(now, q.window_seconds)
-        prev = _count(conn, _counter_key(q.kind, q.key, idx - 1), now)
-        cur = _count(conn, _counter_key(q.kind, q.key, idx), now)
-        if sliding_count(prev, cur, now, q.window_seconds) + 1 > q.limit:
-            return Refused(q.kind, seconds_until_allowed(prev, cur, q.limit, now, q.window_seconds))
+        wait_ms = _quota_wait(conn, q, now)
+        if wait_ms > 0:
+            return Refused(q.kind, retry_seconds(wait_ms))
 
     for d in request.distinct:
         key = _set_key(d.kind, d.key, window_index(now, d.window_seconds))
@@ -392,9 +443,22 @@ def _charge(conn: sqlite3.Connection, request: SendRequest, now: float) -> Issue
     )
     if request.cooldown_seconds > 0:
         _mark_until(conn, _cooldown_key(request.phone), now + request.cooldown_seconds)
-    for kind, scope, window in request.counters():
-        idx = window_index(now, window)
-        _incr(conn, _counter_key(kind, scope, idx), (idx + 2) * window, now)
+    now_ms = to_ms(now)
+    for q in request.quotas:
+        if q.buckets:
+            j = bucket_index(now_ms, q.window_ms, q.buckets)
+            leaves_ms = bucket_leaves(j, q.window_ms, q.buckets)
+            _incr(conn, _bucket_key(q.kind, q.key, j), leaves_ms / 1000, now)
+        else:
+            conn.execute(
+                "INSERT OR REPLACE INTO send_log (key, send_id, at_ms, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (_log_key(q.kind, q.key), request.send_id, now_ms, (now_ms + q.window_ms) / 1000),
+            )
+    for g in request.surges:
+        idx = window_index(now, g.window_seconds)
+        # Lives through the next window too, where it is the baseline.
+        _incr(conn, _counter_key(g.kind, g.key, idx), (idx + 2) * g.window_seconds, now)
     added = []
     for d in request.distinct:
         idx = window_index(now, d.window_seconds)
@@ -415,10 +479,17 @@ def _undo(conn: sqlite3.Connection, issued: Issued) -> None:
     if not deleted:
         return  # a newer send replaced it: its charges are not ours to refund
     conn.execute("DELETE FROM counters WHERE key = ?", (_cooldown_key(request.phone),))
-    for kind, scope, window in request.counters():
-        key = _counter_key(kind, scope, window_index(now, window))
-        conn.execute("UPDATE counters SET count = count - 1 WHERE key = ?", (key,))
-        conn.execute("DELETE FROM counters WHERE key = ? AND count <= 0", (key,))
+    for q in request.quotas:
+        if q.buckets:
+            j = bucket_index(to_ms(now), q.window_ms, q.buckets)
+            _decr(conn, _bucket_key(q.kind, q.key, j))
+        else:
+            conn.execute(
+                "DELETE FROM send_log WHERE key = ? AND send_id = ?",
+                (_log_key(q.kind, q.key), request.send_id),
+            )
+    for g in request.surges:
+        _decr(conn, _counter_key(g.kind, g.key, window_index(now, g.window_seconds)))
     for d, new in zip(request.distinct, issued.new_members, strict=False):
         if new:
             conn.execute(

@@ -1,16 +1,35 @@
 -- Issue a code: check every limit, and when all pass replace the code and charge them.
--- Runs after window.lua, which decodes ARGV[1] into `spec` and counts the window.
+-- Runs after window.lua, which decodes ARGV[1] into `spec` and counts the window, and
+-- limits.lua, the window arithmetic.
 --
--- KEYS: code, cooldown, then per quota (previous, current), per distinct quota (set),
+-- KEYS: code, cooldown, then per quota either its sliding log (buckets 0: a sorted
+--       set, score = ms, member = send id) or the sub-windows it counts, oldest first
+--       (buckets_counted(now): buckets + 1 counters), then per distinct quota (set),
 --       per surge guard (previous, current, block), then the request window if any.
--- ARGV[1]: {"now", "ttl", "cd", "q": [[limit, win]], "d": [[member, limit, win]],
---           "s": [[min, factor, win, block]], "w": [limit, win] or absent}; ARGV[2]: hash.
+-- ARGV[1]: {"now", "id" (send id), "ttl", "cd", "q": [[limit, win, buckets]],
+--           "d": [[member, limit, win]], "s": [[min, factor, win, block]],
+--           "w": [limit, win] or absent}; ARGV[2]: hash. Times and windows in ms.
 -- Returns {wc, wt, tag, ...}: tag 0 issued, then 1 per distinct member this send added;
---   1 cooldown (ms); 2 quota (i, prev, cur); 3 surge block (i, ms); 4 distinct (i, ms);
---   -5 request window over (from window.lua).
+--   1 cooldown (ms); 2 quota (i, ms until one more send fits); 3 surge block (i, ms);
+--   4 distinct (i, ms); -5 request window over (from window.lua).
 local now = spec.now
 local q, d, s = spec.q, spec.d, spec.s
-local dbase = 3 + 2 * #q
+
+-- Where each quota's keys start, and for sub-windows the first and last counted.
+local qkeys = {}
+local at = 3
+for i = 1, #q do
+  local win, buckets = q[i][2], q[i][3]
+  if buckets == 0 then
+    qkeys[i] = {at, 0, 0}
+    at = at + 1
+  else
+    local first, last = buckets_counted(now, win, buckets)
+    qkeys[i] = {at, first, last}
+    at = at + last - first + 1
+  end
+end
+local dbase = at
 local sbase = dbase + #d
 
 for i = 1, #s do
@@ -22,10 +41,23 @@ local cd = tonumber(redis.call('GET', KEYS[2]) or '0')
 if cd > now then return {wc, wt, 1, cd - now} end
 
 for i = 1, #q do
-  local prev = tonumber(redis.call('GET', KEYS[1 + 2 * i]) or '0')
-  local cur = tonumber(redis.call('GET', KEYS[2 + 2 * i]) or '0')
-  local limit, win = q[i][1], q[i][2]
-  if prev * (1 - (now % win) / win) + cur + 1 > limit then return {wc, wt, 2, i, prev, cur} end
+  local limit, win, buckets = q[i][1], q[i][2], q[i][3]
+  local k, first, last = qkeys[i][1], qkeys[i][2], qkeys[i][3]
+  local wait
+  if buckets == 0 then
+    -- The sends that have left the window leave the log.
+    redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now - win)
+    local times = {}
+    local flat = redis.call('ZRANGE', KEYS[k], 0, -1, 'WITHSCORES')
+    for j = 2, #flat, 2 do times[#times + 1] = tonumber(flat[j]) end
+    wait = log_wait(times, limit, win, now)
+  else
+    local counts = {}
+    local got = redis.call('MGET', unpack(KEYS, k, k + last - first))
+    for j = 1, #got do counts[j] = tonumber(got[j] or '0') end
+    wait = buckets_wait(counts, first, limit, win, buckets, now)
+  end
+  if wait > 0 then return {wc, wt, 2, i, wait} end
 end
 
 for i = 1, #d do
@@ -51,9 +83,20 @@ redis.call('HSET', KEYS[1], 'h', ARGV[2], 'a', 0)
 redis.call('PEXPIREAT', KEYS[1], now + spec.ttl)
 if spec.cd > 0 then redis.call('SET', KEYS[2], now + spec.cd, 'PXAT', now + spec.cd) end
 for i = 1, #q do
-  local win = q[i][2]
-  redis.call('INCR', KEYS[2 + 2 * i])
-  redis.call('PEXPIREAT', KEYS[2 + 2 * i], (math.floor(now / win) + 2) * win)
+  local win, buckets = q[i][2], q[i][3]
+  local k, first, last = qkeys[i][1], qkeys[i][2], qkeys[i][3]
+  if buckets == 0 then
+    redis.call('ZADD', KEYS[k], now, spec.id)
+    -- Kept until its newest send leaves the window: callers' clocks may disagree, so
+    -- the newest is not always this one.
+    local newest = redis.call('ZRANGE', KEYS[k], -1, -1, 'WITHSCORES')
+    redis.call('PEXPIREAT', KEYS[k], tonumber(newest[2]) + win)
+  else
+    -- The current sub-window, bucket_index(now), is the last one counted.
+    local key = KEYS[k + last - first]
+    redis.call('INCR', key)
+    redis.call('PEXPIREAT', key, bucket_leaves(last, win, buckets))
+  end
 end
 local out = {wc, wt, 0}
 for i = 1, #d do
