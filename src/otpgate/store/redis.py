@@ -67,10 +67,6 @@ log = logging.getLogger(__name__)
 _WINDOW_OVER = -5
 
 
-def _ceil_seconds(ms: float) -> int:
-    return max(1, -(-int(ms) // 1000))
-
-
 def _window_hit(reply: list[Any]) -> WindowHit | None:
     count = int(reply[0])
     return None if count < 0 else WindowHit(count=count, reset_after_ms=int(reply[1]))
@@ -170,12 +166,12 @@ class RedisStore:
         if tag == _WINDOW_OVER and hit is not None:
             return Refused("rate_limited", hit.reset_seconds, hit)
         if tag == 1:
-            return Refused("resend_cooldown", _ceil_seconds(rest[0]), hit)
+            return Refused("resend_cooldown", retry_seconds(int(rest[0])), hit)
         if tag == 2:
             return Refused(request.quotas[int(rest[0]) - 1].kind, retry_seconds(int(rest[1])), hit)
         if tag == 3:
-            return Refused(request.surges[int(rest[0]) - 1].kind, _ceil_seconds(rest[1]), hit)
-        return Refused(request.distinct[int(rest[0]) - 1].kind, _ceil_seconds(rest[1]), hit)
+            return Refused(request.surges[int(rest[0]) - 1].kind, retry_seconds(int(rest[1])), hit)
+        return Refused(request.distinct[int(rest[0]) - 1].kind, retry_seconds(int(rest[1])), hit)
 
     async def undo_issue(self, issued: Issued) -> None:
         request, now = issued.request, issued.now
@@ -230,7 +226,7 @@ class RedisStore:
         if tag == _WINDOW_OVER:
             return Attempt(attempts=0, code_hash=None, window_hit=hit)
         if tag < 0:
-            return Attempt(0, None, locked_for=_ceil_seconds(reply[3]), window_hit=hit)
+            return Attempt(0, None, locked_for=retry_seconds(int(reply[3])), window_hit=hit)
         return Attempt(attempts=tag, code_hash=reply[3] or None, window_hit=hit)
 
     async def consume(self, phone: str, code_hash: bytes, now: float) -> bool:
