@@ -292,3 +292,22 @@ async def test_access_line_names_the_client_the_limit_counted(
         ("/api/v1/verify-otp", "203.0.113.9"),
         ("other", "203.0.113.9"),
     ]
+
+
+async def test_a_refused_request_names_its_phone_masked(
+    make_service: Any,
+    capfd: pytest.CaptureFixture[str],
+    logging_restored: None,
+) -> None:
+    """Refusals are what an operator looks into: their access line names the number too."""
+    configure_logging("info", json_lines=True)
+    svc = await make_service(allowed_countries="GB")
+    assert (await svc.request("+12125550146")).json()["code"] == "country_not_allowed"
+    assert (await svc.verify("+442071838750", "000000")).json()["code"] == "invalid_code"
+    assert (await svc.request("+1999")).json()["code"] == "invalid_phone_number"
+    lines = access_lines(json_lines(capfd.readouterr().err))
+    assert [(line["code"], line.get("phone")) for line in lines] == [
+        ("country_not_allowed", "+1212***0146"),
+        ("invalid_code", "+4420***8750"),
+        ("invalid_phone_number", None),  # nothing parsed, so nothing to name
+    ]

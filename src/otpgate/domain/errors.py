@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from otpgate.domain.phone import Phone
     from otpgate.domain.ports import WindowHit
 
 
@@ -17,7 +18,8 @@ class OtpError(Exception):
     """Base for every refusal or failure the API reports to a client.
 
     ``window_hit`` is the client's request-window count when the request was
-    counted, so the answer can carry the rate-limit headers.
+    counted, so the answer can carry the rate-limit headers; ``phone`` is the
+    number the request was about, when it parsed, so the access line can name it.
     """
 
     code = "error"
@@ -27,6 +29,8 @@ class OtpError(Exception):
         self.message = message or type(self).message
         self.retry_after = retry_after
         self.window_hit: WindowHit | None = None
+        # The number the request was about, once it parsed (for the access line).
+        self.phone: Phone | None = None
         super().__init__(self.message)
 
 

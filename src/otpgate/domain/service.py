@@ -87,9 +87,20 @@ class OtpService:
         policy, limits = self._policy, self._limits
         try:
             phone = parse_phone(raw_phone, policy.phone_check)
-            limits.check_country(phone)
         except OtpError as exc:
             raise await self._counted(exc, window) from None
+        try:
+            try:
+                limits.check_country(phone)
+            except OtpError as exc:
+                raise await self._counted(exc, window) from None
+            return await self._send(phone, client_ip, window)
+        except OtpError as exc:
+            exc.phone = phone  # the access line names it, masked
+            raise
+
+    async def _send(self, phone: Phone, client_ip: str, window: RequestWindow | None) -> CodeSent:
+        policy, limits = self._policy, self._limits
         fixed_code = policy.test_numbers.code_for(phone.e164)
         code = fixed_code or generate_code(policy.length)
         request = SendRequest(
@@ -134,6 +145,14 @@ class OtpService:
             phone = parse_phone(raw_phone, policy.phone_check)
         except OtpError as exc:
             raise await self._counted(exc, window) from None
+        try:
+            return await self._verify(phone, code, window)
+        except OtpError as exc:
+            exc.phone = phone
+            raise
+
+    async def _verify(self, phone: Phone, code: str, window: RequestWindow | None) -> Verified:
+        policy = self._policy
         now = self._clock()
         attempt = await self._store.begin_verify(
             phone.e164, policy.ttl_seconds, now, self._limits.lockout, window

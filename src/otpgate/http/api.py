@@ -83,6 +83,8 @@ class OtpApi:
             except HttpError as exc:
                 return await self._malformed(exc, window)
             except OtpError as exc:
+                if exc.phone is not None:
+                    note_phone(exc.phone.masked())
                 return otp_error_response(exc, self._headers(exc.window_hit))
             except ClientDisconnect:
                 return Response(status_code=499)  # nobody is listening any more
