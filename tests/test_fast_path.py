@@ -37,6 +37,7 @@ from tests.http_stub import StubServer, publish_ok
 def fresh_decisions(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test decides anew, as a new process would."""
     monkeypatch.setattr(fast_path, "_reasons", {})
+    monkeypatch.setattr(fast_path, "_warned", set())
 
 
 @pytest.mark.parametrize("part", PARTS, ids=[part.name for part in PARTS])
@@ -488,6 +489,7 @@ def test_serve_configures_the_protocol(
     assert "http" not in stock  # uvicorn's default
 
     monkeypatch.setattr(fast_path, "_reasons", {})
+    monkeypatch.setattr(fast_path, "_warned", set())
     monkeypatch.setattr(server_protocol, "unavailable", lambda: "STATUS_LINE is gone")
     with caplog.at_level(logging.WARNING, logger="otpgate.fast_path"):
         fallback = uvicorn_config(make_settings(tmp_path), "127.0.0.1", 3000)
@@ -495,3 +497,18 @@ def test_serve_configures_the_protocol(
     [warning] = caplog.records
     assert "otpgate.http.server_protocol" in warning.getMessage()
     assert "STATUS_LINE is gone" in warning.getMessage()
+
+
+def test_check_config_shows_each_fast_path_and_why_one_is_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otpgate.config_report import describe
+    from otpgate.http import server_protocol
+    from tests.conftest import make_settings
+
+    monkeypatch.setattr(server_protocol, "unavailable", lambda: "STATUS_LINE is gone")
+    report = describe(make_settings(tmp_path))
+    assert "(fast path) server protocol      off (STATUS_LINE is gone): uvicorn's own" in report
+    assert "(fast path) hot routes           on" in report
+    stock = describe(make_settings(tmp_path, fast_path=False))
+    assert stock.count("off (FAST_PATH=false)") == len(fast_path.PARTS)

@@ -77,7 +77,17 @@ def describe(settings: Settings) -> str:
     lines.append(f"  {'(workers)':32} {workers}")
     lines.append(f"  {'(log format)':32} {'json' if settings.log_json else 'text'}")
     lines.append(f"  {'(metrics)':32} {metrics}")
+    lines.append(f"  {'(shutdown timeout)':32} {settings.effective_shutdown_timeout:g}s")
+    from otpgate import fast_path
     from otpgate.wiring import start_up_warnings
+
+    for part in fast_path.PARTS:
+        if not settings.fast_path:
+            state = f"off (FAST_PATH=false): {part.stock}"
+        else:
+            why = fast_path.reason(part)
+            state = "on" if why is None else f"off ({why}): {part.stock}"
+        lines.append(f"  {'(fast path) ' + part.name:32} {state}")
 
     lines += [f"  warning: {warning}" for warning in start_up_warnings(settings)]
     return "\n".join(lines)

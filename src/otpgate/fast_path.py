@@ -66,6 +66,7 @@ PARTS = (SERVER_PROTOCOL, ROUTES, ACCESS_LINE, METRIC_TALLIES, SNS_PUBLISH, REDI
 
 # Each part's reason to stay off (None: none), checked once per process.
 _reasons: dict[Part, str | None] = {}
+_warned: set[Part] = set()
 
 
 def enabled(part: Part, wanted: bool) -> bool:
@@ -75,13 +76,18 @@ def enabled(part: Part, wanted: bool) -> bool:
     """
     if not wanted:
         return False
+    why = reason(part)
+    if why is not None and part not in _warned:
+        _warned.add(part)
+        log.warning("fast path %s off, using %s: %s: %s", part.name, part.stock, part.module, why)
+    return why is None
+
+
+def reason(part: Part) -> str | None:
+    """Why ``part`` cannot run on its fast path here, or None: checked once per process."""
     if part not in _reasons:
-        reason = _reasons[part] = _check(part)
-        if reason is not None:
-            log.warning(
-                "fast path %s off, using %s: %s: %s", part.name, part.stock, part.module, reason
-            )
-    return _reasons[part] is None
+        _reasons[part] = _check(part)
+    return _reasons[part]
 
 
 def _check(part: Part) -> str | None:
