@@ -84,16 +84,11 @@ class OtpService:
         self, raw_phone: str, client_ip: str, window: RequestWindow | None = None
     ) -> CodeSent:
         """Send a code; ``window`` is the client's request limit, counted in the same step."""
-        policy, limits = self._policy, self._limits
         try:
-            phone = parse_phone(raw_phone, policy.phone_check)
+            phone = parse_phone(raw_phone, self._policy.phone_check)
         except OtpError as exc:
             raise await self._counted(exc, window) from None
         try:
-            try:
-                limits.check_country(phone)
-            except OtpError as exc:
-                raise await self._counted(exc, window) from None
             return await self._send(phone, client_ip, window)
         except OtpError as exc:
             exc.phone = phone  # the access line names it, masked
@@ -101,6 +96,10 @@ class OtpService:
 
     async def _send(self, phone: Phone, client_ip: str, window: RequestWindow | None) -> CodeSent:
         policy, limits = self._policy, self._limits
+        try:
+            limits.check_country(phone)
+        except OtpError as exc:
+            raise await self._counted(exc, window) from None
         fixed_code = policy.test_numbers.code_for(phone.e164)
         code = fixed_code or generate_code(policy.length)
         request = SendRequest(
@@ -140,9 +139,8 @@ class OtpService:
         self, raw_phone: str, code: str, window: RequestWindow | None = None
     ) -> Verified:
         """Check a code once; ``window`` is the client's request limit, counted in the same step."""
-        policy = self._policy
         try:
-            phone = parse_phone(raw_phone, policy.phone_check)
+            phone = parse_phone(raw_phone, self._policy.phone_check)
         except OtpError as exc:
             raise await self._counted(exc, window) from None
         try:
