@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -82,6 +83,15 @@ class PrivateRedis:
         assert self._proc is not None
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(timeout=seconds)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its sockets but answers nothing, as a stalled one."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

@@ -65,7 +65,7 @@ CREATE TABLE members (
 """
 
 
-async def test_a_database_from_before_the_send_log_keeps_working(tmp_path: Path) -> None:
+async def test_a_database_from_an_older_release_keeps_working(tmp_path: Path) -> None:
     path = tmp_path / "otpgate.sqlite3"
     now = time.time()
     old = sqlite3.connect(path)
@@ -85,5 +85,8 @@ async def test_a_database_from_before_the_send_log_keeps_working(tmp_path: Path)
         refused = await store.issue(replace(request, send_id="s2"), now + 1)
         assert isinstance(refused, Refused)
         assert refused.retry_after == 599
+        # ...and the columns added to codes: a send there can be voided by its id.
+        await store.void_issue(request, now)
+        assert isinstance(await store.issue(replace(request, send_id="s3"), now + 1), Issued)
     finally:
         await store.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import DistinctQuota, Lockout, Quota, SurgeGuard
 from otpgate.domain.ports import Issued, OtpStore, Refused, RequestWindow, SendRequest
 from otpgate.store.memory import MemoryStore
@@ -209,7 +210,7 @@ async def test_quotas_are_scoped_by_key(store) -> None:
     assert isinstance(await store.issue(send(phone="+12125550102", quotas=(q_b,)), now), Issued)
 
 
-async def test_undo_removes_code_and_refunds(store) -> None:
+async def test_void_removes_code_and_refunds(store) -> None:
     quotas = (
         Quota("phone_send_limit", PHONE, limit=1, window_seconds=600),
         Quota("global_budget", "global", limit=1, window_seconds=3600, buckets=10),
@@ -217,34 +218,66 @@ async def test_undo_removes_code_and_refunds(store) -> None:
     now = time.time()
     issued = await store.issue(send(cooldown_seconds=60, quotas=quotas), now)
     assert isinstance(issued, Issued)
-    await store.undo_issue(issued)
+    await store.void_issue(issued.request, issued.now)
     assert (await store.begin_verify(PHONE, 300, now, LOCK)).code_hash is None
     # Neither the cooldown nor a quota was charged: a new send goes through at once.
     assert isinstance(await store.issue(send(H2, cooldown_seconds=60, quotas=quotas), now), Issued)
 
 
-async def test_undo_removes_only_its_own_log_entry(store) -> None:
-    """Two sends in the same millisecond are two log entries; an undo takes out the
+async def test_void_removes_only_its_own_log_entry(store) -> None:
+    """Two sends in the same millisecond are two log entries; a void takes out the
     one with its send_id, not every entry at that time."""
     quota = Quota("phone_send_limit", PHONE, limit=2, window_seconds=600)
     now = time.time()
     assert isinstance(await store.issue(send(H1, quotas=(quota,)), now), Issued)
     second = await store.issue(send(H2, quotas=(quota,)), now)
     assert isinstance(second, Issued)
-    await store.undo_issue(second)
+    await store.void_issue(second.request, second.now)
     assert isinstance(await store.issue(send(H2, quotas=(quota,)), now), Issued)
     refused = await store.issue(send(H1, quotas=(quota,)), now)
     assert isinstance(refused, Refused)
     assert refused.kind == "phone_send_limit"
 
 
-async def test_undo_leaves_a_newer_code_alone(store) -> None:
+async def test_void_leaves_a_newer_code_alone(store) -> None:
     now = time.time()
     first = await store.issue(send(H1), now)
     assert isinstance(first, Issued)
     await store.issue(send(H2), now)
-    await store.undo_issue(first)
+    await store.void_issue(first.request, first.now)
     assert (await store.begin_verify(PHONE, 300, now, LOCK)).code_hash == H2
+
+
+async def test_a_send_voided_before_its_step_runs_never_charges(store) -> None:
+    """A step that timed out on its way to a stalled backend may run after the void."""
+    quotas = (
+        Quota("phone_send_limit", PHONE, limit=1, window_seconds=600),
+        Quota("global_budget", "global", limit=1, window_seconds=3600, buckets=10),
+    )
+    now = time.time()
+    late = send(H1, cooldown_seconds=60, quotas=quotas)
+    await store.void_issue(late, now)
+    with pytest.raises(StoreUnavailable):
+        await store.issue(late, now)
+    # No code, no cooldown, no quota: the retry goes through at once.
+    assert (await store.begin_verify(PHONE, 300, now, LOCK)).code_hash is None
+    assert isinstance(await store.issue(send(H2, cooldown_seconds=60, quotas=quotas), now), Issued)
+
+
+async def test_voiding_twice_refunds_once(store) -> None:
+    budget = Quota("global_budget", "global", limit=2, window_seconds=3600, buckets=10)
+    now = time.time()
+    kept = await store.issue(send(H1, phone="+12125550001", quotas=(budget,)), now)
+    voided = await store.issue(send(H2, phone="+12125550002", quotas=(budget,)), now)
+    assert isinstance(kept, Issued) and isinstance(voided, Issued)
+    await store.void_issue(voided.request, now)
+    await store.void_issue(voided.request, now)
+    assert isinstance(
+        await store.issue(send(H1, phone="+12125550003", quotas=(budget,)), now), Issued
+    )
+    refused = await store.issue(send(H2, phone="+12125550004", quotas=(budget,)), now)
+    assert isinstance(refused, Refused)
+    assert refused.kind == "global_budget"
 
 
 async def test_fixed_window_counts_and_resets(store) -> None:
@@ -407,7 +440,6 @@ async def test_distinct_quota_caps_new_members_only(store) -> None:
     for phone in ("+12125550001", "+12125550002"):
         issued = await store.issue(send(phone=phone, distinct=(phones_per_ip(phone),)), now)
         assert isinstance(issued, Issued)
-        assert issued.new_members == (True,)
     third = await store.issue(
         send(phone="+12125550003", distinct=(phones_per_ip("+12125550003"),)), now
     )
@@ -418,17 +450,22 @@ async def test_distinct_quota_caps_new_members_only(store) -> None:
         send(H2, phone="+12125550001", distinct=(phones_per_ip("+12125550001"),)), now
     )
     assert isinstance(again, Issued)
-    assert again.new_members == (False,)
+    # Voiding it gives back nothing: the member was there before it.
+    await store.void_issue(again.request, again.now)
+    fourth = await store.issue(
+        send(phone="+12125550004", distinct=(phones_per_ip("+12125550004"),)), now
+    )
+    assert isinstance(fourth, Refused)
 
 
-async def test_undo_gives_back_a_distinct_slot(store) -> None:
+async def test_void_gives_back_a_distinct_slot(store) -> None:
     now = time.time()
     await store.issue(send(phone="+12125550001", distinct=(phones_per_ip("+12125550001"),)), now)
     second = await store.issue(
         send(phone="+12125550002", distinct=(phones_per_ip("+12125550002"),)), now
     )
     assert isinstance(second, Issued)
-    await store.undo_issue(second)
+    await store.void_issue(second.request, second.now)
     third = await store.issue(
         send(phone="+12125550003", distinct=(phones_per_ip("+12125550003"),)), now
     )

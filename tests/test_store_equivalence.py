@@ -2,13 +2,13 @@
 
 A Hypothesis state machine drives the in-memory reference, SQLite (a file of its
 own) and Redis (a key prefix of its own, on either client) through the same
-random issues, undos, verify attempts, consumes and window hits, at random
-non-decreasing times, and requires the same result from every store at every
-step. Limits are small (1-3, windows of 10-600 s) so that every kind of refusal
-actually happens; the tests check at the end that each one did. The two quotas
-(per phone, global) are each an exact sliding log or sub-windows, drawn per run.
-The clock also lands exactly on the instants where something ends
-(``to_deadline``: a code, a cooldown, a block, a logged send leaving its log, a
+random issues, voids (after the issue and before it), verify attempts, consumes
+and window hits, at random non-decreasing times, and requires the same result
+from every store at every step. Limits are small (1-3, windows of 10-600 s) so
+that every kind of refusal actually happens; the tests check at the end that each
+one did. The two quotas (per phone, global) are each an exact sliding log or
+sub-windows, drawn per run. The clock also lands exactly on the instants where
+something ends (``to_deadline``: a code, a cooldown, a block, a logged send leaving its log, a
 sub-window leaving the count...), on fixed-window and sub-window boundaries, and
 where the last refusal's Retry-After says to come back, or a millisecond either
 side, where a ``>`` written as ``>=`` shows.
@@ -17,8 +17,8 @@ Times are whole milliseconds, so Redis (which works in integer ms) and the
 others (float seconds) see the same instants. The simulated clock starts a day
 ahead of the real one and only moves forward, so Redis never expires a key by
 its own clock during a run; the machine expires keys itself instead (see
-``_expire_redis``). The one thing not compared is an undo after the code's
-lifetime, which the service never makes (see ``undo``).
+``_expire_redis``). The one thing not compared is a void after the code's
+lifetime, which the service never makes (see ``void``).
 
 The memory-and-SQLite run is in the unit tier; the one with Redis is in the
 integration tier.
@@ -50,6 +50,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import DistinctQuota, Lockout, Quota, SurgeGuard
 from otpgate.domain.ports import Attempt, Issued, OtpStore, Refused, RequestWindow, SendRequest
 from otpgate.store.memory import MemoryStore
@@ -85,7 +86,8 @@ EXPECTED = frozenset(
         "refused:ip_phone_limit",
         "refused:prefix_blocked",
         "refused:country_blocked",
-        "undone",
+        "voided",
+        "late issue: voided",
         "verify:code",
         "verify:no code",
         "verify:locked",
@@ -360,16 +362,52 @@ class StoreEquivalence(RuleBasedStateMachine):
         return multiple(*(r for r in results if isinstance(r, Issued)))
 
     @rule(issued=issued)
-    def undo(self, issued: Issued) -> None:
-        # The service undoes a send within its SMS timeouts, seconds after the issue.
-        # undo_issue has no clock, so past the code's lifetime the stores cannot agree
-        # on whether it is "still the current code": Redis has forgotten it, the
-        # others still hold it. Only the undo the service can make is compared.
+    def void(self, issued: Issued) -> None:
+        # The service voids a send within its SMS timeouts, seconds after the issue.
+        # void_issue is given the issue's clock, not its own, so past the code's
+        # lifetime the stores cannot agree on whether it is "still the current code":
+        # Redis has forgotten it, the others still hold it. Only the void the service
+        # can make is compared.
         if self.now >= issued.now + issued.request.ttl_seconds:
-            event("undo skipped: code lapsed")
+            event("void skipped: code lapsed")
             return
-        self.on_every_store("undo_issue", lambda s: s.undo_issue(issued))
-        self.note("undone")
+        request, at = issued.request, issued.now
+        self.on_every_store("void_issue", lambda s: s.void_issue(request, at))
+        self.note("voided")
+
+    @rule(
+        phone=st.sampled_from(PHONES),
+        ip=st.sampled_from(IPS),
+        kinds=st.frozensets(st.sampled_from(KINDS)),
+        window=request_windows,
+    )
+    def void_before_issue(
+        self, phone: str, ip: str, kinds: frozenset[str], window: RequestWindow | None
+    ) -> None:
+        """A send voided before its issue step reached the store (a stalled backend
+        runs it late): the step, when it runs, charges nothing but the request window."""
+        self.serial += 1
+        request = SendRequest(
+            phone=phone,
+            code_hash=self.serial.to_bytes(32, "big"),
+            ttl_seconds=self.ttl,
+            cooldown_seconds=60,
+            **self.limits.for_send(phone, ip, kinds),
+            send_id=f"send-{self.serial}",
+        )
+        now = self.now
+        self.on_every_store("void_issue", lambda s: s.void_issue(request, now))
+
+        async def late_issue(store: OtpStore) -> str:
+            try:
+                outcome = await store.issue(request, now, window)
+            except StoreUnavailable:
+                return "voided"
+            return type(outcome).__name__ if isinstance(outcome, Refused) else "issued"
+
+        answer = self.on_every_store("issue", late_issue)
+        assert answer != "issued", "a voided send was issued"
+        self.note(f"late issue: {answer}")
 
     @rule(phone=st.sampled_from(PHONES), window=request_windows)
     def verify(self, phone: str, window: RequestWindow | None) -> None:

@@ -68,7 +68,7 @@ def accepted_by(workers: list[int], port: int, client_ports: set[int]) -> dict[i
                 continue
             if link.startswith("socket:["):
                 owner[int(link[8:-1])] = pid
-    counts = dict.fromkeys(workers, 0)
+    held: dict[int, set[int]] = {pid: set() for pid in workers}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
@@ -76,8 +76,9 @@ def accepted_by(workers: list[int], port: int, client_ports: set[int]) -> dict[i
             remote_port = int(fields[2].rpartition(":")[2], 16)
             inode = int(fields[9])
             if local_port == port and remote_port in client_ports and inode in owner:
-                counts[owner[inode]] += 1
-    return counts
+                # By socket: a table read while it changes can list one twice.
+                held[owner[inode]].add(inode)
+    return {pid: len(sockets) for pid, sockets in held.items()}
 
 
 def test_connections_are_spread_over_workers(tmp_path: Path) -> None:

@@ -129,7 +129,7 @@ class MeteredStore:
             return histogram(STORE_DURATION.labels(operation), tallied=tallied)
 
         self._t_issue = op("issue")
-        self._t_undo = op("undo_issue")
+        self._t_void = op("void_issue")
         self._t_begin = op("begin_verify")
         self._t_consume = op("consume")
         self._t_hit = op("hit_window")
@@ -148,12 +148,12 @@ class MeteredStore:
         finally:
             self._t_issue.observe(time.perf_counter() - start)
 
-    async def undo_issue(self, issued: Issued) -> None:
+    async def void_issue(self, request: SendRequest, now: float) -> None:
         start = time.perf_counter()
         try:
-            await self._inner.undo_issue(issued)
+            await self._inner.void_issue(request, now)
         finally:
-            self._t_undo.observe(time.perf_counter() - start)
+            self._t_void.observe(time.perf_counter() - start)
 
     async def begin_verify(
         self,

@@ -36,6 +36,7 @@ class Components:
 
     async def close(self) -> None:
         try:
+            await self.service.close()
             await self.sender.close()
         finally:
             await self.store.close()

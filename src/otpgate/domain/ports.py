@@ -56,8 +56,8 @@ class SendRequest:
     """Everything the issue step needs to decide and record a send atomically.
 
     ``send_id`` is unique per send (the service draws ``uuid4().hex``): it names this
-    send's entry in a sliding log, so an undo removes exactly that entry and never
-    another send's at the same instant.
+    send's entry in a sliding log and the code it stores, so a void removes exactly
+    this send's charges and never another send's at the same instant.
     """
 
     phone: str
@@ -69,17 +69,26 @@ class SendRequest:
     surges: Sequence[SurgeGuard] = ()
     send_id: str = field(kw_only=True)
 
+    @property
+    def reach_seconds(self) -> int:
+        """How long after the send anything it charges can still count: a voided
+        send's id is remembered that long, so an issue step that runs late finds it."""
+        return max(
+            self.ttl_seconds,
+            self.cooldown_seconds,
+            *(q.window_seconds for q in self.quotas),
+            *(d.window_seconds for d in self.distinct),
+            # A surge window's count is the baseline through the next window too.
+            *(2 * g.window_seconds for g in self.surges),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Issued:
-    """A stored code; keep it to undo the send if delivery fails.
-
-    ``new_members`` flags, per distinct quota, whether this send added its member.
-    """
+    """A stored code: the send was charged at ``now``."""
 
     request: SendRequest
     now: float
-    new_members: tuple[bool, ...] = ()
     window_hit: WindowHit | None = None
 
 
@@ -119,8 +128,16 @@ class OtpStore(Protocol):
         rules) and the first refusal wins; a refusal charges nothing.
         """
 
-    async def undo_issue(self, issued: Issued) -> None:
-        """Remove the code and refund every charge, if the code is still the current one."""
+    async def void_issue(self, request: SendRequest, now: float) -> None:
+        """Make the send issued (or being issued) at ``now`` as if it never happened.
+
+        If its issue step has run and its code is still the phone's, the code goes
+        and every charge is refunded; a newer send's code and charges stay. If there
+        is nothing of it to refund, the step may not have run yet (it timed out on
+        its way to a stalled backend), and it never will: the id is remembered for
+        ``request.reach_seconds``, and an issue of a voided send charges nothing and
+        raises ``StoreUnavailable``. Idempotent.
+        """
 
     async def begin_verify(
         self,

@@ -1,15 +1,16 @@
 """The two use cases: send a code, check a code.
 
 Order matters and is the point of this module:
-- a send is decided and stored *before* the SMS goes out, and undone if it fails,
-  so a failed send neither dangles a code nor burns the user's cooldown;
+- a send is decided and stored *before* the SMS goes out, and voided if it fails,
+  so a failed send neither dangles a code nor burns the user's cooldown; a store
+  step that timed out is voided too, once the store answers (``voids``);
 - a verify counts the attempt *before* comparing, so concurrent guesses cannot
   exceed the limit, and consumes with a compare-and-delete, so one caller wins.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -27,7 +28,6 @@ from otpgate.domain.limits import AbusePolicy, refusal
 from otpgate.domain.phone import Phone, parse_phone
 from otpgate.domain.policy import OtpPolicy
 from otpgate.domain.ports import (
-    Issued,
     OtpStore,
     Refused,
     RequestWindow,
@@ -35,8 +35,7 @@ from otpgate.domain.ports import (
     SmsSender,
     WindowHit,
 )
-
-log = logging.getLogger(__name__)
+from otpgate.domain.voids import PendingVoids
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +68,15 @@ class OtpService:
         self._policy = policy
         self._limits = limits
         self._clock = clock
+        self._voids = PendingVoids(store)
+
+    @property
+    def pending_voids(self) -> PendingVoids:
+        return self._voids
+
+    async def close(self) -> None:
+        """Stop voiding in the background (before the store closes)."""
+        await self._voids.close()
 
     async def _counted(self, exc: OtpError, window: RequestWindow | None) -> OtpError:
         """A request refused before it reaches the store still counts in its window."""
@@ -112,7 +120,14 @@ class OtpService:
             surges=limits.send_surges(phone),
             send_id=uuid.uuid4().hex,
         )
-        outcome = await self._store.issue(request, self._clock(), window)
+        await self._voids.settle(phone.e164)
+        now = self._clock()
+        try:
+            outcome = await self._store.issue(request, now, window)
+        except (StoreUnavailable, asyncio.CancelledError):
+            # The step may still run on the backend, or have run with its answer lost.
+            self._voids.add(request, now)
+            raise
         if isinstance(outcome, Refused):
             raise _with_hit(refusal(outcome.kind, outcome.retry_after), outcome.window_hit)
         if fixed_code is not None:
@@ -121,19 +136,19 @@ class OtpService:
         try:
             message_id = await self._sender.send(phone.e164, policy.render(code))
         except OtpError as exc:
-            await self._undo(outcome)
+            await self._void(request, now)
             exc.window_hit = outcome.window_hit
             raise
         except Exception:
-            await self._undo(outcome)
+            await self._void(request, now)
             raise
         return CodeSent(phone, message_id, policy.ttl_seconds, outcome.window_hit)
 
-    async def _undo(self, issued: Issued) -> None:
+    async def _void(self, request: SendRequest, now: float) -> None:
         try:
-            await self._store.undo_issue(issued)
+            await self._store.void_issue(request, now)
         except StoreUnavailable:
-            log.warning("could not undo a failed send; the code expires on its own")
+            self._voids.add(request, now)  # once the store answers again
 
     async def verify_code(
         self, raw_phone: str, code: str, window: RequestWindow | None = None

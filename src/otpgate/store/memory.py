@@ -13,19 +13,23 @@ Redis and one ``BEGIN IMMEDIATE`` transaction on SQLite.
 
 **Time.** Each operation takes ``now`` (seconds, the caller's clock); the wall
 clock is never read. An entry is live while ``now < expires_at`` and
-everything lapsed is treated as absent. ``undo_issue`` has no ``now``: it acts
-on what is stored (the service calls it seconds after the issue, long before
-anything it touches lapses). That is the one place the stores may differ: after
-the code's lifetime Redis has forgotten it and refunds nothing, while this
-store and SQLite still find it and refund. The quotas' sliding windows count in
+everything lapsed is treated as absent. ``void_issue`` is given the issue's
+``now`` (to find the windows it charged), not the time it runs: it acts on what
+is stored (the service calls it soon after the issue, long before anything it
+touches lapses). That is the one place the stores may differ: after the code's
+lifetime Redis has forgotten it and refunds nothing, while this store and
+SQLite still find it and refund. The quotas' sliding windows count in
 whole milliseconds, ``to_ms(now)`` (rounded), the integers Redis is given, with
 the arithmetic of ``otpgate.domain.limits`` (which Redis's Lua mirrors).
 
 **What is kept.**
 
 - per phone: the *code* (hash, or None for a code-less record; attempts;
-  expiry), the resend *cooldown* (its end), the *failures* (consecutive failed
-  verifies, the last one's time, expiry);
+  expiry; the ``send_id`` that stored it and which distinct sets it joined),
+  the resend *cooldown* (its end), the *failures* (consecutive failed verifies,
+  the last one's time, expiry);
+- per (phone, send id): a *void mark*, live ``reach_seconds`` after the send,
+  for a voided send whose issue step had not run;
 - per quota with ``buckets == 0`` (kind, scope): a *sliding log*, one entry per
   send (its time in ms, its ``send_id``). An entry is in the window while
   ``at > now - window`` and leaves the log when it is not;
@@ -42,8 +46,9 @@ the arithmetic of ``otpgate.domain.limits`` (which Redis's Lua mirrors).
 
 **issue(request, now, window).** The request window, when given, is counted
 first; over its limit the answer is ``Refused("rate_limited")`` and nothing
-else happens. Then the checks, in this order; the first refusal wins and
-charges nothing:
+else happens. A send with a live void mark then raises ``StoreUnavailable``
+and nothing else happens. Then the checks, in this order; the first refusal
+wins and charges nothing:
 
 1. a live surge block on any guard's scope: refused until the block ends;
 2. a live cooldown on the phone: refused until it ends;
@@ -67,14 +72,16 @@ When all pass, the send is charged: the phone's code is replaced (new hash,
 zero attempts, expires ``now + ttl``), the cooldown starts (when positive),
 the send joins each sliding log (an entry of the same ``send_id`` is replaced),
 each quota's current sub-window and each surge guard's current window rise by
-one, and the member joins each distinct set. ``Issued.new_members`` says which
-sets it joined, so an undo gives back only those places.
+one, and the member joins each distinct set. The code records the send's id and
+which sets it joined, so a void gives back only those places.
 
-**undo_issue(issued).** When the phone's stored code is still this hash: the
-code and the cooldown go, the send's entry leaves each sliding log (by its
-``send_id``: another send at the same instant stays), every counter the issue
-charged (its own sub-window and fixed window) drops by one, and the members it
-added leave their sets. A newer send's code and charges are left alone.
+**void_issue(request, now).** When the phone's stored code is this send's (by
+``send_id``): the code and the cooldown go, the send's entry leaves each sliding log (another send at the same
+instant stays), every counter the issue charged (its own sub-window and fixed
+window) drops by one, and the members it added leave their sets. Otherwise
+(never issued yet, consumed, or replaced by a newer send, whose code and
+charges are left alone) the send's void mark is set, live until ``now +
+request.reach_seconds``, so an issue of it that has not run yet never will.
 
 **begin_verify(phone, ttl, now, lockout, window).** The window as in issue;
 over it the attempt comes back with ``attempts == 0`` and nothing else is
@@ -102,6 +109,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
+from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import (
     Lockout,
     Quota,
@@ -131,6 +139,8 @@ class _Code:
     code_hash: bytes | None  # None: a code-less record, counting guesses
     attempts: int
     expires_at: float
+    send_id: str = ""  # the send that stored it ("" for a code-less record)
+    new_members: tuple[bool, ...] = ()  # per distinct quota: did the send add its member
 
 
 @dataclass(slots=True)
@@ -216,6 +226,7 @@ class MemoryStore:
         self._sets: dict[_Slot, _Members] = {}
         self._blocks: dict[tuple[str, str], _Until] = {}
         self._windows: dict[str, _Counter] = {}
+        self._voided: dict[tuple[str, str], _Until] = {}  # (phone, send id)
 
     # -- operations --------------------------------------------------------------------
     async def issue(
@@ -224,16 +235,19 @@ class MemoryStore:
         hit = self._count_window(window, now) if window is not None else None
         if hit is not None and window is not None and hit.over(window):
             return Refused("rate_limited", hit.reset_seconds, hit)
+        if _live(self._voided, (request.phone, request.send_id), now) is not None:
+            raise StoreUnavailable()
         refused = self._refusal(request, now)
         if refused is not None:
             return replace(refused, window_hit=hit)
         return replace(self._charge(request, now), window_hit=hit)
 
-    async def undo_issue(self, issued: Issued) -> None:
-        request, now = issued.request, issued.now
+    async def void_issue(self, request: SendRequest, now: float) -> None:
         code = self._codes.get(request.phone)
-        if code is None or code.code_hash != request.code_hash:
-            return  # consumed, or replaced by a newer send: not ours to refund
+        if code is None or code.send_id != request.send_id:
+            # Not issued yet (or consumed, or replaced): make sure it never is.
+            self._voided[(request.phone, request.send_id)] = _Until(now + request.reach_seconds)
+            return
         del self._codes[request.phone]
         self._cooldowns.pop(request.phone, None)
         for q in request.quotas:
@@ -246,7 +260,7 @@ class MemoryStore:
                     self._logs.pop((q.kind, q.key), None)
         for g in request.surges:
             _decrement(self._counters, (g.kind, g.key, window_index(now, g.window_seconds)))
-        for d, new in zip(request.distinct, issued.new_members, strict=False):
+        for d, new in zip(request.distinct, code.new_members, strict=False):
             members = self._sets.get((d.kind, d.key, window_index(now, d.window_seconds)))
             if new and members is not None:
                 members.members.discard(d.member)
@@ -364,7 +378,8 @@ class MemoryStore:
         return None
 
     def _charge(self, request: SendRequest, now: float) -> Issued:
-        self._codes[request.phone] = _Code(request.code_hash, 0, now + request.ttl_seconds)
+        code = _Code(request.code_hash, 0, now + request.ttl_seconds, request.send_id)
+        self._codes[request.phone] = code
         if request.cooldown_seconds > 0:
             self._cooldowns[request.phone] = _Until(now + request.cooldown_seconds)
         now_ms = to_ms(now)
@@ -391,7 +406,8 @@ class MemoryStore:
                 )
             added.append(d.member not in members.members)
             members.members.add(d.member)
-        return Issued(request, now, tuple(added))
+        code.new_members = tuple(added)
+        return Issued(request, now)
 
     # -- for tests that drive the clock ------------------------------------------------
     def deadlines(self, lockout: Lockout | None = None) -> list[float]:
@@ -407,6 +423,7 @@ class MemoryStore:
             self._sets,
             self._blocks,
             self._windows,
+            self._voided,
         ]
         instants = {entry.expires_at for entries in held for entry in entries.values()}
         # Each logged send leaves its log on its own.

@@ -3,8 +3,11 @@
 Key layout (``P`` is REDIS_KEY_PREFIX). Every key of one phone carries the
 phone in a ``{hash tag}``, so they share one Redis Cluster slot:
 
-- ``P{+12125550123}:code``     hash ``h`` (code HMAC), ``a`` (attempts); expires with the code
+- ``P{+12125550123}:code``     hash ``h`` (code HMAC), ``a`` (attempts), ``i`` (the send's
+  id), ``n`` (which distinct sets the send joined); expires with the code
 - ``P{+12125550123}:cd``       resend cooldown: its end (ms epoch); expires then
+- ``P{+12125550123}:void:<id>`` the mark of a send voided before its issue ran: its end
+  (ms epoch); expires then
 - ``P{+12125550123}:fails``    consecutive failed verifies ``n`` and the last one's time ``l``
 - ``P{<scope>}:log:<kind>``    a quota's sliding log (sorted set: score = send time in
   ms epoch, member = send id); expires when its newest send leaves the window. The
@@ -65,6 +68,8 @@ log = logging.getLogger(__name__)
 # was: begin_verify's third field is the attempt count, and a fifth attempt read as
 # "over the window" refused the right code on the last allowed try.
 _WINDOW_OVER = -5
+# The tag of an issue whose send was voided before the script ran (lua/issue.lua).
+_VOIDED = -6
 
 
 def _window_hit(reply: list[Any]) -> WindowHit | None:
@@ -86,7 +91,7 @@ class _Script:
 
 _LUA = files("otpgate.store").joinpath("lua")
 _ISSUE = _Script.of("window", "limits", "issue")
-_UNDO = _Script.of("undo")
+_VOID = _Script.of("void")
 _BEGIN_VERIFY = _Script.of("window", "begin_verify")
 _CONSUME = _Script.of("consume")
 _HIT_WINDOW = _Script.of("window", "hit_window")
@@ -129,7 +134,7 @@ class RedisStore:
         self, request: SendRequest, now: float, window: RequestWindow | None = None
     ) -> Issued | Refused:
         now_ms = to_ms(now)
-        keys = [self._phone_key(request.phone, "code"), self._phone_key(request.phone, "cd")]
+        keys = self._send_keys(request)
         for q in request.quotas:
             if q.buckets:
                 counted = buckets_counted(now_ms, q.window_ms, q.buckets)
@@ -162,9 +167,11 @@ class RedisStore:
         hit = _window_hit(reply)
         tag, rest = int(reply[2]), reply[3:]
         if tag == 0:
-            return Issued(request, now, tuple(bool(x) for x in rest), hit)
+            return Issued(request, now, hit)
         if tag == _WINDOW_OVER and hit is not None:
             return Refused("rate_limited", hit.reset_seconds, hit)
+        if tag == _VOIDED:
+            raise StoreUnavailable()
         if tag == 1:
             return Refused("resend_cooldown", retry_seconds(int(rest[0])), hit)
         if tag == 2:
@@ -173,9 +180,16 @@ class RedisStore:
             return Refused(request.surges[int(rest[0]) - 1].kind, retry_seconds(int(rest[1])), hit)
         return Refused(request.distinct[int(rest[0]) - 1].kind, retry_seconds(int(rest[1])), hit)
 
-    async def undo_issue(self, issued: Issued) -> None:
-        request, now = issued.request, issued.now
-        keys = [self._phone_key(request.phone, "code"), self._phone_key(request.phone, "cd")]
+    def _send_keys(self, request: SendRequest) -> list[str]:
+        """The keys every send step starts with: code, cooldown, the send's void mark."""
+        phone = request.phone
+        return [
+            self._phone_key(phone, "code"),
+            self._phone_key(phone, "cd"),
+            self._phone_key(phone, f"void:{request.send_id}"),
+        ]
+
+    async def void_issue(self, request: SendRequest, now: float) -> None:
         now_ms = to_ms(now)
         counters = [
             self._scoped(q.key, f"s:{q.kind}:{bucket_index(now_ms, q.window_ms, q.buckets)}")
@@ -187,18 +201,18 @@ class RedisStore:
             for g in request.surges
         ]
         logs = [self._scoped(q.key, f"log:{q.kind}") for q in request.quotas if not q.buckets]
-        added = [d for d, new in zip(request.distinct, issued.new_members, strict=False) if new]
         sets = [
-            self._scoped(d.key, f"d:{d.kind}:{window_index(now, d.window_seconds)}") for d in added
+            self._scoped(d.key, f"d:{d.kind}:{window_index(now, d.window_seconds)}")
+            for d in request.distinct
         ]
         args: list[Any] = [
-            request.code_hash,
+            request.send_id,
+            now_ms + request.reach_seconds * 1000,
             len(counters),
             len(logs),
-            request.send_id,
-            *(d.member for d in added),
+            *(d.member for d in request.distinct),
         ]
-        await self._run(_UNDO, keys + counters + logs + sets, args)
+        await self._run(_VOID, self._send_keys(request) + counters + logs + sets, args)
 
     async def begin_verify(
         self,

@@ -45,10 +45,12 @@ T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS codes (
-    phone      TEXT PRIMARY KEY,
-    code_hash  BLOB,
-    attempts   INTEGER NOT NULL DEFAULT 0,
-    expires_at REAL NOT NULL
+    phone       TEXT PRIMARY KEY,
+    code_hash   BLOB,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    expires_at  REAL NOT NULL,
+    send_id     TEXT,             -- the send that stored the code
+    new_members TEXT              -- per distinct quota, '1' if that send added its member
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (
     key        TEXT PRIMARY KEY,
@@ -72,6 +74,21 @@ CREATE TABLE IF NOT EXISTS send_log (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS send_log_by_time ON send_log (key, at_ms);
 """
+
+# Columns added to a table after its first release: (table, column, declaration).
+# A file written by an older release gains them when it is opened.
+_ADDED_COLUMNS = (
+    ("codes", "send_id", "TEXT"),
+    ("codes", "new_members", "TEXT"),
+)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    for table, column, declaration in _ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
 
 _PURGE_EVERY_SECONDS = 60.0
 # Operations in one transaction at most, so one batch holds the lock briefly.
@@ -136,6 +153,7 @@ class SqliteStore:
                     conn.execute("PRAGMA synchronous=NORMAL")
                     conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
                     conn.executescript(_SCHEMA)
+                    _migrate(conn)
                 except BaseException:
                     conn.close()
                     raise
@@ -244,17 +262,22 @@ class SqliteStore:
     async def issue(
         self, request: SendRequest, now: float, window: RequestWindow | None = None
     ) -> Issued | Refused:
-        def tx(conn: sqlite3.Connection) -> Issued | Refused:
+        def tx(conn: sqlite3.Connection) -> Issued | Refused | None:
             hit = _count_window(conn, window, now) if window else None
             if hit and window and hit.over(window):
                 return Refused("rate_limited", hit.reset_seconds, hit)
+            if _until(conn, _void_key(request.phone, request.send_id), now):
+                return None  # voided: the window's hit stays counted, nothing else
             outcome = _refusal(conn, request, now) or _charge(conn, request, now)
             return replace(outcome, window_hit=hit)
 
-        return await self._call(tx)
+        outcome = await self._call(tx)
+        if outcome is None:
+            raise StoreUnavailable()
+        return outcome
 
-    async def undo_issue(self, issued: Issued) -> None:
-        await self._call(lambda conn: _undo(conn, issued))
+    async def void_issue(self, request: SendRequest, now: float) -> None:
+        await self._call(lambda conn: _void(conn, request, now))
 
     async def begin_verify(
         self,
@@ -315,6 +338,10 @@ def _cooldown_key(phone: str) -> str:
 
 def _fails_key(phone: str) -> str:
     return f"fails:{phone}"
+
+
+def _void_key(phone: str, send_id: str) -> str:
+    return f"void:{phone}:{send_id}"
 
 
 def _counter_key(kind: str, scope: str, index: int) -> str:
@@ -437,10 +464,6 @@ def _refusal(conn: sqlite3.Connection, request: SendRequest, now: float) -> Refu
 
 
 def _charge(conn: sqlite3.Connection, request: SendRequest, now: float) -> Issued:
-    conn.execute(
-        "INSERT OR REPLACE INTO codes (phone, code_hash, attempts, expires_at) VALUES (?, ?, 0, ?)",
-        (request.phone, request.code_hash, now + request.ttl_seconds),
-    )
     if request.cooldown_seconds > 0:
         _mark_until(conn, _cooldown_key(request.phone), now + request.cooldown_seconds)
     now_ms = to_ms(now)
@@ -467,17 +490,30 @@ def _charge(conn: sqlite3.Connection, request: SendRequest, now: float) -> Issue
             (_set_key(d.kind, d.key, idx), d.member, (idx + 1) * d.window_seconds),
         )
         added.append(cursor.rowcount == 1)
-    return Issued(request, now, tuple(added))
+    conn.execute(
+        "INSERT OR REPLACE INTO codes (phone, code_hash, attempts, expires_at, send_id,"
+        " new_members) VALUES (?, ?, 0, ?, ?, ?)",
+        (
+            request.phone,
+            request.code_hash,
+            now + request.ttl_seconds,
+            request.send_id,
+            "".join("1" if new else "0" for new in added),
+        ),
+    )
+    return Issued(request, now)
 
 
-def _undo(conn: sqlite3.Connection, issued: Issued) -> None:
-    request, now = issued.request, issued.now
-    deleted = conn.execute(
-        "DELETE FROM codes WHERE phone = ? AND code_hash = ?",
-        (request.phone, request.code_hash),
-    ).rowcount
-    if not deleted:
-        return  # a newer send replaced it: its charges are not ours to refund
+def _void(conn: sqlite3.Connection, request: SendRequest, now: float) -> None:
+    row = conn.execute(
+        "DELETE FROM codes WHERE phone = ? AND send_id = ? RETURNING new_members",
+        (request.phone, request.send_id),
+    ).fetchone()
+    if row is None:
+        # Not issued yet (or consumed, or replaced): make sure it never is.
+        _mark_until(conn, _void_key(request.phone, request.send_id), now + request.reach_seconds)
+        return
+    new_members = [flag == "1" for flag in row[0] or ""]
     conn.execute("DELETE FROM counters WHERE key = ?", (_cooldown_key(request.phone),))
     for q in request.quotas:
         if q.buckets:
@@ -490,7 +526,7 @@ def _undo(conn: sqlite3.Connection, issued: Issued) -> None:
             )
     for g in request.surges:
         _decr(conn, _counter_key(g.kind, g.key, window_index(now, g.window_seconds)))
-    for d, new in zip(request.distinct, issued.new_members, strict=False):
+    for d, new in zip(request.distinct, new_members, strict=False):
         if new:
             conn.execute(
                 "DELETE FROM members WHERE key = ? AND member = ?",
@@ -533,9 +569,10 @@ def _begin_verify(
         " ON CONFLICT(phone) DO UPDATE SET"
         " code_hash = CASE WHEN expires_at <= ? THEN NULL ELSE code_hash END,"
         " attempts = CASE WHEN expires_at <= ? THEN 1 ELSE attempts + 1 END,"
+        " send_id = CASE WHEN expires_at <= ? THEN NULL ELSE send_id END,"
         " expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at ELSE expires_at END"
         " RETURNING attempts, code_hash",
-        (phone, now + ttl_seconds, now, now, now),
+        (phone, now + ttl_seconds, now, now, now, now),
     ).fetchone()
     # Failures against a live code are remembered long; a guess at a phone with no
     # code only as long as a code would live (as in the Redis store).

@@ -2,22 +2,27 @@
 -- Runs after window.lua, which decodes ARGV[1] into `spec` and counts the window, and
 -- limits.lua, the window arithmetic.
 --
--- KEYS: code, cooldown, then per quota either its sliding log (buckets 0: a sorted
+-- KEYS: code, cooldown, the send's void mark, then per quota either its sliding log
+--       (buckets 0: a sorted
 --       set, score = ms, member = send id) or the sub-windows it counts, oldest first
 --       (buckets_counted(now): buckets + 1 counters), then per distinct quota (set),
 --       per surge guard (previous, current, block), then the request window if any.
 -- ARGV[1]: {"now", "id" (send id), "ttl", "cd", "q": [[limit, win, buckets]],
 --           "d": [[member, limit, win]], "s": [[min, factor, win, block]],
 --           "w": [limit, win] or absent}; ARGV[2]: hash. Times and windows in ms.
--- Returns {wc, wt, tag, ...}: tag 0 issued, then 1 per distinct member this send added;
---   1 cooldown (ms); 2 quota (i, ms until one more send fits); 3 surge block (i, ms);
---   4 distinct (i, ms); -5 request window over (from window.lua).
+-- Returns {wc, wt, tag, ...}: tag 0 issued; 1 cooldown (ms); 2 quota (i, ms until one
+--   more send fits); 3 surge block (i, ms); 4 distinct (i, ms); -5 request window over
+--   (from window.lua); -6 the send was voided (void.lua) before this step ran.
+-- The code hash records the send's id "i" and, in "n", a '1' or '0' per distinct
+-- quota: whether this send added its member (what void.lua gives back).
 local now = spec.now
 local q, d, s = spec.q, spec.d, spec.s
 
+if tonumber(redis.call('GET', KEYS[3]) or '0') > now then return {wc, wt, -6} end
+
 -- Where each quota's keys start, and for sub-windows the first and last counted.
 local qkeys = {}
-local at = 3
+local at = 4
 for i = 1, #q do
   local win, buckets = q[i][2], q[i][3]
   if buckets == 0 then
@@ -78,9 +83,6 @@ for i = 1, #s do
   end
 end
 
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'h', ARGV[2], 'a', 0)
-redis.call('PEXPIREAT', KEYS[1], now + spec.ttl)
 if spec.cd > 0 then redis.call('SET', KEYS[2], now + spec.cd, 'PXAT', now + spec.cd) end
 for i = 1, #q do
   local win, buckets = q[i][2], q[i][3]
@@ -98,10 +100,10 @@ for i = 1, #q do
     redis.call('PEXPIREAT', key, bucket_leaves(last, win, buckets))
   end
 end
-local out = {wc, wt, 0}
+local added = {}
 for i = 1, #d do
   local key, win = KEYS[dbase + i - 1], d[i][3]
-  out[#out + 1] = redis.call('SADD', key, d[i][1])
+  added[i] = tostring(redis.call('SADD', key, d[i][1]))
   redis.call('PEXPIREAT', key, (math.floor(now / win) + 1) * win)
 end
 for i = 1, #s do
@@ -110,4 +112,7 @@ for i = 1, #s do
   redis.call('INCR', key)
   redis.call('PEXPIREAT', key, (math.floor(now / win) + 2) * win)
 end
-return out
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'h', ARGV[2], 'a', 0, 'i', spec.id, 'n', table.concat(added))
+redis.call('PEXPIREAT', KEYS[1], now + spec.ttl)
+return {wc, wt, 0}
