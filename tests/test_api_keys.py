@@ -10,6 +10,7 @@ import pytest
 
 from otpgate import api_keys
 from otpgate.api_keys import ApiAuth
+from otpgate.config_report import describe
 from otpgate.wiring import api_auth
 from tests.conftest import make_settings
 
@@ -85,3 +86,26 @@ def test_modes_other_than_required_require_nothing(tmp_path: Path) -> None:
     assert not auth(tmp_path, "optional").required
     assert not auth(tmp_path, "off").required
     assert api_auth(make_settings(tmp_path)) == ApiAuth("off", ())
+
+
+def test_check_config_shows_the_mode_and_names_never_keys(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        api_auth="required",
+        api_keys=f"ci:{PLAIN_KEY},web:sha256:{hashlib.sha256(HASHED_KEY.encode()).hexdigest()}",
+    )
+    report = describe(settings)
+    lines = {line.split()[0]: line.split(maxsplit=1)[1] for line in report.splitlines()[2:]}
+    assert lines["API_KEYS"] == "ci, web"
+    assert lines["API_AUTH"] == "required"
+    assert "  (api auth)                       required (2 keys: ci, web)" in report
+    for key in (PLAIN_KEY, HASHED_KEY):
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        assert key not in report and digest not in report and digest[:16] not in report
+
+
+def test_check_config_without_keys(tmp_path: Path) -> None:
+    report = describe(make_settings(tmp_path))
+    lines = {line.split()[0]: line.split(maxsplit=1)[1] for line in report.splitlines()[2:]}
+    assert (lines["API_KEYS"], lines["API_AUTH"]) == ("<none>", "<unset>")
+    assert "  (api auth)                       off (0 keys)" in report
