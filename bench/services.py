@@ -70,6 +70,8 @@ def otpgate_env(
         "PUMP_COUNTRY_MIN_SENDS": UNLIMITED,
         # Production refuses to start without it; every benchmark number is in the US.
         "ALLOWED_COUNTRIES": "US",
+        # Also refused when unset in production; the Node service checks no key either.
+        "API_AUTH": "off",
     }
 
 

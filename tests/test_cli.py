@@ -69,6 +69,7 @@ def test_check_config_prints_effective_settings_with_secrets_redacted(tmp_path: 
             "AWS_ACCESS_KEY_ID": AWS_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
             "ALLOWED_COUNTRIES": "US,CA",
+            "API_AUTH": "off",
             "METRICS_PORT": "9464",
             "WORKERS": "3",
         },

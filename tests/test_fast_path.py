@@ -305,6 +305,8 @@ PHONE = "+12125550123"
 JSON = {"content-type": "application/json"}
 # Seconds left in a window or cooldown: the two runs may fall a second apart.
 TIMED = ("retry-after", "x-ratelimit-reset")
+API_KEY = "side-by-side-" + "k" * 32
+WRONG_KEY = {"authorization": "Bearer " + "w" * 40}
 
 
 def exchanges(sender: CapturingSender) -> list[tuple[str, str, dict[str, Any]]]:
@@ -325,6 +327,15 @@ def exchanges(sender: CapturingSender) -> list[tuple[str, str, dict[str, Any]]]:
         ("GET", "/health", {}),
         ("HEAD", "/health", {}),
         ("GET", "/nope", {}),
+        ("POST", "/api/v1/request-otp", {"json": {"phoneNumber": PHONE}, "headers": WRONG_KEY}),
+        (
+            "POST",
+            verify,
+            {
+                "json": {"phoneNumber": "+12125550124", "otp": "123456"},
+                "headers": {"authorization": f"Bearer {API_KEY}", "x-end-user-ip": "2001:db8::7"},
+            },
+        ),
     ]
 
 
@@ -364,7 +375,17 @@ async def run(app: App, sender: CapturingSender, caplog: pytest.LogCaptureFixtur
     return answers, lines, {key: value for key, value in moved.items() if value}
 
 
-ACCESS_FIELDS = ("method", "route", "status", "client_ip", "code", "phone", "msg")
+ACCESS_FIELDS = (
+    "method",
+    "route",
+    "status",
+    "client_ip",
+    "code",
+    "phone",
+    "api_key_name",
+    "end_user_ip",
+    "msg",
+)
 
 
 async def test_both_modes_answer_log_and_count_alike(
@@ -378,6 +399,8 @@ async def test_both_modes_answer_log_and_count_alike(
             sqlite_path=tmp_path / f"{mode}.sqlite3",
             fast_path=mode,
             rate_limit_max_requests=8,  # the last verify is over it
+            api_auth="optional",
+            api_keys=f"side:{API_KEY}",
         )
         sender = CapturingSender(name=f"capture-{mode}")
         components = build_components(settings, sender=sender)
@@ -395,9 +418,13 @@ async def test_both_modes_answer_log_and_count_alike(
         assert fast[3].keys() == stock[3].keys()
         assert all(abs(fast[3][k] - stock[3][k]) <= 1 for k in fast[3])
     statuses = " ".join(str(status) for status, *_ in fast_answers)
-    assert statuses == "200 429 400 400 415 413 400 400 200 400 429 405 200 200 404"
+    assert statuses == "200 429 400 400 415 413 400 400 200 400 429 405 200 200 404 401 400"
     assert fast_lines == stock_lines
     assert len(fast_lines) == len(fast_answers)
+    # The keyed request spent its end user's budget (the caller's was spent), and was named.
+    assert fast_lines[-1]["api_key_name"] == "side"
+    assert fast_lines[-1]["end_user_ip"] == "2001:db8::7"
+    assert fast_lines[-2]["code"] == "invalid_api_key"
     # The senders are named apart so that their sends are counted apart; the rest is shared.
     sends = {"otpgate_otp_sends_total", "otpgate_sms_send_duration_seconds_count"}
 

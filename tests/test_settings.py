@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from otpgate.settings import ConfigError, Settings, load_settings
 from tests.conftest import make_settings
@@ -47,6 +49,7 @@ def test_node_service_names_keep_working(monkeypatch: pytest.MonkeyPatch) -> Non
         NODE_ENV="production",
         OTP_HASH_SECRET=SECRET,
         ALLOWED_COUNTRIES="US,CA",
+        API_AUTH="off",
         PORT="8080",
         OTP_LENGTH="8",
         RATE_LIMIT_MAX_REQUESTS="10",
@@ -109,7 +112,11 @@ def test_production_requires_an_explicit_country_list(monkeypatch: pytest.Monkey
     with pytest.raises(ConfigError, match="ALLOWED_COUNTRIES"):
         load(monkeypatch, APP_ENV="production", OTP_HASH_SECRET=SECRET)
     everywhere = load(
-        monkeypatch, APP_ENV="production", OTP_HASH_SECRET=SECRET, ALLOWED_COUNTRIES="*"
+        monkeypatch,
+        APP_ENV="production",
+        OTP_HASH_SECRET=SECRET,
+        ALLOWED_COUNTRIES="*",
+        API_AUTH="off",
     )
     assert everywhere.allowed_regions is None
     some = load(monkeypatch, ALLOWED_COUNTRIES="us, gb")
@@ -156,3 +163,115 @@ def test_a_shutdown_timeout_shorter_than_one_sms_is_warned_about(tmp_path: Path)
         w.startswith("SHUTDOWN_TIMEOUT_SECONDS")
         for w in start_up_warnings(make_settings(tmp_path, shutdown_timeout_seconds=10))
     )
+
+
+# --- API keys --------------------------------------------------------------------------------
+
+PLAIN_KEY = "ci-" + "Zq7xK2pL" * 5  # 43 characters
+HASHED_KEY = "web-" + "Rt5mW9vB" * 5
+HASHED_DIGEST = hashlib.sha256(HASHED_KEY.encode()).hexdigest()
+
+
+def test_api_keys_keep_names_and_digests_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load(monkeypatch, API_KEYS=f" ci:{PLAIN_KEY} , web:sha256:{HASHED_DIGEST},")
+    assert s.api_keys == {
+        "ci": hashlib.sha256(PLAIN_KEY.encode()).hexdigest(),
+        "web": HASHED_DIGEST,
+    }
+    assert PLAIN_KEY not in repr(s) and PLAIN_KEY not in s.model_dump_json()
+
+
+def test_api_auth_is_off_and_keyless_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load(monkeypatch)
+    assert (s.api_auth, s.effective_api_auth, s.api_keys) == (None, "off", {})
+    assert load(monkeypatch, API_AUTH="").api_auth is None  # blank in a .env: unset
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        (PLAIN_KEY, "entry 1 is not name:key"),
+        (f"ci:{PLAIN_KEY[:31]}", "entry 1: the key must be at least 32 characters"),
+        (f":{PLAIN_KEY}", "entry 1 is not name:key"),
+        (f"c i:{PLAIN_KEY}", "entry 1: the name must be letters, digits"),
+        (f"ci/prod:{PLAIN_KEY}", "entry 1: the name must be letters, digits"),
+        (f"ci:{PLAIN_KEY},ci:{HASHED_KEY}", "entry 2 repeats the name"),
+        (f"ci:{PLAIN_KEY},web:{PLAIN_KEY}", "entry 2 repeats the key"),
+        (
+            f"ci:{PLAIN_KEY},web:sha256:{hashlib.sha256(PLAIN_KEY.encode()).hexdigest()}",
+            "entry 2 repeats the key",
+        ),
+        (f"ci:{PLAIN_KEY[:20]} {PLAIN_KEY[20:]}", "entry 1: the key must be visible ASCII"),
+        (f"ci:{PLAIN_KEY}é", "entry 1: the key must be visible ASCII"),
+        (f"web:sha256:{HASHED_DIGEST.upper()}", "entry 1: after sha256: must come"),
+        (f"web:sha256:{HASHED_DIGEST[:-1]}", "entry 1: after sha256: must come"),
+        (f"web:sha256:{PLAIN_KEY}", "entry 1: after sha256: must come"),
+    ],
+)
+def test_a_bad_api_key_entry_is_refused_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch, entry: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(monkeypatch, API_KEYS=entry)
+    message = str(info.value)
+    assert f"API_KEYS: {reason}" in message
+    for secret in (PLAIN_KEY, PLAIN_KEY[:20], PLAIN_KEY[20:], HASHED_KEY, HASHED_DIGEST):
+        assert secret not in message
+        assert secret.upper() not in message
+
+
+def test_a_refused_key_is_not_in_the_validation_error_either(tmp_path: Path) -> None:
+    """Whoever prints the raw error (not load_settings' message) still sees no key."""
+    short = HASHED_KEY[:31]
+    with pytest.raises(ValidationError) as info:
+        make_settings(tmp_path, api_keys=f"ci:{PLAIN_KEY},web:{short}")
+    text = str(info.value) + repr(info.value)
+    assert "entry 2: the key must be at least 32 characters" in text
+    # pydantic shows a long input by its two ends: neither may be there.
+    for fragment in (PLAIN_KEY[:12], short[-12:]):
+        assert fragment not in text
+
+
+def test_api_auth_accepts_only_its_modes(monkeypatch: pytest.MonkeyPatch) -> None:
+    for mode in ("off", "optional"):
+        assert load(monkeypatch, API_AUTH=mode).effective_api_auth == mode
+    with pytest.raises(ConfigError, match="API_AUTH"):
+        load(monkeypatch, API_AUTH="on")
+
+
+def test_required_api_auth_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="API_AUTH: 'required' needs at least one key"):
+        load(monkeypatch, API_AUTH="required")
+    s = load(monkeypatch, API_AUTH="required", API_KEYS=f"ci:{PLAIN_KEY}")
+    assert s.effective_api_auth == "required"
+
+
+def test_production_refuses_to_start_until_api_auth_is_chosen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ready = {"APP_ENV": "production", "OTP_HASH_SECRET": SECRET, "ALLOWED_COUNTRIES": "US"}
+    with pytest.raises(ConfigError) as info:
+        load(monkeypatch, **ready)
+    assert "API_AUTH: required when APP_ENV=production" in str(info.value)
+    assert "ALLOWED_COUNTRIES" not in str(info.value)  # only what is missing is named
+    for mode in ("off", "optional"):
+        assert load(monkeypatch, **ready, API_AUTH=mode).effective_api_auth == mode
+    with pytest.raises(ConfigError, match="API_AUTH: 'required' needs at least one key"):
+        load(monkeypatch, **ready, API_AUTH="required")
+    keyed = load(monkeypatch, **ready, API_AUTH="required", API_KEYS=f"ci:{PLAIN_KEY}")
+    assert keyed.effective_api_auth == "required"
+
+
+def test_optional_api_auth_without_keys_is_warned_about(tmp_path: Path) -> None:
+    from otpgate.wiring import start_up_warnings
+
+    def auth_warnings(**overrides: str) -> list[str]:
+        warnings = start_up_warnings(make_settings(tmp_path, **overrides))
+        return [w for w in warnings if w.startswith("API_AUTH")]
+
+    assert auth_warnings(api_auth="optional") == [
+        "API_AUTH: optional with no API_KEYS: no key can be valid, so every request "
+        "that sends one is refused (401)"
+    ]
+    assert auth_warnings(api_auth="optional", api_keys=f"ci:{PLAIN_KEY}") == []
+    assert auth_warnings(api_auth="off") == []

@@ -18,6 +18,7 @@ PRODUCTION = {
     "otp_hash_secret": HASH_SECRET,
     "sms_provider": "sns",
     "allowed_countries": "US",
+    "api_auth": "off",
 }
 
 

@@ -53,6 +53,9 @@ def _origin_only(url: str) -> str:
 def shown(name: str, value: object) -> str:
     if isinstance(value, SecretStr) or (name in _SENSITIVE and value):
         return REDACTED
+    if name == "api_keys" and isinstance(value, dict):
+        # Names only: not even a key's digest is printed.
+        return ", ".join(value) if value else "<none>"
     if value is None:
         return "<unset>"
     text = str(value)
@@ -73,6 +76,7 @@ def describe(settings: Settings) -> str:
     else:
         metrics = f"/metrics on {settings.metrics_host or settings.host}:{settings.metrics_port}"
     lines.append(f"  {'(effective SMS provider)':32} {settings.effective_sms_provider}")
+    lines.append(f"  {'(api auth)':32} {_auth_summary(settings)}")
     lines.append(f"  {'(store)':32} {'redis' if settings.redis_url else 'sqlite'}")
     lines.append(f"  {'(workers)':32} {workers}")
     lines.append(f"  {'(log format)':32} {'json' if settings.log_json else 'text'}")
@@ -91,3 +95,12 @@ def describe(settings: Settings) -> str:
 
     lines += [f"  warning: {warning}" for warning in start_up_warnings(settings)]
     return "\n".join(lines)
+
+
+def _auth_summary(settings: Settings) -> str:
+    mode = settings.effective_api_auth
+    count = len(settings.api_keys)
+    keys = f"{count} key{'' if count == 1 else 's'}"
+    if count:
+        keys += ": " + ", ".join(settings.api_keys)
+    return f"{mode} ({keys})"

@@ -24,6 +24,10 @@ class RequestInfo:
     phone: str | None = None
     # The client address as the per-IP limit resolved it, so it is resolved once.
     client_ip: str | None = None
+    # The name of the valid API key the request carried (never the key).
+    api_key_name: str | None = None
+    # The end user's address a keyed caller named in X-End-User-IP, as the limits used it.
+    end_user_ip: str | None = None
 
 
 current_request: ContextVar[RequestInfo | None] = ContextVar("otpgate_request", default=None)
@@ -51,3 +55,15 @@ def note_client_ip(address: str) -> None:
     info = current_request.get()
     if info is not None:
         info.client_ip = address
+
+
+def note_api_key_name(name: str) -> None:
+    info = current_request.get()
+    if info is not None:
+        info.api_key_name = name
+
+
+def note_end_user_ip(address: str) -> None:
+    info = current_request.get()
+    if info is not None:
+        info.end_user_ip = address

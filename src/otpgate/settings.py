@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from otpgate import delivery_settings as sms
+from otpgate.api_keys import ApiAuthSetting, ApiKeyDigests, AuthMode
 from otpgate.domain import message
 from otpgate.domain.errors import InvalidPhoneNumber
 from otpgate.domain.phone import parse_phone
@@ -48,6 +49,9 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
         populate_by_name=True,
+        # A refused value is never shown, not even by a ValidationError's own text: it may
+        # be a key or a secret (``_describe`` below builds the message without it anyway).
+        hide_input_in_errors=True,
     )
 
     # --- runtime -------------------------------------------------------------------------
@@ -110,6 +114,19 @@ class Settings(BaseSettings):
         ge=32,
         le=128,
         description="IPv6 clients share per-IP limits by this prefix (a host often owns a /64).",
+    )
+
+    # --- who may call the API ------------------------------------------------------------
+    api_keys: ApiKeyDigests = Field(
+        default_factory=dict,
+        description="Comma-separated name:key (32+ characters) or name:sha256:<hex> entries;"
+        " only each name and the key's SHA-256 are kept.",
+    )
+    api_auth: ApiAuthSetting = Field(
+        None,
+        description="off, optional or required: whether API routes need a key (a key sent"
+        " must be valid in every mode); off by default in development, required to be set"
+        " in production.",
     )
 
     # --- abuse defence (every limit is shared by all workers on one store) -------------
@@ -259,6 +276,10 @@ class Settings(BaseSettings):
         return self.sms_worst_case_seconds + SHUTDOWN_MARGIN_SECONDS
 
     @property
+    def effective_api_auth(self) -> AuthMode:
+        return self.api_auth or "off"
+
+    @property
     def production(self) -> bool:
         return self.app_env == "production"
 
@@ -295,12 +316,25 @@ class Settings(BaseSettings):
             problems.append(
                 "SMS_PROVIDER: 'console' prints codes and is refused when APP_ENV=production"
             )
+        if self.api_auth is None:
+            problems.append(
+                "API_AUTH: required when APP_ENV=production (off, optional or required;"
+                " required needs API_KEYS)"
+            )
         if self.otp_hash_secret is None:
             problems.append("OTP_HASH_SECRET: required when APP_ENV=production (32+ random bytes)")
         elif len(self.otp_hash_secret.get_secret_value()) < 32:
             problems.append("OTP_HASH_SECRET: must be at least 32 characters")
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _keys_for_required_auth(self) -> Settings:
+        if self.api_auth == "required" and not self.api_keys:
+            raise ValueError(
+                "API_AUTH: 'required' needs at least one key in API_KEYS (name:key entries)"
+            )
         return self
 
     @model_validator(mode="after")

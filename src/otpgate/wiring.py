@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from otpgate import fast_path
+from otpgate.api_keys import ApiAuth
 from otpgate.domain.codes import CodeHasher
 from otpgate.domain.limits import AbusePolicy, Lockout, PumpingGuard
 from otpgate.domain.message import MessageTemplate
@@ -33,6 +34,7 @@ class Components:
     sender: SmsSender
     service: OtpService
     rate_limiter: RequestLimiter
+    api_auth: ApiAuth
 
     async def close(self) -> None:
         try:
@@ -116,6 +118,11 @@ def sns_config(settings: Settings) -> SnsConfig:
     )
 
 
+def api_auth(settings: Settings) -> ApiAuth:
+    """The HTTP layer's view of API_AUTH and API_KEYS: the mode, each key's name and digest."""
+    return ApiAuth.from_digests(settings.effective_api_auth, settings.api_keys)
+
+
 def build_policy(settings: Settings) -> OtpPolicy:
     return OtpPolicy(
         length=settings.otp_length,
@@ -192,6 +199,11 @@ def start_up_warnings(settings: Settings) -> list[str]:
             f"one SMS send can take ({settings.sms_worst_case_seconds:g}s); a send in flight "
             "at shutdown may be cut off (answered 503; its code stays valid)"
         )
+    if settings.api_auth == "optional" and not settings.api_keys:
+        warnings.append(
+            "API_AUTH: optional with no API_KEYS: no key can be valid, so every request "
+            "that sends one is refused (401)"
+        )
     if settings.test_phone_numbers:
         warnings.append(
             f"TEST_PHONE_NUMBERS: test numbers active: {len(settings.test_phone_numbers)}; "
@@ -224,4 +236,5 @@ def build_components(
         rate_limiter=RequestLimiter(
             used_store, settings.rate_limit_max_requests, settings.rate_limit_window_ms
         ),
+        api_auth=api_auth(settings),
     )

@@ -1,9 +1,11 @@
-"""The two API routes: rate-limit, parse, call the use case, shape the answer.
+"""The two API routes: authenticate, rate-limit, parse, call the use case, shape the answer.
 
 Anything a client can cause becomes a 4xx with a machine code; store and
 provider failures become 503/502; nothing escapes as a stack trace. These
 routes catch every error themselves, so they can be served without any
-framework middleware (see ``FastRoutes`` in fast_routes.py).
+framework middleware (see ``FastRoutes`` in fast_routes.py). Both HTTP paths
+call these same handlers, so the API key check (``http/auth.py``) is the same on
+either.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from starlette.types import Scope
 
 from otpgate.domain.errors import OtpError, RateLimited, StoreUnavailable
 from otpgate.domain.ports import RequestWindow, WindowHit
+from otpgate.http.auth import end_user_address, key_name, unauthorized
 from otpgate.http.body import read_json_body
 from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.errors import (
@@ -32,7 +35,12 @@ from otpgate.http.errors import (
 )
 from otpgate.http.rate_limit import RateLimitHeaders
 from otpgate.http.schemas import RequestOtpBody, verify_body_model
-from otpgate.request_context import note_client_ip, note_phone
+from otpgate.request_context import (
+    note_api_key_name,
+    note_client_ip,
+    note_end_user_ip,
+    note_phone,
+)
 from otpgate.wiring import Components
 
 log = logging.getLogger("otpgate.http")
@@ -54,6 +62,8 @@ class OtpApi:
         self._service = components.service
         self._limiter = components.rate_limiter
         self._headers = RateLimitHeaders(components.rate_limiter.max_requests)
+        self._auth = components.api_auth
+        self._auth_required = components.api_auth.required
         self._resolve_ip = client_ip.resolve
         self._limit_key = client_ip.limit_key
         self._max_body = settings.max_body_bytes
@@ -68,15 +78,32 @@ class OtpApi:
     def _limited(
         self, route: str, handle: Callable[[Request, str, RequestWindow], Awaitable[Outcome]]
     ) -> Handler:
-        """Wrap a route with the per-IP limit; its headers go on every answer."""
+        """Wrap a route with the API key check and the per-IP limit (whose headers go on
+        every answer after the check)."""
         limiter = self._limiter
 
         async def endpoint(request: Request) -> Response:
             scope = request.scope
+            forwarded, authorization, end_user = _caller_headers(scope)
             peer = scope.get("client")
-            client = self._resolve_ip(peer[0] if peer else None, _forwarded_for(scope))
+            client = self._resolve_ip(peer[0] if peer else None, forwarded)
             note_client_ip(client)  # the access line uses it as it is
             scope_key = self._limit_key(client)  # an IPv6 client counts by its prefix
+            # A key that is sent must be valid whatever API_AUTH says; none is due unless
+            # it says required. Refused before any store step: a 401 costs no limit.
+            if authorization is not None or self._auth_required:
+                name = key_name(self._auth, authorization)
+                if name is None:
+                    return unauthorized(sent=authorization is not None)
+                note_api_key_name(name)
+                # Only a caller with a valid key may say whose request this is: the
+                # per-IP limits then count the end user's address instead of its own.
+                if end_user is not None:
+                    address = end_user_address(end_user)
+                    if address is None:
+                        return http_error_response(HttpError("invalid_end_user_ip"))
+                    note_end_user_ip(address)
+                    scope_key = self._limit_key(address)
             window = limiter.window(route, scope_key)
             try:
                 response, hit = await handle(request, scope_key, window)
@@ -134,10 +161,27 @@ class OtpApi:
         return json_response({"success": True, "message": VERIFY_OK}), verified.window_hit
 
 
-def _forwarded_for(scope: Scope) -> str | None:
-    """The first X-Forwarded-For header, read straight from the scope (no Headers object)."""
+def _caller_headers(scope: Scope) -> tuple[str | None, bytes | None, bytes | None]:
+    """The first X-Forwarded-For, Authorization and X-End-User-IP, in one pass over the
+    scope's headers (no Headers object).
+
+    A repeated Authorization or X-End-User-IP is ambiguous (which one counts?), so it reads
+    as empty: no valid key, no valid address.
+    """
+    forwarded: bytes | None = None
+    authorization: bytes | None = None
+    end_user: bytes | None = None
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     for name, value in headers:
         if name == b"x-forwarded-for":
-            return value.decode("latin-1")
-    return None
+            if forwarded is None:
+                forwarded = value
+        elif name == b"authorization":
+            authorization = value if authorization is None else b""
+        elif name == b"x-end-user-ip":
+            end_user = value if end_user is None else b""
+    return (
+        forwarded.decode("latin-1") if forwarded is not None else None,
+        authorization,
+        end_user,
+    )

@@ -50,7 +50,13 @@ def create_app(components: Components) -> ASGIApp:
     client_ip = ClientIpResolver(settings.trusted_proxies, settings.ipv6_prefix_length)
     api = OtpApi(components, client_ip).routes()
     verify_model = verify_body_model(settings.otp_length)
-    openapi_doc = orjson.dumps(build_openapi(verify_model, metrics=serves_metrics_in_app(settings)))
+    openapi_doc = orjson.dumps(
+        build_openapi(
+            verify_model,
+            metrics=serves_metrics_in_app(settings),
+            auth_required=components.api_auth.required,
+        )
+    )
 
     async def health(_: Request) -> Response:
         return json_response({"status": "ok"})

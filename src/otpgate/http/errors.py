@@ -43,6 +43,8 @@ STATUS_BY_CODE: dict[str, int] = {
 HTTP_CODES: dict[str, tuple[int, str]] = {
     "invalid_json": (400, "Body is not valid JSON."),
     "invalid_body": (400, "Body does not match the schema."),
+    "invalid_end_user_ip": (400, "X-End-User-IP must be one IPv4 or IPv6 address."),
+    "invalid_api_key": (401, "Invalid API key."),
     "unsupported_media_type": (415, "Content-Type must be application/json."),
     "payload_too_large": (413, "Body is too large."),
     "not_found": (404, "Not found."),

@@ -167,6 +167,10 @@ class ObservabilityMiddleware:
             extra["code"] = info.error_code
         if info.phone is not None:
             extra["phone"] = info.phone
+        if info.api_key_name is not None:
+            extra["api_key_name"] = info.api_key_name
+        if info.end_user_ip is not None:
+            extra["end_user_ip"] = info.end_user_ip
         self._log_line(access_log, level, "request", extra)
 
     def _count(self, route: str, status: int, elapsed: float, info: RequestInfo) -> None:

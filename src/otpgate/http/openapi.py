@@ -37,6 +37,8 @@ _ROUTE_CODES: dict[str, tuple[str, ...]] = {
         "invalid_phone_number",
         "unsupported_media_type",
         "payload_too_large",
+        "invalid_end_user_ip",
+        "invalid_api_key",
         "rate_limited",
         "country_not_allowed",
         "resend_cooldown",
@@ -60,6 +62,8 @@ _ROUTE_CODES: dict[str, tuple[str, ...]] = {
         "invalid_code",
         "unsupported_media_type",
         "payload_too_large",
+        "invalid_end_user_ip",
+        "invalid_api_key",
         "rate_limited",
         "too_many_attempts",
         "phone_locked",
@@ -105,6 +109,30 @@ _REQUEST_ID_HEADER: dict[str, Any] = {
     }
 }
 
+_END_USER_IP_PARAM: dict[str, Any] = {
+    "name": "X-End-User-IP",
+    "in": "header",
+    "required": False,
+    "description": "With a valid API key only: the address of the end user this request is"
+    " made for. The per-IP limits then count that address (an IPv6 one by its prefix)"
+    " instead of the caller's. Ignored without a valid key; not an IP address: 400"
+    " `invalid_end_user_ip`.",
+    "schema": {"type": "string"},
+    "example": "203.0.113.9",
+}
+
+# The one security scheme: an API key sent as a bearer token.
+SECURITY_SCHEME = "apiKey"
+_SECURITY_SCHEMES: dict[str, Any] = {
+    SECURITY_SCHEME: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key from API_KEYS, as `Authorization: Bearer <key>`. Needed"
+        " when API_AUTH=required; in every mode a key that is sent must be valid (else 401"
+        " `invalid_api_key`).",
+    }
+}
+
 _INT_HEADER: dict[str, Any] = {"schema": {"type": "string", "pattern": "^[0-9]+$"}}
 
 # Sent by the per-IP limit on every answer of a limited route, when the limit could be
@@ -117,6 +145,13 @@ _LIMIT_HEADERS: dict[str, Any] = {
 _RETRY_AFTER: dict[str, Any] = {
     "Retry-After": {"description": "Seconds to wait before trying again.", **_INT_HEADER}
 }
+_CHALLENGE: dict[str, Any] = {
+    "WWW-Authenticate": {
+        "description": "The scheme to authenticate with.",
+        "required": True,
+        "schema": {"const": "Bearer"},
+    }
+}
 
 
 def _error_responses(route: str) -> dict[str, Any]:
@@ -126,7 +161,11 @@ def _error_responses(route: str) -> dict[str, Any]:
         by_status.setdefault(_status_of(code), []).append(code)
     responses = {}
     for status, codes in sorted(by_status.items()):
-        headers = {**_REQUEST_ID_HEADER, **_LIMIT_HEADERS}
+        if status == 401:
+            # Refused before the per-IP limit is counted: no limit headers.
+            headers = {**_REQUEST_ID_HEADER, **_CHALLENGE}
+        else:
+            headers = {**_REQUEST_ID_HEADER, **_LIMIT_HEADERS}
         if status == 429:
             headers.update(_RETRY_AFTER)
         responses[str(status)] = {
@@ -184,8 +223,15 @@ def _ok(description: str, content: dict[str, Any], **headers: Any) -> dict[str, 
     }
 
 
-def build_openapi(verify_model: type[BaseModel], *, metrics: bool = True) -> dict[str, Any]:
-    """The document; ``metrics`` says whether /metrics is served on this port."""
+def build_openapi(
+    verify_model: type[BaseModel], *, metrics: bool = True, auth_required: bool = False
+) -> dict[str, Any]:
+    """The document; ``metrics`` says whether /metrics is served on this port,
+    ``auth_required`` whether the API routes need a key (API_AUTH=required)."""
+    # Without API_AUTH=required a key is optional (the empty requirement).
+    security: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}]
+    if not auth_required:
+        security.append({})
     models: list[type[BaseModel]] = [
         RequestOtpBody,
         verify_model,
@@ -201,11 +247,12 @@ def build_openapi(verify_model: type[BaseModel], *, metrics: bool = True) -> dic
         "/api/v1/request-otp": {
             "post": {
                 "operationId": "requestOtp",
+                "security": security,
                 "summary": "Create a code and send it by SMS",
                 "description": "Subject to the per-IP limit, the resend cooldown and the"
                 " per-phone send limit. A failed send stores nothing and charges no limit.",
                 "tags": ["otp"],
-                "parameters": [_REQUEST_ID_PARAM],
+                "parameters": [_REQUEST_ID_PARAM, _END_USER_IP_PARAM],
                 "requestBody": {
                     "required": True,
                     "content": _json(RequestOtpBody, {"phoneNumber": "+12125550123"}),
@@ -230,11 +277,12 @@ def build_openapi(verify_model: type[BaseModel], *, metrics: bool = True) -> dic
         "/api/v1/verify-otp": {
             "post": {
                 "operationId": "verifyOtp",
+                "security": security,
                 "summary": "Check a code once",
                 "description": "Wrong, expired, already used and never requested codes all get"
                 " the same `invalid_code` answer. A code is accepted at most once.",
                 "tags": ["otp"],
-                "parameters": [_REQUEST_ID_PARAM],
+                "parameters": [_REQUEST_ID_PARAM, _END_USER_IP_PARAM],
                 "requestBody": {
                     "required": True,
                     "content": _json(
@@ -351,12 +399,17 @@ def build_openapi(verify_model: type[BaseModel], *, metrics: bool = True) -> dic
             "version": __version__,
             "description": "Phone verification codes over SMS.\n\n"
             "Every error answer has the body `{statusCode, error, message, code}`; `code` is a"
-            " stable machine string to switch on, listed per status below.",
+            " stable machine string to switch on, listed per status below.\n\n"
+            "The API routes take an API key as `Authorization: Bearer <key>`: required when"
+            " the service runs with API_AUTH=required, and checked whenever one is sent.",
         },
         "tags": [
             {"name": "otp", "description": "Send and check codes"},
             {"name": "operations", "description": "Probes, metrics and documentation"},
         ],
         "paths": paths,
-        "components": {"schemas": schemas.get("$defs", {})},
+        "components": {
+            "schemas": schemas.get("$defs", {}),
+            "securitySchemes": _SECURITY_SCHEMES,
+        },
     }
