@@ -94,8 +94,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     _announce(settings, host, port, workers)
     with _metrics_dir(settings, workers), _metrics_server(settings, host):
         if workers == 1:
-            uvicorn.run(**config)
-            return 0
+            from otpgate.server import Server
+
+            server = Server(uvicorn.Config(**config))
+            server.run()
+            return 0 if server.started else 3  # uvicorn's own exit code for a failed start
         from otpgate.workers import Supervisor, listening_sockets
 
         try:

@@ -15,10 +15,11 @@ The parent only supervises:
 - Only workers that die *before* they were ready count toward giving up: when
   ``MAX_START_FAILURES`` starts in a row fail, every start will (bad
   configuration, a missing dependency), and the parent exits 1.
-- SIGTERM/SIGINT: the parent closes its copies of the listening sockets at once,
-  so that, as each worker stops accepting, new connections are refused (a load
-  balancer retries those) instead of queueing where nobody reads them and being
-  reset; then every worker drains its requests, as uvicorn does.
+- SIGTERM/SIGINT: the parent closes its copies of the listening sockets at once
+  and passes the signal on; each worker stops taking new connections, accepts the
+  ones already queued, closes its socket (``otpgate.server``), so new connections
+  are refused (a load balancer retries those), never reset; then it drains its
+  requests, as uvicorn does.
 """
 
 from __future__ import annotations
@@ -69,13 +70,9 @@ def _worker(config: dict[str, Any], sock: socket.socket, ready: Event) -> None: 
     """A worker process: one uvicorn server on its own socket; ``ready`` once serving."""
     import uvicorn
 
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets)
-            if self.started:
-                ready.set()
+    from otpgate.server import Server
 
-    Server(uvicorn.Config(**config)).run(sockets=[sock])
+    Server(uvicorn.Config(**config), on_ready=ready.set).run(sockets=[sock])
 
 
 @dataclass

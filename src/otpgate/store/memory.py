@@ -76,12 +76,13 @@ one, and the member joins each distinct set. The code records the send's id and
 which sets it joined, so a void gives back only those places.
 
 **void_issue(request, now).** When the phone's stored code is this send's (by
-``send_id``): the code and the cooldown go, the send's entry leaves each sliding log (another send at the same
-instant stays), every counter the issue charged (its own sub-window and fixed
-window) drops by one, and the members it added leave their sets. Otherwise
-(never issued yet, consumed, or replaced by a newer send, whose code and
-charges are left alone) the send's void mark is set, live until ``now +
-request.reach_seconds``, so an issue of it that has not run yet never will.
+``send_id``): the code and the cooldown go, the send's entry leaves each sliding
+log (another send at the same instant stays), every counter the issue charged
+(its own sub-window and fixed window) drops by one, and the members it added
+leave their sets. Otherwise (never issued yet, consumed, or replaced by a newer
+send, whose code and charges are left alone) the send's void mark is set, live
+until ``now + request.reach_seconds``, so an issue of it that has not run yet
+never will.
 
 **begin_verify(phone, ttl, now, lockout, window).** The window as in issue;
 over it the attempt comes back with ``attempts == 0`` and nothing else is
