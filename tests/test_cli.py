@@ -187,7 +187,9 @@ def serve_two_workers(
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{info['url']}/health", timeout=1).status_code == 200:
+                # Wait for the answer: a request given up on while its worker still starts
+                # is served (and counted) later, and the count below would be off by one.
+                if httpx.get(f"{info['url']}/health", timeout=20).status_code == 200:
                     info["health_ok"] = 1
                     break
             except httpx.TransportError:
