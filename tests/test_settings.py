@@ -10,6 +10,7 @@ from otpgate.settings import ConfigError, Settings, load_settings
 from tests.conftest import make_settings
 
 SECRET = "s" * 40
+KEYS_FILE = "/etc/otpgate/token-signing-keys.pem"  # settings only name it; wiring reads it
 
 
 def load(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
@@ -46,6 +47,7 @@ def test_node_service_names_keep_working(monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch,
         NODE_ENV="production",
         OTP_HASH_SECRET=SECRET,
+        TOKEN_SIGNING_KEYS_FILE=KEYS_FILE,
         ALLOWED_COUNTRIES="US,CA",
         PORT="8080",
         OTP_LENGTH="8",
@@ -84,6 +86,11 @@ def test_node_service_names_keep_working(monkeypatch: pytest.MonkeyPatch) -> Non
             {"PHONE_LOCKOUT_THRESHOLD": "50", "PHONE_MAX_CONSECUTIVE_FAILURES": "40"},
             "PHONE_LOCKOUT_THRESHOLD",
         ),
+        ({"TOKEN_TTL_SECONDS": "59"}, "TOKEN_TTL_SECONDS"),
+        ({"TOKEN_TTL_SECONDS": "3601"}, "TOKEN_TTL_SECONDS"),
+        ({"TOKEN_TTL_SECONDS": "soon"}, "TOKEN_TTL_SECONDS"),
+        ({"TOKEN_ISSUER": ""}, "TOKEN_ISSUER"),
+        ({"TOKEN_AUDIENCE": ""}, "TOKEN_AUDIENCE"),
     ],
 )
 def test_bad_value_names_the_variable(
@@ -99,6 +106,29 @@ def test_production_requires_hash_secret(monkeypatch: pytest.MonkeyPatch) -> Non
         load(monkeypatch, APP_ENV="production")
 
 
+def test_token_settings_default_and_accept_their_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load(monkeypatch)
+    assert (s.token_issuer, s.token_audience, s.token_ttl_seconds) == ("otpgate", "otpgate", 300)
+    assert s.token_signing_keys_file is None  # development: a key is created and kept
+    assert s.token_dev_key_file == Path(".otpgate/token-signing-key.pem")
+    assert load(monkeypatch, TOKEN_TTL_SECONDS="60").token_ttl_seconds == 60
+    assert load(monkeypatch, TOKEN_TTL_SECONDS="3600").token_ttl_seconds == 3600
+
+
+def test_production_requires_a_signing_keys_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(monkeypatch, APP_ENV="production", OTP_HASH_SECRET=SECRET, ALLOWED_COUNTRIES="US")
+    assert "TOKEN_SIGNING_KEYS_FILE: required when APP_ENV=production" in str(info.value)
+    s = load(
+        monkeypatch,
+        APP_ENV="production",
+        OTP_HASH_SECRET=SECRET,
+        ALLOWED_COUNTRIES="US",
+        TOKEN_SIGNING_KEYS_FILE=KEYS_FILE,
+    )
+    assert s.token_signing_keys_file == Path(KEYS_FILE)
+
+
 def test_production_refuses_short_hash_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="OTP_HASH_SECRET") as info:
         load(monkeypatch, APP_ENV="production", OTP_HASH_SECRET="short")
@@ -109,7 +139,11 @@ def test_production_requires_an_explicit_country_list(monkeypatch: pytest.Monkey
     with pytest.raises(ConfigError, match="ALLOWED_COUNTRIES"):
         load(monkeypatch, APP_ENV="production", OTP_HASH_SECRET=SECRET)
     everywhere = load(
-        monkeypatch, APP_ENV="production", OTP_HASH_SECRET=SECRET, ALLOWED_COUNTRIES="*"
+        monkeypatch,
+        APP_ENV="production",
+        OTP_HASH_SECRET=SECRET,
+        TOKEN_SIGNING_KEYS_FILE=KEYS_FILE,
+        ALLOWED_COUNTRIES="*",
     )
     assert everywhere.allowed_regions is None
     some = load(monkeypatch, ALLOWED_COUNTRIES="us, gb")
