@@ -347,7 +347,7 @@ async def _token(svc: Service) -> str:
 def _check(
     token: str, jwks: jwt.PyJWKSet, audience: str = "otpgate", issuer: str = "otpgate"
 ) -> dict[str, Any]:
-    key = jwks[jwt.get_unverified_header(token)["kid"]]
+    key = jwks[jwt.get_unverified_header(token)["kid"]].key
     claims: dict[str, Any] = jwt.decode(
         token,
         key,

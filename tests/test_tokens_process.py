@@ -61,7 +61,7 @@ def verified_token(server: ServiceProcess) -> str:
 
 def check(token: str, client: jwt.PyJWKClient, audience: str = AUDIENCE) -> dict[str, Any]:
     """What a backend does: the key named by the token's kid, then every claim checked."""
-    key = client.get_signing_key_from_jwt(token)
+    key = client.get_signing_key_from_jwt(token).key
     claims: dict[str, Any] = jwt.decode(
         token,
         key,
