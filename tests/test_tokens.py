@@ -130,7 +130,7 @@ def test_other_curves_and_key_types_are_refused_by_position(tmp_path: Path) -> N
     message = _refusal(tmp_path, pem(new_key()) + p384)
     assert "PEM block 2 is an EC key on P-384; ES256 needs P-256" in message
     rsa_key = pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
-    assert "PEM block 1 is not an EC key" in _refusal(tmp_path, rsa_key)
+    assert "PEM block 1 is not an EC private key" in _refusal(tmp_path, rsa_key)
     for secret in (p384, rsa_key):
         assert not any(line in message for line in _body_lines(secret))
 
@@ -140,11 +140,11 @@ def test_public_keys_encrypted_keys_and_cut_blocks_are_refused(tmp_path: Path) -
     public = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    assert "PEM block 1 is a PUBLIC KEY" in _refusal(tmp_path, public)
+    assert "PEM block 1 is labelled PUBLIC KEY" in _refusal(tmp_path, public)
     encrypted = (
         b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"
     )
-    assert "PEM block 1 is a ENCRYPTED PRIVATE KEY" in _refusal(tmp_path, encrypted)
+    assert "PEM block 1 is labelled ENCRYPTED PRIVATE KEY" in _refusal(tmp_path, encrypted)
     cut = pem(key)[:-30]  # no END line: the key would be silently skipped
     assert "a PEM block has no matching END line" in _refusal(tmp_path, pem(new_key()) + cut)
     assert "PEM block 2 repeats an earlier key" in _refusal(tmp_path, pem(key) + pem(key, SEC1))
@@ -187,6 +187,19 @@ def test_the_jwks_holds_every_public_key_and_nothing_private(tmp_path: Path) -> 
         numbers = key.public_key().public_numbers()
         assert _int(jwk["x"]) == numbers.x
         assert _int(jwk["y"]) == numbers.y
+
+
+def test_a_coordinate_with_leading_zeros_keeps_its_full_length(tmp_path: Path) -> None:
+    """RFC 7518 6.2.1.2: x and y are always 32 bytes for P-256, and the kid is hashed over
+    them; a shortened one makes a JWK that PyJWT refuses and a kid nobody else computes."""
+    key = new_key()
+    while key.public_key().public_numbers().x >= 1 << 248:  # about one key in 256
+        key = new_key()
+    keys = load_keys(write_keys(tmp_path / "keys.pem", key))
+    [jwk] = keys.jwks()["keys"]
+    assert len(base64.urlsafe_b64decode(jwk["x"] + "=")) == 32
+    assert jwk["kid"] == thumbprint(key)
+    jwt.PyJWK.from_dict(jwk)  # PyJWT takes it
 
 
 def _int(b64: str) -> int:

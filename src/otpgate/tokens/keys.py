@@ -93,7 +93,7 @@ def parse_keys(pem: bytes, source: Path) -> KeySet:
             continue
         if label not in _KEY_LABELS:
             raise KeyFileError(
-                f"{source}: PEM block {number} is a {label.decode()}; only unencrypted EC"
+                f"{source}: PEM block {number} is labelled {label.decode()}; only unencrypted EC"
                 " P-256 private keys are accepted (BEGIN PRIVATE KEY or BEGIN EC PRIVATE KEY)"
             )
         key = _import(block[0], source, number)
@@ -113,22 +113,24 @@ def _import(block: bytes, source: Path, number: int) -> ECKey:
     try:
         key = ECKey.import_key(block)
     except InvalidKeyTypeError:
-        raise KeyFileError(
-            f"{source}: PEM block {number} is not an EC key; ES256 needs an EC {CURVE} key"
-        ) from None
+        raise KeyFileError(_not_ec(source, number)) from None
     except Exception:
         # The library's message may quote what it read; say only where it was.
         raise KeyFileError(
             f"{source}: PEM block {number} cannot be read as a private key"
             " (damaged, encrypted or not a key)"
         ) from None
-    if not key.is_private:
-        raise KeyFileError(f"{source}: PEM block {number} is not a private key")
+    if not key.is_private:  # what joserfc made of another key type, in some versions
+        raise KeyFileError(_not_ec(source, number))
     if key.curve_name != CURVE:
         raise KeyFileError(
             f"{source}: PEM block {number} is an EC key on {key.curve_name}; ES256 needs {CURVE}"
         )
     return key
+
+
+def _not_ec(source: Path, number: int) -> str:
+    return f"{source}: PEM block {number} is not an EC private key; ES256 needs an EC {CURVE} key"
 
 
 def load_keys(path: Path) -> KeySet:
