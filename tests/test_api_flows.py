@@ -32,13 +32,20 @@ async def test_request_then_verify_once(make_service: ServiceFactory) -> None:
     assert body["message"] == "OTP requested successfully. Check your phone."
     assert body["messageId"]
     assert body["expiresIn"] == 300
+    opened = body["verificationId"]
+    assert re.fullmatch(r"VE[0-9a-f]{32}", opened)
     code = sender.last_code(PHONE)
     assert len(code) == 6
 
     ok = await svc.verify(PHONE, code)
     assert ok.status_code == 200
     body = ok.json()
-    assert body == {"success": True, "message": "OTP verified successfully.", "token": ANY}
+    assert body == {
+        "success": True,
+        "message": "OTP verified successfully.",
+        "token": ANY,
+        "verificationId": opened,
+    }
     assert body["token"].count(".") == 2  # a JWS; tests/test_tokens.py checks it
 
     again = await svc.verify(PHONE, code)

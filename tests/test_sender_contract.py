@@ -368,7 +368,7 @@ def assert_answer(response: httpx.Response, outcome: str, driver: Driver) -> Non
     assert response.status_code == expected.status, f"{outcome}: {response.text}"
     body = response.json()
     if expected.code is None:
-        assert set(body) == {"message", "messageId", "expiresIn"}, body
+        assert set(body) == {"message", "messageId", "expiresIn", "verificationId"}, body
         assert body["message"] == REQUEST_OK
         assert body["expiresIn"] == TTL_SECONDS
         assert isinstance(body["messageId"], str)
@@ -376,6 +376,8 @@ def assert_answer(response: httpx.Response, outcome: str, driver: Driver) -> Non
         if driver.message_id is not None:
             assert body["messageId"] == driver.message_id
     else:
+        # A send that failed names the verification it opened (now "failed").
+        assert re.fullmatch(r"VE[0-9a-f]{32}", body.pop("verificationId", "")), body
         assert body == {
             "statusCode": expected.status,
             "error": HTTPStatus(expected.status).phrase,
@@ -401,8 +403,9 @@ def assert_delivered(driver: Driver, code: str) -> None:
 async def charges_left(service: Service) -> list[str]:
     """Everything sends have left in the store: codes, cooldowns, send counters and
     distinct-phone sets, on either store. Request windows (the per-client request
-    limit, which every request pays whatever happens) and failed-verify counts (a
-    verify's, not a send's) are left out.
+    limit, which every request pays whatever happens), failed-verify counts (a
+    verify's, not a send's) and verification records (what the app may look up) are
+    left out.
 
     A void that timed out on a busy machine is retried in the background: counted
     once the service has none waiting (bounded)."""
@@ -420,7 +423,9 @@ async def charges_left(service: Service) -> list[str]:
             client.close()
         # P{+12125550163}:code, P{+12125550163}:cd, P{country:US}:q:..., P{ip}:d:..., P{...}:w
         return sorted(
-            key.removeprefix(prefix) for key in keys if not key.endswith((":w", ":fails"))
+            key.removeprefix(prefix)
+            for key in keys
+            if not key.endswith((":w", ":fails", ":ver"))  # a verification is no charge
         )
     conn = sqlite3.connect(f"file:{settings.sqlite_path}?mode=ro", uri=True)
     try:
@@ -513,7 +518,12 @@ async def test_each_outcome_ends_in_its_documented_answer(
     if outcome == SUCCESS:
         verified = await service.verify(PHONE, code)
         assert verified.status_code == 200, verified.text
-        assert verified.json() == {"success": True, "message": VERIFY_OK, "token": ANY}
+        assert verified.json() == {
+            "success": True,
+            "message": VERIFY_OK,
+            "token": ANY,
+            "verificationId": ANY,
+        }
     assert_nothing_leaked(logs, driver, issued_codes)
 
 

@@ -76,8 +76,9 @@ async def _make(make_service: ServiceFactory, server: PrivateRedis, fast_path: b
 
 
 def _charges(held: dict[str, object]) -> dict[str, object]:
-    """What counts against a limit: not the request windows, not the void marks."""
-    return {k: v for k, v in held.items() if not k.endswith(":w") and ":void:" not in k}
+    """What counts against a limit: not the request windows, the void marks or the
+    verification records (the stalled send's says "failed", if its step ran)."""
+    return {k: v for k, v in held.items() if not k.endswith((":w", ":ver")) and ":void:" not in k}
 
 
 async def test_a_send_stalled_in_the_store_leaves_nothing_and_the_retry_gets_its_sms(

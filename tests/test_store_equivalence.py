@@ -101,7 +101,7 @@ EXPECTED = frozenset(
         "status:approved",
         "verification:canceled",
         "verification:expired",
-        "verification:failed",
+        "status:failed",
         "verification:gone",
         "finished:canceled",
         "finished:max_attempts_reached",
@@ -389,6 +389,9 @@ class StoreEquivalence(RuleBasedStateMachine):
         request, at = issued.request, issued.now
         self.on_every_store("void_issue", lambda s: s.void_issue(request, at))
         self.note("voided")
+        vid, now = request.verification_id, self.now
+        seen = self.on_every_store("get_verification", lambda s: s.get_verification(vid, now))
+        self.note(f"status:{seen.status if seen else 'gone'}")
 
     @rule(
         phone=st.sampled_from(PHONES),

@@ -321,12 +321,14 @@ async def test_a_verify_signs_for_the_phone_at_the_clocks_time() -> None:
         signer,
         clock=lambda: clock[0],
     )
-    await service.request_code(PHONE, "198.51.100.7")
+    sent = await service.request_code(PHONE, "198.51.100.7")
     verified = await service.verify_code(PHONE, CODE)
     assert verified.token == "token-1"
     [(subject, token_id, purpose, now)] = signer.signed
     assert (subject, purpose, now) == (PHONE, None, 1_800_000_000.5)
-    assert re.fullmatch(r"[0-9a-f]{32}", token_id)
+    # The token's id is the verification's, so an app can look the verify up.
+    assert re.fullmatch(r"VE[0-9a-f]{32}", token_id)
+    assert token_id == sent.verification_id == verified.verification_id
     # A failed verify signs nothing.
     clock[0] += 3600  # past the resend cooldown
     await service.request_code(PHONE, "198.51.100.7")
@@ -382,7 +384,7 @@ async def test_a_verify_answers_a_token_the_jwks_checks(make_service: ServiceFac
     assert "purpose" not in claims
     assert started <= claims["iat"] <= time.time()
     assert claims["exp"] == claims["iat"] + 300
-    uuid.UUID(hex=claims["jti"])
+    assert re.fullmatch(r"VE[0-9a-f]{32}", claims["jti"])  # the verification's id
     assert jwt.get_unverified_header(token)["kid"] == svc.components.token_keys.signing.kid
 
 

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     otp_length: int = Field(6, ge=4, le=10)
     otp_ttl_seconds: int = Field(300, ge=30, le=86_400)
     otp_max_attempts: int = Field(5, ge=1, le=20)
+    verification_retention_seconds: int = Field(
+        86_400,
+        ge=0,
+        le=90 * 86_400,
+        description="How long a verification's status stays answerable after its code expires.",
+    )
     otp_hash_secret: SecretStr | None = None
     otp_hash_secret_file: Path = Path(".otpgate/hash-secret")
     phone_number_check: Literal["valid", "possible"] = "valid"
@@ -188,7 +194,11 @@ class Settings(BaseSettings):
 
     # --- SMS delivery --------------------------------------------------------------------
     sms_message_template: sms.MessageTemplateText = Field(
-        message.DEFAULT_TEMPLATE, description="SMS text with {code}, {app} and {minutes}."
+        message.DEFAULT_TEMPLATE,
+        description="SMS text with {code}, {app}, {minutes} and (SMS_SHOW_PURPOSE) {purpose}.",
+    )
+    sms_show_purpose: bool = Field(
+        False, description="Let the template show the request's purpose as {purpose}."
     )
     sms_app_name: sms.AppName = message.DEFAULT_APP_NAME
     sms_webotp_domain: sms.WebOtpDomain = Field(
@@ -355,6 +365,15 @@ class Settings(BaseSettings):
         if self.api_auth == "required" and not self.api_keys:
             raise ValueError(
                 "API_AUTH: 'required' needs at least one key in API_KEYS (name:key entries)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _purpose_shown_only_when_asked(self) -> Settings:
+        if "{purpose}" in self.sms_message_template and not self.sms_show_purpose:
+            raise ValueError(
+                "SMS_MESSAGE_TEMPLATE: uses {purpose}, which is shown only with"
+                " SMS_SHOW_PURPOSE=true (a purpose may be an internal id)"
             )
         return self
 

@@ -162,6 +162,7 @@ def build_policy(settings: Settings) -> OtpPolicy:
         length=settings.otp_length,
         ttl_seconds=settings.otp_ttl_seconds,
         max_attempts=settings.otp_max_attempts,
+        verification_retention_seconds=settings.verification_retention_seconds,
         phone_check=settings.phone_number_check,
         message=build_message(settings),
         test_numbers=TestNumbers.from_mapping(
@@ -218,6 +219,7 @@ def build_message(settings: Settings) -> MessageTemplate:
         app=settings.sms_app_name,
         webotp_domain=settings.sms_webotp_domain,
         android_app_hash=settings.sms_android_app_hash,
+        show_purpose=settings.sms_show_purpose,
     )
 
 

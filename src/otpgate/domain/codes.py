@@ -30,7 +30,8 @@ class CodeHasher:
         self._key = key
 
     def digest(self, phone: str, code: str, purpose: str | None = None) -> bytes:
-        # A purpose never holds NUL (``purpose.PURPOSE``), so the fields cannot run together.
+        # A purpose never holds NUL (``purpose.PURPOSE_PATTERN``): the fields cannot run
+        # together.
         message = f"{phone}\x00{code}" if purpose is None else f"{phone}\x00{code}\x00{purpose}"
         return hmac.new(self._key, message.encode(), hashlib.sha256).digest()
 

@@ -31,6 +31,8 @@ class OtpError(Exception):
         self.window_hit: WindowHit | None = None
         # The number the request was about, once it parsed (for the access line).
         self.phone: Phone | None = None
+        # The verification a failed send opened, so its record can be looked up.
+        self.verification_id: str | None = None
         super().__init__(self.message)
 
 
@@ -55,6 +57,13 @@ class InvalidCode(OtpError):
 
     code = "invalid_code"
     message = "Invalid or expired OTP."
+
+
+class VerificationNotFound(OtpError):
+    """No such verification, or its retention is over."""
+
+    code = "verification_not_found"
+    message = "No such verification."
 
 
 class TooManyAttempts(OtpError):

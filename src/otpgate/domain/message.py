@@ -1,4 +1,5 @@
-"""The SMS text: a template with ``{code}``, ``{app}`` and ``{minutes}``, plus optional
+"""The SMS text: a template with ``{code}``, ``{app}``, ``{minutes}`` and, when shown,
+``{purpose}`` (what the code approves), plus optional
 machine-readable lines that let a browser or an Android app pick the code up.
 
 Layout, each extra line only when its setting is given::
@@ -27,7 +28,9 @@ DEFAULT_TEMPLATE = (
     "{code} is your {app} verification code. It expires in {minutes} minutes. Don't share it."
 )
 DEFAULT_APP_NAME = "otpgate"
-TEMPLATE_FIELDS = frozenset({"code", "app", "minutes"})
+TEMPLATE_FIELDS = frozenset({"code", "app", "minutes", "purpose"})
+# The longest purpose (``purpose.PURPOSE_PATTERN``), for measuring a rendered text.
+LONGEST_PURPOSE = 64
 
 # GSM 03.38 default alphabet (one septet each) and its extension table (two septets:
 # escape + character). Anything else forces the whole message into UCS-2.
@@ -56,7 +59,8 @@ def check_template(template: str) -> str:
             continue
         if name not in TEMPLATE_FIELDS or spec or conversion:
             raise ValueError(
-                f"unknown placeholder {{{name}}}; use only {{code}}, {{app}} and {{minutes}}"
+                f"unknown placeholder {{{name}}}; use only {{code}}, {{app}}, {{minutes}}"
+                " and {purpose}"
             )
         seen.add(name)
     if "code" not in seen:
@@ -117,9 +121,14 @@ class MessageTemplate:
     app: str = DEFAULT_APP_NAME
     webotp_domain: str | None = None
     android_app_hash: str | None = None
+    # Off unless asked for: a purpose may be an internal id the user should not see.
+    show_purpose: bool = False
 
-    def render(self, code: str, ttl_seconds: int) -> str:
-        text = self.template.format(code=code, app=self.app, minutes=minutes_for(ttl_seconds))
+    def render(self, code: str, ttl_seconds: int, purpose: str | None = None) -> str:
+        shown = purpose if self.show_purpose and purpose else ""
+        text = self.template.format(
+            code=code, app=self.app, minutes=minutes_for(ttl_seconds), purpose=shown
+        )
         if self.android_app_hash:
             text += f"\n{self.android_app_hash}"
         if self.webotp_domain:
@@ -132,7 +141,8 @@ class MessageTemplate:
         Digits are one septet in GSM-7 and one unit in UCS-2, so any code of the
         configured length measures the same as the sample used here.
         """
-        layout = measure(self.render("0" * code_length, ttl_seconds))
+        longest = "x" * LONGEST_PURPOSE if self.show_purpose else None
+        layout = measure(self.render("0" * code_length, ttl_seconds, longest))
         if layout.segments == 1:
             return []
         if layout.encoding == "UCS-2":

@@ -26,7 +26,12 @@ class Phone:
 
     def masked(self) -> str:
         """Log-safe form: ``+1555***4567``."""
-        return f"{self.e164[:5]}***{self.e164[-4:]}" if len(self.e164) > 9 else "+***"
+        return mask(self.e164)
+
+
+def mask(e164: str) -> str:
+    """``+1555***4567``: enough to recognise a number, not to dial it."""
+    return f"{e164[:5]}***{e164[-4:]}" if len(e164) > 9 else "+***"
 
 
 def parse_phone(raw: str, check: PhoneCheck = "valid") -> Phone:

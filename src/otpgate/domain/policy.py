@@ -17,6 +17,8 @@ class OtpPolicy:
     phone_check: PhoneCheck = "valid"
     message: MessageTemplate = field(default_factory=MessageTemplate)
     test_numbers: TestNumbers = field(default_factory=TestNumbers)
+    # A verification's record stays answerable this long after its code's expiry.
+    verification_retention_seconds: int = 86400
 
-    def render(self, code: str) -> str:
-        return self.message.render(code, self.ttl_seconds)
+    def render(self, code: str, purpose: str | None = None) -> str:
+        return self.message.render(code, self.ttl_seconds, purpose)

@@ -11,6 +11,7 @@ Order matters and is the point of this module:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from otpgate.domain.errors import (
     RateLimited,
     StoreUnavailable,
     TooManyAttempts,
+    VerificationNotFound,
 )
 from otpgate.domain.limits import AbusePolicy, refusal
 from otpgate.domain.phone import Phone, parse_phone
@@ -34,6 +36,7 @@ from otpgate.domain.ports import (
     SendRequest,
     SmsSender,
     TokenSigner,
+    Verification,
     WindowHit,
 )
 from otpgate.domain.voids import PendingVoids
@@ -45,6 +48,7 @@ class CodeSent:
     message_id: str
     expires_in: int
     window_hit: WindowHit | None = None
+    verification_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,12 @@ class Verified:
     phone: Phone
     token: str  # signed proof of this verify, for the client's backend
     window_hit: WindowHit | None = None
+    verification_id: str = ""
+
+
+def new_verification_id() -> str:
+    """Opaque and unguessable: ``VE`` and 128 random bits in hex."""
+    return f"VE{uuid.uuid4().hex}"
 
 
 class OtpService:
@@ -93,20 +103,27 @@ class OtpService:
         return exc
 
     async def request_code(
-        self, raw_phone: str, client_ip: str, window: RequestWindow | None = None
+        self,
+        raw_phone: str,
+        client_ip: str,
+        window: RequestWindow | None = None,
+        purpose: str | None = None,
     ) -> CodeSent:
-        """Send a code; ``window`` is the client's request limit, counted in the same step."""
+        """Send a code for ``purpose``; ``window`` is the client's request limit, counted
+        in the same step."""
         try:
             phone = parse_phone(raw_phone, self._policy.phone_check)
         except OtpError as exc:
             raise await self._counted(exc, window) from None
         try:
-            return await self._send(phone, client_ip, window)
+            return await self._send(phone, client_ip, window, purpose)
         except OtpError as exc:
             exc.phone = phone  # the access line names it, masked
             raise
 
-    async def _send(self, phone: Phone, client_ip: str, window: RequestWindow | None) -> CodeSent:
+    async def _send(
+        self, phone: Phone, client_ip: str, window: RequestWindow | None, purpose: str | None
+    ) -> CodeSent:
         policy, limits = self._policy, self._limits
         try:
             limits.check_country(phone)
@@ -116,13 +133,16 @@ class OtpService:
         code = fixed_code or generate_code(policy.length)
         request = SendRequest(
             phone=phone.e164,
-            code_hash=self._hasher.digest(phone.e164, code),
+            code_hash=self._hasher.digest(phone.e164, code, purpose),
             ttl_seconds=policy.ttl_seconds,
             cooldown_seconds=limits.resend_cooldown_seconds,
             quotas=limits.send_quotas(phone),
             distinct=limits.send_distinct(phone, client_ip),
             surges=limits.send_surges(phone),
             send_id=uuid.uuid4().hex,
+            verification_id=new_verification_id(),
+            purpose=purpose,
+            retention_seconds=policy.verification_retention_seconds,
         )
         await self._voids.settle(phone.e164)
         now = self._clock()
@@ -134,19 +154,21 @@ class OtpService:
             raise
         if isinstance(outcome, Refused):
             raise _with_hit(refusal(outcome.kind, outcome.retry_after), outcome.window_hit)
+        vid = request.verification_id
         if fixed_code is not None:
             # A test number: stored and limited like any other, but no SMS goes out.
-            return CodeSent(phone, str(uuid.uuid4()), policy.ttl_seconds, outcome.window_hit)
+            return CodeSent(phone, str(uuid.uuid4()), policy.ttl_seconds, outcome.window_hit, vid)
         try:
-            message_id = await self._sender.send(phone.e164, policy.render(code))
+            message_id = await self._sender.send(phone.e164, policy.render(code, purpose))
         except OtpError as exc:
             await self._void(request, now)
             exc.window_hit = outcome.window_hit
+            exc.verification_id = vid  # its record says "failed"
             raise
         except Exception:
             await self._void(request, now)
             raise
-        return CodeSent(phone, message_id, policy.ttl_seconds, outcome.window_hit)
+        return CodeSent(phone, message_id, policy.ttl_seconds, outcome.window_hit, vid)
 
     async def _void(self, request: SendRequest, now: float) -> None:
         try:
@@ -155,20 +177,49 @@ class OtpService:
             self._voids.add(request, now)  # once the store answers again
 
     async def verify_code(
-        self, raw_phone: str, code: str, window: RequestWindow | None = None
+        self,
+        raw_phone: str | None,
+        code: str,
+        window: RequestWindow | None = None,
+        *,
+        purpose: str | None = None,
+        verification_id: str | None = None,
     ) -> Verified:
-        """Check a code once; ``window`` is the client's request limit, counted in the same step."""
+        """Check a code once, for the phone or the verification named (or both, which
+        must agree) and the purpose it was requested for; ``window`` is the client's
+        request limit, counted in the same step."""
         try:
-            phone = parse_phone(raw_phone, self._policy.phone_check)
+            if verification_id is not None:
+                phone = await self._phone_of(verification_id, raw_phone)
+            else:
+                phone = parse_phone(raw_phone or "", self._policy.phone_check)
         except OtpError as exc:
             raise await self._counted(exc, window) from None
         try:
-            return await self._verify(phone, code, window)
+            return await self._verify(phone, code, window, purpose, verification_id)
         except OtpError as exc:
             exc.phone = phone
             raise
 
-    async def _verify(self, phone: Phone, code: str, window: RequestWindow | None) -> Verified:
+    async def _phone_of(self, verification_id: str, raw_phone: str | None) -> Phone:
+        """The phone a verification was opened for; an unknown one (or a phone that is
+        not its own) answers as a wrong code does."""
+        record = await self._store.get_verification(verification_id, self._clock())
+        if record is None:
+            raise InvalidCode()
+        phone = parse_phone(record.phone, "possible")  # checked when it was sent
+        if raw_phone is not None and parse_phone(raw_phone, "possible").e164 != phone.e164:
+            raise InvalidCode()
+        return phone
+
+    async def _verify(
+        self,
+        phone: Phone,
+        code: str,
+        window: RequestWindow | None,
+        purpose: str | None,
+        verification_id: str | None,
+    ) -> Verified:
         policy = self._policy
         now = self._clock()
         attempt = await self._store.begin_verify(
@@ -181,17 +232,41 @@ class OtpService:
             raise _with_hit(refusal(self._limits.lockout.kind, attempt.locked_for), hit)
         if attempt.attempts > policy.max_attempts:
             raise _with_hit(TooManyAttempts(), hit)
-        if attempt.code_hash is None or not self._hasher.matches(
-            attempt.code_hash, phone.e164, code
+        named = verification_id is None or attempt.verification_id == verification_id
+        if (
+            attempt.code_hash is None
+            or not named
+            or not self._hasher.matches(attempt.code_hash, phone.e164, code, purpose)
         ):
+            if attempt.verification_id and attempt.attempts == policy.max_attempts:
+                await self._close(attempt.verification_id, now)
             raise _with_hit(InvalidCode(), hit)
-        if not await self._store.consume(phone.e164, attempt.code_hash, now):
+        vid = attempt.verification_id
+        if not await self._store.consume(phone.e164, attempt.code_hash, now, vid):
             raise _with_hit(InvalidCode(), hit)  # a concurrent verify of the same code won
-        # TODO(verification records): pass the verification's id once verifies are recorded;
-        # until then each token gets an id of its own.
-        token_id = uuid.uuid4().hex
-        token = self._signer.sign(phone.e164, token_id, purpose=None, now=now)
-        return Verified(phone, token, hit)
+        # A code stored before verifications were recorded has none: a token id of its own.
+        token = self._signer.sign(phone.e164, vid or uuid.uuid4().hex, purpose=purpose, now=now)
+        return Verified(phone, token, hit, vid)
+
+    async def _close(self, verification_id: str, now: float) -> None:
+        """The last allowed attempt failed: the verification says so at once."""
+        # If the store fails here, the code refuses further attempts all the same.
+        with contextlib.suppress(StoreUnavailable):
+            await self._store.finish_verification(verification_id, "max_attempts_reached", now)
+
+    async def verification(self, verification_id: str) -> Verification:
+        record = await self._store.get_verification(verification_id, self._clock())
+        if record is None:
+            raise VerificationNotFound()
+        return record
+
+    async def cancel(self, verification_id: str) -> Verification:
+        """Cancel a pending verification (its code stops working); any other is
+        returned as it stands."""
+        record = await self._store.finish_verification(verification_id, "canceled", self._clock())
+        if record is None:
+            raise VerificationNotFound()
+        return record
 
 
 def _with_hit(exc: OtpError, hit: WindowHit | None) -> OtpError:

@@ -1,4 +1,4 @@
-"""The two API routes: authenticate, rate-limit, parse, call the use case, shape the answer.
+"""The API routes: authenticate, rate-limit, parse, call the use case, shape the answer.
 
 Anything a client can cause becomes a 4xx with a machine code; store and
 provider failures become 503/502; nothing escapes as a stack trace. These
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -21,8 +23,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from otpgate.domain.errors import OtpError, RateLimited, StoreUnavailable
-from otpgate.domain.ports import RequestWindow, WindowHit
+from otpgate.domain.errors import OtpError, RateLimited, StoreUnavailable, VerificationNotFound
+from otpgate.domain.phone import mask
+from otpgate.domain.ports import RequestWindow, Verification, WindowHit
 from otpgate.http.auth import end_user_address, key_name, unauthorized
 from otpgate.http.body import read_json_body
 from otpgate.http.client_ip import ClientIpResolver
@@ -34,7 +37,7 @@ from otpgate.http.errors import (
     otp_error_response,
 )
 from otpgate.http.rate_limit import RateLimitHeaders
-from otpgate.http.schemas import RequestOtpBody, verify_body_model
+from otpgate.http.schemas import VERIFICATION_ID_PATTERN, RequestOtpBody, verify_body_model
 from otpgate.request_context import (
     note_api_key_name,
     note_client_ip,
@@ -70,16 +73,37 @@ class OtpApi:
         self._verify_model: type[BaseModel] = verify_body_model(settings.otp_length)
 
     def routes(self) -> dict[str, Handler]:
+        """The two hot routes, POST each, dispatched by exact path on either HTTP path."""
         return {
             "/api/v1/request-otp": self._limited("request-otp", self._request_otp),
             "/api/v1/verify-otp": self._limited("verify-otp", self._verify_otp),
         }
 
+    def verification_routes(self) -> list[tuple[str, str, Handler]]:
+        """(method, path, handler) of the routes about one verification."""
+        return [
+            (
+                "GET",
+                "/api/v1/verifications/{verification_id}",
+                self._limited("verification", self._verification),
+            ),
+            (
+                "POST",
+                "/api/v1/verifications/{verification_id}/cancel",
+                self._limited("verification-cancel", self._cancel, key_required=True),
+            ),
+        ]
+
     def _limited(
-        self, route: str, handle: Callable[[Request, str, RequestWindow], Awaitable[Outcome]]
+        self,
+        route: str,
+        handle: Callable[[Request, str, RequestWindow], Awaitable[Outcome]],
+        *,
+        key_required: bool = False,
     ) -> Handler:
         """Wrap a route with the API key check and the per-IP limit (whose headers go on
-        every answer after the check)."""
+        every answer after the check). ``key_required``: whatever API_AUTH says."""
+        key_required = key_required or self._auth_required
         limiter = self._limiter
 
         async def endpoint(request: Request) -> Response:
@@ -91,11 +115,12 @@ class OtpApi:
             scope_key = self._limit_key(client)  # an IPv6 client counts by its prefix
             # A key that is sent must be valid whatever API_AUTH says; none is due unless
             # it says required. Refused before any store step: a 401 costs no limit.
-            if authorization is not None or self._auth_required:
+            if authorization is not None or key_required:
                 name = key_name(self._auth, authorization)
                 if name is None:
                     return unauthorized(sent=authorization is not None)
                 note_api_key_name(name)
+                scope[API_KEY_NAME] = name
                 # Only a caller with a valid key may say whose request this is: the
                 # per-IP limits then count the end user's address instead of its own.
                 if end_user is not None:
@@ -145,21 +170,98 @@ class OtpApi:
 
     async def _request_otp(self, request: Request, client: str, window: RequestWindow) -> Outcome:
         body = await read_json_body(request, RequestOtpBody, self._max_body)
-        sent = await self._service.request_code(body.phoneNumber, client, window)
+        sent = await self._service.request_code(body.phoneNumber, client, window, body.purpose)
         note_phone(sent.phone.masked())  # on the access line: one line per request
         payload = {
             "message": REQUEST_OK,
             "messageId": sent.message_id,
             "expiresIn": sent.expires_in,
+            "verificationId": sent.verification_id,
         }
         return json_response(payload), sent.window_hit
 
     async def _verify_otp(self, request: Request, client: str, window: RequestWindow) -> Outcome:
         body: Any = await read_json_body(request, self._verify_model, self._max_body)
-        verified = await self._service.verify_code(body.phoneNumber, body.otp, window)
+        if body.phoneNumber is None and body.verificationId is None:
+            raise HttpError(
+                "invalid_body",
+                "body must have required property 'phoneNumber' or 'verificationId'.",
+            )
+        verified = await self._service.verify_code(
+            body.phoneNumber,
+            body.otp,
+            window,
+            purpose=body.purpose,
+            verification_id=body.verificationId,
+        )
         note_phone(verified.phone.masked())
-        payload = {"success": True, "message": VERIFY_OK, "token": verified.token}
+        payload = {
+            "success": True,
+            "message": VERIFY_OK,
+            "token": verified.token,
+            "verificationId": verified.verification_id,
+        }
         return json_response(payload), verified.window_hit
+
+    async def _verification(self, request: Request, client: str, window: RequestWindow) -> Outcome:
+        hit = await self._counted(window)
+        try:
+            record = await self._service.verification(_verification_id(request))
+        except OtpError as exc:
+            raise _with_hit(exc, hit) from None
+        return json_response(_verification_body(record, request)), hit
+
+    async def _cancel(self, request: Request, client: str, window: RequestWindow) -> Outcome:
+        hit = await self._counted(window)
+        try:
+            record = await self._service.cancel(_verification_id(request))
+        except OtpError as exc:
+            raise _with_hit(exc, hit) from None
+        return json_response(_verification_body(record, request)), hit
+
+    async def _counted(self, window: RequestWindow) -> WindowHit:
+        """One hit on the client's window, for a route whose use case does not count it."""
+        hit = await self._limiter.count(window)
+        if hit.over(window):
+            raise _with_hit(RateLimited(hit.reset_seconds), hit)
+        return hit
+
+
+# Where the API key check leaves the valid key's name, for a route that shows more to a
+# caller with a key.
+API_KEY_NAME = "otpgate.api_key_name"
+
+
+def _verification_id(request: Request) -> str:
+    vid = str(request.path_params.get("verification_id", ""))
+    if not re.match(VERIFICATION_ID_PATTERN, vid):
+        raise VerificationNotFound()
+    return vid
+
+
+def _verification_body(record: Verification, request: Request) -> dict[str, Any]:
+    keyed = request.scope.get(API_KEY_NAME) is not None
+    return {
+        "id": record.id,
+        "phoneNumber": record.phone if keyed else mask(record.phone),
+        "status": record.status,
+        "channel": record.channel,
+        "purpose": record.purpose,
+        "createdAt": _iso(record.created_at),
+        "updatedAt": _iso(record.updated_at),
+        "expiresAt": _iso(record.expires_at),
+    }
+
+
+def _iso(epoch: float) -> str:
+    return (
+        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def _with_hit(exc: OtpError, hit: WindowHit) -> OtpError:
+    exc.window_hit = hit
+    return exc
 
 
 def _caller_headers(scope: Scope) -> tuple[str | None, bytes | None, bytes | None]:

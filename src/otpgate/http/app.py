@@ -50,7 +50,8 @@ def create_app(components: Components) -> ASGIApp:
         fast_path.METRIC_TALLIES, settings.fast_path
     )
     client_ip = ClientIpResolver(settings.trusted_proxies, settings.ipv6_prefix_length)
-    api = OtpApi(components, client_ip).routes()
+    otp_api = OtpApi(components, client_ip)
+    api = otp_api.routes()
     verify_model = verify_body_model(settings.otp_length)
     openapi_doc = orjson.dumps(
         build_openapi(
@@ -93,6 +94,10 @@ def create_app(components: Components) -> ASGIApp:
     app = Starlette(
         routes=[
             *(Route(path, handler, methods=["POST"]) for path, handler in api.items()),
+            *(
+                Route(path, handler, methods=[method])
+                for method, path, handler in otp_api.verification_routes()
+            ),
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             jwks_route(components.token_keys),

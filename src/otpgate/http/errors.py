@@ -37,6 +37,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "sms_number_opted_out": 400,
     "sms_provider_unavailable": 503,
     "sms_provider_error": 502,
+    "verification_not_found": 404,
 }
 
 # Errors raised by the HTTP layer itself, before any use case runs.
@@ -92,7 +93,15 @@ def otp_error_response(exc: OtpError, headers: dict[str, str] | None = None) -> 
     status = STATUS_BY_CODE[exc.code]
     if exc.retry_after is not None:
         headers = {**(headers or {}), "retry-after": str(exc.retry_after)}
-    return error_response(status, exc.code, exc.message, headers)
+    if exc.verification_id is None:
+        return error_response(status, exc.code, exc.message, headers)
+    # A failed send's answer names its (failed) verification, so it can be looked up.
+    note_error_code(exc.code)
+    body = orjson.loads(_error_body(status, exc.code, exc.message))
+    body["verificationId"] = exc.verification_id
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+    )
 
 
 def http_error_response(exc: HttpError, headers: Mapping[str, str] | None = None) -> Response:

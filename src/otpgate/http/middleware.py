@@ -62,7 +62,15 @@ class ObservabilityMiddleware:
         """``direct_log``: write the access line with ``log_fields``, else an ordinary record;
         ``tallied``: count into per-process tallies (``metric_tally``), else the metrics."""
         self.app = app
-        self._routes = {path: path for path in routes}
+        routes = list(routes)
+        self._routes = {path: path for path in routes if "{" not in path}
+        # A route with a path parameter is labelled by its template, never by its path
+        # (an id in a metric label would be one series per verification).
+        self._templates = [
+            (re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$"), path)
+            for path in routes
+            if "{" in path
+        ]
         self._resolve_ip = client_ip.resolve
         self._log_enabled = access_log_enabled
         self._log_line = log_fields if direct_log else log_record
@@ -135,7 +143,8 @@ class ObservabilityMiddleware:
         elapsed: float,
         forwarded: bytes | None,
     ) -> None:
-        route = self._routes.get(scope["path"], OTHER_ROUTE)
+        path = scope["path"]
+        route = self._routes.get(path) or self._template_of(path)
         if self._metrics_enabled:
             self._count(route, status, elapsed, info)
         if not self._log_enabled:
@@ -172,6 +181,12 @@ class ObservabilityMiddleware:
         if info.end_user_ip is not None:
             extra["end_user_ip"] = info.end_user_ip
         self._log_line(access_log, level, "request", extra)
+
+    def _template_of(self, path: str) -> str:
+        for pattern, template in self._templates:
+            if pattern.match(path):
+                return template
+        return OTHER_ROUTE
 
     def _count(self, route: str, status: int, elapsed: float, info: RequestInfo) -> None:
         key = (route, status)

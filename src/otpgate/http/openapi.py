@@ -25,6 +25,7 @@ from otpgate.http.schemas import (
     ReadyResponse,
     RequestOtpBody,
     RequestOtpResponse,
+    VerificationResponse,
     VerifyOtpResponse,
 )
 
@@ -89,7 +90,41 @@ _ROUTE_CODES: dict[str, tuple[str, ...]] = {
         "store_unavailable",
         "shutting_down",
     ),
+    "verification": (
+        "invalid_api_key",
+        "rate_limited",
+        "verification_not_found",
+        "store_unavailable",
+    ),
+    "verification-cancel": (
+        "invalid_api_key",
+        "rate_limited",
+        "verification_not_found",
+        "store_unavailable",
+    ),
 }
+
+_EXAMPLE_VERIFICATION_ID = "VE0123456789abcdef0123456789abcdef"
+_VERIFICATION_ID_PARAM = {
+    "name": "verification_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": r"^VE[0-9a-f]{32}$"},
+    "example": _EXAMPLE_VERIFICATION_ID,
+}
+
+
+def _verification_example(status: str) -> dict[str, Any]:
+    return {
+        "id": _EXAMPLE_VERIFICATION_ID,
+        "phoneNumber": "+1212***0123",
+        "status": status,
+        "channel": "sms",
+        "purpose": "login",
+        "createdAt": "2026-11-30T12:00:00.000Z",
+        "updatedAt": "2026-11-30T12:00:00.000Z",
+        "expiresAt": "2026-11-30T12:05:00.000Z",
+    }
 
 
 def _status_of(code: str) -> int:
@@ -268,6 +303,7 @@ def build_openapi(
         ReadyResponse,
         NotReadyResponse,
         JwksResponse,
+        VerificationResponse,
     ]
     _, schemas = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
     paths: dict[str, Any] = {
@@ -293,6 +329,7 @@ def build_openapi(
                                 "message": "OTP requested successfully. Check your phone.",
                                 "messageId": "5c3e9a4e-2b8f-5f3a-9c7e-1d2f3a4b5c6d",
                                 "expiresIn": 300,
+                                "verificationId": _EXAMPLE_VERIFICATION_ID,
                             },
                         ),
                         **_LIMIT_HEADERS,
@@ -328,11 +365,53 @@ def build_openapi(
                                 "success": True,
                                 "message": "OTP verified successfully.",
                                 "token": _EXAMPLE_JWT,
+                                "verificationId": _EXAMPLE_VERIFICATION_ID,
                             },
                         ),
                         **_LIMIT_HEADERS,
                     ),
                     **_error_responses("verify-otp"),
+                },
+            }
+        },
+        "/api/v1/verifications/{verification_id}": {
+            "get": {
+                "operationId": "getVerification",
+                "security": security,
+                "summary": "What became of a verification",
+                "description": "Its status, kept `VERIFICATION_RETENTION_SECONDS` after its"
+                " code expired. The phone number is masked unless the caller sent a valid"
+                " API key. Never a code.",
+                "tags": ["verifications"],
+                "parameters": [_VERIFICATION_ID_PARAM, _REQUEST_ID_PARAM, _END_USER_IP_PARAM],
+                "responses": {
+                    "200": _ok(
+                        "The verification",
+                        _json(VerificationResponse, _verification_example("pending")),
+                        **_LIMIT_HEADERS,
+                    ),
+                    **_error_responses("verification"),
+                },
+            }
+        },
+        "/api/v1/verifications/{verification_id}/cancel": {
+            "post": {
+                "operationId": "cancelVerification",
+                # A valid key in every API_AUTH mode.
+                "security": [{SECURITY_SCHEME: []}],
+                "summary": "Cancel a pending verification",
+                "description": "Its code stops working at once. A verification that is no"
+                " longer pending is answered as it stands. Needs a valid API key whatever"
+                " `API_AUTH` says.",
+                "tags": ["verifications"],
+                "parameters": [_VERIFICATION_ID_PARAM, _REQUEST_ID_PARAM, _END_USER_IP_PARAM],
+                "responses": {
+                    "200": _ok(
+                        "The verification, as it now stands",
+                        _json(VerificationResponse, _verification_example("canceled")),
+                        **_LIMIT_HEADERS,
+                    ),
+                    **_error_responses("verification-cancel"),
                 },
             }
         },

@@ -11,7 +11,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from otpgate.domain.purpose import PURPOSE_PATTERN
+
 E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
+VERIFICATION_ID_PATTERN = r"^VE[0-9a-f]{32}$"
 
 PhoneField = Annotated[
     str,
@@ -24,17 +27,42 @@ PhoneField = Annotated[
 ]
 
 
+PurposeField = Annotated[
+    str | None,
+    Field(
+        pattern=PURPOSE_PATTERN,
+        description="What the code approves (login, transfer:8f2c...): a code verifies only"
+        " with the purpose it was requested for; no purpose is a purpose of its own.",
+        examples=["login"],
+    ),
+]
+
+VerificationIdField = Annotated[
+    str,
+    Field(
+        pattern=VERIFICATION_ID_PATTERN,
+        description="The verification a request-otp opened.",
+        examples=["VE0123456789abcdef0123456789abcdef"],
+    ),
+]
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class RequestOtpBody(_Body):
     phoneNumber: PhoneField
+    purpose: PurposeField = None
 
 
 class VerifyOtpBody(_Body):
-    phoneNumber: PhoneField
+    """``phoneNumber`` or ``verificationId`` (or both, which must agree)."""
+
+    phoneNumber: PhoneField | None = None
+    verificationId: VerificationIdField | None = None
     otp: str
+    purpose: PurposeField = None
 
 
 @cache
@@ -55,6 +83,10 @@ class RequestOtpResponse(BaseModel):
     message: str = Field(examples=["OTP requested successfully. Check your phone."])
     messageId: str = Field(description="The SMS provider's message id.")
     expiresIn: int = Field(description="Seconds until the code expires.", examples=[300])
+    verificationId: str = Field(
+        description="The verification this send opened: look it up, cancel it, or verify by it.",
+        examples=["VE0123456789abcdef0123456789abcdef"],
+    )
 
 
 class VerifyOtpResponse(BaseModel):
@@ -65,9 +97,29 @@ class VerifyOtpResponse(BaseModel):
         description="Proof of this verify for your backend: a JWT signed with ES256 by a key"
         " in /.well-known/jwks.json (header `kid`). Claims: `iss` (TOKEN_ISSUER), `aud`"
         " (TOKEN_AUDIENCE), `sub` (the phone, E.164), `iat`, `exp` (TOKEN_TTL_SECONDS"
-        ' later), `jti` (unique per token), `amr` (["sms"]) and `purpose` when one was'
+        ' later), `jti` (the verification id), `amr` (["sms"]) and `purpose` when one was'
         " given. Check it on your backend; never trust a client's word that it verified.",
     )
+    verificationId: str = Field(description="The verification this code approved.")
+
+
+class VerificationResponse(BaseModel):
+    id: str = Field(examples=["VE0123456789abcdef0123456789abcdef"])
+    phoneNumber: str = Field(
+        description="E.164; masked (+1212***0123) unless the caller sent a valid API key.",
+        examples=["+1212***0123"],
+    )
+    status: Literal[
+        "pending", "approved", "canceled", "expired", "max_attempts_reached", "failed"
+    ] = Field(
+        description="canceled also when a newer code for the phone replaced this one;"
+        " failed when the SMS could not be sent."
+    )
+    channel: str = Field(examples=["sms"])
+    purpose: str | None = Field(examples=["login"])
+    createdAt: str = Field(description="ISO 8601, UTC.", examples=["2026-11-30T12:00:00.000Z"])
+    updatedAt: str = Field(description="ISO 8601, UTC: the last status change.")
+    expiresAt: str = Field(description="ISO 8601, UTC: when the code stops working.")
 
 
 class Jwk(BaseModel):
@@ -94,6 +146,10 @@ class ErrorBody(BaseModel):
     error: str = Field(examples=["Bad Request"])
     message: str = Field(examples=["Invalid or expired OTP."])
     code: str = Field(description="Stable machine-readable reason.", examples=["invalid_code"])
+    verificationId: str | None = Field(
+        None,
+        description="On a send that failed: the verification it opened (status failed).",
+    )
 
 
 class HealthResponse(BaseModel):
