@@ -1,8 +1,8 @@
 """The ASGI application: the API routes, the operator routes and the lifecycle.
 
 The two API routes (``http/api.py``) are dispatched by exact path before
-Starlette (``http/fast_routes.py``); everything else (docs, probes, 404/405)
-is a plain Starlette app. With that fast path off, Starlette routes them too.
+Starlette (``http/fast_routes.py``); everything else (docs, the widget, probes,
+404/405) is a plain Starlette app. With that fast path off, Starlette routes them too.
 The observability middleware wraps both, so every answer is logged and counted.
 """
 
@@ -32,6 +32,7 @@ from otpgate.http.middleware import ObservabilityMiddleware
 from otpgate.http.openapi import build_openapi
 from otpgate.http.ops import ops_routes, serves_metrics_in_app
 from otpgate.http.schemas import verify_body_model
+from otpgate.http.widget import widget_routes
 from otpgate.wiring import Components
 
 log = logging.getLogger("otpgate.http")
@@ -94,6 +95,7 @@ def create_app(components: Components) -> ASGIApp:
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             *docs_routes("/openapi.json"),
+            *widget_routes(settings.widget_allowed_origins, settings.otp_length),
             *ops_routes(components, flush_tallies=tallied),
         ],
         exception_handlers={HTTPException: http_exception, Exception: unexpected},
