@@ -174,6 +174,8 @@ def start_otpgate(
 ) -> Service:
     port = free_port()
     env = otpgate_env(port, redis_url, sns_url, log_level, fast_path)
+    # Production refuses to start without it: a verify signs a token with its first key.
+    env["TOKEN_SIGNING_KEYS_FILE"] = str(_signing_keys(workdir))
     if sqlite:
         # A fresh file per start, so every run begins as empty as the flushed Redis.
         del env["REDIS_URL"]
@@ -199,6 +201,17 @@ def start_otpgate(
             f"otpgate did not start; check-config says:\n{check.stdout}{check.stderr}"
         ) from None
     return Service(name, proc, port)
+
+
+def _signing_keys(workdir: Path) -> Path:
+    """One P-256 key, made once per workdir, as an operator's key file would hold."""
+    from otpgate.tokens.keys import generate_pem
+
+    path = workdir / "token-signing-keys.pem"
+    if not path.exists():
+        path.write_bytes(generate_pem())
+        path.chmod(0o600)
+    return path
 
 
 def start_node(

@@ -97,6 +97,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "sms_provider": "console",
         "redis_url": None,
         "log_level": "debug",
+        # The development signing key, created at the first build (like a fresh checkout's).
+        "token_dev_key_file": tmp_path / "token-signing-key.pem",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

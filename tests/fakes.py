@@ -1,4 +1,4 @@
-"""Test doubles for the SMS sender: they record or fail, and nothing else."""
+"""Test doubles for the SMS sender and the token signer: they record or fail, nothing else."""
 
 from __future__ import annotations
 
@@ -30,6 +30,17 @@ class CapturingSender:
 
     async def close(self) -> None:
         return None
+
+
+@dataclass
+class RecordingSigner:
+    """A TokenSigner that keeps what it was asked to sign and returns a numbered stand-in."""
+
+    signed: list[tuple[str, str, str | None, float]] = field(default_factory=list)
+
+    def sign(self, subject: str, token_id: str, purpose: str | None, now: float) -> str:
+        self.signed.append((subject, token_id, purpose, now))
+        return f"token-{len(self.signed)}"
 
 
 @dataclass

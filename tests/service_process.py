@@ -28,7 +28,9 @@ def free_port() -> int:
 
 def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """This machine's environment minus any otpgate setting, plus test defaults."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTP", "SMS_", "SNS_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OTP", "SMS_", "SNS_", "TOKEN_"))
+    }
     env.pop("REDIS_URL", None)
     env.update(
         APP_ENV="development",

@@ -8,6 +8,7 @@ import re
 import sqlite3
 import time
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 import redis
@@ -36,7 +37,9 @@ async def test_request_then_verify_once(make_service: ServiceFactory) -> None:
 
     ok = await svc.verify(PHONE, code)
     assert ok.status_code == 200
-    assert ok.json() == {"success": True, "message": "OTP verified successfully."}
+    body = ok.json()
+    assert body == {"success": True, "message": "OTP verified successfully.", "token": ANY}
+    assert body["token"].count(".") == 2  # a JWS; tests/test_tokens.py checks it
 
     again = await svc.verify(PHONE, code)
     assert again.status_code == 400

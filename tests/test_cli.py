@@ -17,7 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.signing_keys import new_key, pem, thumbprint, write_keys
 
 HASH_SECRET = "cli-test-hash-secret-" + "s" * 40
 AWS_KEY_ID = "AKIAOTPGATECLITEST01"
@@ -58,12 +61,16 @@ def test_help_lists_commands_and_options(tmp_path: Path) -> None:
 
 
 def test_check_config_prints_effective_settings_with_secrets_redacted(tmp_path: Path) -> None:
+    signing, previous = new_key(), new_key()
+    keys_file = write_keys(tmp_path / "token-keys.pem", signing, previous)
     result = otpgate(
         tmp_path,
         "check-config",
         env={
             "APP_ENV": "production",
             "OTP_HASH_SECRET": HASH_SECRET,
+            "TOKEN_SIGNING_KEYS_FILE": str(keys_file),
+            "TOKEN_AUDIENCE": "shop-api",
             "REDIS_URL": f"redis://:{REDIS_PASSWORD}@127.0.0.1:6379/0",
             "SMS_PROVIDER": "sns",
             "AWS_ACCESS_KEY_ID": AWS_KEY_ID,
@@ -79,6 +86,8 @@ def test_check_config_prints_effective_settings_with_secrets_redacted(tmp_path: 
     assert "configuration OK" in out
     for secret in (HASH_SECRET, AWS_KEY_ID, AWS_SECRET, REDIS_PASSWORD):
         assert secret not in out
+    for line in keys_file.read_text().splitlines():
+        assert line.startswith("-----") or line not in out
     lines = {line.split()[0]: line.split(maxsplit=1)[1] for line in out.splitlines()[2:] if line}
     assert lines["REDIS_URL"] == "redis://:****@127.0.0.1:6379/0"
     assert lines["OTP_HASH_SECRET"] == "<set, redacted>"
@@ -89,6 +98,29 @@ def test_check_config_prints_effective_settings_with_secrets_redacted(tmp_path: 
     assert lines["WORKERS"] == "3"
     assert "/metrics on 127.0.0.1:9464" in out
     assert "(store)                          redis" in out
+    assert lines["TOKEN_ISSUER"] == "otpgate"
+    assert lines["TOKEN_AUDIENCE"] == "shop-api"
+    assert lines["TOKEN_TTL_SECONDS"] == "300"
+    assert lines["TOKEN_SIGNING_KEYS_FILE"] == str(keys_file)
+    assert "(token keys published)           2 from TOKEN_SIGNING_KEYS_FILE" in out
+    assert f"(token signing kid)              {thumbprint(signing)}" in out
+
+
+def test_check_config_creates_no_development_key(tmp_path: Path) -> None:
+    result = otpgate(tmp_path, "check-config")
+    assert result.returncode == 0, result.stderr
+    assert "(token signing kid)              <created at start-up>" in result.stdout
+    assert not (tmp_path / ".otpgate").exists()
+
+
+def test_check_config_refuses_an_unusable_key_file(tmp_path: Path) -> None:
+    keys_file = tmp_path / "token-keys.pem"
+    keys_file.write_bytes(pem(new_key(ec.SECP384R1())))
+    result = otpgate(tmp_path, "check-config", env={"TOKEN_SIGNING_KEYS_FILE": str(keys_file)})
+    assert result.returncode == 2
+    assert result.stderr.startswith("otpgate: TOKEN_SIGNING_KEYS_FILE: ")
+    assert "P-384" in result.stderr
+    assert "configuration OK" not in result.stdout
 
 
 def test_check_config_reads_dotenv(tmp_path: Path) -> None:
@@ -188,7 +220,9 @@ def serve_two_workers(
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{info['url']}/health", timeout=1).status_code == 200:
+                # Wait for the answer: a request given up on while its worker still starts
+                # is served (and counted) later, and the count below would be off by one.
+                if httpx.get(f"{info['url']}/health", timeout=20).status_code == 200:
                     info["health_ok"] = 1
                     break
             except httpx.TransportError:

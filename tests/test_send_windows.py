@@ -44,7 +44,7 @@ from otpgate.domain.service import OtpService
 from otpgate.store.memory import MemoryStore
 from otpgate.store.redis import RedisStore
 from otpgate.store.sqlite import SqliteStore
-from tests.fakes import CapturingSender
+from tests.fakes import CapturingSender, RecordingSigner
 
 DAY_MS = 86_400_000
 SUB_WINDOWS = 10
@@ -358,7 +358,13 @@ async def send_the_testers_sequence(store: OtpStore) -> list[object]:
     )
     sender = CapturingSender()
     service = OtpService(
-        store, sender, CodeHasher(b"k" * 32), OtpPolicy(), limits, clock=lambda: now[0]
+        store,
+        sender,
+        CodeHasher(b"k" * 32),
+        OtpPolicy(),
+        limits,
+        RecordingSigner(),
+        clock=lambda: now[0],
     )
     outcomes: list[object] = []
     for offset in TESTER_OFFSETS:

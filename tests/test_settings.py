@@ -12,6 +12,7 @@ from otpgate.settings import ConfigError, Settings, load_settings
 from tests.conftest import make_settings
 
 SECRET = "s" * 40
+KEYS_FILE = "/etc/otpgate/token-signing-keys.pem"  # settings only name it; wiring reads it
 
 
 def load(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
@@ -48,6 +49,7 @@ def test_node_service_names_keep_working(monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch,
         NODE_ENV="production",
         OTP_HASH_SECRET=SECRET,
+        TOKEN_SIGNING_KEYS_FILE=KEYS_FILE,
         ALLOWED_COUNTRIES="US,CA",
         API_AUTH="off",
         PORT="8080",
@@ -87,6 +89,11 @@ def test_node_service_names_keep_working(monkeypatch: pytest.MonkeyPatch) -> Non
             {"PHONE_LOCKOUT_THRESHOLD": "50", "PHONE_MAX_CONSECUTIVE_FAILURES": "40"},
             "PHONE_LOCKOUT_THRESHOLD",
         ),
+        ({"TOKEN_TTL_SECONDS": "59"}, "TOKEN_TTL_SECONDS"),
+        ({"TOKEN_TTL_SECONDS": "3601"}, "TOKEN_TTL_SECONDS"),
+        ({"TOKEN_TTL_SECONDS": "soon"}, "TOKEN_TTL_SECONDS"),
+        ({"TOKEN_ISSUER": ""}, "TOKEN_ISSUER"),
+        ({"TOKEN_AUDIENCE": ""}, "TOKEN_AUDIENCE"),
     ],
 )
 def test_bad_value_names_the_variable(
@@ -102,6 +109,30 @@ def test_production_requires_hash_secret(monkeypatch: pytest.MonkeyPatch) -> Non
         load(monkeypatch, APP_ENV="production")
 
 
+def test_token_settings_default_and_accept_their_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load(monkeypatch)
+    assert (s.token_issuer, s.token_audience, s.token_ttl_seconds) == ("otpgate", "otpgate", 300)
+    assert s.token_signing_keys_file is None  # development: a key is created and kept
+    assert s.token_dev_key_file == Path(".otpgate/token-signing-key.pem")
+    assert load(monkeypatch, TOKEN_TTL_SECONDS="60").token_ttl_seconds == 60
+    assert load(monkeypatch, TOKEN_TTL_SECONDS="3600").token_ttl_seconds == 3600
+
+
+def test_production_requires_a_signing_keys_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(monkeypatch, APP_ENV="production", OTP_HASH_SECRET=SECRET, ALLOWED_COUNTRIES="US")
+    assert "TOKEN_SIGNING_KEYS_FILE: required when APP_ENV=production" in str(info.value)
+    s = load(
+        monkeypatch,
+        APP_ENV="production",
+        OTP_HASH_SECRET=SECRET,
+        ALLOWED_COUNTRIES="US",
+        API_AUTH="off",
+        TOKEN_SIGNING_KEYS_FILE=KEYS_FILE,
+    )
+    assert s.token_signing_keys_file == Path(KEYS_FILE)
+
+
 def test_production_refuses_short_hash_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="OTP_HASH_SECRET") as info:
         load(monkeypatch, APP_ENV="production", OTP_HASH_SECRET="short")
@@ -115,6 +146,7 @@ def test_production_requires_an_explicit_country_list(monkeypatch: pytest.Monkey
         monkeypatch,
         APP_ENV="production",
         OTP_HASH_SECRET=SECRET,
+        TOKEN_SIGNING_KEYS_FILE=KEYS_FILE,
         ALLOWED_COUNTRIES="*",
         API_AUTH="off",
     )
@@ -249,7 +281,12 @@ def test_required_api_auth_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_production_refuses_to_start_until_api_auth_is_chosen(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    ready = {"APP_ENV": "production", "OTP_HASH_SECRET": SECRET, "ALLOWED_COUNTRIES": "US"}
+    ready = {
+        "APP_ENV": "production",
+        "OTP_HASH_SECRET": SECRET,
+        "ALLOWED_COUNTRIES": "US",
+        "TOKEN_SIGNING_KEYS_FILE": KEYS_FILE,
+    }
     with pytest.raises(ConfigError) as info:
         load(monkeypatch, **ready)
     assert "API_AUTH: required when APP_ENV=production" in str(info.value)

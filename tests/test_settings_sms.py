@@ -16,6 +16,7 @@ WEBHOOK_SECRET = "w" * 32
 PRODUCTION = {
     "app_env": "production",
     "otp_hash_secret": HASH_SECRET,
+    "token_signing_keys_file": "/etc/otpgate/token-signing-keys.pem",
     "sms_provider": "sns",
     "allowed_countries": "US",
     "api_auth": "off",

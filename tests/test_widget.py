@@ -249,6 +249,7 @@ def test_production_wants_https_origins(clean_env: pytest.MonkeyPatch) -> None:
     for name, value in {
         "APP_ENV": "production",
         "OTP_HASH_SECRET": "s" * 40,
+        "TOKEN_SIGNING_KEYS_FILE": "keys.pem",  # read at start-up, not by the settings
         "ALLOWED_COUNTRIES": "US",
         "API_AUTH": "off",
         "SMS_PROVIDER": "sns",

@@ -18,11 +18,12 @@ from otpgate.wiring import build_components
 def _build() -> object:
     try:
         settings = load_settings()
+        configure_logging(settings.log_level, json_lines=settings.log_json)
+        components = build_components(settings)  # reads the signing keys
     except ConfigError as exc:
         print(f"otpgate: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(settings.log_level, json_lines=settings.log_json)
-    app = create_app(build_components(settings))
+    app = create_app(components)
     settle_heap()
     return app
 

@@ -69,7 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _check_config(settings: Settings) -> int:
     from otpgate.config_report import describe
 
-    print(describe(settings))
+    try:
+        report = describe(settings)
+    except ConfigError as exc:  # the signing key file cannot be used
+        print(f"otpgate: {exc}", file=sys.stderr)
+        return 2
+    print(report)
     return 0
 
 
@@ -78,12 +83,19 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from otpgate.hash_key import load_hash_key
     from otpgate.logs import configure_logging
+    from otpgate.wiring import load_token_keys
 
     # This process's own lines (a fast path turned off, a worker replaced) look like
     # the workers'.
     configure_logging(settings.log_level, json_lines=settings.log_json)
-    # Create the development key once, here, before workers race for it.
+    # Create the development keys once, here, before workers race for them; and refuse a
+    # signing key file that cannot be used before any worker starts (and fails) on it.
     load_hash_key(settings)
+    try:
+        load_token_keys(settings)
+    except ConfigError as exc:
+        print(f"otpgate: {exc}", file=sys.stderr)
+        return 2
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers or os.cpu_count() or 1

@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import SecretStr
 
 from otpgate.settings import Settings
+from otpgate.tokens.keys import KeySet
 
 REDACTED = "<set, redacted>"
 
@@ -85,7 +86,9 @@ def describe(settings: Settings) -> str:
     lines.append(f"  {'(metrics)':32} {metrics}")
     lines.append(f"  {'(shutdown timeout)':32} {settings.effective_shutdown_timeout:g}s")
     from otpgate import fast_path
-    from otpgate.wiring import start_up_warnings
+    from otpgate.wiring import existing_token_keys, start_up_warnings
+
+    lines += _token_lines(settings, existing_token_keys(settings))
 
     for part in fast_path.PARTS:
         if not settings.fast_path:
@@ -106,3 +109,18 @@ def _auth_summary(settings: Settings) -> str:
     if count:
         keys += ": " + ", ".join(settings.api_keys)
     return f"{mode} ({keys})"
+
+
+def _token_lines(settings: Settings, keys: KeySet | None) -> list[str]:
+    """Which keys sign and are published: counts and public ids, never key material."""
+    if keys is None:
+        count = "none yet: a development key is created in TOKEN_DEV_KEY_FILE at start-up"
+        kid = "<created at start-up>"
+    elif settings.token_signing_keys_file is not None:
+        count, kid = f"{len(keys.keys)} from TOKEN_SIGNING_KEYS_FILE", keys.signing.kid
+    else:
+        count, kid = "1, the development key in TOKEN_DEV_KEY_FILE", keys.signing.kid
+    return [
+        f"  {'(token keys published)':32} {count}",
+        f"  {'(token signing kid)':32} {kid}",
+    ]

@@ -97,6 +97,22 @@ class Settings(BaseSettings):
     otp_hash_secret_file: Path = Path(".otpgate/hash-secret")
     phone_number_check: Literal["valid", "possible"] = "valid"
 
+    # --- tokens (a verify's signed proof; see README "Trusting a verify") ------------------
+    token_issuer: str = Field("otpgate", min_length=1, description="The tokens' iss claim.")
+    token_audience: str = Field(
+        "otpgate", min_length=1, description="The tokens' aud claim: the backend they are for."
+    )
+    token_ttl_seconds: int = Field(300, ge=60, le=3600, description="How long a token is valid.")
+    token_signing_keys_file: Path | None = Field(
+        None,
+        description="EC P-256 private keys in PEM, concatenated: the first signs, all are"
+        " published. Required in production.",
+    )
+    token_dev_key_file: Path = Field(
+        Path(".otpgate/token-signing-key.pem"),
+        description="Without TOKEN_SIGNING_KEYS_FILE, in development: a key created once here.",
+    )
+
     # --- store ---------------------------------------------------------------------------
     redis_url: str | None = None
     redis_key_prefix: str = "otpgate:"
@@ -350,6 +366,11 @@ class Settings(BaseSettings):
             problems.append("OTP_HASH_SECRET: required when APP_ENV=production (32+ random bytes)")
         elif len(self.otp_hash_secret.get_secret_value()) < 32:
             problems.append("OTP_HASH_SECRET: must be at least 32 characters")
+        if self.token_signing_keys_file is None:
+            problems.append(
+                "TOKEN_SIGNING_KEYS_FILE: required when APP_ENV=production"
+                " (EC P-256 private keys in PEM; the first signs)"
+            )
         plain = [o for o in self.widget_allowed_origins if not sms.https_or_loopback(o)]
         if plain:
             problems.append(

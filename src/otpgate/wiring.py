@@ -17,8 +17,10 @@ from otpgate.domain.request_limit import RequestLimiter
 from otpgate.domain.service import OtpService
 from otpgate.domain.test_numbers import TestNumbers
 from otpgate.hash_key import load_hash_key
-from otpgate.settings import Settings
+from otpgate.settings import ConfigError, Settings
 from otpgate.sms.retry import RetryPolicy
+from otpgate.tokens.keys import KeyFileError, KeySet, dev_keys, load_keys
+from otpgate.tokens.signer import JwtSigner, TokenConfig
 
 if TYPE_CHECKING:
     from otpgate.sms.sns import SnsConfig
@@ -35,6 +37,7 @@ class Components:
     service: OtpService
     rate_limiter: RequestLimiter
     api_auth: ApiAuth
+    token_keys: KeySet  # published at /.well-known/jwks.json
 
     async def close(self) -> None:
         try:
@@ -121,6 +124,37 @@ def sns_config(settings: Settings) -> SnsConfig:
 def api_auth(settings: Settings) -> ApiAuth:
     """The HTTP layer's view of API_AUTH and API_KEYS: the mode, each key's name and digest."""
     return ApiAuth.from_digests(settings.effective_api_auth, settings.api_keys)
+
+
+def load_token_keys(settings: Settings) -> KeySet:
+    """TOKEN_SIGNING_KEYS_FILE's keys, or in development the key kept at TOKEN_DEV_KEY_FILE
+    (created when missing). Read once at start-up: a file that cannot be used stops the
+    service with a ConfigError naming the variable.
+    """
+    given = settings.token_signing_keys_file
+    try:
+        if given is not None:
+            return load_keys(given)
+        return dev_keys(settings.token_dev_key_file)
+    except KeyFileError as exc:
+        name = "TOKEN_SIGNING_KEYS_FILE" if given is not None else "TOKEN_DEV_KEY_FILE"
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def existing_token_keys(settings: Settings) -> KeySet | None:
+    """The keys, as ``load_token_keys`` reads them, or None when the development key is yet
+    to be created (``check-config`` creates nothing)."""
+    if settings.token_signing_keys_file is None and not settings.token_dev_key_file.exists():
+        return None
+    return load_token_keys(settings)
+
+
+def token_config(settings: Settings) -> TokenConfig:
+    return TokenConfig(
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        ttl_seconds=settings.token_ttl_seconds,
+    )
 
 
 def build_policy(settings: Settings) -> OtpPolicy:
@@ -222,6 +256,7 @@ def build_components(
 ) -> Components:
     for warning in start_up_warnings(settings):
         log.warning(warning)
+    token_keys = load_token_keys(settings)
     store = store or build_store(settings)
     sender = sender or build_sender(settings)
     # The use cases get timed versions; Components keeps the plain ones (readiness, close).
@@ -232,6 +267,7 @@ def build_components(
         CodeHasher(load_hash_key(settings)),
         build_policy(settings),
         build_limits(settings),
+        JwtSigner(token_keys.signing, token_config(settings)),
     )
     return Components(
         settings=settings,
@@ -242,4 +278,5 @@ def build_components(
             used_store, settings.rate_limit_max_requests, settings.rate_limit_window_ms
         ),
         api_auth=api_auth(settings),
+        token_keys=token_keys,
     )

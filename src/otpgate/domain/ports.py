@@ -1,7 +1,7 @@
 """The ports the use cases talk through, and the values they trade in.
 
-The domain owns these; ``otpgate.store`` and ``otpgate.sms`` implement them and
-import from here, never the reverse. Each store method is one atomic step on
+The domain owns these; ``otpgate.store``, ``otpgate.sms`` and ``otpgate.tokens``
+implement them and import from here, never the reverse. Each store method is one atomic step on
 the backend (a Lua script on Redis, one transaction on SQLite, one critical
 section in memory), so a limit holds across every worker and instance that
 shares the store, and a request pays for one round trip per step.
@@ -182,3 +182,14 @@ class SmsSender(Protocol):
         """Deliver ``message`` to ``phone`` (E.164) and return the provider's message id."""
 
     async def close(self) -> None: ...
+
+
+class TokenSigner(Protocol):
+    """Turns a successful verify into a signed token a backend can check on its own."""
+
+    def sign(self, subject: str, token_id: str, purpose: str | None, now: float) -> str:
+        """A token saying ``subject`` (E.164) proved control of the phone at ``now``.
+
+        ``token_id`` is unique per token (its ``jti``); ``purpose``, when given, says
+        what the verify was for. Pure computation: no I/O, never fails on valid input.
+        """

@@ -33,6 +33,7 @@ from otpgate.domain.ports import (
     RequestWindow,
     SendRequest,
     SmsSender,
+    TokenSigner,
     WindowHit,
 )
 from otpgate.domain.voids import PendingVoids
@@ -49,6 +50,7 @@ class CodeSent:
 @dataclass(frozen=True, slots=True)
 class Verified:
     phone: Phone
+    token: str  # signed proof of this verify, for the client's backend
     window_hit: WindowHit | None = None
 
 
@@ -60,6 +62,7 @@ class OtpService:
         hasher: CodeHasher,
         policy: OtpPolicy,
         limits: AbusePolicy,
+        signer: TokenSigner,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -67,6 +70,7 @@ class OtpService:
         self._hasher = hasher
         self._policy = policy
         self._limits = limits
+        self._signer = signer
         self._clock = clock
         self._voids = PendingVoids(store)
 
@@ -183,7 +187,11 @@ class OtpService:
             raise _with_hit(InvalidCode(), hit)
         if not await self._store.consume(phone.e164, attempt.code_hash, now):
             raise _with_hit(InvalidCode(), hit)  # a concurrent verify of the same code won
-        return Verified(phone, hit)
+        # TODO(verification records): pass the verification's id once verifies are recorded;
+        # until then each token gets an id of its own.
+        token_id = uuid.uuid4().hex
+        token = self._signer.sign(phone.e164, token_id, purpose=None, now=now)
+        return Verified(phone, token, hit)
 
 
 def _with_hit(exc: OtpError, hit: WindowHit | None) -> OtpError:

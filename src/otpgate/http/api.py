@@ -158,7 +158,8 @@ class OtpApi:
         body: Any = await read_json_body(request, self._verify_model, self._max_body)
         verified = await self._service.verify_code(body.phoneNumber, body.otp, window)
         note_phone(verified.phone.masked())
-        return json_response({"success": True, "message": VERIFY_OK}), verified.window_hit
+        payload = {"success": True, "message": VERIFY_OK, "token": verified.token}
+        return json_response(payload), verified.window_hit
 
 
 def _caller_headers(scope: Scope) -> tuple[str | None, bytes | None, bytes | None]:

@@ -2,8 +2,9 @@
 
 The two API routes (``http/api.py``) are dispatched by exact path before
 Starlette (``http/fast_routes.py``); everything else (docs, the widget, probes,
-404/405) is a plain Starlette app. With that fast path off, Starlette routes them too.
-The observability middleware wraps both, so every answer is logged and counted.
+the token keys, 404/405) is a plain Starlette app. With that fast path off,
+Starlette routes them too. The observability middleware wraps both, so every
+answer is logged and counted.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.docs import docs_routes
 from otpgate.http.errors import HTTP_CODES, error_response
 from otpgate.http.fast_routes import FastRoutes
+from otpgate.http.jwks import jwks_route
 from otpgate.http.middleware import ObservabilityMiddleware
 from otpgate.http.openapi import build_openapi
 from otpgate.http.ops import ops_routes, serves_metrics_in_app
@@ -94,6 +96,7 @@ def create_app(components: Components) -> ASGIApp:
             *(Route(path, handler, methods=["POST"]) for path, handler in api.items()),
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
+            jwks_route(components.token_keys),
             *docs_routes("/openapi.json"),
             *widget_routes(settings.widget_allowed_origins, settings.otp_length),
             *ops_routes(components, flush_tallies=tallied),

@@ -20,6 +20,7 @@ from otpgate.http.errors import HTTP_CODES, STATUS_BY_CODE
 from otpgate.http.schemas import (
     ErrorBody,
     HealthResponse,
+    JwksResponse,
     NotReadyResponse,
     ReadyResponse,
     RequestOtpBody,
@@ -28,6 +29,24 @@ from otpgate.http.schemas import (
 )
 
 _REF = "#/components/schemas/{model}"
+
+# A token and the key that signed it, for the examples (the key is not one of yours).
+_EXAMPLE_JWT = (
+    "eyJ0eXAiOiJKV1QiLCJhbGciOiJFUzI1NiIsImtpZCI6Ik5CdkVMM3VUdTRpRWgzRUxQRHlQN0hWcjd1SmpxdVB6"
+    "bGVHcVBrdUZlekkifQ.eyJpc3MiOiJvdHBnYXRlIiwiYXVkIjoib3RwZ2F0ZSIsInN1YiI6IisxMjEyNTU1MDEy"
+    "MyIsImlhdCI6MTc2NzIyNTYwMCwiZXhwIjoxNzY3MjI1OTAwLCJqdGkiOiI4ZjE0ZTQ1ZmNlZWExNjdhNWEzNmRl"
+    "ZGQ0YmVhMjU0MyIsImFtciI6WyJzbXMiXX0.ObmUcd1neHTP-SgsX33fFvzexijwIfi4IrxapXqLns0xEm53kbnR"
+    "sV64npV7yC40Y-3OkQopnED4Bmi0WyOWqw"
+)
+_EXAMPLE_JWK = {
+    "kty": "EC",
+    "crv": "P-256",
+    "x": "dryjNNkmosrsImXyWI9Uy1P29N8yn42nzAttBm7thkA",
+    "y": "pB7iO7s2BXJslbNLkmEAheLvlSZw46NHKhgDbCgdcq4",
+    "kid": "NBvEL3uTu4iEh3ELPDyP7HVr7uJjquPzleGqPkuFezI",
+    "alg": "ES256",
+    "use": "sig",
+}
 
 # Which machine codes each route can answer with, grouped by status in the doc.
 _ROUTE_CODES: dict[str, tuple[str, ...]] = {
@@ -142,6 +161,13 @@ _LIMIT_HEADERS: dict[str, Any] = {
     "X-RateLimit-Remaining": {"description": "Requests left in this window.", **_INT_HEADER},
     "X-RateLimit-Reset": {"description": "Seconds until the window resets.", **_INT_HEADER},
 }
+_CACHE_CONTROL: dict[str, Any] = {
+    "Cache-Control": {
+        "description": "How long the keys may be cached.",
+        "schema": {"type": "string"},
+        "example": "public, max-age=300",
+    }
+}
 _RETRY_AFTER: dict[str, Any] = {
     "Retry-After": {"description": "Seconds to wait before trying again.", **_INT_HEADER}
 }
@@ -241,6 +267,7 @@ def build_openapi(
         HealthResponse,
         ReadyResponse,
         NotReadyResponse,
+        JwksResponse,
     ]
     _, schemas = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
     paths: dict[str, Any] = {
@@ -280,7 +307,9 @@ def build_openapi(
                 "security": security,
                 "summary": "Check a code once",
                 "description": "Wrong, expired, already used and never requested codes all get"
-                " the same `invalid_code` answer. A code is accepted at most once.",
+                " the same `invalid_code` answer. A code is accepted at most once; its 200"
+                " carries a signed `token` for your backend to check against"
+                " `/.well-known/jwks.json`.",
                 "tags": ["otp"],
                 "parameters": [_REQUEST_ID_PARAM, _END_USER_IP_PARAM],
                 "requestBody": {
@@ -295,7 +324,11 @@ def build_openapi(
                         "Code accepted",
                         _json(
                             VerifyOtpResponse,
-                            {"success": True, "message": "OTP verified successfully."},
+                            {
+                                "success": True,
+                                "message": "OTP verified successfully.",
+                                "token": _EXAMPLE_JWT,
+                            },
                         ),
                         **_LIMIT_HEADERS,
                     ),
@@ -328,6 +361,23 @@ def build_openapi(
                             NotReadyResponse,
                             {"status": "not ready", "reasons": ["store (redis) is not answering"]},
                         ),
+                    ),
+                },
+            }
+        },
+        "/.well-known/jwks.json": {
+            "get": {
+                "operationId": "jwks",
+                "summary": "The public keys that check a verify's token (JWK Set)",
+                "description": "Every key in TOKEN_SIGNING_KEYS_FILE, the signing one first."
+                " Cache it as Cache-Control says, and fetch it again on an unknown `kid`.",
+                "tags": ["tokens"],
+                "parameters": [_REQUEST_ID_PARAM],
+                "responses": {
+                    "200": _ok(
+                        "JWK Set",
+                        _json(JwksResponse, {"keys": [_EXAMPLE_JWK]}),
+                        **_CACHE_CONTROL,
                     ),
                 },
             }
@@ -444,6 +494,7 @@ def build_openapi(
         },
         "tags": [
             {"name": "otp", "description": "Send and check codes"},
+            {"name": "tokens", "description": "Keys to check a verify's token with"},
             {"name": "operations", "description": "Probes, metrics and documentation"},
             {"name": "widget", "description": "A verification page to embed"},
         ],

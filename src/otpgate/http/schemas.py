@@ -60,6 +60,33 @@ class RequestOtpResponse(BaseModel):
 class VerifyOtpResponse(BaseModel):
     success: bool = Field(examples=[True])
     message: str = Field(examples=["OTP verified successfully."])
+    token: str = Field(
+        pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+        description="Proof of this verify for your backend: a JWT signed with ES256 by a key"
+        " in /.well-known/jwks.json (header `kid`). Claims: `iss` (TOKEN_ISSUER), `aud`"
+        " (TOKEN_AUDIENCE), `sub` (the phone, E.164), `iat`, `exp` (TOKEN_TTL_SECONDS"
+        ' later), `jti` (unique per token), `amr` (["sms"]) and `purpose` when one was'
+        " given. Check it on your backend; never trust a client's word that it verified.",
+    )
+
+
+class Jwk(BaseModel):
+    """One public signing key (RFC 7517, RFC 7518 section 6.2)."""
+
+    kty: Literal["EC"]
+    crv: Literal["P-256"]
+    x: str = Field(description="The public point's x coordinate, base64url.")
+    y: str = Field(description="The public point's y coordinate, base64url.")
+    kid: str = Field(description="The key's RFC 7638 thumbprint; a token's header names it.")
+    alg: Literal["ES256"]
+    use: Literal["sig"]
+
+
+class JwksResponse(BaseModel):
+    keys: list[Jwk] = Field(
+        min_length=1,
+        description="Every key that may have signed a token still valid; the first signs now.",
+    )
 
 
 class ErrorBody(BaseModel):
