@@ -363,6 +363,8 @@ async def run(app: App, sender: CapturingSender, caplog: pytest.LogCaptureFixtur
         body = orjson.loads(answer.content) if answer.content else None
         if isinstance(body, dict):
             body.pop("messageId", None)  # one of its own for every SMS
+            if "token" in body:  # signed per verify: there, not the same
+                body["token"] = "<token>"
         assert answer.headers["x-request-id"]
         answers.append((answer.status_code, headers, body, timed))
     lines = [

@@ -120,7 +120,13 @@ def test_token_settings_default_and_accept_their_range(monkeypatch: pytest.Monke
 
 def test_production_requires_a_signing_keys_file(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as info:
-        load(monkeypatch, APP_ENV="production", OTP_HASH_SECRET=SECRET, ALLOWED_COUNTRIES="US")
+        load(
+            monkeypatch,
+            APP_ENV="production",
+            OTP_HASH_SECRET=SECRET,
+            ALLOWED_COUNTRIES="US",
+            API_AUTH="off",
+        )
     assert "TOKEN_SIGNING_KEYS_FILE: required when APP_ENV=production" in str(info.value)
     s = load(
         monkeypatch,
@@ -146,9 +152,9 @@ def test_production_requires_an_explicit_country_list(monkeypatch: pytest.Monkey
         monkeypatch,
         APP_ENV="production",
         OTP_HASH_SECRET=SECRET,
-        TOKEN_SIGNING_KEYS_FILE=KEYS_FILE,
         ALLOWED_COUNTRIES="*",
         API_AUTH="off",
+        TOKEN_SIGNING_KEYS_FILE=KEYS_FILE,
     )
     assert everywhere.allowed_regions is None
     some = load(monkeypatch, ALLOWED_COUNTRIES="us, gb")

@@ -567,3 +567,113 @@ async def test_failures_without_a_code_are_forgotten_with_the_code_ttl(store) ->
     now = time.time()
     assert (await store.begin_verify(PHONE, 300, now, lock)).locked_for == 0
     assert (await store.begin_verify(other, 300, now, lock)).locked_for > 3000
+
+
+# -- verification records ----------------------------------------------------------------
+
+
+def whole_ms() -> float:
+    """Now, in whole milliseconds: the instants Redis keeps (``limits.to_ms``)."""
+    return round(time.time() * 1000) / 1000
+
+
+def opened(verification_id: str = "VE1", **kw: object) -> SendRequest:
+    """A send that opens a verification, kept a day past its code."""
+    values: dict[str, object] = {
+        "verification_id": verification_id,
+        "purpose": "login",
+        "retention_seconds": 86400,
+        "ttl_seconds": 300,
+    }
+    values.update(kw)
+    return send(**values)
+
+
+async def test_a_send_opens_a_pending_verification_that_holds_no_code(store) -> None:
+    now = whole_ms()
+    assert isinstance(await store.issue(opened(), now), Issued)
+    record = await store.get_verification("VE1", now + 1)
+    assert record is not None
+    assert (record.id, record.phone, record.status, record.purpose, record.channel) == (
+        "VE1",
+        PHONE,
+        "pending",
+        "login",
+        "sms",
+    )
+    assert record.created_at == pytest.approx(now, abs=0.001)
+    assert record.expires_at == pytest.approx(now + 300, abs=0.001)
+    assert H1 not in repr(record).encode()
+    assert await store.get_verification("VE-unknown", now) is None
+    # The verify step names the code's verification.
+    assert (await store.begin_verify(PHONE, 300, now, LOCK)).verification_id == "VE1"
+
+
+async def test_consuming_the_code_approves_its_verification(store) -> None:
+    now = whole_ms()
+    await store.issue(opened(), now)
+    assert await store.consume(PHONE, H1, now + 1, "VE1") is True
+    record = await store.get_verification("VE1", now + 2)
+    assert record is not None and record.status == "approved"
+    assert record.updated_at == pytest.approx(now + 1, abs=0.001)
+    # Final: it cannot be canceled any more.
+    after = await store.finish_verification("VE1", "canceled", now + 3)
+    assert after is not None and after.status == "approved"
+
+
+async def test_a_canceled_verification_loses_its_code(store) -> None:
+    now = whole_ms()
+    await store.issue(opened(), now)
+    canceled = await store.finish_verification("VE1", "canceled", now + 1)
+    assert canceled is not None and canceled.status == "canceled"
+    assert (await store.begin_verify(PHONE, 300, now + 2, LOCK)).code_hash is None
+    assert await store.consume(PHONE, H1, now + 2, "VE1") is False
+    record = await store.get_verification("VE1", now + 3)
+    assert record is not None and record.status == "canceled"
+
+
+async def test_max_attempts_reached_is_final(store) -> None:
+    now = whole_ms()
+    await store.issue(opened(), now)
+    done = await store.finish_verification("VE1", "max_attempts_reached", now + 1)
+    assert done is not None and done.status == "max_attempts_reached"
+    # The code itself stays (the attempt count refuses it); the record stays final.
+    assert await store.consume(PHONE, H1, now + 2, "VE1") is True
+    record = await store.get_verification("VE1", now + 3)
+    assert record is not None and record.status == "max_attempts_reached"
+
+
+async def test_a_pending_verification_expires_with_its_code_and_is_kept_for_retention(
+    store,
+) -> None:
+    now = whole_ms()
+    await store.issue(opened(), now)
+    record = await store.get_verification("VE1", now + 300)
+    assert record is not None and record.status == "expired"
+    assert (await store.finish_verification("VE1", "canceled", now + 301)).status == "expired"
+    # Retention ends a day after the code did (SQLite and memory by the clock given;
+    # Redis by its own, so only the stores that take ``now`` are checked there).
+    if not isinstance(store, RedisStore):
+        assert await store.get_verification("VE1", now + 300 + 86400) is None
+
+
+async def test_a_newer_send_cancels_the_older_verification(store) -> None:
+    now = whole_ms()
+    await store.issue(opened("VE1"), now)
+    await store.issue(opened("VE2", code_hash=H2), now + 1)
+    first = await store.get_verification("VE1", now + 2)
+    second = await store.get_verification("VE2", now + 2)
+    assert first is not None and first.status == "canceled"
+    assert second is not None and second.status == "pending"
+    assert (await store.begin_verify(PHONE, 300, now + 2, LOCK)).verification_id == "VE2"
+
+
+async def test_a_voided_send_leaves_a_failed_verification(store) -> None:
+    now = whole_ms()
+    issued = await store.issue(opened(cooldown_seconds=60), now)
+    assert isinstance(issued, Issued)
+    await store.void_issue(issued.request, now)
+    record = await store.get_verification("VE1", now + 1)
+    assert record is not None and record.status == "failed"
+    # ...and, as any void, charges nothing: the next send goes through at once.
+    assert isinstance(await store.issue(opened("VE2", code_hash=H2), now + 1), Issued)

@@ -57,6 +57,8 @@ from otpgate.store.memory import MemoryStore
 from otpgate.store.redis import RedisStore
 from otpgate.store.sqlite import SqliteStore
 
+# Verification records outlive their code this long: short, so runs see them go.
+RETENTION_SECONDS = 120
 PHONES = ("+12125550101", "+12125550102", "+447700900123")
 IPS = ("198.51.100.1", "198.51.100.2")
 WINDOWS = (10, 45, 600)  # seconds; 45 is odd, so a half window falls on .5 s
@@ -95,6 +97,14 @@ EXPECTED = frozenset(
         "consumed",
         "consume refused",
         "hit:over",
+        "verification:pending",
+        "status:approved",
+        "verification:canceled",
+        "verification:expired",
+        "verification:failed",
+        "verification:gone",
+        "finished:canceled",
+        "finished:max_attempts_reached",
     }
 )
 
@@ -173,6 +183,7 @@ class StoreEquivalence(RuleBasedStateMachine):
         self.start_ms = self.now_ms
         self.serial = 0
         self.hashes: dict[str, list[bytes]] = {phone: [] for phone in PHONES}
+        self.verifications: list[str] = []
         self.ttl = 300
         self.lockout = Lockout()
         self.limits = SendLimits(
@@ -336,7 +347,11 @@ class StoreEquivalence(RuleBasedStateMachine):
             cooldown_seconds=cooldown,
             **self.limits.for_send(phone, ip, kinds),
             send_id=f"send-{self.serial}",
+            verification_id=f"ver-{self.serial}",
+            purpose=("login", None)[self.serial % 2],
+            retention_seconds=RETENTION_SECONDS,
         )
+        self.verifications.append(request.verification_id)
         now = self.now
         result = self.on_every_store("issue", lambda s: s.issue(request, now, window))
         if isinstance(result, Refused):
@@ -432,8 +447,42 @@ class StoreEquivalence(RuleBasedStateMachine):
         else:
             code_hash = b"\xff" * 32
         now = self.now
-        won = self.on_every_store("consume", lambda s: s.consume(phone, code_hash, now))
+        # As the service does: the verification the verify step named.
+        vid = self.reference_attempt_vid(phone)
+        won = self.on_every_store("consume", lambda s: s.consume(phone, code_hash, now, vid))
         self.note("consumed" if won else "consume refused")
+        if won and vid:
+            seen = self.on_every_store("get_verification", lambda s: s.get_verification(vid, now))
+            self.note(f"status:{seen.status if seen else 'gone'}")
+
+    def reference_attempt_vid(self, phone: str) -> str:
+        code = self.reference._codes.get(phone)
+        return code.verification_id if code is not None else ""
+
+    @rule(nth=st.integers(0, 5))
+    def look(self, nth: int) -> None:
+        if not self.verifications:
+            return
+        vid = self.verifications[-1 - min(nth, len(self.verifications) - 1)]
+        now = self.now
+        seen = self.on_every_store("get_verification", lambda s: s.get_verification(vid, now))
+        self.note(f"verification:{seen.status if seen else 'gone'}")
+        self.note(f"status:{seen.status if seen else 'gone'}")
+
+    @rule(
+        nth=st.integers(0, 5),
+        status=st.sampled_from(("canceled", "max_attempts_reached")),
+    )
+    def finish(self, nth: int, status: Any) -> None:
+        if not self.verifications:
+            return
+        vid = self.verifications[-1 - min(nth, len(self.verifications) - 1)]
+        now = self.now
+        done = self.on_every_store(
+            "finish_verification", lambda s: s.finish_verification(vid, status, now)
+        )
+        self.note(f"finished:{done.status if done else 'gone'}")
+        self.note(f"status:{done.status if done else 'gone'}")
 
     @rule(window=request_window)
     def hit(self, window: RequestWindow) -> None:

@@ -16,7 +16,7 @@ from otpgate.domain.ports import SendRequest
 from otpgate.domain.service import OtpService
 from otpgate.domain.voids import PendingVoids
 from otpgate.store.memory import MemoryStore
-from tests.fakes import CapturingSender
+from tests.fakes import CapturingSender, RecordingSigner
 
 PHONE = "+12125550123"
 
@@ -48,7 +48,12 @@ class StallingStore(MemoryStore):
 
 def _service(store: StallingStore, sender: CapturingSender) -> OtpService:
     return OtpService(
-        store, sender, CodeHasher(b"k" * 32), OtpPolicy(), AbusePolicy(resend_cooldown_seconds=60)
+        store,
+        sender,
+        CodeHasher(b"k" * 32),
+        OtpPolicy(),
+        AbusePolicy(resend_cooldown_seconds=60),
+        RecordingSigner(),
     )
 
 

@@ -39,6 +39,8 @@ from otpgate.domain.ports import (
     RequestWindow,
     SendRequest,
     SmsSender,
+    Verification,
+    VerificationStatus,
     WindowHit,
 )
 from otpgate.metric_tally import Counts, Observes, counter, histogram
@@ -132,6 +134,8 @@ class MeteredStore:
         self._t_void = op("void_issue")
         self._t_begin = op("begin_verify")
         self._t_consume = op("consume")
+        self._t_get_verification = op("get_verification")
+        self._t_finish_verification = op("finish_verification")
         self._t_hit = op("hit_window")
         self._t_ping = op("ping")
 
@@ -171,15 +175,33 @@ class MeteredStore:
         note_code_found(attempt.code_hash is not None)
         return attempt
 
-    async def consume(self, phone: str, code_hash: bytes, now: float) -> bool:
+    async def consume(
+        self, phone: str, code_hash: bytes, now: float, verification_id: str = ""
+    ) -> bool:
         start = time.perf_counter()
         try:
-            consumed = await self._inner.consume(phone, code_hash, now)
+            consumed = await self._inner.consume(phone, code_hash, now, verification_id)
         finally:
             self._t_consume.observe(time.perf_counter() - start)
         if not consumed:
             note_code_found(False)  # a concurrent verify used it first
         return consumed
+
+    async def get_verification(self, verification_id: str, now: float) -> Verification | None:
+        start = time.perf_counter()
+        try:
+            return await self._inner.get_verification(verification_id, now)
+        finally:
+            self._t_get_verification.observe(time.perf_counter() - start)
+
+    async def finish_verification(
+        self, verification_id: str, status: VerificationStatus, now: float
+    ) -> Verification | None:
+        start = time.perf_counter()
+        try:
+            return await self._inner.finish_verification(verification_id, status, now)
+        finally:
+            self._t_finish_verification.observe(time.perf_counter() - start)
 
     async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
         start = time.perf_counter()

@@ -13,10 +13,13 @@ def generate_code(length: int) -> str:
 
 
 class CodeHasher:
-    """HMAC-SHA256 keyed with the server secret, bound to the phone number.
+    """HMAC-SHA256 keyed with the server secret, bound to the phone number and the
+    purpose the code was requested for.
 
     Binding to the phone means equal codes for two phones hash differently, and
-    a leaked store cannot be brute-forced offline without the key.
+    a leaked store cannot be brute-forced offline without the key. Binding to the
+    purpose makes a code for ``login`` fail for ``transfer:1`` by the same compare
+    as a wrong code; no purpose hashes as codes always have.
     """
 
     __slots__ = ("_key",)
@@ -26,11 +29,13 @@ class CodeHasher:
             raise ValueError("hash key must be at least 16 bytes")
         self._key = key
 
-    def digest(self, phone: str, code: str) -> bytes:
-        return hmac.new(self._key, f"{phone}\x00{code}".encode(), hashlib.sha256).digest()
+    def digest(self, phone: str, code: str, purpose: str | None = None) -> bytes:
+        # A purpose never holds NUL (``purpose.PURPOSE``), so the fields cannot run together.
+        message = f"{phone}\x00{code}" if purpose is None else f"{phone}\x00{code}\x00{purpose}"
+        return hmac.new(self._key, message.encode(), hashlib.sha256).digest()
 
-    def matches(self, stored: bytes, phone: str, code: str) -> bool:
-        return hmac.compare_digest(stored, self.digest(phone, code))
+    def matches(self, stored: bytes, phone: str, code: str, purpose: str | None = None) -> bool:
+        return hmac.compare_digest(stored, self.digest(phone, code, purpose))
 
     def __repr__(self) -> str:
         return "CodeHasher(key=<redacted>)"

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Literal, Protocol
 
 from otpgate.domain.limits import DistinctQuota, Lockout, Quota, SurgeGuard
 
@@ -68,13 +68,19 @@ class SendRequest:
     distinct: Sequence[DistinctQuota] = ()
     surges: Sequence[SurgeGuard] = ()
     send_id: str = field(kw_only=True)
+    # The verification this send opens ("" opens none), kept ``retention_seconds``
+    # past the code's expiry so its status stays answerable.
+    verification_id: str = field(default="", kw_only=True)
+    purpose: str | None = field(default=None, kw_only=True)
+    channel: str = field(default="sms", kw_only=True)
+    retention_seconds: int = field(default=0, kw_only=True)
 
     @property
     def reach_seconds(self) -> int:
         """How long after the send anything it charges can still count: a voided
         send's id is remembered that long, so an issue step that runs late finds it."""
         return max(
-            self.ttl_seconds,
+            self.ttl_seconds + self.retention_seconds,
             self.cooldown_seconds,
             *(q.window_seconds for q in self.quotas),
             *(d.window_seconds for d in self.distinct),
@@ -114,6 +120,41 @@ class Attempt:
     code_hash: bytes | None
     locked_for: int = field(default=0)
     window_hit: WindowHit | None = None
+    verification_id: str = ""  # the live code's verification ("" for none)
+
+
+VerificationStatus = Literal[
+    "pending", "approved", "canceled", "expired", "max_attempts_reached", "failed"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """What a send opened, as the app may ask about it later. Never a code or a hash.
+
+    ``status`` as stored may be ``pending`` after the fact; the store answers it as
+    ``expired`` once the code's time is up, and ``canceled`` once a newer send
+    replaced its code (``current``).
+    """
+
+    id: str
+    phone: str
+    status: VerificationStatus
+    channel: str
+    purpose: str | None
+    created_at: float
+    updated_at: float
+    expires_at: float  # the code's
+
+    def seen_at(self, now: float, current: bool) -> Verification:
+        """The record as of ``now``: a pending one whose code is gone is not pending."""
+        if self.status != "pending":
+            return self
+        if now >= self.expires_at:
+            return replace(self, status="expired", updated_at=self.expires_at)
+        if not current:
+            return replace(self, status="canceled")
+        return self
 
 
 class OtpStore(Protocol):
@@ -153,10 +194,26 @@ class OtpStore(Protocol):
         attempt comes back with ``attempts == 0`` and an over-limit ``window_hit``.
         """
 
-    async def consume(self, phone: str, code_hash: bytes, now: float) -> bool:
-        """Delete the code if it is still ``code_hash`` and live, and clear the failures.
+    async def consume(
+        self, phone: str, code_hash: bytes, now: float, verification_id: str = ""
+    ) -> bool:
+        """Delete the code if it is still ``code_hash`` and live, and clear the failures;
+        its verification (``Attempt.verification_id``, passed back) turns ``approved``.
 
         True for exactly one caller.
+        """
+
+    async def get_verification(self, verification_id: str, now: float) -> Verification | None:
+        """The verification, its status as of ``now`` (``Verification.seen_at``); None
+        when it never existed or its retention is over."""
+
+    async def finish_verification(
+        self, verification_id: str, status: VerificationStatus, now: float
+    ) -> Verification | None:
+        """Turn a pending verification to ``status`` (``canceled``: its code goes too).
+
+        Returns the record as it now stands; one that is no longer pending (as seen at
+        ``now``) is left as it was and returned so.
         """
 
     async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:

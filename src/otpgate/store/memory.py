@@ -30,6 +30,9 @@ the arithmetic of ``otpgate.domain.limits`` (which Redis's Lua mirrors).
   the last one's time, expiry);
 - per (phone, send id): a *void mark*, live ``reach_seconds`` after the send,
   for a voided send whose issue step had not run;
+- per verification id: the *verification record* (phone, purpose, channel,
+  stored status, times), live until ``retention_seconds`` after its code's
+  expiry; its code carries its id;
 - per quota with ``buckets == 0`` (kind, scope): a *sliding log*, one entry per
   send (its time in ms, its ``send_id``). An entry is in the window while
   ``at > now - window`` and leaves the log when it is not;
@@ -73,16 +76,18 @@ zero attempts, expires ``now + ttl``), the cooldown starts (when positive),
 the send joins each sliding log (an entry of the same ``send_id`` is replaced),
 each quota's current sub-window and each surge guard's current window rise by
 one, and the member joins each distinct set. The code records the send's id and
-which sets it joined, so a void gives back only those places.
+which sets it joined, so a void gives back only those places. When the
+request names a verification, its record is created ``pending`` (expiring with
+the code) and the code carries its id.
 
 **void_issue(request, now).** When the phone's stored code is this send's (by
 ``send_id``): the code and the cooldown go, the send's entry leaves each sliding
 log (another send at the same instant stays), every counter the issue charged
-(its own sub-window and fixed window) drops by one, and the members it added
-leave their sets. Otherwise (never issued yet, consumed, or replaced by a newer
-send, whose code and charges are left alone) the send's void mark is set, live
-until ``now + request.reach_seconds``, so an issue of it that has not run yet
-never will.
+(its own sub-window and fixed window) drops by one, the members it added
+leave their sets, and the send's verification turns ``failed``. Otherwise
+(never issued yet, consumed, or replaced by a newer send, whose code and charges
+are left alone) the send's void mark is set, live until ``now +
+request.reach_seconds``, so an issue of it that has not run yet never will.
 
 **begin_verify(phone, ttl, now, lockout, window).** The window as in issue;
 over it the attempt comes back with ``attempts == 0`` and nothing else is
@@ -95,8 +100,17 @@ restarted when lapsed, to live ``ttl``), and one failure is recorded at
 code are remembered ``lockout.memory_seconds``; a guess at a phone without
 one only as long as a code would live (``now + ttl``, never shortening).
 
-**consume(phone, hash, now).** When the live code is this hash it is deleted
-and the failures are cleared: True, for exactly one caller.
+**consume(phone, hash, now, verification_id).** When the live code is this hash
+it is deleted, the failures are cleared, and its verification (when it is the
+one named, and still pending) turns ``approved``: True, for exactly one caller.
+
+**get_verification(id, now).** The record, if held, with its status as of
+``now`` (``Verification.seen_at``: a pending one is ``expired`` once its code's
+time is up, ``canceled`` when the phone's code is no longer its own).
+
+**finish_verification(id, status, now).** A record pending as of ``now`` takes
+``status`` (updated at ``now``); ``canceled`` also deletes the phone's code when
+it is this verification's. Any other record is returned as it stands.
 
 **hit_window(window, now).** Counts one hit: the first hit, or the first after
 the window ended, starts a window of ``window_ms``; the answer is the count
@@ -124,7 +138,16 @@ from otpgate.domain.limits import (
     to_ms,
     window_index,
 )
-from otpgate.domain.ports import Attempt, Issued, Refused, RequestWindow, SendRequest, WindowHit
+from otpgate.domain.ports import (
+    Attempt,
+    Issued,
+    Refused,
+    RequestWindow,
+    SendRequest,
+    Verification,
+    VerificationStatus,
+    WindowHit,
+)
 
 
 class _Expiring(Protocol):
@@ -142,6 +165,13 @@ class _Code:
     expires_at: float
     send_id: str = ""  # the send that stored it ("" for a code-less record)
     new_members: tuple[bool, ...] = ()  # per distinct quota: did the send add its member
+    verification_id: str = ""
+
+
+@dataclass(slots=True)
+class _Record:
+    verification: Verification
+    expires_at: float  # the code's expiry + retention
 
 
 @dataclass(slots=True)
@@ -228,6 +258,7 @@ class MemoryStore:
         self._blocks: dict[tuple[str, str], _Until] = {}
         self._windows: dict[str, _Counter] = {}
         self._voided: dict[tuple[str, str], _Until] = {}  # (phone, send id)
+        self._records: dict[str, _Record] = {}  # by verification id
 
     # -- operations --------------------------------------------------------------------
     async def issue(
@@ -250,6 +281,7 @@ class MemoryStore:
             self._voided[(request.phone, request.send_id)] = _Until(now + request.reach_seconds)
             return
         del self._codes[request.phone]
+        self._set_status(code.verification_id, "failed", now)
         self._cooldowns.pop(request.phone, None)
         for q in request.quotas:
             if q.buckets:
@@ -297,15 +329,55 @@ class MemoryStore:
         else:
             remembered_until = max(remembered_until, now + ttl_seconds)
         self._failures[phone] = _Failures(count + 1, now, remembered_until)
-        return Attempt(attempts=code.attempts, code_hash=code.code_hash, window_hit=hit)
+        return Attempt(
+            attempts=code.attempts,
+            code_hash=code.code_hash,
+            window_hit=hit,
+            verification_id=code.verification_id,
+        )
 
-    async def consume(self, phone: str, code_hash: bytes, now: float) -> bool:
+    async def consume(
+        self, phone: str, code_hash: bytes, now: float, verification_id: str = ""
+    ) -> bool:
         code = _live(self._codes, phone, now)
         if code is None or code.code_hash != code_hash:
             return False
         del self._codes[phone]
         self._failures.pop(phone, None)
+        record = self._records.get(code.verification_id)
+        named = verification_id == code.verification_id and record is not None
+        if named and record is not None and record.verification.status == "pending":
+            self._set_status(verification_id, "approved", now)
         return True
+
+    async def get_verification(self, verification_id: str, now: float) -> Verification | None:
+        record = _live(self._records, verification_id, now)
+        if record is None:
+            return None
+        return record.verification.seen_at(now, self._current(record.verification, now))
+
+    async def finish_verification(
+        self, verification_id: str, status: VerificationStatus, now: float
+    ) -> Verification | None:
+        seen = await self.get_verification(verification_id, now)
+        if seen is None or seen.status != "pending":
+            return seen
+        if status == "canceled":
+            del self._codes[seen.phone]  # pending: the phone's live code is its own
+        return self._set_status(verification_id, status, now)
+
+    def _current(self, verification: Verification, now: float) -> bool:
+        code = _live(self._codes, verification.phone, now)
+        return code is not None and code.verification_id == verification.id
+
+    def _set_status(
+        self, verification_id: str, status: VerificationStatus, now: float
+    ) -> Verification | None:
+        record = self._records.get(verification_id) if verification_id else None
+        if record is None:
+            return None
+        record.verification = replace(record.verification, status=status, updated_at=now)
+        return record.verification
 
     async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
         return self._count_window(window, now)
@@ -379,8 +451,22 @@ class MemoryStore:
         return None
 
     def _charge(self, request: SendRequest, now: float) -> Issued:
-        code = _Code(request.code_hash, 0, now + request.ttl_seconds, request.send_id)
+        expires_at = now + request.ttl_seconds
+        code = _Code(request.code_hash, 0, expires_at, request.send_id)
         self._codes[request.phone] = code
+        if request.verification_id:
+            code.verification_id = request.verification_id
+            record = Verification(
+                id=request.verification_id,
+                phone=request.phone,
+                status="pending",
+                channel=request.channel,
+                purpose=request.purpose,
+                created_at=now,
+                updated_at=now,
+                expires_at=expires_at,
+            )
+            self._records[record.id] = _Record(record, expires_at + request.retention_seconds)
         if request.cooldown_seconds > 0:
             self._cooldowns[request.phone] = _Until(now + request.cooldown_seconds)
         now_ms = to_ms(now)
@@ -425,8 +511,11 @@ class MemoryStore:
             self._blocks,
             self._windows,
             self._voided,
+            self._records,
         ]
         instants = {entry.expires_at for entries in held for entry in entries.values()}
+        # A pending verification turns expired with its code, even a replaced one.
+        instants |= {r.verification.expires_at for r in self._records.values()}
         # Each logged send leaves its log on its own.
         instants |= {(e.at_ms + e.window_ms) / 1000 for log in self._logs.values() for e in log}
         if lockout is not None:

@@ -6,6 +6,9 @@ phone in a ``{hash tag}``, so they share one Redis Cluster slot:
 - ``P{+12125550123}:code``     hash ``h`` (code HMAC), ``a`` (attempts), ``i`` (the send's
   id), ``n`` (which distinct sets the send joined); expires with the code
 - ``P{+12125550123}:cd``       resend cooldown: its end (ms epoch); expires then
+- ``P{<verification id>}:ver`` a verification: ``ph`` phone, ``st`` stored status, ``ch``
+  channel, ``pu`` purpose, ``c``/``u`` created/updated and ``e`` the code's expiry (ms
+  epoch); expires ``retention`` after the code. The code's ``v`` names it.
 - ``P{+12125550123}:void:<id>`` the mark of a send voided before its issue ran: its end
   (ms epoch); expires then
 - ``P{+12125550123}:fails``    consecutive failed verifies ``n`` and the last one's time ``l``
@@ -56,7 +59,16 @@ from otpgate.domain.limits import (
     to_ms,
     window_index,
 )
-from otpgate.domain.ports import Attempt, Issued, Refused, RequestWindow, SendRequest, WindowHit
+from otpgate.domain.ports import (
+    Attempt,
+    Issued,
+    Refused,
+    RequestWindow,
+    SendRequest,
+    Verification,
+    VerificationStatus,
+    WindowHit,
+)
 from otpgate.outage import OutageLog
 from otpgate.store import redis_connection
 from otpgate.store.redis_link import RedisConnectionError, RedisLink, RedisReplyError
@@ -77,6 +89,19 @@ def _window_hit(reply: list[Any]) -> WindowHit | None:
     return None if count < 0 else WindowHit(count=count, reset_after_ms=int(reply[1]))
 
 
+def _add_verification(spec: dict[str, Any], request: SendRequest) -> None:
+    """The record a send opens, for the issue script (nothing without one)."""
+    if request.verification_id:
+        spec |= {
+            "v": request.verification_id,
+            "ph": request.phone,
+            "ch": request.channel,
+            "ret": request.retention_seconds * 1000,
+        }
+        if request.purpose is not None:
+            spec["pu"] = request.purpose
+
+
 @dataclass(frozen=True, slots=True)
 class _Script:
     source: str
@@ -92,6 +117,7 @@ class _Script:
 _LUA = files("otpgate.store").joinpath("lua")
 _ISSUE = _Script.of("window", "limits", "issue")
 _VOID = _Script.of("void")
+_FINISH = _Script.of("finish")
 _BEGIN_VERIFY = _Script.of("window", "begin_verify")
 _CONSUME = _Script.of("consume")
 _HIT_WINDOW = _Script.of("window", "hit_window")
@@ -162,6 +188,7 @@ class RedisStore:
                 for g in request.surges
             ],
         }
+        _add_verification(spec, request)
         self._add_window(keys, spec, window)
         reply = await self._run(_ISSUE, keys, [orjson.dumps(spec), request.code_hash])
         hit = _window_hit(reply)
@@ -181,13 +208,18 @@ class RedisStore:
         return Refused(request.distinct[int(rest[0]) - 1].kind, retry_seconds(int(rest[1])), hit)
 
     def _send_keys(self, request: SendRequest) -> list[str]:
-        """The keys every send step starts with: code, cooldown, the send's void mark."""
+        """The keys every send step starts with: code, cooldown, the send's void mark,
+        its verification record."""
         phone = request.phone
         return [
             self._phone_key(phone, "code"),
             self._phone_key(phone, "cd"),
             self._phone_key(phone, f"void:{request.send_id}"),
+            self._record_key(request.verification_id),
         ]
+
+    def _record_key(self, verification_id: str) -> str:
+        return f"{self._prefix}{{{verification_id}}}:ver"
 
     async def void_issue(self, request: SendRequest, now: float) -> None:
         now_ms = to_ms(now)
@@ -210,6 +242,7 @@ class RedisStore:
             now_ms + request.reach_seconds * 1000,
             len(counters),
             len(logs),
+            now_ms,
             *(d.member for d in request.distinct),
         ]
         await self._run(_VOID, self._send_keys(request) + counters + logs + sets, args)
@@ -241,11 +274,56 @@ class RedisStore:
             return Attempt(attempts=0, code_hash=None, window_hit=hit)
         if tag < 0:
             return Attempt(0, None, locked_for=retry_seconds(int(reply[3])), window_hit=hit)
-        return Attempt(attempts=tag, code_hash=reply[3] or None, window_hit=hit)
+        return Attempt(
+            attempts=tag,
+            code_hash=reply[3] or None,
+            window_hit=hit,
+            verification_id=reply[4].decode() if reply[4] else "",
+        )
 
-    async def consume(self, phone: str, code_hash: bytes, now: float) -> bool:
-        keys = [self._phone_key(phone, "code"), self._phone_key(phone, "fails")]
-        return bool(await self._run(_CONSUME, keys, [code_hash]))
+    async def consume(
+        self, phone: str, code_hash: bytes, now: float, verification_id: str = ""
+    ) -> bool:
+        keys = [
+            self._phone_key(phone, "code"),
+            self._phone_key(phone, "fails"),
+            self._record_key(verification_id),
+        ]
+        return bool(await self._run(_CONSUME, keys, [code_hash, verification_id, to_ms(now)]))
+
+    async def get_verification(self, verification_id: str, now: float) -> Verification | None:
+        return await self._finish(verification_id, "", now)
+
+    async def finish_verification(
+        self, verification_id: str, status: VerificationStatus, now: float
+    ) -> Verification | None:
+        return await self._finish(verification_id, status, now)
+
+    async def _finish(self, verification_id: str, status: str, now: float) -> Verification | None:
+        record = self._record_key(verification_id)
+        try:
+            phone = await self._conn.execute("HGET", record, "ph")
+        except (RedisConnectionError, RedisReplyError) as exc:
+            self._outage.failed(str(exc))
+            raise StoreUnavailable() from exc
+        if phone is None:
+            return None
+        keys = [record, self._phone_key(phone.decode(), "code")]
+        reply = await self._run(_FINISH, keys, [verification_id, status, to_ms(now)])
+        if not reply:
+            return None  # lapsed between the two steps
+        fields = {reply[i].decode(): reply[i + 1].decode() for i in range(1, len(reply), 2)}
+        stored = Verification(
+            id=verification_id,
+            phone=fields["ph"],
+            status=fields["st"],
+            channel=fields["ch"],
+            purpose=fields.get("pu"),
+            created_at=int(fields["c"]) / 1000,
+            updated_at=int(fields["u"]) / 1000,
+            expires_at=int(fields["e"]) / 1000,
+        )
+        return stored.seen_at(now, bool(reply[0]))
 
     async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
         keys: list[str] = []

@@ -36,7 +36,16 @@ from otpgate.domain.limits import (
     to_ms,
     window_index,
 )
-from otpgate.domain.ports import Attempt, Issued, Refused, RequestWindow, SendRequest, WindowHit
+from otpgate.domain.ports import (
+    Attempt,
+    Issued,
+    Refused,
+    RequestWindow,
+    SendRequest,
+    Verification,
+    VerificationStatus,
+    WindowHit,
+)
 from otpgate.outage import OutageLog
 
 log = logging.getLogger(__name__)
@@ -50,7 +59,19 @@ CREATE TABLE IF NOT EXISTS codes (
     attempts    INTEGER NOT NULL DEFAULT 0,
     expires_at  REAL NOT NULL,
     send_id     TEXT,             -- the send that stored the code
-    new_members TEXT              -- per distinct quota, '1' if that send added its member
+    new_members TEXT,             -- per distinct quota, '1' if that send added its member
+    verification_id TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS verifications (
+    id         TEXT PRIMARY KEY,
+    phone      TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    channel    TEXT NOT NULL,
+    purpose    TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    code_expires_at REAL NOT NULL,
+    expires_at REAL NOT NULL      -- the code's expiry + retention
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (
     key        TEXT PRIMARY KEY,
@@ -80,6 +101,7 @@ CREATE INDEX IF NOT EXISTS send_log_by_time ON send_log (key, at_ms);
 _ADDED_COLUMNS = (
     ("codes", "send_id", "TEXT"),
     ("codes", "new_members", "TEXT"),
+    ("codes", "verification_id", "TEXT"),
 )
 
 
@@ -257,6 +279,7 @@ class SqliteStore:
         conn.execute("DELETE FROM counters WHERE expires_at <= ?", (now,))
         conn.execute("DELETE FROM members WHERE expires_at <= ?", (now,))
         conn.execute("DELETE FROM send_log WHERE expires_at <= ?", (now,))
+        conn.execute("DELETE FROM verifications WHERE expires_at <= ?", (now,))
 
     # -- operations --------------------------------------------------------------------
     async def issue(
@@ -295,18 +318,42 @@ class SqliteStore:
 
         return await self._call(tx)
 
-    async def consume(self, phone: str, code_hash: bytes, now: float) -> bool:
+    async def consume(
+        self, phone: str, code_hash: bytes, now: float, verification_id: str = ""
+    ) -> bool:
         def tx(conn: sqlite3.Connection) -> bool:
-            won = (
+            row = conn.execute(
+                "DELETE FROM codes WHERE phone = ? AND code_hash = ? AND expires_at > ?"
+                " RETURNING verification_id",
+                (phone, code_hash, now),
+            ).fetchone()
+            if row is None:
+                return False
+            conn.execute("DELETE FROM counters WHERE key = ?", (_fails_key(phone),))
+            if verification_id and row[0] == verification_id:
                 conn.execute(
-                    "DELETE FROM codes WHERE phone = ? AND code_hash = ? AND expires_at > ?",
-                    (phone, code_hash, now),
-                ).rowcount
-                == 1
-            )
-            if won:
-                conn.execute("DELETE FROM counters WHERE key = ?", (_fails_key(phone),))
-            return won
+                    "UPDATE verifications SET status = 'approved', updated_at = ?"
+                    " WHERE id = ? AND status = 'pending'",
+                    (now, verification_id),
+                )
+            return True
+
+        return await self._call(tx)
+
+    async def get_verification(self, verification_id: str, now: float) -> Verification | None:
+        return await self._call(lambda conn: _verification(conn, verification_id, now))
+
+    async def finish_verification(
+        self, verification_id: str, status: VerificationStatus, now: float
+    ) -> Verification | None:
+        def tx(conn: sqlite3.Connection) -> Verification | None:
+            seen = _verification(conn, verification_id, now)
+            if seen is None or seen.status != "pending":
+                return seen
+            if status == "canceled":
+                conn.execute("DELETE FROM codes WHERE phone = ?", (seen.phone,))
+            _set_status(conn, verification_id, status, now)
+            return replace(seen, status=status, updated_at=now)
 
         return await self._call(tx)
 
@@ -490,23 +537,76 @@ def _charge(conn: sqlite3.Connection, request: SendRequest, now: float) -> Issue
             (_set_key(d.kind, d.key, idx), d.member, (idx + 1) * d.window_seconds),
         )
         added.append(cursor.rowcount == 1)
+    expires_at = now + request.ttl_seconds
     conn.execute(
         "INSERT OR REPLACE INTO codes (phone, code_hash, attempts, expires_at, send_id,"
-        " new_members) VALUES (?, ?, 0, ?, ?, ?)",
+        " new_members, verification_id) VALUES (?, ?, 0, ?, ?, ?, ?)",
         (
             request.phone,
             request.code_hash,
-            now + request.ttl_seconds,
+            expires_at,
             request.send_id,
             "".join("1" if new else "0" for new in added),
+            request.verification_id or None,
         ),
     )
+    if request.verification_id:
+        conn.execute(
+            "INSERT OR REPLACE INTO verifications (id, phone, status, channel, purpose,"
+            " created_at, updated_at, code_expires_at, expires_at)"
+            " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
+            (
+                request.verification_id,
+                request.phone,
+                request.channel,
+                request.purpose,
+                now,
+                now,
+                expires_at,
+                expires_at + request.retention_seconds,
+            ),
+        )
     return Issued(request, now)
+
+
+def _set_status(
+    conn: sqlite3.Connection, verification_id: str, status: VerificationStatus, now: float
+) -> None:
+    conn.execute(
+        "UPDATE verifications SET status = ?, updated_at = ? WHERE id = ?",
+        (status, now, verification_id),
+    )
+
+
+def _verification(
+    conn: sqlite3.Connection, verification_id: str, now: float
+) -> Verification | None:
+    row = conn.execute(
+        "SELECT v.phone, v.status, v.channel, v.purpose, v.created_at, v.updated_at,"
+        " v.code_expires_at, c.verification_id IS NOT NULL AND c.expires_at > ?"
+        " FROM verifications AS v LEFT JOIN codes AS c"
+        " ON c.phone = v.phone AND c.verification_id = v.id"
+        " WHERE v.id = ? AND v.expires_at > ?",
+        (now, verification_id, now),
+    ).fetchone()
+    if row is None:
+        return None
+    record = Verification(
+        id=verification_id,
+        phone=row[0],
+        status=row[1],
+        channel=row[2],
+        purpose=row[3],
+        created_at=row[4],
+        updated_at=row[5],
+        expires_at=row[6],
+    )
+    return record.seen_at(now, bool(row[7]))
 
 
 def _void(conn: sqlite3.Connection, request: SendRequest, now: float) -> None:
     row = conn.execute(
-        "DELETE FROM codes WHERE phone = ? AND send_id = ? RETURNING new_members",
+        "DELETE FROM codes WHERE phone = ? AND send_id = ? RETURNING new_members, verification_id",
         (request.phone, request.send_id),
     ).fetchone()
     if row is None:
@@ -514,6 +614,8 @@ def _void(conn: sqlite3.Connection, request: SendRequest, now: float) -> None:
         _mark_until(conn, _void_key(request.phone, request.send_id), now + request.reach_seconds)
         return
     new_members = [flag == "1" for flag in row[0] or ""]
+    if row[1]:
+        _set_status(conn, row[1], "failed", now)
     conn.execute("DELETE FROM counters WHERE key = ?", (_cooldown_key(request.phone),))
     for q in request.quotas:
         if q.buckets:
@@ -570,9 +672,10 @@ def _begin_verify(
         " code_hash = CASE WHEN expires_at <= ? THEN NULL ELSE code_hash END,"
         " attempts = CASE WHEN expires_at <= ? THEN 1 ELSE attempts + 1 END,"
         " send_id = CASE WHEN expires_at <= ? THEN NULL ELSE send_id END,"
+        " verification_id = CASE WHEN expires_at <= ? THEN NULL ELSE verification_id END,"
         " expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at ELSE expires_at END"
-        " RETURNING attempts, code_hash",
-        (phone, now + ttl_seconds, now, now, now, now),
+        " RETURNING attempts, code_hash, verification_id",
+        (phone, now + ttl_seconds, now, now, now, now, now),
     ).fetchone()
     # Failures against a live code are remembered long; a guess at a phone with no
     # code only as long as a code would live (as in the Redis store).
@@ -584,4 +687,4 @@ def _begin_verify(
         "INSERT OR REPLACE INTO counters (key, count, expires_at, updated_at) VALUES (?, ?, ?, ?)",
         (_fails_key(phone), failures + 1, fails_until, now),
     )
-    return Attempt(attempts=int(code[0]), code_hash=code[1])
+    return Attempt(attempts=int(code[0]), code_hash=code[1], verification_id=code[2] or "")

@@ -5,7 +5,7 @@
 -- (expiry for a code-less record), "t" threshold, "b" base ms, "m" max ms, "c" hard
 -- cap, "mem" memory ms, "w": [limit, win] or absent}.
 -- Returns {wc, wt, -5} over the window, {wc, wt, -1, ms} when locked (nothing
--- counted), else {wc, wt, attempts, hash or false}. Both counters rise before the
+-- counted), else {wc, wt, attempts, hash or false, verification id or false}. Both counters rise before the
 -- caller compares anything. A failure against a live code is remembered for "mem";
 -- a guess at a phone with no code only as long as a code would live, so spraying
 -- guesses at random numbers cannot fill the store for a month.
@@ -26,4 +26,4 @@ if h then
 elseif expires_at(KEYS[2]) < o.exp then
   redis.call('PEXPIREAT', KEYS[2], o.exp)
 end
-return {wc, wt, a, h or false}
+return {wc, wt, a, h or false, redis.call('HGET', KEYS[1], 'v') or false}

@@ -2,12 +2,14 @@
 -- Runs after window.lua, which decodes ARGV[1] into `spec` and counts the window, and
 -- limits.lua, the window arithmetic.
 --
--- KEYS: code, cooldown, the send's void mark, then per quota either its sliding log
---       (buckets 0: a sorted
+-- KEYS: code, cooldown, the send's void mark, its verification record, then per quota
+--       either its sliding log (buckets 0: a sorted
 --       set, score = ms, member = send id) or the sub-windows it counts, oldest first
 --       (buckets_counted(now): buckets + 1 counters), then per distinct quota (set),
 --       per surge guard (previous, current, block), then the request window if any.
 -- ARGV[1]: {"now", "id" (send id), "ttl", "cd", "q": [[limit, win, buckets]],
+--           "v": verification id, "ch" channel, "pu" purpose, "ret" retention (absent
+--           without a verification),
 --           "d": [[member, limit, win]], "s": [[min, factor, win, block]],
 --           "w": [limit, win] or absent}; ARGV[2]: hash. Times and windows in ms.
 -- Returns {wc, wt, tag, ...}: tag 0 issued; 1 cooldown (ms); 2 quota (i, ms until one
@@ -22,7 +24,7 @@ if tonumber(redis.call('GET', KEYS[3]) or '0') > now then return {wc, wt, -6} en
 
 -- Where each quota's keys start, and for sub-windows the first and last counted.
 local qkeys = {}
-local at = 4
+local at = 5
 for i = 1, #q do
   local win, buckets = q[i][2], q[i][3]
   if buckets == 0 then
@@ -115,4 +117,12 @@ end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'h', ARGV[2], 'a', 0, 'i', spec.id, 'n', table.concat(added))
 redis.call('PEXPIREAT', KEYS[1], now + spec.ttl)
+if spec.v then
+  redis.call('HSET', KEYS[1], 'v', spec.v)
+  redis.call('DEL', KEYS[4])
+  redis.call('HSET', KEYS[4], 'ph', spec.ph, 'st', 'pending', 'ch', spec.ch, 'c', now, 'u', now,
+    'e', now + spec.ttl)
+  if spec.pu then redis.call('HSET', KEYS[4], 'pu', spec.pu) end
+  redis.call('PEXPIREAT', KEYS[4], now + spec.ttl + spec.ret)
+end
 return {wc, wt, 0}

@@ -2,27 +2,31 @@
 -- charges; otherwise (not issued yet, consumed, or replaced by a newer send, whose
 -- charges are not ours to refund) mark its id so an issue of it never runs.
 --
--- KEYS: code, cooldown, the send's void mark, then counters to decrement (sub-windows,
---       surge windows), then sliding logs to remove the send from, then one set per
---       distinct quota.
--- ARGV: send id, the mark's end (ms), number of counters, number of logs, then one
---       member per set; the code's "n" says which of them this send added.
+-- KEYS: code, cooldown, the send's void mark, its verification record, then counters
+--       to decrement (sub-windows, surge windows), then sliding logs to remove the send
+--       from, then one set per distinct quota.
+-- ARGV: send id, the mark's end (ms), number of counters, number of logs, now (ms),
+--       then one member per set; the code's "n" says which of them this send added.
+-- The verification (if the code names one) turns "failed".
 -- Returns 1 when the send's charges were refunded, 0 when there were none to refund.
 if redis.call('HGET', KEYS[1], 'i') ~= ARGV[1] then
   redis.call('SET', KEYS[3], ARGV[2], 'PXAT', ARGV[2])
   return 0
 end
 local added = redis.call('HGET', KEYS[1], 'n') or ''
+if redis.call('HGET', KEYS[1], 'v') then
+  redis.call('HSET', KEYS[4], 'st', 'failed', 'u', ARGV[5])
+end
 redis.call('DEL', KEYS[1], KEYS[2])
 local n, m = tonumber(ARGV[3]), tonumber(ARGV[4])
-for i = 4, 3 + n do
+for i = 5, 4 + n do
   if redis.call('DECR', KEYS[i]) <= 0 then redis.call('DEL', KEYS[i]) end
 end
-for i = 4 + n, 3 + n + m do
+for i = 5 + n, 4 + n + m do
   redis.call('ZREM', KEYS[i], ARGV[1])
 end
-for i = 4 + n + m, #KEYS do
-  local j = i - 3 - n - m
-  if string.sub(added, j, j) == '1' then redis.call('SREM', KEYS[i], ARGV[4 + j]) end
+for i = 5 + n + m, #KEYS do
+  local j = i - 4 - n - m
+  if string.sub(added, j, j) == '1' then redis.call('SREM', KEYS[i], ARGV[5 + j]) end
 end
 return 1
