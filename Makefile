@@ -15,7 +15,7 @@ LOWEST_VENV ?= .venv-lowest
 # In a venv built from anything but the lock, installed != locked by design.
 NOT_THE_LOCK := --deselect tests/test_lock.py::test_installed_packages_are_exactly_the_locked_ones
 
-.PHONY: run test test-fast lint typecheck check bench lock upgrade-check lowest-check clean
+.PHONY: run test test-fast browser lint typecheck check bench lock upgrade-check lowest-check clean
 
 # A changed lock rebuilds the venv from scratch, so nothing outside the lock lingers.
 $(STAMP): $(LOCK) pyproject.toml
@@ -30,8 +30,19 @@ run: $(STAMP)
 	$(BIN)/otpgate serve
 
 ## Run the whole test suite, lint and type checks included (what CI runs)
-test: $(STAMP) lint typecheck
+test: $(STAMP) browser lint typecheck
 	$(BIN)/pytest
+
+## The system's Chromium, which the widget's browser tests drive through Playwright (no
+## browser download of Playwright's own): installed from the distribution when missing,
+## through sudo unless root. tests/test_widget_browser.py fails, saying so, without it.
+browser:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		echo "installing chromium for the browser tests"; \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends chromium; }
 
 ## The unit tier only: no Redis, no SNS emulator, no service processes. Its tests mostly
 ## wait (retry back-off, timeouts), so four processes share two cores well.

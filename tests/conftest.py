@@ -44,6 +44,8 @@ INTEGRATION_FIXTURES = frozenset(
         "signing_sns_emulator",
         "server",  # a running `otpgate serve` (tests/service_process.py)
         "serve_two_workers",
+        "widget_server",  # tests/test_widget_browser.py: the service, and ...
+        "chromium",  # ... the system's Chromium (make browser)
     }
 )
 

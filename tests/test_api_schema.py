@@ -72,8 +72,8 @@ def test_every_route_is_documented(app: Any) -> None:
     served = {
         (route.path, method.lower())
         for route in starlette_app.routes
-        # The docs page's own script and assets are not part of the API.
-        if isinstance(route, Route) and not route.path.startswith("/docs/")
+        # The docs page's and the widget's own scripts and assets are not part of the API.
+        if isinstance(route, Route) and not route.path.startswith(("/docs/", "/widget/"))
         for method in route.methods or ()
         if method != "HEAD"
     }

@@ -57,6 +57,8 @@ def shown(name: str, value: object) -> str:
     if name == "api_keys" and isinstance(value, dict):
         # Names only: not even a key's digest is printed.
         return ", ".join(value) if value else "<none>"
+    if name == "widget_allowed_origins" and isinstance(value, list):
+        return ", ".join(value) if value else "<none>"
     if value is None:
         return "<unset>"
     text = str(value)

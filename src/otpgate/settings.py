@@ -8,8 +8,10 @@ keeps working. Anything invalid stops start-up with the variable's name.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import phonenumbers
 from pydantic import (
@@ -151,6 +153,13 @@ class Settings(BaseSettings):
         " in production.",
     )
 
+    # --- the drop-in widget (/widget) ------------------------------------------------------
+    widget_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins (scheme://host[:port]) that may frame /widget and"
+        " receive its token, by postMessage or a return_url; empty lets none.",
+    )
+
     # --- abuse defence (every limit is shared by all workers on one store) -------------
     otp_resend_cooldown_seconds: int = Field(60, ge=0, le=3600)
     phone_send_limit: int = Field(5, ge=1)
@@ -236,6 +245,22 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{cidr!r} is not an IP address or CIDR") from None
         return value
+
+    @field_validator("widget_allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("widget_allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        origins: list[str] = []
+        for origin in map(web_origin, value):
+            if origin not in origins:
+                origins.append(origin)
+        return origins
 
     @field_validator("country_sms_budgets", mode="before")
     @classmethod
@@ -356,6 +381,12 @@ class Settings(BaseSettings):
                 "TOKEN_SIGNING_KEYS_FILE: required when APP_ENV=production"
                 " (EC P-256 private keys in PEM; the first signs)"
             )
+        plain = [o for o in self.widget_allowed_origins if not sms.https_or_loopback(o)]
+        if plain:
+            problems.append(
+                "WIDGET_ALLOWED_ORIGINS: must be https:// (or a loopback address) when"
+                f" APP_ENV=production, not {', '.join(plain)}; the widget hands them a token"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -425,6 +456,35 @@ def delivery_problems(settings: Settings) -> list[str]:
             "can verify as it); set ALLOW_TEST_NUMBERS_IN_PRODUCTION=true to allow"
         )
     return problems
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_HOST = re.compile(r"[a-z0-9._-]+")  # urlsplit's hostname is lowercase already
+
+
+def web_origin(text: str) -> str:
+    """``text`` as a browser writes an origin (``URL.origin``): lowercase scheme and host,
+    no default port, no trailing slash; ValueError unless it is exactly one http(s) origin."""
+    shape = "must be an origin, scheme://host[:port] with http or https"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{text!r} {shape}") from None
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if scheme not in _DEFAULT_PORTS or not host:
+        raise ValueError(f"{text!r} {shape}")
+    if not host.isascii():
+        raise ValueError(f"{text!r} {shape}, an international name in its xn-- form")
+    if not (_HOST.fullmatch(host) or ":" in host):
+        raise ValueError(f"{text!r} {shape}; the host has characters no host name has")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{text!r} {shape}, without user or password")
+    if parts.path or parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise ValueError(f"{text!r} {shape}, without a path, not even a trailing /")
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    return f"{scheme}://{host}" + ("" if port in (None, _DEFAULT_PORTS[scheme]) else f":{port}")
 
 
 def _check_region(region: str) -> None:

@@ -240,6 +240,11 @@ def start_up_warnings(settings: Settings) -> list[str]:
             "API_AUTH: optional with no API_KEYS: no key can be valid, so every request "
             "that sends one is refused (401)"
         )
+    if settings.widget_allowed_origins and settings.effective_api_auth == "required":
+        warnings.append(
+            "WIDGET_ALLOWED_ORIGINS: set with API_AUTH=required: the widget's page calls the "
+            "API without a key, so its every request is refused (401)"
+        )
     if settings.test_phone_numbers:
         warnings.append(
             f"TEST_PHONE_NUMBERS: test numbers active: {len(settings.test_phone_numbers)}; "

@@ -1,10 +1,10 @@
 """The ASGI application: the API routes, the operator routes and the lifecycle.
 
 The two API routes (``http/api.py``) are dispatched by exact path before
-Starlette (``http/fast_routes.py``); everything else (docs, probes, the token
-keys, 404/405) is a plain Starlette app. With that fast path off, Starlette
-routes them too. The observability middleware wraps both, so every answer is
-logged and counted.
+Starlette (``http/fast_routes.py``); everything else (docs, the widget, probes,
+the token keys, 404/405) is a plain Starlette app. With that fast path off,
+Starlette routes them too. The observability middleware wraps both, so every
+answer is logged and counted.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from otpgate.http.middleware import ObservabilityMiddleware
 from otpgate.http.openapi import build_openapi
 from otpgate.http.ops import ops_routes, serves_metrics_in_app
 from otpgate.http.schemas import verify_body_model
+from otpgate.http.widget import widget_routes
 from otpgate.wiring import Components
 
 log = logging.getLogger("otpgate.http")
@@ -102,6 +103,7 @@ def create_app(components: Components) -> ASGIApp:
             Route("/openapi.json", openapi, methods=["GET"]),
             jwks_route(components.token_keys),
             *docs_routes("/openapi.json"),
+            *widget_routes(settings.widget_allowed_origins, settings.otp_length),
             *ops_routes(components, flush_tallies=tallied),
         ],
         exception_handlers={HTTPException: http_exception, Exception: unexpected},

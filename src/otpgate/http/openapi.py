@@ -499,6 +499,45 @@ def build_openapi(
                 },
             }
         },
+        "/widget": {
+            "get": {
+                "operationId": "widget",
+                "summary": "Drop-in verification page, to frame or to open with a return_url",
+                "description": "Asks for a phone number, sends the code, checks it and hands"
+                " the token to the embedding page (postMessage to `origin`) or to `return_url`"
+                " (in the fragment); both must be in WIDGET_ALLOWED_ORIGINS. See the README.",
+                "tags": ["widget"],
+                "parameters": [
+                    _REQUEST_ID_PARAM,
+                    *(
+                        {
+                            "name": name,
+                            "in": "query",
+                            "required": False,
+                            "description": text,
+                            "schema": {"type": "string"},
+                        }
+                        for name, text in (
+                            ("origin", "The embedding page's origin, for postMessage."),
+                            ("return_url", "Where to go with `#token=...` once verified."),
+                            ("purpose", "Passed through to the API calls."),
+                            ("phone", "A phone number to fill in."),
+                        )
+                    ),
+                ],
+                "responses": {
+                    "200": _ok(
+                        "HTML page",
+                        {
+                            "text/html": {
+                                "schema": {"type": "string"},
+                                "example": "<!doctype html><html>...</html>",
+                            }
+                        },
+                    ),
+                },
+            }
+        },
     }
     if metrics:
         paths["/metrics"] = {
@@ -536,6 +575,7 @@ def build_openapi(
             {"name": "otp", "description": "Send and check codes"},
             {"name": "tokens", "description": "Keys to check a verify's token with"},
             {"name": "operations", "description": "Probes, metrics and documentation"},
+            {"name": "widget", "description": "A verification page to embed"},
         ],
         "paths": paths,
         "components": {
