@@ -243,7 +243,10 @@ def test_an_embedding_page_receives_the_token(
         widget.get_by_role("button", name="Verify").click()
     answer = verified.value
     assert answer.status == 200
-    assert answer.request.post_data_json == {"phoneNumber": phone, "otp": code}
+    # By the verification request-otp opened, not by the phone.
+    sent = answer.request.post_data_json
+    assert sent == {"verificationId": sent["verificationId"], "otp": code}
+    assert re.fullmatch(r"VE[0-9a-f]{32}", sent["verificationId"])
 
     expect(page.locator("#token")).not_to_be_empty()
     expect(widget.get_by_text("Your phone number is verified.")).to_be_visible()
@@ -406,37 +409,29 @@ def test_an_unlisted_site_cannot_frame_it(
     assert page.evaluate("window.received") == []
 
 
-# --- the verify step uses verificationId when request-otp gives one ---------------------------
+# --- a purpose travels from the page's address to the token ---------------------------------
 
 
-def test_it_verifies_by_verification_id_when_the_service_gives_one(
+def test_a_purpose_from_the_address_is_requested_verified_and_signed(
     page: Page, widget_server: ServiceProcess
 ) -> None:
-    """The service answers request-otp with a verificationId in a coming version; this
-    one does not, so the test adds one to the answer (and passes a purpose through), and
-    checks what the widget then sends. What reaches the service is put back into the
-    form this version takes, so the rest of the flow is real."""
     phone, code = NUMBERS["verification_id"]
-    bodies: dict[str, Any] = {}
-
-    def request_otp(route: Route) -> None:
-        bodies["request"] = route.request.post_data_json
-        real = route.fetch(post_data={"phoneNumber": phone})
-        answer = {**real.json(), "verificationId": "vrf_test_1"}
-        route.fulfill(response=real, json=answer)
-
-    def verify_otp(route: Route) -> None:
-        bodies["verify"] = sent = route.request.post_data_json
-        route.continue_(post_data={"phoneNumber": phone, "otp": sent["otp"]})
-
-    page.route(re.compile(r"/api/v1/request-otp$"), request_otp)
-    page.route(re.compile(r"/api/v1/verify-otp$"), verify_otp)
     page.goto(f"{widget_server.base}/widget?purpose=login")
-    send_code(page, phone)
+    with page.expect_response(is_api("/api/v1/request-otp")) as requested:
+        send_code(page, phone)
+    opened = requested.value
+    assert opened.request.post_data_json == {"phoneNumber": phone, "purpose": "login"}
+    verification_id = opened.json()["verificationId"]
     page.get_by_label("Verification code").fill(code)
-    page.get_by_role("button", name="Verify").click()
+    with page.expect_response(is_api("/api/v1/verify-otp")) as verified:
+        page.get_by_role("button", name="Verify").click()
     expect(page.get_by_role("status")).to_have_text("Your phone number is verified.")
-    assert bodies == {
-        "request": {"phoneNumber": phone, "purpose": "login"},
-        "verify": {"verificationId": "vrf_test_1", "otp": code, "purpose": "login"},
+    answer = verified.value
+    assert answer.request.post_data_json == {
+        "verificationId": verification_id,
+        "otp": code,
+        "purpose": "login",
     }
+    claims = jwt.decode(answer.json()["token"], options={"verify_signature": False})
+    assert (claims["purpose"], claims["jti"]) == ("login", verification_id)
+    check_signature(widget_server, answer.json()["token"], phone)
