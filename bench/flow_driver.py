@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import time
 from collections import Counter
@@ -23,6 +24,9 @@ from urllib.parse import urlsplit
 import orjson
 
 from bench import phones
+
+# Sent with every API call when set (the services' key check is then measured too).
+API_KEY = os.environ.get("BENCH_API_KEY", "")
 
 
 class HttpConnection:
@@ -41,6 +45,8 @@ class HttpConnection:
         head = f"{method} {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
         if body:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            if API_KEY:
+                head += f"Authorization: Bearer {API_KEY}\r\n"
         try:
             self._writer.write(head.encode() + b"\r\n" + body)
             raw = await self._reader.readuntil(b"\r\n\r\n")

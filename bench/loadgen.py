@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from bench import phones
+from bench.services import BENCH_API_KEY
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 MARK = "BENCH_RESULT "
@@ -86,6 +87,7 @@ def run_wrk(
         "BENCH_LUA_DIR": str(LUA_DIR),
         "BENCH_AREA_CODES": phones.lua_area_codes(),
         "BENCH_COUNT_STATUS": "1" if count_status else "0",
+        "BENCH_API_KEY": BENCH_API_KEY,
     }
     argv = [
         "wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--timeout", "5s",
@@ -100,5 +102,9 @@ def run_flow(service_url: str, stub_url: str, duration_s: float, connections: in
         "--url", service_url, "--stub", stub_url,
         "--duration", f"{duration_s:g}", "--connections", str(connections),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "BENCH_API_KEY": BENCH_API_KEY,
+    }
     return _run(argv, env, duration_s + 30)

@@ -30,6 +30,10 @@ _AWS = {
 }
 
 
+# The API key the load sends with every API call ("Authorization: Bearer ...").
+BENCH_API_KEY = "bench-" + "Kq4vN7sD" * 5
+
+
 def _base_env() -> dict[str, str]:
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
     return {k: os.environ[k] for k in keep if k in os.environ}
@@ -70,8 +74,10 @@ def otpgate_env(
         "PUMP_COUNTRY_MIN_SENDS": UNLIMITED,
         # Production refuses to start without it; every benchmark number is in the US.
         "ALLOWED_COUNTRIES": "US",
-        # Also refused when unset in production; the Node service checks no key either.
-        "API_AUTH": "off",
+        # Every API call carries a key (the load sends it to both services; the Node
+        # service ignores it), so the key check is part of what is measured.
+        "API_AUTH": "required",
+        "API_KEYS": f"bench:{BENCH_API_KEY}",
     }
 
 

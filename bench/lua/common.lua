@@ -1,7 +1,8 @@
 -- Loaded by every scenario script (dofile). Gives them:
 --   phone()        a random valid US number from the same space as the Python
 --                  flow driver (area codes come from BENCH_AREA_CODES);
---   post_json()    a formatted POST with a JSON body;
+--   post_json()    a formatted POST with a JSON body (and BENCH_API_KEY as a bearer
+--                  key, when set);
 --   status counts  only when BENCH_COUNT_STATUS=1 (sanity runs: a response()
 --                  callback makes wrk parse every reply and slows it down);
 --   one line "BENCH_RESULT {json}" on exit, which bench/wrk.py parses.
@@ -27,8 +28,12 @@ function phone()
     math.random(200, 999), math.random(0, 9999))
 end
 
+local api_key = os.getenv("BENCH_API_KEY")
+
 function post_json(path, body)
-  return wrk.format("POST", path, { ["Content-Type"] = "application/json" }, body)
+  local headers = { ["Content-Type"] = "application/json" }
+  if api_key and api_key ~= "" then headers["Authorization"] = "Bearer " .. api_key end
+  return wrk.format("POST", path, headers, body)
 end
 
 if os.getenv("BENCH_COUNT_STATUS") == "1" then
