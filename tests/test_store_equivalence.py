@@ -473,6 +473,18 @@ class StoreEquivalence(RuleBasedStateMachine):
         self.note(f"verification:{seen.status if seen else 'gone'}")
         self.note(f"status:{seen.status if seen else 'gone'}")
 
+    @rule(nth=st.integers(0, 5), nudge_ms=st.sampled_from((0, -1, 1)))
+    def look_when_its_code_ends(self, nth: int, nudge_ms: int) -> None:
+        """To where a verification's code ends (or a millisecond off), then look."""
+        if not self.verifications:
+            return
+        vid = self.verifications[-1 - min(nth, len(self.verifications) - 1)]
+        record = self.reference._records.get(vid)
+        if record is not None:
+            target_ms = round(record.verification.expires_at * 1000) + nudge_ms
+            self.advance(max(0, target_ms - self.now_ms))
+        self.look(nth)
+
     @rule(
         nth=st.integers(0, 5),
         status=st.sampled_from(("canceled", "max_attempts_reached")),
