@@ -117,6 +117,38 @@ async def test_every_mode_and_key_on_every_route(
             assert [to for to, _ in sender.sent] == [PHONE]
 
 
+@pytest.mark.parametrize("route", ["verification", "cancel"])
+@pytest.mark.parametrize("credential", list(CREDENTIALS))
+@pytest.mark.parametrize("mode", ["off", "optional", "required"])
+async def test_every_mode_and_key_on_the_verification_routes(
+    make_service: ServiceFactory, mode: str, credential: str, route: str
+) -> None:
+    """Looking a verification up follows API_AUTH (and shows the phone only to a key);
+    cancelling one needs a valid key in every mode."""
+    svc = await make_service(api_auth=mode, api_keys=KEYS, **OPEN)
+    opened = await svc.request(PHONE, headers=bearer(PLAIN_KEY))
+    vid = opened.json()["verificationId"]
+    headers = bearer(CREDENTIALS[credential])
+    if route == "verification":
+        answer = await svc.client.get(f"/api/v1/verifications/{vid}", headers=headers)
+        refused = credential == "wrong" or (credential == "none" and mode == "required")
+    else:
+        answer = await svc.client.post(f"/api/v1/verifications/{vid}/cancel", headers=headers)
+        refused = credential in ("wrong", "none")
+    if refused:
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["code"] == "invalid_api_key"
+        assert answer.headers["www-authenticate"] == "Bearer"
+        still = await svc.client.get(f"/api/v1/verifications/{vid}", headers=bearer(PLAIN_KEY))
+        assert still.json()["status"] == "pending"
+        return
+    assert answer.status_code == 200, answer.text
+    record = answer.json()
+    keyed = credential in ("plain", "hashed")
+    assert record["phoneNumber"] == (PHONE if keyed else PHONE[:5] + "***" + PHONE[-4:])
+    assert record["status"] == ("pending" if route == "verification" else "canceled")
+
+
 @pytest.mark.parametrize(
     ("headers", "status"),
     [

@@ -90,13 +90,8 @@ _ROUTE_CODES: dict[str, tuple[str, ...]] = {
         "store_unavailable",
         "shutting_down",
     ),
+    # Looking one up and cancelling it fail alike.
     "verification": (
-        "invalid_api_key",
-        "rate_limited",
-        "verification_not_found",
-        "store_unavailable",
-    ),
-    "verification-cancel": (
         "invalid_api_key",
         "rate_limited",
         "verification_not_found",
@@ -411,7 +406,7 @@ def build_openapi(
                         _json(VerificationResponse, _verification_example("canceled")),
                         **_LIMIT_HEADERS,
                     ),
-                    **_error_responses("verification-cancel"),
+                    **_error_responses("verification"),
                 },
             }
         },
