@@ -58,6 +58,19 @@ class InvalidCode(OtpError):
     code = "invalid_code"
     message = "Invalid or expired OTP."
 
+    # The verification whose code was compared, when there was one (a wrong code), so a
+    # caller that shows verifications can show it; never put in the seed routes' answers.
+    compared_verification_id: str | None = None
+
+
+class NoPendingCode(InvalidCode):
+    """No code to compare: none was requested, it expired, was used or canceled, or the
+    verification named is not the phone's current one.
+
+    The seed routes answer it exactly as a wrong code (same machine code, same message),
+    so they say nothing about which; the Verify v2 routes tell them apart, as Twilio does.
+    """
+
 
 class VerificationNotFound(OtpError):
     """No such verification, or its retention is over."""

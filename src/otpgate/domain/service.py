@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from otpgate.domain.codes import CodeHasher, generate_code
 from otpgate.domain.errors import (
     InvalidCode,
+    NoPendingCode,
     OtpError,
     RateLimited,
     StoreUnavailable,
@@ -206,10 +207,10 @@ class OtpService:
         not its own) answers as a wrong code does."""
         record = await self._store.get_verification(verification_id, self._clock())
         if record is None:
-            raise InvalidCode()
+            raise NoPendingCode()
         phone = parse_phone(record.phone, "possible")  # checked when it was sent
         if raw_phone is not None and parse_phone(raw_phone, "possible").e164 != phone.e164:
-            raise InvalidCode()
+            raise NoPendingCode()
         return phone
 
     async def _verify(
@@ -240,10 +241,14 @@ class OtpService:
         ):
             if attempt.verification_id and attempt.attempts == policy.max_attempts:
                 await self._close(attempt.verification_id, now)
-            raise _with_hit(InvalidCode(), hit)
+            if attempt.code_hash is None or not named:
+                raise _with_hit(NoPendingCode(), hit)
+            wrong = InvalidCode()
+            wrong.compared_verification_id = attempt.verification_id or None
+            raise _with_hit(wrong, hit)
         vid = attempt.verification_id
         if not await self._store.consume(phone.e164, attempt.code_hash, now, vid):
-            raise _with_hit(InvalidCode(), hit)  # a concurrent verify of the same code won
+            raise _with_hit(NoPendingCode(), hit)  # a concurrent verify of the same code won
         # A code stored before verifications were recorded has none: a token id of its own.
         token = self._signer.sign(phone.e164, vid or uuid.uuid4().hex, purpose=purpose, now=now)
         return Verified(phone, token, hit, vid)
