@@ -32,6 +32,26 @@ _KEY = re.compile(r"[\x21-\x2b\x2d-\x7e]+")
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
+def key_digest(secret: str) -> str:
+    """A key of 32+ visible ASCII characters, or ``sha256:<hex>``, as the key's hex
+    SHA-256; ValueError (never echoing the value) otherwise."""
+    if secret.startswith(HASHED_PREFIX):
+        digest = secret.removeprefix(HASHED_PREFIX)
+        if not _HEX_DIGEST.fullmatch(digest):
+            raise ValueError("after sha256: must come the key's SHA-256 as 64 lowercase hex digits")
+        return digest
+    if len(secret) < MIN_KEY_LENGTH:
+        raise ValueError(f"the key must be at least {MIN_KEY_LENGTH} characters")
+    if not _KEY.fullmatch(secret):
+        raise ValueError("the key must be visible ASCII characters (no space or comma)")
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def digest_matches(presented: bytes, digest: bytes) -> bool:
+    """Whether ``presented`` is the key whose SHA-256 is ``digest``, in constant time."""
+    return hmac.compare_digest(hashlib.sha256(presented).digest(), digest)
+
+
 def _split_entries(value: object) -> object:
     """``ci:<key>,web:sha256:<hex>`` into ``{name: hex digest}``; plain keys hashed here."""
     if not isinstance(value, str):
@@ -48,23 +68,10 @@ def _split_entries(value: object) -> object:
             )
         if name in digests:
             raise ValueError(f"entry {index} repeats the name of an earlier entry")
-        if secret.startswith(HASHED_PREFIX):
-            digest = secret.removeprefix(HASHED_PREFIX)
-            if not _HEX_DIGEST.fullmatch(digest):
-                raise ValueError(
-                    f"entry {index}: after sha256: must come the key's SHA-256"
-                    " as 64 lowercase hex digits"
-                )
-        else:
-            if len(secret) < MIN_KEY_LENGTH:
-                raise ValueError(
-                    f"entry {index}: the key must be at least {MIN_KEY_LENGTH} characters"
-                )
-            if not _KEY.fullmatch(secret):
-                raise ValueError(
-                    f"entry {index}: the key must be visible ASCII characters (no space or comma)"
-                )
-            digest = hashlib.sha256(secret.encode()).hexdigest()
+        try:
+            digest = key_digest(secret)
+        except ValueError as exc:
+            raise ValueError(f"entry {index}: {exc}") from None
         if digest in digests.values():
             raise ValueError(f"entry {index} repeats the key of an earlier entry")
         digests[name] = digest

@@ -13,8 +13,9 @@ from otpgate.tokens.keys import KeySet
 
 REDACTED = "<set, redacted>"
 
-# Not SecretStr, but still not for printing: it names the account the secret unlocks.
-_SENSITIVE = frozenset({"aws_access_key_id"})
+# Not SecretStr, but still not for printing: the account the secret unlocks, and the
+# Verify v2 token's digest (as with API_KEYS, not even a digest is printed).
+_SENSITIVE = frozenset({"aws_access_key_id", "verify_v2_auth_token"})
 
 
 # Query parameters whose values are credentials (redis-py reads ?password=; webhook

@@ -29,6 +29,7 @@ from otpgate.api_keys import ApiAuthSetting, ApiKeyDigests, AuthMode
 from otpgate.domain import message
 from otpgate.domain.errors import InvalidPhoneNumber
 from otpgate.domain.phone import parse_phone
+from otpgate.verify_v2_settings import AccountSid, AuthTokenDigest, Services
 
 Environment = Literal["development", "production"]
 LogLevel = Literal[
@@ -151,6 +152,20 @@ class Settings(BaseSettings):
         description="off, optional or required: whether API routes need a key (a key sent"
         " must be valid in every mode); off by default in development, required to be set"
         " in production.",
+    )
+
+    # --- the Verify v2 compatible API (/v2/Services/...), off while unset -----------------
+    verify_v2_account_sid: AccountSid = Field(
+        None, description="AC and 32 hex digits: the account sid callers authenticate as."
+    )
+    verify_v2_auth_token: AuthTokenDigest = Field(
+        None,
+        description="The auth token (32+ visible ASCII characters) or sha256:<hex>; only"
+        " its SHA-256 is kept.",
+    )
+    verify_v2_services: Services = Field(
+        default_factory=dict,
+        description="Comma-separated VA<32 hex>:Friendly name entries: the services served.",
     )
 
     # --- the drop-in widget (/widget) ------------------------------------------------------
@@ -398,6 +413,28 @@ class Settings(BaseSettings):
                 "API_AUTH: 'required' needs at least one key in API_KEYS (name:key entries)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _verify_v2_all_or_none(self) -> Settings:
+        given = {
+            "VERIFY_V2_ACCOUNT_SID": self.verify_v2_account_sid is not None,
+            "VERIFY_V2_AUTH_TOKEN": self.verify_v2_auth_token is not None,
+            "VERIFY_V2_SERVICES": bool(self.verify_v2_services),
+        }
+        if any(given.values()) and not all(given.values()):
+            missing = [name for name, isset in given.items() if not isset]
+            raise ValueError(
+                "; ".join(
+                    f"{name}: required when any VERIFY_V2_* variable is set"
+                    " (the Verify v2 API needs the account sid, the token and a service)"
+                    for name in missing
+                )
+            )
+        return self
+
+    @property
+    def verify_v2_enabled(self) -> bool:
+        return self.verify_v2_account_sid is not None
 
     @model_validator(mode="after")
     def _purpose_shown_only_when_asked(self) -> Settings:
