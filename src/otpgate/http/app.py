@@ -34,6 +34,7 @@ from otpgate.http.middleware import ObservabilityMiddleware
 from otpgate.http.openapi import build_openapi
 from otpgate.http.ops import ops_routes, serves_metrics_in_app
 from otpgate.http.schemas import verify_body_model
+from otpgate.http.twilio_verify import TwilioVerifyApi
 from otpgate.http.widget import widget_routes
 from otpgate.wiring import Components
 
@@ -53,6 +54,8 @@ def create_app(components: Components) -> ASGIApp:
     client_ip = ClientIpResolver(settings.trusted_proxies, settings.ipv6_prefix_length)
     otp_api = OtpApi(components, client_ip)
     api = otp_api.routes()
+    # Off (no routes, so 404) while VERIFY_V2_* is unset.
+    verify_v2 = TwilioVerifyApi(components, client_ip).routes()
     verify_model = verify_body_model(settings.otp_length)
     openapi_doc = orjson.dumps(
         build_openapi(
@@ -99,6 +102,7 @@ def create_app(components: Components) -> ASGIApp:
                 Route(path, handler, methods=[method])
                 for method, path, handler in otp_api.verification_routes()
             ),
+            *(Route(path, handler, methods=[method]) for method, path, handler in verify_v2),
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             jwks_route(components.token_keys),

@@ -1,0 +1,534 @@
+"""A Twilio Verify v2 compatible API: teams on Twilio Verify move by changing one URL.
+
+A thin layer over the same use cases, store and limits as the otpgate routes
+(``http/api.py``): only the shapes differ. Requests are form-encoded and
+authenticated by HTTP Basic (the account sid and its auth token); answers are
+Twilio's verification JSON, and errors Twilio's ``{"code","message","more_info",
+"status"}`` (exactly these keys: with ``type`` and ``title`` too the SDK raises
+another exception class).
+
+What maps to what:
+- ``POST Verifications`` is a send (``OtpService.request_code``), counted in the
+  same per-IP window as ``/api/v1/request-otp``; ``Amount`` and ``Payee`` bind the
+  code as a purpose does; ``DeviceIp`` is the end user's address, which the per-IP
+  limits count instead of the caller's.
+- ``POST VerificationCheck`` is a verify (in the ``/api/v1/verify-otp`` window): a
+  wrong code is ``pending``/``valid: false``, no code to check is 404 20404.
+- ``GET``/``POST Verifications/{Sid}`` look up and cancel a verification.
+
+The credentials are never logged, and a refused request costs no store step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from otpgate.api_keys import digest_matches
+from otpgate.domain.errors import (
+    InvalidCode,
+    NoPendingCode,
+    OtpError,
+    RateLimited,
+    StoreUnavailable,
+    VerificationNotFound,
+)
+from otpgate.domain.ports import RequestWindow, Verification, WindowHit
+from otpgate.http.client_ip import ClientIpResolver
+from otpgate.http.rate_limit import RateLimitHeaders
+from otpgate.http.schemas import VERIFICATION_ID_PATTERN
+from otpgate.request_context import note_client_ip, note_end_user_ip, note_error_code, note_phone
+from otpgate.wiring import Components
+
+log = logging.getLogger("otpgate.http")
+
+PREFIX = "/v2/Services/{service_sid}"
+CHANNELS = frozenset({"sms"})
+_VERIFICATION_ID = re.compile(VERIFICATION_ID_PATTERN)
+FORM = b"application/x-www-form-urlencoded"
+CHALLENGE = {"www-authenticate": 'Basic realm="Twilio API"'}
+
+Handler = Callable[[Request], Awaitable[Response]]
+Outcome = tuple[Response, WindowHit | None]
+Form = dict[str, str]
+
+
+class TwilioError(Exception):
+    """An answer in Twilio's error shape: HTTP status, Twilio error code, message."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+
+def invalid_parameter(name: str, why: str = "") -> TwilioError:
+    return TwilioError(400, 60200, f"Invalid parameter: {name}" + (f" ({why})" if why else ""))
+
+
+def not_found(path: str) -> TwilioError:
+    return TwilioError(404, 20404, f"The requested resource {path} was not found")
+
+
+# otpgate's machine codes as Twilio's errors. A code missing here is answered 500 20500.
+TWILIO_BY_CODE: dict[str, tuple[int, int, str]] = {
+    "invalid_phone_number": (400, 60200, "Invalid parameter: To"),
+    "too_many_attempts": (429, 60202, "Max check attempts reached"),
+    "phone_locked": (429, 60202, "Max check attempts reached"),
+    "rate_limited": (429, 20429, "Too Many Requests"),
+    "resend_cooldown": (429, 60203, "Max send attempts reached"),
+    "phone_send_limit": (429, 60203, "Max send attempts reached"),
+    "ip_phone_limit": (429, 60203, "Max send attempts reached"),
+    "country_budget": (429, 60203, "Max send attempts reached"),
+    "prefix_blocked": (429, 60410, "Verification delivery attempt blocked"),
+    "country_blocked": (429, 60410, "Verification delivery attempt blocked"),
+    "country_not_allowed": (403, 60605, "Verification delivery to this country is not allowed"),
+    "global_budget": (503, 20503, "Service unavailable: the send budget is spent"),
+    "store_unavailable": (503, 20503, "Service unavailable, please try again later"),
+    "sms_provider_unavailable": (503, 20503, "Service unavailable: the SMS provider"),
+    "sms_provider_error": (502, 60008, "The SMS could not be sent"),
+    "sms_number_rejected": (400, 60200, "Invalid parameter: To"),
+    "sms_number_opted_out": (400, 21610, "Attempt to send to unsubscribed recipient"),
+}
+
+
+def error_response(
+    error: TwilioError, headers: dict[str, str] | None = None, *, machine_code: str | None = None
+) -> Response:
+    note_error_code(machine_code or f"twilio_{error.code}")
+    body = {
+        "code": error.code,
+        "message": error.message,
+        "more_info": f"https://www.twilio.com/docs/errors/{error.code}",
+        "status": error.status,
+    }
+    return Response(
+        orjson.dumps(body), status_code=error.status, headers=headers, media_type="application/json"
+    )
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def purpose_of(amount: str | None, payee: str | None) -> str | None:
+    """``Amount`` and ``Payee`` as a purpose (whose characters are few): the code then
+    verifies only with both exactly as they were at create."""
+    if amount is None and payee is None:
+        return None
+    digest = hashlib.sha256(f"{amount or ''}\x00{payee or ''}".encode()).hexdigest()
+    return f"twilio:{digest[:32]}"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyV2Config:
+    account_sid: str
+    token_digest: bytes
+    services: dict[str, str]  # service sid: friendly name
+
+
+class TwilioVerifyApi:
+    def __init__(self, components: Components, client_ip: ClientIpResolver) -> None:
+        settings = components.settings
+        self._service = components.service
+        self._limiter = components.rate_limiter
+        self._headers = RateLimitHeaders(components.rate_limiter.max_requests)
+        self._resolve_ip = client_ip.resolve
+        self._limit_key = client_ip.limit_key
+        self._max_body = settings.max_body_bytes
+        self._config: VerifyV2Config | None = None
+        if (
+            settings.verify_v2_account_sid is not None
+            and settings.verify_v2_auth_token is not None
+            and settings.verify_v2_services
+        ):
+            self._config = VerifyV2Config(
+                settings.verify_v2_account_sid,
+                bytes.fromhex(settings.verify_v2_auth_token),
+                dict(settings.verify_v2_services),
+            )
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        """(method, path, handler) of each route; none while the API is not configured."""
+        if self._config is None:
+            return []
+        config = self._config
+        return [
+            (
+                "POST",
+                f"{PREFIX}/Verifications",
+                self._endpoint(config, "request-otp", self._create),
+            ),
+            (
+                "GET",
+                f"{PREFIX}/Verifications/{{sid}}",
+                self._endpoint(config, "verification", self._fetch),
+            ),
+            (
+                "POST",
+                f"{PREFIX}/Verifications/{{sid}}",
+                self._endpoint(config, "verification-cancel", self._update),
+            ),
+            (
+                "POST",
+                f"{PREFIX}/VerificationCheck",
+                self._endpoint(config, "verify-otp", self._check),
+            ),
+        ]
+
+    def _endpoint(
+        self,
+        config: VerifyV2Config,
+        route: str,
+        handle: Callable[[Request, Call], Awaitable[Outcome]],
+    ) -> Handler:
+        """Authenticate, find the service, read the form, then run ``handle`` in the
+        per-IP window of ``route`` (the otpgate route's own: one limit for both APIs)."""
+
+        async def endpoint(request: Request) -> Response:
+            scope = request.scope
+            forwarded, authorization = _caller_headers(scope)
+            peer = scope.get("client")
+            client = self._resolve_ip(peer[0] if peer else None, forwarded)
+            note_client_ip(client)
+            if not _authorized(config, authorization):
+                return error_response(
+                    TwilioError(401, 20003, "Authenticate"),
+                    CHALLENGE,
+                    machine_code="invalid_api_key",
+                )
+            service_sid = str(request.path_params.get("service_sid", ""))
+            if service_sid not in config.services:
+                return error_response(not_found(f"/v2/Services/{service_sid}"))
+            scope_key = self._limit_key(client)
+            window = self._limiter.window(route, scope_key)
+            try:
+                form = await _read_form(request, self._max_body)
+                device_ip = form.get("DeviceIp")
+                if device_ip is not None:
+                    address = _address(device_ip)
+                    if address is None:
+                        raise invalid_parameter("DeviceIp", "one IPv4 or IPv6 address")
+                    note_end_user_ip(address)
+                    scope_key = self._limit_key(address)
+                    window = self._limiter.window(route, scope_key)
+                call = Call(config, service_sid, form, scope_key, window, _base_url(request))
+                response, hit = await handle(request, call)
+            except TwilioError as exc:
+                return await self._refused(exc, window if exc.status == 400 else None)
+            except OtpError as exc:
+                if exc.phone is not None:
+                    note_phone(exc.phone.masked())
+                return self._otp_error(exc)
+            except ClientDisconnect:
+                return Response(status_code=499)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                log.warning("cut off by the shutdown timeout", extra={"route": route})
+                error = TwilioError(503, 20503, "The service is restarting. Please try again.")
+                return error_response(error, {"retry-after": "1"}, machine_code="shutting_down")
+            except Exception as exc:
+                log.error("unhandled error", exc_info=exc)
+                error = TwilioError(500, 20500, "Internal server error")
+                return error_response(error, machine_code="internal_error")
+            response.headers.update(self._headers(hit))
+            return response
+
+        return endpoint
+
+    async def _refused(self, exc: TwilioError, window: RequestWindow | None) -> Response:
+        """A malformed request still costs one request in the window, as on the otpgate
+        routes; a 404 or a refused credential does not."""
+        if window is None:
+            return error_response(exc)
+        try:
+            hit = await self._limiter.count(window)
+        except StoreUnavailable:
+            return error_response(exc)
+        if hit.over(window):
+            return self._otp_error(_with_hit(RateLimited(hit.reset_seconds), hit))
+        return error_response(exc, self._headers(hit))
+
+    def _otp_error(self, exc: OtpError) -> Response:
+        headers = self._headers(exc.window_hit)
+        if exc.retry_after is not None:
+            headers["retry-after"] = str(exc.retry_after)
+        if isinstance(exc, VerificationNotFound | NoPendingCode):
+            error = TwilioError(404, 20404, "The requested resource was not found")
+        else:
+            status, code, message = TWILIO_BY_CODE.get(
+                exc.code, (500, 20500, "Internal server error")
+            )
+            error = TwilioError(status, code, message)
+        return error_response(error, headers, machine_code=exc.code)
+
+    # --- the routes --------------------------------------------------------------------
+
+    async def _create(self, request: Request, call: Call) -> Outcome:
+        form = call.form
+        to = _required(form, "To")
+        channel = _required(form, "Channel")
+        if channel not in CHANNELS:
+            raise invalid_parameter("Channel", "only sms is supported")
+        # Locale and CustomFriendlyName are accepted and have no effect.
+        amount, payee = form.get("Amount"), form.get("Payee")
+        sent = await self._service.request_code(
+            to, call.client_key, call.window, purpose_of(amount, payee)
+        )
+        note_phone(sent.phone.masked())
+        now = time.time()
+        record = Verification(
+            id=sent.verification_id,
+            phone=sent.phone.e164,
+            status="pending",
+            channel="sms",
+            purpose=None,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + sent.expires_in,
+        )
+        return _json(call.body(record, amount, payee), 201), sent.window_hit
+
+    async def _check(self, request: Request, call: Call) -> Outcome:
+        form = call.form
+        code = _required(form, "Code")
+        to, sid = form.get("To"), form.get("VerificationSid")
+        if to is None and sid is None:
+            raise invalid_parameter("To", "either To or VerificationSid must be specified")
+        if sid is not None and not _VERIFICATION_ID.match(sid):
+            raise not_found(call.path(sid))
+        amount, payee = form.get("Amount"), form.get("Payee")
+        try:
+            verified = await self._service.verify_code(
+                to,
+                code,
+                call.window,
+                purpose=purpose_of(amount, payee),
+                verification_id=sid,
+            )
+        except NoPendingCode:
+            raise
+        except InvalidCode as exc:
+            # A wrong code: the verification as it stands, pending (or, after the last
+            # allowed attempt, max_attempts_reached), not valid.
+            vid = exc.compared_verification_id or sid
+            if vid is None:
+                raise
+            try:
+                record = await self._service.verification(vid)
+            except VerificationNotFound:
+                raise exc from None
+            if exc.phone is not None:
+                note_phone(exc.phone.masked())
+            note_error_code(exc.code)
+            return _json(call.body(record, amount, payee)), exc.window_hit
+        note_phone(verified.phone.masked())
+        try:
+            record = await self._service.verification(verified.verification_id)
+        except (VerificationNotFound, StoreUnavailable):
+            # Approved all the same: the answer is built from what the verify returned.
+            now = time.time()
+            record = Verification(
+                verified.verification_id,
+                verified.phone.e164,
+                "approved",
+                "sms",
+                None,
+                now,
+                now,
+                now,
+            )
+        return _json(call.body(record, amount, payee)), verified.window_hit
+
+    async def _fetch(self, request: Request, call: Call) -> Outcome:
+        sid = call.sid_of(request)
+        hit = await self._counted(call.window)
+        try:
+            record = await self._service.verification(sid)
+        except OtpError as exc:
+            raise _with_hit(exc, hit) from None
+        return _json(call.body(record)), hit
+
+    async def _update(self, request: Request, call: Call) -> Outcome:
+        sid = call.sid_of(request)
+        status = _required(call.form, "Status")
+        if status != "canceled":
+            raise invalid_parameter(
+                "Status", "only canceled is supported; approving by API is not available"
+            )
+        hit = await self._counted(call.window)
+        try:
+            record = await self._service.cancel(sid)
+        except OtpError as exc:
+            raise _with_hit(exc, hit) from None
+        return _json(call.body(record)), hit
+
+    async def _counted(self, window: RequestWindow) -> WindowHit:
+        hit = await self._limiter.count(window)
+        if hit.over(window):
+            raise _with_hit(RateLimited(hit.reset_seconds), hit)
+        return hit
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One authenticated request: its service, its form and its per-IP window."""
+
+    config: VerifyV2Config
+    service_sid: str
+    form: Form
+    client_key: str
+    window: RequestWindow
+    base_url: str
+
+    def path(self, sid: str) -> str:
+        return f"/v2/Services/{self.service_sid}/Verifications/{sid}"
+
+    def sid_of(self, request: Request) -> str:
+        sid = str(request.path_params.get("sid", ""))
+        if not _VERIFICATION_ID.match(sid):
+            raise not_found(self.path(sid))
+        return sid
+
+    def body(
+        self, record: Verification, amount: str | None = None, payee: str | None = None
+    ) -> dict[str, Any]:
+        """A verification as Twilio shows one."""
+        created = _iso(record.created_at)
+        return {
+            "sid": record.id,
+            "service_sid": self.service_sid,
+            "account_sid": self.config.account_sid,
+            "to": record.phone,
+            "channel": record.channel,
+            "status": record.status,
+            "valid": record.status == "approved",
+            "amount": amount,
+            "payee": payee,
+            "send_code_attempts": [
+                {"attempt_sid": f"VL{record.id[2:]}", "channel": record.channel, "time": created}
+            ],
+            "lookup": {},
+            "sna": None,
+            "date_created": created,
+            "date_updated": _iso(record.updated_at),
+            "url": f"{self.base_url}{self.path(record.id)}",
+        }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _with_hit(exc: OtpError, hit: WindowHit | None) -> OtpError:
+    exc.window_hit = hit
+    return exc
+
+
+def _required(form: Form, name: str) -> str:
+    value = form.get(name)
+    if value is None or value == "":
+        raise invalid_parameter(name, "required")
+    return value
+
+
+def _address(value: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
+def _base_url(request: Request) -> str:
+    url = request.url
+    return f"{url.scheme}://{url.netloc}"
+
+
+def _authorized(config: VerifyV2Config, authorization: bytes | None) -> bool:
+    """HTTP Basic with the account sid and its auth token; both compared in constant
+    time, and both always (no early exit on a wrong sid)."""
+    if not authorization:
+        return False
+    scheme, _, encoded = authorization.strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        return False
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    user, sep, password = decoded.partition(b":")
+    if not sep:
+        return False
+    sid_ok = hmac.compare_digest(user, config.account_sid.encode())
+    token_ok = digest_matches(password, config.token_digest)
+    return sid_ok and token_ok
+
+
+async def _read_form(request: Request, max_bytes: int) -> Form:
+    """The form-encoded body (none for a GET): each parameter once, as text."""
+    if request.method == "GET":
+        return {}
+    content_type = b""
+    for name, value in request.scope["headers"]:
+        if name == b"content-type":
+            content_type = value
+            break
+    body = b""
+    receive = request.receive
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        body += message.get("body", b"")
+        if len(body) > max_bytes:
+            raise TwilioError(413, 60200, "Invalid parameter: the body is too large")
+        if not message.get("more_body", False):
+            break
+    if not body:
+        return {}
+    if content_type.split(b";", 1)[0].strip().lower() != FORM:
+        raise TwilioError(
+            400, 60200, "Invalid parameter: the body must be application/x-www-form-urlencoded"
+        )
+    try:
+        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        raise TwilioError(400, 60200, "Invalid parameter: the body is not a form") from None
+    form: Form = {}
+    for name, values in parsed.items():
+        if len(values) != 1:
+            raise invalid_parameter(name, "given more than once")
+        form[name] = values[0]
+    return form
+
+
+def _caller_headers(scope: Any) -> tuple[str | None, bytes | None]:
+    """The first X-Forwarded-For, and Authorization (a repeated one reads as empty)."""
+    forwarded: bytes | None = None
+    authorization: bytes | None = None
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-for":
+            if forwarded is None:
+                forwarded = value
+        elif name == b"authorization":
+            authorization = value if authorization is None else b""
+    return (forwarded.decode("latin-1") if forwarded is not None else None, authorization)

@@ -1,0 +1,383 @@
+"""The Verify v2 compatible routes, driven by the official `twilio` SDK against a running
+`otpgate serve`, as a team moving off Twilio Verify would drive them.
+
+The SDK is pointed at otpgate through its own extension point: a client built with a
+custom ``http_client`` (a ``TwilioHttpClient`` that sends each request to otpgate's host
+instead of verify.twilio.com), and, in one test, ``client.verify.base_url``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response as TwilioResponse
+from twilio.rest import Client
+from twilio.rest.verify.v2.service import ServiceContext
+
+from otpgate.config_report import describe
+from otpgate.http.twilio_verify import purpose_of
+from otpgate.settings import ConfigError, load_settings
+from tests.service_process import ServiceProcess
+
+ACCOUNT_SID = "AC" + "1" * 32
+AUTH_TOKEN = "t0k3n-" + "a" * 32
+SERVICE_SID = "VA" + "2" * 32
+OTHER_SERVICE_SID = "VA" + "3" * 32
+CODE = "123456"
+WRONG = "654321"
+# Test numbers: stored and limited like any other, the code known, no SMS sent.
+PHONES = [f"+1555010{n:04d}" for n in range(20)]
+
+V2_ENV = {
+    "VERIFY_V2_ACCOUNT_SID": ACCOUNT_SID,
+    "VERIFY_V2_AUTH_TOKEN": AUTH_TOKEN,
+    "VERIFY_V2_SERVICES": f"{SERVICE_SID}:Acme Shop,{OTHER_SERVICE_SID}:Acme Bank",
+    "TEST_PHONE_NUMBERS": ",".join(f"{phone}={CODE}" for phone in PHONES),
+    "PHONE_NUMBER_CHECK": "possible",
+}
+
+
+class OtpgateHttpClient(TwilioHttpClient):
+    """The SDK's own HTTP client, sending every request to otpgate's host instead of
+    the one the SDK built the URL with (https://verify.twilio.com)."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__()
+        self._base = urlsplit(base_url)
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> TwilioResponse:
+        moved = urlsplit(url)._replace(scheme=self._base.scheme, netloc=self._base.netloc)
+        return super().request(method, urlunsplit(moved), *args, **kwargs)
+
+
+def twilio_client(base_url: str, token: str = AUTH_TOKEN) -> Client:
+    return Client(ACCOUNT_SID, token, http_client=OtpgateHttpClient(base_url))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """One otpgate for the module; each test uses numbers of its own, and the per-IP
+    windows are wide enough for all of them (one test narrows them, on its own server)."""
+    process = ServiceProcess(
+        tmp_path_factory.mktemp("v2"),
+        RATE_LIMIT_MAX_REQUESTS="1000",
+        IP_MAX_PHONES="1000",
+        PUMP_PREFIX_MIN_SENDS="1000",
+        **V2_ENV,
+    )
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        out = process.stop()
+        assert "Traceback" not in out, out
+        assert AUTH_TOKEN not in out  # the credentials are never logged
+
+
+_phones = iter(PHONES)
+
+
+@pytest.fixture
+def phone() -> str:
+    return next(_phones)
+
+
+@pytest.fixture
+def verify(server: ServiceProcess) -> ServiceContext:
+    return twilio_client(server.base).verify.v2.services(SERVICE_SID)
+
+
+_device_ips = (f"198.51.100.{n}" for n in itertools.count(1))
+
+
+def send(verify: ServiceContext, to: str, **kw: Any) -> Any:
+    return verify.verifications.create(to=to, channel="sms", **kw)
+
+
+def test_create_then_check_approves(verify: ServiceContext, phone: str) -> None:
+    created = send(verify, phone, device_ip=next(_device_ips), locale="en")
+    assert created.status == "pending"
+    assert created.valid is False
+    assert created.sid.startswith("VE") and len(created.sid) == 34
+    assert created.service_sid == SERVICE_SID
+    assert created.account_sid == ACCOUNT_SID
+    assert created.to == phone
+    assert created.channel == "sms"
+    assert created.date_created is not None  # parsed by the SDK: ISO 8601
+    assert created.send_code_attempts[0]["channel"] == "sms"
+    assert created.url.endswith(f"/v2/Services/{SERVICE_SID}/Verifications/{created.sid}")
+
+    check = verify.verification_checks.create(to=phone, code=CODE)
+    assert check.status == "approved"
+    assert check.valid is True
+    assert check.sid == created.sid
+
+
+def test_check_by_verification_sid(verify: ServiceContext, phone: str) -> None:
+    created = send(verify, phone)
+    check = verify.verification_checks.create(verification_sid=created.sid, code=CODE)
+    assert (check.status, check.valid, check.to) == ("approved", True, phone)
+
+
+def test_wrong_code_is_pending_not_valid(verify: ServiceContext, phone: str) -> None:
+    created = send(verify, phone)
+    check = verify.verification_checks.create(to=phone, code=WRONG)
+    assert (check.status, check.valid, check.sid) == ("pending", False, created.sid)
+    assert verify.verification_checks.create(to=phone, code=CODE).status == "approved"
+
+
+def test_attempts_used_up_is_429_60202(verify: ServiceContext, phone: str) -> None:
+    send(verify, phone)
+    for _ in range(5):  # OTP_MAX_ATTEMPTS
+        assert verify.verification_checks.create(to=phone, code=WRONG).valid is False
+    with pytest.raises(TwilioRestException) as info:
+        verify.verification_checks.create(to=phone, code=CODE)
+    assert (info.value.status, info.value.code) == (429, 60202)
+
+
+def test_fetch_by_sid(verify: ServiceContext, phone: str) -> None:
+    created = send(verify, phone)
+    fetched = verify.verifications(created.sid).fetch()
+    assert (fetched.sid, fetched.status, fetched.to) == (created.sid, "pending", phone)
+    verify.verification_checks.create(to=phone, code=CODE)
+    assert verify.verifications(created.sid).fetch().status == "approved"
+
+
+def test_fetch_unknown_sid_is_404(verify: ServiceContext) -> None:
+    with pytest.raises(TwilioRestException) as info:
+        verify.verifications("VE" + "0" * 32).fetch()
+    assert (info.value.status, info.value.code) == (404, 20404)
+
+
+def test_cancel_then_check_is_404_20404(verify: ServiceContext, phone: str) -> None:
+    created = send(verify, phone)
+    canceled = verify.verifications(created.sid).update(status="canceled")
+    assert (canceled.sid, canceled.status) == (created.sid, "canceled")
+    with pytest.raises(TwilioRestException) as info:
+        verify.verification_checks.create(to=phone, code=CODE)
+    assert (info.value.status, info.value.code) == (404, 20404)
+    with pytest.raises(TwilioRestException) as info:
+        verify.verification_checks.create(verification_sid=created.sid, code=CODE)
+    assert (info.value.status, info.value.code) == (404, 20404)
+
+
+def test_approve_by_api_is_not_supported(verify: ServiceContext, phone: str) -> None:
+    created = send(verify, phone)
+    with pytest.raises(TwilioRestException) as info:
+        verify.verifications(created.sid).update(status="approved")
+    assert (info.value.status, info.value.code) == (400, 60200)
+
+
+def test_check_without_a_code_sent_is_404(verify: ServiceContext, phone: str) -> None:
+    with pytest.raises(TwilioRestException) as info:
+        verify.verification_checks.create(to=phone, code=CODE)
+    assert (info.value.status, info.value.code) == (404, 20404)
+
+
+def test_unknown_service_is_404(server: ServiceProcess, phone: str) -> None:
+    unknown = twilio_client(server.base).verify.v2.services("VA" + "9" * 32)
+    with pytest.raises(TwilioRestException) as info:
+        send(unknown, phone)
+    assert (info.value.status, info.value.code) == (404, 20404)
+
+
+def test_wrong_credentials_are_401_20003(server: ServiceProcess, phone: str) -> None:
+    wrong = twilio_client(server.base, token="x" * 40).verify.v2.services(SERVICE_SID)
+    with pytest.raises(TwilioRestException) as info:
+        send(wrong, phone)
+    assert (info.value.status, info.value.code) == (401, 20003)
+    # No credentials at all, and an account sid that is not this one.
+    url = f"{server.base}/v2/Services/{SERVICE_SID}/Verifications"
+    body = {"To": phone, "Channel": "sms"}
+    assert httpx.post(url, data=body).status_code == 401
+    other = httpx.post(url, data=body, auth=("AC" + "4" * 32, AUTH_TOKEN))
+    assert other.json() == {
+        "code": 20003,
+        "message": "Authenticate",
+        "more_info": "https://www.twilio.com/docs/errors/20003",
+        "status": 401,
+    }
+
+
+def test_to_not_e164_is_400_60200(verify: ServiceContext) -> None:
+    with pytest.raises(TwilioRestException) as info:
+        send(verify, "5550100")
+    assert (info.value.status, info.value.code) == (400, 60200)
+
+
+def test_channel_other_than_sms_is_400_60200(verify: ServiceContext, phone: str) -> None:
+    with pytest.raises(TwilioRestException) as info:
+        verify.verifications.create(to=phone, channel="whatsapp")
+    assert (info.value.status, info.value.code) == (400, 60200)
+
+
+def test_amount_and_payee_bind_the_code(verify: ServiceContext, phone: str) -> None:
+    created = send(verify, phone, amount="€39.99", payee="Acme Shop")
+    assert (created.amount, created.payee) == ("€39.99", "Acme Shop")
+    for amount, payee in [("€39.99", "Mallory"), ("€3999", "Acme Shop"), (None, None)]:
+        kw = {k: v for k, v in {"amount": amount, "payee": payee}.items() if v is not None}
+        check = verify.verification_checks.create(to=phone, code=CODE, **kw)
+        assert (check.status, check.valid) == ("pending", False)
+    check = verify.verification_checks.create(
+        to=phone, code=CODE, amount="€39.99", payee="Acme Shop"
+    )
+    assert (check.status, check.valid) == ("approved", True)
+
+
+def test_send_inside_the_cooldown_is_429_60203(verify: ServiceContext, phone: str) -> None:
+    send(verify, phone)
+    with pytest.raises(TwilioRestException) as info:
+        send(verify, phone)
+    assert (info.value.status, info.value.code) == (429, 60203)
+
+
+def test_seed_route_and_v2_share_the_store(
+    server: ServiceProcess, verify: ServiceContext, phone: str
+) -> None:
+    """A code sent by the otpgate route is checked by the v2 one, and its cooldown
+    refuses a v2 send."""
+    sent = server.post("/api/v1/request-otp", {"phoneNumber": phone})
+    assert sent.status_code == 200, sent.text
+    with pytest.raises(TwilioRestException) as info:
+        send(verify, phone)
+    assert (info.value.status, info.value.code) == (429, 60203)
+    check = verify.verification_checks.create(to=phone, code=CODE)
+    assert (check.status, check.sid) == ("approved", sent.json()["verificationId"])
+
+
+def test_base_url_of_the_verify_domain(server: ServiceProcess, phone: str) -> None:
+    """The other way to point the SDK at otpgate: the Verify domain's base URL."""
+    client = Client(ACCOUNT_SID, AUTH_TOKEN)
+    client.verify.base_url = server.base
+    created = client.verify.v2.services(SERVICE_SID).verifications.create(to=phone, channel="sms")
+    assert created.status == "pending"
+
+
+@pytest.mark.integration  # a service process of its own
+def test_seed_and_v2_routes_count_in_one_per_ip_window(tmp_path: Path) -> None:
+    """Requests to /api/v1/request-otp and to v2 Verifications share one per-IP window."""
+    process = ServiceProcess(tmp_path, RATE_LIMIT_MAX_REQUESTS="2", **V2_ENV)
+    try:
+        process.wait_ready()
+        verify = twilio_client(process.base).verify.v2.services(SERVICE_SID)
+        assert process.post("/api/v1/request-otp", {"phoneNumber": PHONES[0]}).status_code == 200
+        send(verify, PHONES[1])
+        with pytest.raises(TwilioRestException) as info:
+            send(verify, PHONES[2])
+        assert (info.value.status, info.value.code) == (429, 20429)
+        assert process.post("/api/v1/request-otp", {"phoneNumber": PHONES[3]}).status_code == 429
+        # DeviceIp: the end user's address is counted, not the caller's.
+        send(verify, PHONES[4], device_ip="203.0.113.7")
+    finally:
+        out = process.stop()
+    assert "Traceback" not in out, out
+
+
+@pytest.mark.integration
+def test_v2_is_off_while_unset(tmp_path: Path) -> None:
+    process = ServiceProcess(tmp_path)
+    try:
+        process.wait_ready()
+        url = f"{process.base}/v2/Services/{SERVICE_SID}/Verifications"
+        answer = httpx.post(url, data={"To": PHONES[0]}, auth=(ACCOUNT_SID, AUTH_TOKEN))
+        assert answer.status_code == 404
+    finally:
+        process.stop()
+
+
+# --- configuration and the purpose, no server ------------------------------------------
+
+
+@pytest.fixture
+def no_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    monkeypatch.chdir(tmp_path)  # no .env
+    for name in V2_ENV:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_settings_read_the_three_variables(no_env: pytest.MonkeyPatch) -> None:
+    for name, value in V2_ENV.items():
+        no_env.setenv(name, value)
+    settings = load_settings()
+    assert settings.verify_v2_enabled
+    assert settings.verify_v2_account_sid == ACCOUNT_SID
+    assert settings.verify_v2_auth_token == hashlib.sha256(AUTH_TOKEN.encode()).hexdigest()
+    assert settings.verify_v2_services == {
+        SERVICE_SID: "Acme Shop",
+        OTHER_SERVICE_SID: "Acme Bank",
+    }
+    assert AUTH_TOKEN not in repr(settings)
+
+
+def test_settings_take_the_token_as_its_digest(no_env: pytest.MonkeyPatch) -> None:
+    digest = hashlib.sha256(AUTH_TOKEN.encode()).hexdigest()
+    for name, value in V2_ENV.items():
+        no_env.setenv(name, value)
+    no_env.setenv("VERIFY_V2_AUTH_TOKEN", f"sha256:{digest}")
+    assert load_settings().verify_v2_auth_token == digest
+
+
+def test_settings_off_by_default(no_env: pytest.MonkeyPatch) -> None:
+    assert not load_settings().verify_v2_enabled
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("VERIFY_V2_ACCOUNT_SID", "AC123"),
+        ("VERIFY_V2_ACCOUNT_SID", "AC" + "G" * 32),
+        ("VERIFY_V2_AUTH_TOKEN", "short-token"),
+        ("VERIFY_V2_AUTH_TOKEN", "sha256:abc"),
+        ("VERIFY_V2_SERVICES", "VA123:Shop"),
+        ("VERIFY_V2_SERVICES", SERVICE_SID),
+        ("VERIFY_V2_SERVICES", f"{SERVICE_SID}:" + "n" * 31),
+        ("VERIFY_V2_SERVICES", f"{SERVICE_SID}:A,{SERVICE_SID}:B"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_the_variable(
+    no_env: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    for var, good in V2_ENV.items():
+        no_env.setenv(var, good)
+    no_env.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert name in str(info.value)
+    if name == "VERIFY_V2_AUTH_TOKEN":
+        assert value not in str(info.value)
+
+
+@pytest.mark.parametrize("missing", ["VERIFY_V2_AUTH_TOKEN", "VERIFY_V2_SERVICES"])
+def test_half_a_configuration_is_refused(no_env: pytest.MonkeyPatch, missing: str) -> None:
+    for name, value in V2_ENV.items():
+        if name != missing:
+            no_env.setenv(name, value)
+    with pytest.raises(ConfigError, match=missing):
+        load_settings()
+
+
+def test_purpose_of_amount_and_payee() -> None:
+    assert purpose_of(None, None) is None
+    bound = purpose_of("39.99", "Acme")
+    assert bound is not None and bound.startswith("twilio:") and len(bound) == 39
+    assert bound != purpose_of("39.9", "9Acme")  # the separator keeps them apart
+    assert bound != purpose_of("39.99", None)
+
+
+def test_check_config_shows_no_token_digest(no_env: pytest.MonkeyPatch) -> None:
+    for name, value in V2_ENV.items():
+        no_env.setenv(name, value)
+    report = describe(load_settings())
+    assert hashlib.sha256(AUTH_TOKEN.encode()).hexdigest() not in report
+    assert AUTH_TOKEN not in report
+    assert ACCOUNT_SID in report
