@@ -24,8 +24,11 @@ from twilio.rest import Client
 from twilio.rest.verify.v2.service import ServiceContext
 
 from otpgate.config_report import describe
+from otpgate.domain.errors import SmsUnavailable
 from otpgate.http.twilio_verify import purpose_of
 from otpgate.settings import ConfigError, load_settings
+from tests.conftest import ServiceFactory
+from tests.fakes import FailingSender
 from tests.service_process import ServiceProcess
 
 ACCOUNT_SID = "AC" + "1" * 32
@@ -381,3 +384,95 @@ def test_check_config_shows_no_token_digest(no_env: pytest.MonkeyPatch) -> None:
     assert hashlib.sha256(AUTH_TOKEN.encode()).hexdigest() not in report
     assert AUTH_TOKEN not in report
     assert ACCOUNT_SID in report
+
+
+# --- in-process: answers a running server cannot easily be made to give ---------------
+
+
+@pytest.fixture
+def store_kind() -> str:
+    return "sqlite"
+
+
+@pytest.fixture
+def fast_path() -> bool:
+    return True  # the v2 routes are Starlette's on either path
+
+
+V2_SETTINGS = {
+    "verify_v2_account_sid": ACCOUNT_SID,
+    "verify_v2_auth_token": AUTH_TOKEN,
+    "verify_v2_services": f"{SERVICE_SID}:Acme Shop",
+}
+CREATE = f"/v2/Services/{SERVICE_SID}/Verifications"
+ERROR_KEYS = {"code", "message", "more_info", "status"}
+FORM_HEADERS = {"content-type": "application/x-www-form-urlencoded"}
+
+
+async def test_country_not_allowed_is_403_60605(make_service: ServiceFactory) -> None:
+    service = await make_service(allowed_countries="GB", **V2_SETTINGS)
+    answer = await service.client.post(
+        CREATE, data={"To": "+12125550123", "Channel": "sms"}, auth=(ACCOUNT_SID, AUTH_TOKEN)
+    )
+    assert answer.status_code == 403
+    assert answer.json() == {
+        "code": 60605,
+        "message": answer.json()["message"],
+        "more_info": "https://www.twilio.com/docs/errors/60605",
+        "status": 403,
+    }
+
+
+async def test_provider_outage_is_503(make_service: ServiceFactory) -> None:
+    service = await make_service(FailingSender(SmsUnavailable()), **V2_SETTINGS)
+    answer = await service.client.post(
+        CREATE, data={"To": "+12125550123", "Channel": "sms"}, auth=(ACCOUNT_SID, AUTH_TOKEN)
+    )
+    assert answer.status_code == 503
+    assert set(answer.json()) == ERROR_KEYS
+    assert answer.json()["code"] == 20503
+
+
+@pytest.mark.parametrize(
+    ("content", "headers"),
+    [
+        (b"To=%2B12125550123&To=%2B12125550124&Channel=sms", FORM_HEADERS),
+        (b'{"To":"+12125550123","Channel":"sms"}', {"content-type": "application/json"}),
+        (b"Channel=sms", FORM_HEADERS),
+        (b"To=%2B12125550123&Channel=sms&DeviceIp=not-an-ip", FORM_HEADERS),
+    ],
+    ids=["repeated", "json", "no-to", "bad-device-ip"],
+)
+async def test_malformed_request_is_400_60200_and_counted(
+    make_service: ServiceFactory, content: bytes, headers: dict[str, str]
+) -> None:
+    service = await make_service(**V2_SETTINGS)
+    answer = await service.client.post(
+        CREATE, content=content, headers=headers, auth=(ACCOUNT_SID, AUTH_TOKEN)
+    )
+    assert answer.status_code == 400, answer.text
+    assert set(answer.json()) == ERROR_KEYS
+    assert answer.json()["code"] == 60200
+    assert answer.headers["x-ratelimit-remaining"] == "4"  # it cost one request
+
+
+async def test_refused_credentials_cost_no_request(make_service: ServiceFactory) -> None:
+    service = await make_service(rate_limit_max_requests=1, **V2_SETTINGS)
+    body = {"To": "+12125550123", "Channel": "sms"}
+    for _ in range(3):
+        answer = await service.client.post(CREATE, data=body, auth=(ACCOUNT_SID, "x" * 40))
+        assert answer.status_code == 401
+        assert answer.headers["www-authenticate"].startswith("Basic")
+    ok = await service.client.post(CREATE, data=body, auth=(ACCOUNT_SID, AUTH_TOKEN))
+    assert ok.status_code == 201, ok.text
+
+
+async def test_seed_route_answers_no_code_as_a_wrong_code(make_service: ServiceFactory) -> None:
+    """NoPendingCode is told apart only here: /api/v1/verify-otp says nothing of which."""
+    service = await make_service(**V2_SETTINGS)
+    never_sent = await service.verify("+12125550123", CODE)
+    assert (await service.request("+12125550124")).status_code == 200
+    wrong = await service.verify("+12125550124", "000000")
+    assert never_sent.status_code == wrong.status_code == 400
+    assert never_sent.json() == wrong.json()
+    assert wrong.json()["code"] == "invalid_code"
