@@ -90,6 +90,9 @@ def not_found(path: str) -> TwilioError:
 # otpgate's machine codes as Twilio's errors. A code missing here is answered 500 20500.
 TWILIO_BY_CODE: dict[str, tuple[int, int, str]] = {
     "invalid_phone_number": (400, 60200, "Invalid parameter: To"),
+    # A wrong code whose verification cannot be shown (a code stored before verifications
+    # were recorded, or one whose record is gone): nothing to answer "pending" with.
+    "invalid_code": (404, 20404, "The requested resource was not found"),
     "too_many_attempts": (429, 60202, "Max check attempts reached"),
     "phone_locked": (429, 60202, "Max check attempts reached"),
     "rate_limited": (429, 20429, "Too Many Requests"),
