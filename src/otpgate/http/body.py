@@ -17,6 +17,26 @@ from otpgate.http.errors import HttpError
 M = TypeVar("M", bound=BaseModel)
 
 
+class BodyTooLarge(Exception):
+    """The body went past its size limit while it was read."""
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, message by message, from ``receive``; BodyTooLarge past ``max_bytes``."""
+    body = b""
+    receive = request.receive
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
+        body += chunk
+        if len(body) > max_bytes:
+            raise BodyTooLarge()
+        if not message.get("more_body", False):
+            return body
+
+
 async def read_json_body(request: Request, model: type[M], max_bytes: int) -> M:
     content_type = declared = None
     for name, value in request.scope["headers"]:
@@ -29,17 +49,10 @@ async def read_json_body(request: Request, model: type[M], max_bytes: int) -> M:
         raise HttpError("unsupported_media_type")
     if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
         raise HttpError("payload_too_large")
-    body = b""
-    receive = request.receive
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        body += message.get("body", b"")
-        if len(body) > max_bytes:
-            raise HttpError("payload_too_large")
-        if not message.get("more_body", False):
-            break
+    try:
+        body = await read_body(request, max_bytes)
+    except BodyTooLarge:
+        raise HttpError("payload_too_large") from None
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:

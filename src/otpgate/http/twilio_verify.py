@@ -50,6 +50,7 @@ from otpgate.domain.errors import (
     VerificationNotFound,
 )
 from otpgate.domain.ports import RequestWindow, Verification, WindowHit
+from otpgate.http.body import BodyTooLarge, read_body
 from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.rate_limit import RateLimitHeaders
 from otpgate.http.schemas import VERIFICATION_ID_PATTERN
@@ -495,17 +496,10 @@ async def _read_form(request: Request, max_bytes: int) -> Form:
         if name == b"content-type":
             content_type = value
             break
-    body = b""
-    receive = request.receive
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        body += message.get("body", b"")
-        if len(body) > max_bytes:
-            raise TwilioError(413, 60200, "Invalid parameter: the body is too large")
-        if not message.get("more_body", False):
-            break
+    try:
+        body = await read_body(request, max_bytes)
+    except BodyTooLarge:
+        raise TwilioError(413, 60200, "Invalid parameter: the body is too large") from None
     if not body:
         return {}
     if content_type.split(b";", 1)[0].strip().lower() != FORM:
