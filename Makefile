@@ -15,7 +15,7 @@ LOWEST_VENV ?= .venv-lowest
 # In a venv built from anything but the lock, installed != locked by design.
 NOT_THE_LOCK := --deselect tests/test_lock.py::test_installed_packages_are_exactly_the_locked_ones
 
-.PHONY: run test test-fast browser lint typecheck check bench lock upgrade-check lowest-check clean
+.PHONY: run test test-fast browser node-deps lint typecheck check bench lock upgrade-check lowest-check clean
 
 # A changed lock rebuilds the venv from scratch, so nothing outside the lock lingers.
 $(STAMP): $(LOCK) pyproject.toml
@@ -30,7 +30,7 @@ run: $(STAMP)
 	$(BIN)/otpgate serve
 
 ## Run the whole test suite, lint and type checks included (what CI runs)
-test: $(STAMP) browser lint typecheck
+test: $(STAMP) browser node-deps lint typecheck
 	$(BIN)/pytest
 
 ## The system's Chromium, which the widget's browser tests drive through Playwright (no
@@ -43,6 +43,14 @@ browser:
 		$$SUDO apt-get update -qq && \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq --no-install-recommends chromium; }
+
+## The official Node `twilio` SDK, which tests/test_twilio_verify_node.py drives against
+## otpgate: installed from tests/node_twilio/package-lock.json when node_modules is missing.
+## Needs Node.js 20+ and npm; the test fails, saying so, without node.
+node-deps:
+	@test -d tests/node_twilio/node_modules/twilio || { \
+		echo "installing the Node twilio SDK for the Verify v2 tests"; \
+		cd tests/node_twilio && npm ci --no-audit --no-fund; }
 
 ## The unit tier only: no Redis, no SNS emulator, no service processes. Its tests mostly
 ## wait (retry back-off, timeouts), so four processes share two cores well.
