@@ -9,6 +9,7 @@ by bench/flow_driver.py instead, identically for both services. Both print one
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ from typing import Any
 import orjson
 
 from bench import phones
-from bench.services import BENCH_API_KEY
+from bench.services import BENCH_API_KEY, BENCH_V2_ACCOUNT, BENCH_V2_SERVICE, BENCH_V2_TOKEN
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 MARK = "BENCH_RESULT "
@@ -88,6 +89,9 @@ def run_wrk(
         "BENCH_AREA_CODES": phones.lua_area_codes(),
         "BENCH_COUNT_STATUS": "1" if count_status else "0",
         "BENCH_API_KEY": BENCH_API_KEY,
+        "BENCH_V2_PATH": f"/v2/Services/{BENCH_V2_SERVICE}/VerificationCheck",
+        "BENCH_V2_AUTH": "Basic "
+        + base64.b64encode(f"{BENCH_V2_ACCOUNT}:{BENCH_V2_TOKEN}".encode()).decode(),
     }
     argv = [
         "wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--timeout", "5s",

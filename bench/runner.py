@@ -55,9 +55,10 @@ def stub_publishes(stub_url: str) -> int:
 def _drive(
     scenario: Scenario, target: Target, seconds: float, connections: int, count: bool
 ) -> loadgen.LoadResult:
-    if scenario.lua is None:
+    script = scenario.script_for(target.name)
+    if script is None:
         return loadgen.run_flow(target.url, target.stub_url, seconds, connections)
-    return loadgen.run_wrk(target.url, scenario.lua, seconds, connections, count_status=count)
+    return loadgen.run_wrk(target.url, script, seconds, connections, count_status=count)
 
 
 def sanity(scenario: Scenario, target: Target, seconds: float, connections: int) -> None:
@@ -65,7 +66,7 @@ def sanity(scenario: Scenario, target: Target, seconds: float, connections: int)
     published = stub_publishes(target.stub_url)
     stats = _drive(scenario, target, seconds, connections, count=True).stats
     statuses = {int(k): v for k, v in stats["statuses"].items()}
-    expected = scenario.expected_status
+    expected = scenario.status_for(target.name)
     problems = []
     if not statuses.get(expected):
         problems.append(f"no HTTP {expected} at all")
@@ -128,13 +129,10 @@ def measured_run(
         anomalies.append("process tree changed (a worker died or was restarted)")
     if any(stats["socket_errors"].values()):
         anomalies.append(f"socket errors {stats['socket_errors']}")
-    bad = (
-        stats["non_2xx_3xx"]
-        if scenario.expected_status < 400
-        else (stats["requests"] - stats["non_2xx_3xx"])
-    )
+    expected = scenario.status_for(target.name)
+    bad = stats["non_2xx_3xx"] if expected < 400 else (stats["requests"] - stats["non_2xx_3xx"])
     if bad:
-        anomalies.append(f"{bad} answers were not HTTP {scenario.expected_status}")
+        anomalies.append(f"{bad} answers were not HTTP {expected}")
     return {
         "scenario": scenario.name,
         "service": target.name,

@@ -32,6 +32,10 @@ _AWS = {
 
 # The API key the load sends with every API call ("Authorization: Bearer ...").
 BENCH_API_KEY = "bench-" + "Kq4vN7sD" * 5
+# The Verify v2 credentials and service the v2 scenario uses.
+BENCH_V2_ACCOUNT = "AC" + "0b" * 16
+BENCH_V2_TOKEN = "bench-v2-" + "Tz8rW2mQ" * 4
+BENCH_V2_SERVICE = "VA" + "5e" * 16
 
 
 def _base_env() -> dict[str, str]:
@@ -78,6 +82,10 @@ def otpgate_env(
         # service ignores it), so the key check is part of what is measured.
         "API_AUTH": "required",
         "API_KEYS": f"bench:{BENCH_API_KEY}",
+        # The Verify v2 compatible routes, for the v2-check-wrong scenario.
+        "VERIFY_V2_ACCOUNT_SID": BENCH_V2_ACCOUNT,
+        "VERIFY_V2_AUTH_TOKEN": BENCH_V2_TOKEN,
+        "VERIFY_V2_SERVICES": f"{BENCH_V2_SERVICE}:Bench",
     }
 
 
