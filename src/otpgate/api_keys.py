@@ -22,6 +22,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BeforeValidator
 from pydantic_settings import NoDecode
 
+from otpgate.setting_pairs import split_pairs
+
 AuthMode = Literal["off", "optional", "required"]
 
 MIN_KEY_LENGTH = 32
@@ -57,17 +59,12 @@ def _split_entries(value: object) -> object:
     if not isinstance(value, str):
         return value
     digests: dict[str, str] = {}
-    entries = (e.strip() for e in value.split(","))
-    for index, entry in enumerate((e for e in entries if e), start=1):
-        name, sep, secret = (part.strip() for part in entry.partition(":"))
-        if not sep or not name or not secret:
-            raise ValueError(f"entry {index} is not name:key or name:sha256:<hex>")
+    pairs = split_pairs(value, ":", "name:key or name:sha256:<hex>", "the name of an earlier entry")
+    for index, name, secret in pairs:
         if not _NAME.fullmatch(name):
             raise ValueError(
                 f"entry {index}: the name must be letters, digits, '_', '.' or '-' only"
             )
-        if name in digests:
-            raise ValueError(f"entry {index} repeats the name of an earlier entry")
         try:
             digest = key_digest(secret)
         except ValueError as exc:

@@ -20,6 +20,7 @@ from pydantic_settings import NoDecode
 from otpgate.domain import message
 from otpgate.domain.errors import InvalidPhoneNumber
 from otpgate.domain.phone import parse_phone
+from otpgate.setting_pairs import split_pairs
 
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
@@ -52,15 +53,7 @@ def _split_test_numbers(value: object) -> object:
     """``+12125550100=123456,+12125550101=654321`` into a mapping."""
     if not isinstance(value, str):
         return value
-    pairs: dict[str, str] = {}
-    for index, entry in enumerate((e for e in value.split(",") if e.strip()), start=1):
-        number, sep, code = (part.strip() for part in entry.partition("="))
-        if not sep or not number or not code:
-            raise ValueError(f"entry {index} is not number=code")
-        if number in pairs:
-            raise ValueError(f"entry {index} repeats a number")
-        pairs[number] = code
-    return pairs
+    return {number: code for _, number, code in split_pairs(value, "=", "number=code", "a number")}
 
 
 def _check_test_numbers(value: dict[str, SecretStr]) -> dict[str, SecretStr]:

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BeforeValidator
 from pydantic_settings import NoDecode
 
 from otpgate.api_keys import key_digest
+from otpgate.setting_pairs import split_pairs
 
 ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
 SERVICE_SID = re.compile(r"VA[0-9a-f]{32}")
@@ -51,16 +52,10 @@ def _split_services(value: object) -> object:
     """``VA…:Friendly name,VA…:Other`` into ``{service sid: friendly name}``."""
     if not isinstance(value, str):
         return value
-    services: dict[str, str] = {}
-    entries = (e.strip() for e in value.split(","))
-    for index, entry in enumerate((e for e in entries if e), start=1):
-        sid, sep, name = (part.strip() for part in entry.partition(":"))
-        if not sep or not sid or not name:
-            raise ValueError(f"entry {index} is not VA<32 hex>:Friendly name")
-        if sid in services:
-            raise ValueError(f"entry {index} repeats the service sid of an earlier entry")
-        services[sid] = name
-    return services
+    pairs = split_pairs(
+        value, ":", "VA<32 hex>:Friendly name", "the service sid of an earlier entry"
+    )
+    return {sid: name for _, sid, name in pairs}
 
 
 def _check_services(value: dict[str, str]) -> dict[str, str]:
