@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from otpgate.domain.errors import RateLimited
 from otpgate.domain.ports import OtpStore, RequestWindow, WindowHit
 
 
@@ -31,3 +32,13 @@ class RequestLimiter:
 
     async def count(self, window: RequestWindow) -> WindowHit:
         return await self._store.hit_window(window, self._clock())
+
+    async def admit(self, window: RequestWindow) -> WindowHit:
+        """Count one hit, for a route whose use case does not; over the limit, raise
+        RateLimited carrying the hit (for the rate-limit headers)."""
+        hit = await self.count(window)
+        if hit.over(window):
+            exc = RateLimited(hit.reset_seconds)
+            exc.window_hit = hit
+            raise exc
+        return hit

@@ -204,27 +204,25 @@ class OtpApi:
         return json_response(payload), verified.window_hit
 
     async def _verification(self, request: Request, client: str, window: RequestWindow) -> Outcome:
-        hit = await self._counted(window)
-        try:
-            record = await self._service.verification(_verification_id(request))
-        except OtpError as exc:
-            raise _with_hit(exc, hit) from None
-        return json_response(_verification_body(record, request)), hit
+        return await self._on_verification(request, window, self._service.verification)
 
     async def _cancel(self, request: Request, client: str, window: RequestWindow) -> Outcome:
-        hit = await self._counted(window)
+        return await self._on_verification(request, window, self._service.cancel)
+
+    async def _on_verification(
+        self,
+        request: Request,
+        window: RequestWindow,
+        act: Callable[[str], Awaitable[Verification]],
+    ) -> Outcome:
+        """One hit on the client's window (no use case here counts it), then ``act`` on
+        the verification the path names."""
+        hit = await self._limiter.admit(window)
         try:
-            record = await self._service.cancel(_verification_id(request))
+            record = await act(_verification_id(request))
         except OtpError as exc:
             raise _with_hit(exc, hit) from None
         return json_response(_verification_body(record, request)), hit
-
-    async def _counted(self, window: RequestWindow) -> WindowHit:
-        """One hit on the client's window, for a route whose use case does not count it."""
-        hit = await self._limiter.count(window)
-        if hit.over(window):
-            raise _with_hit(RateLimited(hit.reset_seconds), hit)
-        return hit
 
 
 # Where the API key check leaves the valid key's name, for a route that shows more to a

@@ -365,7 +365,7 @@ class TwilioVerifyApi:
 
     async def _fetch(self, request: Request, call: Call) -> Outcome:
         sid = call.sid_of(request)
-        hit = await self._counted(call.window)
+        hit = await self._limiter.admit(call.window)
         try:
             record = await self._service.verification(sid)
         except OtpError as exc:
@@ -379,18 +379,12 @@ class TwilioVerifyApi:
             raise invalid_parameter(
                 "Status", "only canceled is supported; approving by API is not available"
             )
-        hit = await self._counted(call.window)
+        hit = await self._limiter.admit(call.window)
         try:
             record = await self._service.cancel(sid)
         except OtpError as exc:
             raise _with_hit(exc, hit) from None
         return _json(call.body(record)), hit
-
-    async def _counted(self, window: RequestWindow) -> WindowHit:
-        hit = await self._limiter.count(window)
-        if hit.over(window):
-            raise _with_hit(RateLimited(hit.reset_seconds), hit)
-        return hit
 
 
 @dataclass(frozen=True, slots=True)
