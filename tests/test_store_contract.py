@@ -19,7 +19,14 @@ import redis
 
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import DistinctQuota, Lockout, Quota, SurgeGuard
-from otpgate.domain.ports import Issued, OtpStore, Refused, RequestWindow, SendRequest
+from otpgate.domain.ports import (
+    SENDS_KEPT,
+    Issued,
+    OtpStore,
+    Refused,
+    RequestWindow,
+    SendRequest,
+)
 from otpgate.store.memory import MemoryStore
 from otpgate.store.redis import RedisStore
 from otpgate.store.sqlite import SqliteStore
@@ -677,3 +684,117 @@ async def test_a_voided_send_leaves_a_failed_verification(store) -> None:
     assert record is not None and record.status == "failed"
     # ...and, as any void, charges nothing: the next send goes through at once.
     assert isinstance(await store.issue(opened("VE2", code_hash=H2), now + 1), Issued)
+
+
+# -- a resend that keeps its verification (``SendRequest.resume``) --------------------
+
+
+def resumed(verification_id: str, code_hash: bytes = H2, **kw: object) -> SendRequest:
+    return opened(verification_id, code_hash=code_hash, resume=True, **kw)
+
+
+async def test_a_resuming_send_continues_the_pending_verification(store) -> None:
+    now = whole_ms()
+    first = await store.issue(opened("VE1", details='{"service":"VA1"}'), now)
+    assert isinstance(first, Issued) and first.verification_id == "VE1"
+    again = await store.issue(resumed("VE2", details='{"service":"VA1"}'), now + 60)
+    assert isinstance(again, Issued) and again.verification_id == "VE1"
+    record = await store.get_verification("VE1", now + 61)
+    assert record is not None and record.status == "pending"
+    assert record.details == '{"service":"VA1"}'
+    assert record.created_at == pytest.approx(now, abs=0.001)
+    assert record.updated_at == pytest.approx(now + 60, abs=0.001)
+    assert record.expires_at == pytest.approx(now + 360, abs=0.001)  # the new code's
+    assert record.send_times == pytest.approx((now, now + 60), abs=0.001)
+    assert await store.get_verification("VE2", now + 61) is None  # never opened
+    # Only the fresh code checks, and it approves the one verification.
+    attempt = await store.begin_verify(PHONE, 300, now + 61, LOCK)
+    assert (attempt.code_hash, attempt.verification_id) == (H2, "VE1")
+    assert await store.consume(PHONE, H2, now + 62, "VE1") is True
+    done = await store.get_verification("VE1", now + 63)
+    assert done is not None and done.status == "approved"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"purpose": "transfer"},
+        {"details": '{"service":"VA2"}'},
+        {"channel": "whatsapp"},
+    ],
+    ids=["purpose", "details", "channel"],
+)
+async def test_a_resuming_send_opens_anew_for_another_purpose_details_or_channel(
+    store, change: dict[str, str]
+) -> None:
+    now = whole_ms()
+    await store.issue(opened("VE1", details='{"service":"VA1"}'), now)
+    values: dict[str, object] = {"details": '{"service":"VA1"}'} | change
+    again = await store.issue(resumed("VE2", **values), now + 1)
+    assert isinstance(again, Issued) and again.verification_id == "VE2"
+    old = await store.get_verification("VE1", now + 2)
+    assert old is not None and old.status == "canceled"  # replaced
+    new = await store.get_verification("VE2", now + 2)
+    assert new is not None and new.status == "pending"
+    assert new.created_at == pytest.approx(now + 1, abs=0.001)
+    assert new.send_times == pytest.approx((now + 1,), abs=0.001)
+
+
+@pytest.mark.parametrize("ending", ["canceled", "approved", "max_attempts_reached", "expired"])
+async def test_a_resuming_send_opens_anew_once_the_verification_is_over(store, ending: str) -> None:
+    now = whole_ms()
+    await store.issue(opened("VE1"), now)
+    later = now + 1
+    if ending == "expired":
+        later = now + 300
+    else:
+        await store.finish_verification("VE1", ending, now)  # type: ignore[arg-type]
+    again = await store.issue(resumed("VE2"), later)
+    assert isinstance(again, Issued) and again.verification_id == "VE2"
+    old = await store.get_verification("VE1", later + 1)
+    assert old is not None and old.status == ending
+
+
+async def test_a_send_without_resume_always_opens_anew(store) -> None:
+    now = whole_ms()
+    await store.issue(opened("VE1"), now)
+    again = await store.issue(opened("VE2", code_hash=H2), now + 1)
+    assert isinstance(again, Issued) and again.verification_id == "VE2"
+
+
+async def test_a_verification_keeps_its_last_send_times(store) -> None:
+    now = whole_ms()
+    await store.issue(opened("VE1"), now)
+    for n in range(1, SENDS_KEPT + 3):
+        issued = await store.issue(resumed(f"VE-{n}", code_hash=bytes([n]) * 32), now + n)
+        assert isinstance(issued, Issued) and issued.verification_id == "VE1"
+    record = await store.get_verification("VE1", now + SENDS_KEPT + 3)
+    assert record is not None
+    last = SENDS_KEPT + 2
+    assert record.send_times == pytest.approx(
+        tuple(now + n for n in range(last - SENDS_KEPT + 1, last + 1)), abs=0.001
+    )
+
+
+async def test_a_voided_resend_fails_the_verification_it_continued(store) -> None:
+    now = whole_ms()
+    await store.issue(opened("VE1", cooldown_seconds=60), now)
+    again = await store.issue(resumed("VE2", cooldown_seconds=60), now + 60)
+    assert isinstance(again, Issued)
+    await store.void_issue(again.request, now + 60)
+    record = await store.get_verification("VE1", now + 61)
+    assert record is not None and record.status == "failed"
+    assert await store.get_verification("VE2", now + 61) is None
+    assert (await store.begin_verify(PHONE, 300, now + 61, LOCK)).code_hash is None
+    # The resend's cooldown was refunded; the first send's had run out.
+    assert isinstance(await store.issue(resumed("VE3", code_hash=H1), now + 61), Issued)
+
+
+async def test_an_approved_verification_loses_its_code(store) -> None:
+    now = whole_ms()
+    await store.issue(opened(), now)
+    approved = await store.finish_verification("VE1", "approved", now + 1)
+    assert approved is not None and approved.status == "approved"
+    assert (await store.begin_verify(PHONE, 300, now + 2, LOCK)).code_hash is None
+    record = await store.get_verification("VE1", now + 3)
+    assert record is not None and record.status == "approved"

@@ -79,6 +79,8 @@ request_windows = st.none() | st.none() | request_window  # mostly none: other r
 EXPECTED = frozenset(
     {
         "issued",
+        "resumed",
+        "finished:approved",
         "refused:rate_limited",
         "refused:resend_cooldown",
         "refused:phone_send_limit",
@@ -330,6 +332,8 @@ class StoreEquivalence(RuleBasedStateMachine):
         kinds=st.frozensets(st.sampled_from(KINDS)),
         cooldown=st.sampled_from(COOLDOWNS),
         window=request_windows,
+        purpose=st.sampled_from(("login", None)),
+        resume=st.booleans(),
     )
     def issue(
         self,
@@ -338,6 +342,8 @@ class StoreEquivalence(RuleBasedStateMachine):
         kinds: frozenset[str],
         cooldown: int,
         window: RequestWindow | None,
+        purpose: str | None = None,
+        resume: bool = False,
     ) -> Any:
         self.serial += 1
         code_hash = self.serial.to_bytes(32, "big")
@@ -349,10 +355,10 @@ class StoreEquivalence(RuleBasedStateMachine):
             **self.limits.for_send(phone, ip, kinds),
             send_id=f"send-{self.serial}",
             verification_id=f"ver-{self.serial}",
-            purpose=("login", None)[self.serial % 2],
+            purpose=purpose,
             retention_seconds=RETENTION_SECONDS,
+            resume=resume,
         )
-        self.verifications.append(request.verification_id)
         now = self.now
         result = self.on_every_store("issue", lambda s: s.issue(request, now, window))
         if isinstance(result, Refused):
@@ -362,7 +368,9 @@ class StoreEquivalence(RuleBasedStateMachine):
             if quota is not None:
                 self.note(f"quota refused: {'sub-windows' if quota.buckets else 'sliding log'}")
             return multiple()
-        self.note("issued")
+        self.note("issued" if result.verification_id == request.verification_id else "resumed")
+        if result.verification_id not in self.verifications:
+            self.verifications.append(result.verification_id)
         self.hashes[phone].append(code_hash)
         return result
 
@@ -390,7 +398,7 @@ class StoreEquivalence(RuleBasedStateMachine):
         request, at = issued.request, issued.now
         self.on_every_store("void_issue", lambda s: s.void_issue(request, at))
         self.note("voided")
-        vid, now = request.verification_id, self.now
+        vid, now = issued.verification_id, self.now
         seen = self.on_every_store("get_verification", lambda s: s.get_verification(vid, now))
         self.note(f"status:{seen.status if seen else 'gone'}")
 
@@ -487,7 +495,7 @@ class StoreEquivalence(RuleBasedStateMachine):
 
     @rule(
         nth=st.integers(0, 5),
-        status=st.sampled_from(("canceled", "max_attempts_reached")),
+        status=st.sampled_from(("canceled", "approved", "max_attempts_reached")),
     )
     def finish(self, nth: int, status: Any) -> None:
         if not self.verifications:

@@ -124,13 +124,24 @@ class MessageTemplate:
     # Off unless asked for: a purpose may be an internal id the user should not see.
     show_purpose: bool = False
 
-    def render(self, code: str, ttl_seconds: int, purpose: str | None = None) -> str:
+    def render(
+        self,
+        code: str,
+        ttl_seconds: int,
+        purpose: str | None = None,
+        *,
+        app: str | None = None,
+        android_app_hash: str | None = None,
+    ) -> str:
+        """The text; ``app`` and ``android_app_hash``, when given, stand in for the
+        configured ones (a caller naming its own app, as Verify v2's services do)."""
         shown = purpose if self.show_purpose and purpose else ""
         text = self.template.format(
-            code=code, app=self.app, minutes=minutes_for(ttl_seconds), purpose=shown
+            code=code, app=app or self.app, minutes=minutes_for(ttl_seconds), purpose=shown
         )
-        if self.android_app_hash:
-            text += f"\n{self.android_app_hash}"
+        app_hash = android_app_hash or self.android_app_hash
+        if app_hash:
+            text += f"\n{app_hash}"
         if self.webotp_domain:
             text += f"\n\n@{self.webotp_domain} #{code}"
         return text

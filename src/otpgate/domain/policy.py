@@ -20,5 +20,14 @@ class OtpPolicy:
     # A verification's record stays answerable this long after its code's expiry.
     verification_retention_seconds: int = 86400
 
-    def render(self, code: str, purpose: str | None = None) -> str:
-        return self.message.render(code, self.ttl_seconds, purpose)
+    def render(
+        self,
+        code: str,
+        purpose: str | None = None,
+        *,
+        app: str | None = None,
+        android_app_hash: str | None = None,
+    ) -> str:
+        return self.message.render(
+            code, self.ttl_seconds, purpose, app=app, android_app_hash=android_app_hash
+        )

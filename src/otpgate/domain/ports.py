@@ -74,6 +74,11 @@ class SendRequest:
     purpose: str | None = field(default=None, kw_only=True)
     channel: str = field(default="sms", kw_only=True)
     retention_seconds: int = field(default=0, kw_only=True)
+    # What the caller keeps with the verification (opaque, at most DETAILS_MAX chars).
+    details: str | None = field(default=None, kw_only=True)
+    # Continue the phone's pending verification instead of opening ``verification_id``,
+    # when its purpose, channel and details are this send's: a resend keeps its id.
+    resume: bool = field(default=False, kw_only=True)
 
     @property
     def reach_seconds(self) -> int:
@@ -96,6 +101,8 @@ class Issued:
     request: SendRequest
     now: float
     window_hit: WindowHit | None = None
+    # The verification the code belongs to: the request's own, or the one it resumed.
+    verification_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +130,10 @@ class Attempt:
     verification_id: str = ""  # the live code's verification ("" for none)
 
 
+# The longest ``details`` a store keeps, and how many send times a verification keeps.
+DETAILS_MAX = 512
+SENDS_KEPT = 10
+
 VerificationStatus = Literal[
     "pending", "approved", "canceled", "expired", "max_attempts_reached", "failed"
 ]
@@ -145,6 +156,9 @@ class Verification:
     created_at: float
     updated_at: float
     expires_at: float  # the code's
+    details: str | None = None
+    # When each send of this verification went out, oldest first (the last SENDS_KEPT).
+    send_times: tuple[float, ...] = ()
 
     def seen_at(self, now: float, current: bool) -> Verification:
         """The record as of ``now``: a pending one whose code is gone is not pending."""
@@ -210,7 +224,8 @@ class OtpStore(Protocol):
     async def finish_verification(
         self, verification_id: str, status: VerificationStatus, now: float
     ) -> Verification | None:
-        """Turn a pending verification to ``status`` (``canceled``: its code goes too).
+        """Turn a pending verification to ``status`` (``canceled`` or ``approved``: its code
+        goes too, so it can no longer be checked).
 
         Returns the record as it now stands; one that is no longer pending (as seen at
         ``now``) is left as it was and returned so.

@@ -38,6 +38,7 @@ from otpgate.domain.ports import (
     SmsSender,
     TokenSigner,
     Verification,
+    VerificationStatus,
     WindowHit,
 )
 from otpgate.domain.voids import PendingVoids
@@ -58,6 +59,22 @@ class Verified:
     token: str  # signed proof of this verify, for the client's backend
     window_hit: WindowHit | None = None
     verification_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    """What a caller may change about one send beyond its purpose (the Verify v2
+    routes use each of these)."""
+
+    app: str | None = None  # ``{app}`` in the text, instead of the configured name
+    android_app_hash: str | None = None  # the SMS Retriever line, instead of the configured
+    details: str | None = None  # kept with the verification, shown when it is looked up
+    # A send to a phone whose verification is pending (same purpose, channel and
+    # details) continues it: the id stays, a fresh code replaces the old one.
+    resume: bool = False
+
+
+DEFAULT_SEND = SendOptions()
 
 
 def new_verification_id() -> str:
@@ -109,6 +126,7 @@ class OtpService:
         client_ip: str,
         window: RequestWindow | None = None,
         purpose: str | None = None,
+        options: SendOptions = DEFAULT_SEND,
     ) -> CodeSent:
         """Send a code for ``purpose``; ``window`` is the client's request limit, counted
         in the same step."""
@@ -117,13 +135,18 @@ class OtpService:
         except OtpError as exc:
             raise await self._counted(exc, window) from None
         try:
-            return await self._send(phone, client_ip, window, purpose)
+            return await self._send(phone, client_ip, window, purpose, options)
         except OtpError as exc:
             exc.phone = phone  # the access line names it, masked
             raise
 
     async def _send(
-        self, phone: Phone, client_ip: str, window: RequestWindow | None, purpose: str | None
+        self,
+        phone: Phone,
+        client_ip: str,
+        window: RequestWindow | None,
+        purpose: str | None,
+        options: SendOptions,
     ) -> CodeSent:
         policy, limits = self._policy, self._limits
         try:
@@ -144,6 +167,8 @@ class OtpService:
             verification_id=new_verification_id(),
             purpose=purpose,
             retention_seconds=policy.verification_retention_seconds,
+            details=options.details,
+            resume=options.resume,
         )
         await self._voids.settle(phone.e164)
         now = self._clock()
@@ -155,12 +180,15 @@ class OtpService:
             raise
         if isinstance(outcome, Refused):
             raise _with_hit(refusal(outcome.kind, outcome.retry_after), outcome.window_hit)
-        vid = request.verification_id
+        vid = outcome.verification_id
         if fixed_code is not None:
             # A test number: stored and limited like any other, but no SMS goes out.
             return CodeSent(phone, str(uuid.uuid4()), policy.ttl_seconds, outcome.window_hit, vid)
         try:
-            message_id = await self._sender.send(phone.e164, policy.render(code, purpose))
+            text = policy.render(
+                code, purpose, app=options.app, android_app_hash=options.android_app_hash
+            )
+            message_id = await self._sender.send(phone.e164, text)
         except OtpError as exc:
             await self._void(request, now)
             exc.window_hit = outcome.window_hit
@@ -268,7 +296,16 @@ class OtpService:
     async def cancel(self, verification_id: str) -> Verification:
         """Cancel a pending verification (its code stops working); any other is
         returned as it stands."""
-        record = await self._store.finish_verification(verification_id, "canceled", self._clock())
+        return await self._finish(verification_id, "canceled")
+
+    async def approve(self, verification_id: str) -> Verification:
+        """Approve a pending verification without a code: the app proved the user
+        some other way. Its code stops working; no token is signed. Any other is
+        returned as it stands."""
+        return await self._finish(verification_id, "approved")
+
+    async def _finish(self, verification_id: str, status: VerificationStatus) -> Verification:
+        record = await self._store.finish_verification(verification_id, status, self._clock())
         if record is None:
             raise VerificationNotFound()
         return record

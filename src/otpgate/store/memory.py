@@ -78,7 +78,12 @@ each quota's current sub-window and each surge guard's current window rise by
 one, and the member joins each distinct set. The code records the send's id and
 which sets it joined, so a void gives back only those places. When the
 request names a verification, its record is created ``pending`` (expiring with
-the code) and the code carries its id.
+the code, holding ``details`` and the send's time) and the code carries its id;
+the answer names it. With ``resume``, when the code being replaced was live and
+its verification is still stored ``pending`` with this request's purpose,
+channel and details, the new code joins that verification instead: its
+created time stays, it is updated at ``now``, expires with the new code, and
+adds ``now`` to its send times (the last ``SENDS_KEPT``); the answer names it.
 
 **void_issue(request, now).** When the phone's stored code is this send's (by
 ``send_id``): the code and the cooldown go, the send's entry leaves each sliding
@@ -109,8 +114,9 @@ one named, and still pending) turns ``approved``: True, for exactly one caller.
 time is up, ``canceled`` when the phone's code is no longer its own).
 
 **finish_verification(id, status, now).** A record pending as of ``now`` takes
-``status`` (updated at ``now``); ``canceled`` also deletes the phone's code when
-it is this verification's. Any other record is returned as it stands.
+``status`` (updated at ``now``); ``canceled`` and ``approved`` also delete the
+phone's code, which is this verification's. Any other record is returned as it
+stands.
 
 **hit_window(window, now).** Counts one hit: the first hit, or the first after
 the window ended, starts a window of ``window_ms``; the answer is the count
@@ -139,6 +145,7 @@ from otpgate.domain.limits import (
     window_index,
 )
 from otpgate.domain.ports import (
+    SENDS_KEPT,
     Attempt,
     Issued,
     Refused,
@@ -362,7 +369,7 @@ class MemoryStore:
         seen = await self.get_verification(verification_id, now)
         if seen is None or seen.status != "pending":
             return seen
-        if status == "canceled":
+        if status in ("canceled", "approved"):
             del self._codes[seen.phone]  # pending: the phone's live code is its own
         return self._set_status(verification_id, status, now)
 
@@ -450,11 +457,40 @@ class MemoryStore:
                 return Refused(g.kind, g.block_seconds)
         return None
 
+    def _resumable(self, request: SendRequest, now: float) -> _Record | None:
+        """The pending verification this send continues (``request.resume``), if any."""
+        if not (request.resume and request.verification_id):
+            return None
+        code = _live(self._codes, request.phone, now)
+        if code is None or not code.verification_id:
+            return None
+        record = self._records.get(code.verification_id)
+        if record is None:
+            return None
+        v = record.verification
+        same = (v.purpose, v.channel, v.details) == (
+            request.purpose,
+            request.channel,
+            request.details,
+        )
+        return record if same and v.status == "pending" and v.expires_at > now else None
+
     def _charge(self, request: SendRequest, now: float) -> Issued:
         expires_at = now + request.ttl_seconds
+        resumed = self._resumable(request, now)  # before the code is replaced
         code = _Code(request.code_hash, 0, expires_at, request.send_id)
         self._codes[request.phone] = code
-        if request.verification_id:
+        if resumed is not None:
+            v = resumed.verification
+            code.verification_id = v.id
+            resumed.verification = replace(
+                v,
+                updated_at=now,
+                expires_at=expires_at,
+                send_times=(*v.send_times, now)[-SENDS_KEPT:],
+            )
+            resumed.expires_at = expires_at + request.retention_seconds
+        elif request.verification_id:
             code.verification_id = request.verification_id
             record = Verification(
                 id=request.verification_id,
@@ -465,6 +501,8 @@ class MemoryStore:
                 created_at=now,
                 updated_at=now,
                 expires_at=expires_at,
+                details=request.details,
+                send_times=(now,),
             )
             self._records[record.id] = _Record(record, expires_at + request.retention_seconds)
         if request.cooldown_seconds > 0:
@@ -494,7 +532,7 @@ class MemoryStore:
             added.append(d.member not in members.members)
             members.members.add(d.member)
         code.new_members = tuple(added)
-        return Issued(request, now)
+        return Issued(request, now, verification_id=code.verification_id)
 
     # -- for tests that drive the clock ------------------------------------------------
     def deadlines(self, lockout: Lockout | None = None) -> list[float]:

@@ -7,8 +7,11 @@ phone in a ``{hash tag}``, so they share one Redis Cluster slot:
   id), ``n`` (which distinct sets the send joined); expires with the code
 - ``P{+12125550123}:cd``       resend cooldown: its end (ms epoch); expires then
 - ``P{<verification id>}:ver`` a verification: ``ph`` phone, ``st`` stored status, ``ch``
-  channel, ``pu`` purpose, ``c``/``u`` created/updated and ``e`` the code's expiry (ms
-  epoch); expires ``retention`` after the code. The code's ``v`` names it.
+  channel, ``pu`` purpose, ``dt`` details, ``c``/``u`` created/updated, ``e`` the code's
+  expiry and ``sa`` its send times (comma-separated; ms epoch); expires ``retention``
+  after the code. The code's ``v`` names it. A resuming send reaches the record of the
+  code it replaces by a key the script builds, not one it is given: standalone and
+  Sentinel Redis allow that; on Cluster it needs every key in one slot.
 - ``P{+12125550123}:void:<id>`` the mark of a send voided before its issue ran: its end
   (ms epoch); expires then
 - ``P{+12125550123}:fails``    consecutive failed verifies ``n`` and the last one's time ``l``
@@ -60,6 +63,7 @@ from otpgate.domain.limits import (
     window_index,
 )
 from otpgate.domain.ports import (
+    SENDS_KEPT,
     Attempt,
     Issued,
     Refused,
@@ -100,6 +104,8 @@ def _add_verification(spec: dict[str, Any], request: SendRequest) -> None:
         }
         if request.purpose is not None:
             spec["pu"] = request.purpose
+        if request.details is not None:
+            spec["dt"] = request.details
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,12 +195,16 @@ class RedisStore:
             ],
         }
         _add_verification(spec, request)
+        if request.resume and request.verification_id:
+            # The record to continue is named by the code being replaced; the script
+            # builds its key (``_record_key``) from this prefix.
+            spec |= {"rs": self._prefix, "keep": SENDS_KEPT}
         self._add_window(keys, spec, window)
         reply = await self._run(_ISSUE, keys, [orjson.dumps(spec), request.code_hash])
         hit = _window_hit(reply)
         tag, rest = int(reply[2]), reply[3:]
         if tag == 0:
-            return Issued(request, now, hit)
+            return Issued(request, now, hit, rest[0].decode() if rest else "")
         if tag == _WINDOW_OVER and hit is not None:
             return Refused("rate_limited", hit.reset_seconds, hit)
         if tag == _VOIDED:
@@ -243,6 +253,7 @@ class RedisStore:
             len(counters),
             len(logs),
             now_ms,
+            self._prefix,
             *(d.member for d in request.distinct),
         ]
         await self._run(_VOID, self._send_keys(request) + counters + logs + sets, args)
@@ -322,6 +333,10 @@ class RedisStore:
             created_at=int(fields["c"]) / 1000,
             updated_at=int(fields["u"]) / 1000,
             expires_at=int(fields["e"]) / 1000,
+            details=fields.get("dt"),
+            send_times=tuple(int(t) / 1000 for t in fields["sa"].split(",") if t)
+            if "sa" in fields
+            else (),
         )
         return stored.seen_at(now, bool(reply[0]))
 

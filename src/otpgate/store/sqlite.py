@@ -37,6 +37,7 @@ from otpgate.domain.limits import (
     window_index,
 )
 from otpgate.domain.ports import (
+    SENDS_KEPT,
     Attempt,
     Issued,
     Refused,
@@ -71,7 +72,9 @@ CREATE TABLE IF NOT EXISTS verifications (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     code_expires_at REAL NOT NULL,
-    expires_at REAL NOT NULL      -- the code's expiry + retention
+    expires_at REAL NOT NULL,     -- the code's expiry + retention
+    details    TEXT,
+    send_times TEXT               -- comma-separated epoch seconds, oldest first
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (
     key        TEXT PRIMARY KEY,
@@ -102,6 +105,8 @@ _ADDED_COLUMNS = (
     ("codes", "send_id", "TEXT"),
     ("codes", "new_members", "TEXT"),
     ("codes", "verification_id", "TEXT"),
+    ("verifications", "details", "TEXT"),
+    ("verifications", "send_times", "TEXT"),
 )
 
 
@@ -350,7 +355,7 @@ class SqliteStore:
             seen = _verification(conn, verification_id, now)
             if seen is None or seen.status != "pending":
                 return seen
-            if status == "canceled":
+            if status in ("canceled", "approved"):
                 conn.execute("DELETE FROM codes WHERE phone = ?", (seen.phone,))
             _set_status(conn, verification_id, status, now)
             return replace(seen, status=status, updated_at=now)
@@ -538,6 +543,8 @@ def _charge(conn: sqlite3.Connection, request: SendRequest, now: float) -> Issue
         )
         added.append(cursor.rowcount == 1)
     expires_at = now + request.ttl_seconds
+    resumed = _resumable(conn, request, now)  # before the code is replaced
+    vid = resumed[0] if resumed is not None else request.verification_id
     conn.execute(
         "INSERT OR REPLACE INTO codes (phone, code_hash, attempts, expires_at, send_id,"
         " new_members, verification_id) VALUES (?, ?, 0, ?, ?, ?, ?)",
@@ -547,16 +554,28 @@ def _charge(conn: sqlite3.Connection, request: SendRequest, now: float) -> Issue
             expires_at,
             request.send_id,
             "".join("1" if new else "0" for new in added),
-            request.verification_id or None,
+            vid or None,
         ),
     )
-    if request.verification_id:
+    if resumed is not None:
+        conn.execute(
+            "UPDATE verifications SET updated_at = ?, code_expires_at = ?, expires_at = ?,"
+            " send_times = ? WHERE id = ?",
+            (
+                now,
+                expires_at,
+                expires_at + request.retention_seconds,
+                _join_times((*resumed[1], now)[-SENDS_KEPT:]),
+                vid,
+            ),
+        )
+    elif vid:
         conn.execute(
             "INSERT OR REPLACE INTO verifications (id, phone, status, channel, purpose,"
-            " created_at, updated_at, code_expires_at, expires_at)"
-            " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
+            " created_at, updated_at, code_expires_at, expires_at, details, send_times)"
+            " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                request.verification_id,
+                vid,
                 request.phone,
                 request.channel,
                 request.purpose,
@@ -564,9 +583,36 @@ def _charge(conn: sqlite3.Connection, request: SendRequest, now: float) -> Issue
                 now,
                 expires_at,
                 expires_at + request.retention_seconds,
+                request.details,
+                _join_times((now,)),
             ),
         )
-    return Issued(request, now)
+    return Issued(request, now, verification_id=vid)
+
+
+def _resumable(
+    conn: sqlite3.Connection, request: SendRequest, now: float
+) -> tuple[str, tuple[float, ...]] | None:
+    """The pending verification this send continues (``request.resume``): its id and
+    send times."""
+    if not (request.resume and request.verification_id):
+        return None
+    row = conn.execute(
+        "SELECT v.id, v.send_times FROM codes AS c JOIN verifications AS v"
+        " ON v.id = c.verification_id"
+        " WHERE c.phone = ? AND c.expires_at > ? AND v.status = 'pending'"
+        " AND v.code_expires_at > ? AND v.purpose IS ? AND v.channel = ? AND v.details IS ?",
+        (request.phone, now, now, request.purpose, request.channel, request.details),
+    ).fetchone()
+    return None if row is None else (row[0], _split_times(row[1]))
+
+
+def _join_times(times: tuple[float, ...]) -> str:
+    return ",".join(repr(t) for t in times)
+
+
+def _split_times(text: str | None) -> tuple[float, ...]:
+    return tuple(float(t) for t in text.split(",")) if text else ()
 
 
 def _set_status(
@@ -583,7 +629,8 @@ def _verification(
 ) -> Verification | None:
     row = conn.execute(
         "SELECT v.phone, v.status, v.channel, v.purpose, v.created_at, v.updated_at,"
-        " v.code_expires_at, c.verification_id IS NOT NULL AND c.expires_at > ?"
+        " v.code_expires_at, c.verification_id IS NOT NULL AND c.expires_at > ?,"
+        " v.details, v.send_times"
         " FROM verifications AS v LEFT JOIN codes AS c"
         " ON c.phone = v.phone AND c.verification_id = v.id"
         " WHERE v.id = ? AND v.expires_at > ?",
@@ -600,6 +647,8 @@ def _verification(
         created_at=row[4],
         updated_at=row[5],
         expires_at=row[6],
+        details=row[8],
+        send_times=_split_times(row[9]),
     )
     return record.seen_at(now, bool(row[7]))
 

@@ -1,5 +1,5 @@
 -- Read a verification and, when it is pending, turn it to a final status ("canceled"
--- deletes its code too).
+-- and "approved" delete its code too).
 --
 -- KEYS: the verification record, the phone's code. ARGV: verification id, status ("":
 -- only read), now (ms). A record is pending while its stored status is, its code's time
@@ -11,7 +11,7 @@ if not st then return {} end
 local now = tonumber(ARGV[3])
 local current = redis.call('HGET', KEYS[2], 'v') == ARGV[1]
 if ARGV[2] ~= '' and st == 'pending' and tonumber(e) > now and current then
-  if ARGV[2] == 'canceled' then
+  if ARGV[2] == 'canceled' or ARGV[2] == 'approved' then
     redis.call('DEL', KEYS[2])
     current = false
   end

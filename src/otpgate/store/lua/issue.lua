@@ -8,11 +8,13 @@
 --       (buckets_counted(now): buckets + 1 counters), then per distinct quota (set),
 --       per surge guard (previous, current, block), then the request window if any.
 -- ARGV[1]: {"now", "id" (send id), "ttl", "cd", "q": [[limit, win, buckets]],
---           "v": verification id, "ch" channel, "pu" purpose, "ret" retention (absent
---           without a verification),
+--           "v": verification id, "ch" channel, "pu" purpose, "dt" details, "ret"
+--           retention (absent without a verification), "rs": the key prefix when the
+--           send may resume the replaced code's pending verification, "keep" how many
+--           send times a record keeps,
 --           "d": [[member, limit, win]], "s": [[min, factor, win, block]],
 --           "w": [limit, win] or absent}; ARGV[2]: hash. Times and windows in ms.
--- Returns {wc, wt, tag, ...}: tag 0 issued; 1 cooldown (ms); 2 quota (i, ms until one
+-- Returns {wc, wt, tag, ...}: tag 0 issued (then the verification id, "" for none); 1 cooldown (ms); 2 quota (i, ms until one
 --   more send fits); 3 surge block (i, ms); 4 distinct (i, ms); -5 request window over
 --   (from window.lua); -6 the send was voided (void.lua) before this step ran.
 -- The code hash records the send's id "i" and, in "n", a '1' or '0' per distinct
@@ -114,15 +116,37 @@ for i = 1, #s do
   redis.call('INCR', key)
   redis.call('PEXPIREAT', key, (math.floor(now / win) + 2) * win)
 end
+-- A resuming send continues the verification of the code it replaces when that one is
+-- live, stored pending, and of this send's purpose, channel and details.
+local vid, record, sends = spec.v, KEYS[4], nil
+if spec.rs then
+  local old = redis.call('HGET', KEYS[1], 'v')
+  if old then
+    local key = spec.rs .. '{' .. old .. '}:ver'
+    local f = redis.call('HMGET', key, 'st', 'e', 'ch', 'pu', 'dt', 'sa', 'c')
+    if f[1] == 'pending' and tonumber(f[2]) > now and f[3] == spec.ch
+        and (f[4] or false) == (spec.pu or false) and (f[5] or false) == (spec.dt or false) then
+      vid, record, sends = old, key, f[6] or f[7]
+    end
+  end
+end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'h', ARGV[2], 'a', 0, 'i', spec.id, 'n', table.concat(added))
 redis.call('PEXPIREAT', KEYS[1], now + spec.ttl)
-if spec.v then
-  redis.call('HSET', KEYS[1], 'v', spec.v)
-  redis.call('DEL', KEYS[4])
-  redis.call('HSET', KEYS[4], 'ph', spec.ph, 'st', 'pending', 'ch', spec.ch, 'c', now, 'u', now,
-    'e', now + spec.ttl)
-  if spec.pu then redis.call('HSET', KEYS[4], 'pu', spec.pu) end
-  redis.call('PEXPIREAT', KEYS[4], now + spec.ttl + spec.ret)
+if vid then
+  redis.call('HSET', KEYS[1], 'v', vid)
+  if sends then
+    local times = {}
+    for t in string.gmatch(sends .. ',' .. now, '[^,]+') do times[#times + 1] = t end
+    local kept = {unpack(times, math.max(1, #times - spec.keep + 1))}
+    redis.call('HSET', record, 'u', now, 'e', now + spec.ttl, 'sa', table.concat(kept, ','))
+  else
+    redis.call('DEL', record)
+    redis.call('HSET', record, 'ph', spec.ph, 'st', 'pending', 'ch', spec.ch, 'c', now,
+      'u', now, 'e', now + spec.ttl, 'sa', now)
+    if spec.pu then redis.call('HSET', record, 'pu', spec.pu) end
+    if spec.dt then redis.call('HSET', record, 'dt', spec.dt) end
+  end
+  redis.call('PEXPIREAT', record, now + spec.ttl + spec.ret)
 end
-return {wc, wt, 0}
+return {wc, wt, 0, vid or ''}
