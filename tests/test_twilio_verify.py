@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from otpgate.settings import ConfigError, load_settings
 from tests.conftest import ServiceFactory
 from tests.fakes import FailingSender
 from tests.service_process import ServiceProcess
+from tests.sns_emulator import SnsEmulator
 
 ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "t0k3n-" + "a" * 32
@@ -38,7 +40,7 @@ OTHER_SERVICE_SID = "VA" + "3" * 32
 CODE = "123456"
 WRONG = "654321"
 # Test numbers: stored and limited like any other, the code known, no SMS sent.
-PHONES = [f"+1555010{n:04d}" for n in range(20)]
+PHONES = [f"+1555010{n:04d}" for n in range(40)]
 
 V2_ENV = {
     "VERIFY_V2_ACCOUNT_SID": ACCOUNT_SID,
@@ -173,11 +175,70 @@ def test_cancel_then_check_is_404_20404(verify: ServiceContext, phone: str) -> N
     assert (info.value.status, info.value.code) == (404, 20404)
 
 
-def test_approve_by_api_is_not_supported(verify: ServiceContext, phone: str) -> None:
+def test_approve_by_api_ends_the_verification(verify: ServiceContext, phone: str) -> None:
+    """Approved without a code (the app proved the user another way): the code stops."""
+    created = send(verify, phone)
+    approved = verify.verifications(created.sid).update(status="approved")
+    assert (approved.sid, approved.status, approved.valid) == (created.sid, "approved", True)
+    assert verify.verifications(created.sid).fetch().status == "approved"
+    with pytest.raises(TwilioRestException) as info:
+        verify.verification_checks.create(to=phone, code=CODE)
+    assert (info.value.status, info.value.code) == (404, 20404)
+    # Final: cancelling it now changes nothing.
+    assert verify.verifications(created.sid).update(status="canceled").status == "approved"
+
+
+def test_update_to_another_status_is_400_60200(verify: ServiceContext, phone: str) -> None:
     created = send(verify, phone)
     with pytest.raises(TwilioRestException) as info:
-        verify.verifications(created.sid).update(status="approved")
+        verify.verifications(created.sid).update(status="pending")
     assert (info.value.status, info.value.code) == (400, 60200)
+    assert verify.verifications(created.sid).fetch().status == "pending"
+
+
+def test_another_services_verification_is_not_found(
+    server: ServiceProcess, verify: ServiceContext, phone: str
+) -> None:
+    created = send(verify, phone)
+    other = twilio_client(server.base).verify.v2.services(OTHER_SERVICE_SID)
+    calls = [
+        lambda: other.verifications(created.sid).fetch(),
+        lambda: other.verifications(created.sid).update(status="canceled"),
+        lambda: other.verification_checks.create(verification_sid=created.sid, code=CODE),
+    ]
+    for call in calls:
+        with pytest.raises(TwilioRestException) as info:
+            call()
+        assert (info.value.status, info.value.code) == (404, 20404)
+    # Nothing of that touched it: still pending, and its code still checks.
+    assert verify.verifications(created.sid).fetch().status == "pending"
+    assert verify.verification_checks.create(verification_sid=created.sid, code=CODE).valid
+
+
+def test_fetch_shows_amount_and_payee(verify: ServiceContext, phone: str) -> None:
+    created = send(verify, phone, amount="€39.99", payee="Acme Shop")
+    fetched = verify.verifications(created.sid).fetch()
+    assert (fetched.amount, fetched.payee) == ("€39.99", "Acme Shop")
+    check = verify.verification_checks.create(
+        verification_sid=created.sid, code=CODE, amount="€39.99", payee="Acme Shop"
+    )
+    assert (check.status, check.amount, check.payee) == ("approved", "€39.99", "Acme Shop")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("CustomFriendlyName", ""), ("CustomFriendlyName", "x" * 41), ("AppHash", "short")],
+)
+def test_bad_friendly_name_or_app_hash_is_400_60200(
+    verify: ServiceContext, phone: str, name: str, value: str
+) -> None:
+    if value == "":
+        value = "\x07"  # not printable
+    keyword = {"CustomFriendlyName": "custom_friendly_name", "AppHash": "app_hash"}[name]
+    with pytest.raises(TwilioRestException) as info:
+        send(verify, phone, **{keyword: value})
+    assert (info.value.status, info.value.code) == (400, 60200)
+    assert name in info.value.msg
 
 
 def test_check_without_a_code_sent_is_404(verify: ServiceContext, phone: str) -> None:
@@ -283,6 +344,99 @@ def test_seed_and_v2_routes_count_in_one_per_ip_window(tmp_path: Path) -> None:
     finally:
         out = process.stop()
     assert "Traceback" not in out, out
+
+
+# --- real SMS: the SNS emulator, through the real client ------------------------------
+
+
+@pytest.fixture(scope="module")
+def sns_server(
+    tmp_path_factory: pytest.TempPathFactory, sns_emulator: SnsEmulator
+) -> Iterator[ServiceProcess]:
+    """An otpgate that sends by SNS to the emulator; no resend cooldown, three sends per
+    number."""
+    process = ServiceProcess(
+        tmp_path_factory.mktemp("v2-sns"),
+        SMS_PROVIDER="sns",
+        SNS_ENDPOINT_URL=sns_emulator.url,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_REGION="us-east-1",
+        OTP_RESEND_COOLDOWN_SECONDS="0",
+        PHONE_SEND_LIMIT="3",
+        RATE_LIMIT_MAX_REQUESTS="1000",
+        **V2_ENV,
+    )
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        out = process.stop()
+        assert "Traceback" not in out, out
+        assert AUTH_TOKEN not in out
+
+
+def texts_to(emulator: SnsEmulator, phone: str) -> list[str]:
+    return [m["message"] for m in emulator.messages() if m["phone_number"] == phone]
+
+
+def code_in(text: str) -> str:
+    return re.findall(r"\b(\d{6})\b", text)[0]
+
+
+@pytest.mark.integration
+def test_the_code_goes_by_sms_and_names_the_service(
+    sns_server: ServiceProcess, sns_emulator: SnsEmulator
+) -> None:
+    phone = "+12125550181"
+    verify = twilio_client(sns_server.base).verify.v2.services(SERVICE_SID)
+    created = send(verify, phone)
+    (text,) = texts_to(sns_emulator, phone)
+    assert "Acme Shop" in text  # the service's friendly name is {app}
+    check = verify.verification_checks.create(to=phone, code=code_in(text))
+    assert (check.status, check.valid, check.sid) == ("approved", True, created.sid)
+
+
+@pytest.mark.integration
+def test_custom_friendly_name_and_app_hash_shape_the_text(
+    sns_server: ServiceProcess, sns_emulator: SnsEmulator
+) -> None:
+    phone = "+12125550182"
+    verify = twilio_client(sns_server.base).verify.v2.services(OTHER_SERVICE_SID)
+    send(verify, phone, custom_friendly_name="Acme Pay", app_hash="FA+9qCX9VSu")
+    (text,) = texts_to(sns_emulator, phone)
+    assert "Acme Pay" in text and "Acme Bank" not in text
+    assert text.endswith("\nFA+9qCX9VSu")
+
+
+@pytest.mark.integration
+def test_a_new_create_for_a_pending_to_keeps_its_sid_and_sends_a_fresh_code(
+    sns_server: ServiceProcess, sns_emulator: SnsEmulator
+) -> None:
+    phone = "+12125550183"
+    verify = twilio_client(sns_server.base).verify.v2.services(SERVICE_SID)
+    first = send(verify, phone)
+    again = send(verify, phone)  # no cooldown on this server
+    assert again.sid == first.sid
+    assert again.date_created == first.date_created
+    assert [a["channel"] for a in again.send_code_attempts] == ["sms", "sms"]
+    assert len({a["attempt_sid"] for a in again.send_code_attempts}) == 2
+    old, new = (code_in(t) for t in texts_to(sns_emulator, phone))
+    if old != new:  # one in a million they are the same code
+        stale = verify.verification_checks.create(to=phone, code=old)
+        assert (stale.status, stale.valid) == ("pending", False)
+    check = verify.verification_checks.create(to=phone, code=new)
+    assert (check.status, check.sid) == ("approved", first.sid)
+    # Approved: the next create opens a new verification...
+    third = send(verify, phone)
+    assert third.sid != first.sid
+    assert len(third.send_code_attempts) == 1
+    # ...and the one after is over PHONE_SEND_LIMIT: 429 60203, and nothing is sent.
+    with pytest.raises(TwilioRestException) as info:
+        send(verify, phone)
+    assert (info.value.status, info.value.code) == (429, 60203)
+    assert len(texts_to(sns_emulator, phone)) == 3
+    assert verify.verifications(third.sid).fetch().status == "pending"
 
 
 @pytest.mark.integration

@@ -11,10 +11,15 @@ What maps to what:
 - ``POST Verifications`` is a send (``OtpService.request_code``), counted in the
   same per-IP window as ``/api/v1/request-otp``; ``Amount`` and ``Payee`` bind the
   code as a purpose does; ``DeviceIp`` is the end user's address, which the per-IP
-  limits count instead of the caller's.
+  limits count instead of the caller's. The service's friendly name is ``{app}`` in
+  the text. A create for a ``To`` whose verification is pending resumes it (same sid,
+  a fresh code), as Twilio resends under the same sid.
 - ``POST VerificationCheck`` is a verify (in the ``/api/v1/verify-otp`` window): a
   wrong code is ``pending``/``valid: false``, no code to check is 404 20404.
-- ``GET``/``POST Verifications/{Sid}`` look up and cancel a verification.
+- ``GET``/``POST Verifications/{Sid}`` look up, cancel and approve a verification.
+
+A verification keeps its service, amount and payee as its ``details``: a fetch shows
+them, and a sid is found only under its own service.
 
 The credentials are never logged, and a refused request costs no store step.
 """
@@ -49,7 +54,9 @@ from otpgate.domain.errors import (
     StoreUnavailable,
     VerificationNotFound,
 )
+from otpgate.domain.message import check_android_app_hash, check_app_name
 from otpgate.domain.ports import RequestWindow, Verification, WindowHit
+from otpgate.domain.service import OtpService, SendOptions
 from otpgate.http.body import BodyTooLarge, read_body
 from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.rate_limit import RateLimitHeaders
@@ -60,6 +67,8 @@ from otpgate.wiring import Components
 log = logging.getLogger("otpgate.http")
 
 PREFIX = "/v2/Services/{service_sid}"
+# The longest Amount or Payee kept (both fit a verification's details together).
+DETAIL_MAX = 200
 CHANNELS = frozenset({"sms"})
 _VERIFICATION_ID = re.compile(VERIFICATION_ID_PATTERN)
 FORM = b"application/x-www-form-urlencoded"
@@ -293,24 +302,37 @@ class TwilioVerifyApi:
         channel = _required(form, "Channel")
         if channel not in CHANNELS:
             raise invalid_parameter("Channel", "only sms is supported")
-        # Locale and CustomFriendlyName are accepted and have no effect.
+        # Locale is accepted and has no effect: the text is the configured one.
         amount, payee = form.get("Amount"), form.get("Payee")
+        details = call.details(amount, payee)
+        options = SendOptions(
+            app=_checked(form, "CustomFriendlyName", check_app_name)
+            or call.config.services[call.service_sid],
+            android_app_hash=_checked(form, "AppHash", check_android_app_hash),
+            details=details,
+            resume=True,
+        )
         sent = await self._service.request_code(
-            to, call.client_key, call.window, purpose_of(amount, payee)
+            to, call.client_key, call.window, purpose_of(amount, payee), options
         )
         note_phone(sent.phone.masked())
-        now = time.time()
-        record = Verification(
-            id=sent.verification_id,
-            phone=sent.phone.e164,
-            status="pending",
-            channel="sms",
-            purpose=None,
-            created_at=now,
-            updated_at=now,
-            expires_at=now + sent.expires_in,
-        )
-        return _json(call.body(record, amount, payee), 201), sent.window_hit
+        try:
+            record = await self._service.verification(sent.verification_id)
+        except (VerificationNotFound, StoreUnavailable):
+            # Sent all the same: the answer is built from what the send returned.
+            now = time.time()
+            record = Verification(
+                sent.verification_id,
+                sent.phone.e164,
+                "pending",
+                channel,
+                None,
+                now,
+                now,
+                now + sent.expires_in,
+                details,
+            )
+        return _json(call.body(record), 201), sent.window_hit
 
     async def _check(self, request: Request, call: Call) -> Outcome:
         form = call.form
@@ -318,8 +340,8 @@ class TwilioVerifyApi:
         to, sid = form.get("To"), form.get("VerificationSid")
         if to is None and sid is None:
             raise invalid_parameter("To", "either To or VerificationSid must be specified")
-        if sid is not None and not _VERIFICATION_ID.match(sid):
-            raise not_found(call.path(sid))
+        if sid is not None:
+            await call.own(self._service, sid)  # another service's is not found here
         amount, payee = form.get("Amount"), form.get("Payee")
         try:
             verified = await self._service.verify_code(
@@ -344,7 +366,7 @@ class TwilioVerifyApi:
             if exc.phone is not None:
                 note_phone(exc.phone.masked())
             note_error_code(exc.code)
-            return _json(call.body(record, amount, payee)), exc.window_hit
+            return _json(call.body(record)), exc.window_hit
         note_phone(verified.phone.masked())
         try:
             record = await self._service.verification(verified.verification_id)
@@ -360,28 +382,33 @@ class TwilioVerifyApi:
                 now,
                 now,
                 now,
+                call.details(amount, payee),
             )
-        return _json(call.body(record, amount, payee)), verified.window_hit
+        return _json(call.body(record)), verified.window_hit
 
     async def _fetch(self, request: Request, call: Call) -> Outcome:
         sid = call.sid_of(request)
         hit = await self._limiter.admit(call.window)
         try:
-            record = await self._service.verification(sid)
+            record = await call.own(self._service, sid)
         except OtpError as exc:
             raise _with_hit(exc, hit) from None
         return _json(call.body(record)), hit
 
     async def _update(self, request: Request, call: Call) -> Outcome:
+        """``Status=canceled`` stops the code; ``approved`` approves without one (the app
+        proved the user another way). Either stops a pending verification's code."""
         sid = call.sid_of(request)
         status = _required(call.form, "Status")
-        if status != "canceled":
-            raise invalid_parameter(
-                "Status", "only canceled is supported; approving by API is not available"
-            )
+        if status not in ("canceled", "approved"):
+            raise invalid_parameter("Status", "canceled or approved")
         hit = await self._limiter.admit(call.window)
         try:
-            record = await self._service.cancel(sid)
+            await call.own(self._service, sid)
+            if status == "canceled":
+                record = await self._service.cancel(sid)
+            else:
+                record = await self._service.approve(sid)
         except OtpError as exc:
             raise _with_hit(exc, hit) from None
         return _json(call.body(record)), hit
@@ -407,11 +434,29 @@ class Call:
             raise not_found(self.path(sid))
         return sid
 
-    def body(
-        self, record: Verification, amount: str | None = None, payee: str | None = None
-    ) -> dict[str, Any]:
+    def details(self, amount: str | None, payee: str | None) -> str:
+        """What a verification keeps: its service, and the amount and payee it binds."""
+        for name, value in (("Amount", amount), ("Payee", payee)):
+            if value is not None and len(value) > DETAIL_MAX:
+                raise invalid_parameter(name, f"at most {DETAIL_MAX} characters")
+        kept = {"service": self.service_sid, "amount": amount, "payee": payee}
+        return orjson.dumps({k: v for k, v in kept.items() if v is not None}).decode()
+
+    async def own(self, service: OtpService, sid: str) -> Verification:
+        """The verification ``sid`` when it is this service's (or was opened by the
+        otpgate routes, which name no service); 404 otherwise."""
+        if not _VERIFICATION_ID.match(sid):
+            raise not_found(self.path(sid))
+        record = await service.verification(sid)
+        if _kept(record).get("service", self.service_sid) != self.service_sid:
+            raise not_found(self.path(sid))
+        return record
+
+    def body(self, record: Verification) -> dict[str, Any]:
         """A verification as Twilio shows one."""
+        kept = _kept(record)
         created = _iso(record.created_at)
+        sends = record.send_times or (record.created_at,)
         return {
             "sid": record.id,
             "service_sid": self.service_sid,
@@ -420,10 +465,15 @@ class Call:
             "channel": record.channel,
             "status": record.status,
             "valid": record.status == "approved",
-            "amount": amount,
-            "payee": payee,
+            "amount": kept.get("amount"),
+            "payee": kept.get("payee"),
             "send_code_attempts": [
-                {"attempt_sid": f"VL{record.id[2:]}", "channel": record.channel, "time": created}
+                {
+                    "attempt_sid": _attempt_sid(record.id, n),
+                    "channel": record.channel,
+                    "time": _iso(t),
+                }
+                for n, t in enumerate(sends)
             ],
             "lookup": {},
             "sna": None,
@@ -431,6 +481,33 @@ class Call:
             "date_updated": _iso(record.updated_at),
             "url": f"{self.base_url}{self.path(record.id)}",
         }
+
+
+def _kept(record: Verification) -> dict[str, str]:
+    """What ``Call.details`` kept with a verification (nothing for the otpgate routes')."""
+    if not record.details:
+        return {}
+    try:
+        kept = orjson.loads(record.details)
+    except orjson.JSONDecodeError:
+        return {}
+    return {k: v for k, v in kept.items() if isinstance(v, str)} if isinstance(kept, dict) else {}
+
+
+def _attempt_sid(verification_id: str, n: int) -> str:
+    """A stable id for the ``n``-th send of a verification (``VL`` + 32 hex)."""
+    return "VL" + hashlib.sha256(f"{verification_id}:{n}".encode()).hexdigest()[:32]
+
+
+def _checked(form: Form, name: str, check: Callable[[str], str]) -> str | None:
+    """An optional parameter, refused as Twilio's invalid parameter when ``check`` fails."""
+    value = form.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise invalid_parameter(name, str(exc)) from None
 
 
 def _iso(epoch: float) -> str:
