@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -176,11 +177,16 @@ class MeteredStore:
         return attempt
 
     async def consume(
-        self, phone: str, code_hash: bytes, now: float, verification_id: str = ""
+        self,
+        phone: str,
+        code_hash: bytes,
+        now: float,
+        verification_id: str = "",
+        ranges: Sequence[str] = (),
     ) -> bool:
         start = time.perf_counter()
         try:
-            consumed = await self._inner.consume(phone, code_hash, now, verification_id)
+            consumed = await self._inner.consume(phone, code_hash, now, verification_id, ranges)
         finally:
             self._t_consume.observe(time.perf_counter() - start)
         if not consumed:

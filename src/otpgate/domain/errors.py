@@ -97,6 +97,13 @@ class CountryNotAllowed(OtpError):
     message = "Sending codes to this country is not enabled."
 
 
+class RangeDenied(OtpError):
+    """An operator denied sends to this number range or country."""
+
+    code = "range_denied"
+    message = "Sending codes to this number range is not allowed."
+
+
 class StoreUnavailable(OtpError):
     code = "store_unavailable"
     message = "The OTP service is temporarily unavailable. Please try again later."

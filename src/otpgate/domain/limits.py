@@ -16,7 +16,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from otpgate.domain.errors import CountryNotAllowed, LimitExceeded, OtpError, RateLimited
+from otpgate.domain.errors import (
+    CountryNotAllowed,
+    LimitExceeded,
+    OtpError,
+    RangeDenied,
+    RateLimited,
+)
 from otpgate.domain.phone import Phone
 
 HOUR = 3600
@@ -35,6 +41,8 @@ LIMIT_MESSAGES: dict[str, str] = {
     "country_blocked": "Sending to this country is paused after unusual traffic.",
     "phone_locked": "Too many failed attempts for this number. Try again later.",
 }
+# The refusal of a send to a range an operator denied: not a limit that lifts in time.
+RANGE_DENIED = "range_denied"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,57 @@ class SurgeGuard:
 
     def allowed(self, previous: int) -> float:
         return max(self.min_sends, self.factor * previous)
+
+
+# Conversion (verified / sent) per number range, counted in the send and verify steps:
+# sends and approvals per range in buckets of STAT_BUCKET_SECONDS (kept an hour and a
+# little more) and of an hour (kept a day). A verify credits the bucket of the send.
+STAT_BUCKET_SECONDS = 300
+CONVERSION_WINDOW_SECONDS = HOUR
+STAT_BUCKETS_KEPT = CONVERSION_WINDOW_SECONDS // STAT_BUCKET_SECONDS + 2
+DAY_BUCKETS_KEPT = 25
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionGuard:
+    """Blocks ``key`` for ``block_seconds`` when too few of its settled sends convert.
+
+    A send is settled once its code can no longer be verified (``settle_seconds``
+    after its bucket ended). Over the settled buckets of the last
+    ``CONVERSION_WINDOW_SECONDS``: once they hold ``min_sends`` sends, a conversion
+    (approvals / sends) under ``min_rate`` refuses the send and blocks the range, as a
+    surge does (the same block, ``kind`` on ``key``). Pumped numbers never enter
+    their codes; real users mostly do.
+    """
+
+    kind: str
+    key: str
+    min_sends: int
+    min_rate: float
+    settle_seconds: int
+    block_seconds: int
+
+    def too_low(self, sends: int, approvals: int) -> bool:
+        return sends >= self.min_sends and approvals < self.min_rate * sends
+
+
+def stat_bucket(now: float) -> int:
+    return int(now // STAT_BUCKET_SECONDS)
+
+
+def day_bucket(now: float) -> int:
+    return int(now // HOUR)
+
+
+def settled_buckets(now_ms: int, settle_ms: int) -> range:
+    """The stat buckets a conversion guard weighs at ``now``: those of the last
+    ``CONVERSION_WINDOW_SECONDS`` whose codes have all run out (ended ``settle`` ago)."""
+    width = STAT_BUCKET_SECONDS * 1000
+    current = now_ms // width
+    oldest = current - CONVERSION_WINDOW_SECONDS // STAT_BUCKET_SECONDS
+    # Bucket j is settled when (j + 1) * width + settle <= now.
+    newest = (now_ms - settle_ms) // width - 1
+    return range(oldest, max(oldest, newest + 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +272,8 @@ def seconds_until_window_ends(now: float, window_seconds: int) -> int:
 def refusal(kind: str, retry_after: int) -> OtpError:
     if kind == RateLimited.code:
         return RateLimited(retry_after)
+    if kind == RANGE_DENIED:
+        return RangeDenied()
     return LimitExceeded(kind, LIMIT_MESSAGES[kind], retry_after=retry_after)
 
 
@@ -227,6 +288,11 @@ class PumpingGuard:
     factor: float = 5.0
     window_seconds: int = HOUR
     block_seconds: int = 6 * HOUR
+    # The conversion rule (``ConversionGuard``) on the same prefixes and countries.
+    conversion: bool = True
+    conversion_min_sends: int = 50
+    conversion_country_min_sends: int = 200
+    conversion_min_rate: float = 0.35
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +367,44 @@ class AbusePolicy:
                 p.block_seconds,
             ),
         )
+
+    def ranges(self, phone: Phone) -> tuple[str, str]:
+        """The number range (``prefix:<digits>``) and country (``country:<XX>``) a send
+        is guarded and counted in."""
+        prefix = phone.e164[1 : 1 + self.pumping.prefix_digits]
+        return f"prefix:{prefix}", f"country:{country_scope(phone)}"
+
+    def send_conversions(self, phone: Phone, settle_seconds: int) -> tuple[ConversionGuard, ...]:
+        p = self.pumping
+        if not p.conversion:
+            return ()
+        prefix, country = self.ranges(phone)
+        return (
+            ConversionGuard(
+                "prefix_blocked",
+                prefix,
+                p.conversion_min_sends,
+                p.conversion_min_rate,
+                settle_seconds,
+                p.block_seconds,
+            ),
+            ConversionGuard(
+                "country_blocked",
+                country,
+                p.conversion_country_min_sends,
+                p.conversion_min_rate,
+                settle_seconds,
+                p.block_seconds,
+            ),
+        )
+
+
+def override_candidates(phone: Phone) -> tuple[str, ...]:
+    """Every override entry that covers ``phone``: each leading run of its digits as
+    ``prefix:<digits>`` (``prefix:4``, ``prefix:44``...) and its ``country:<XX>``."""
+    digits = phone.e164[1:]
+    prefixes = tuple(f"prefix:{digits[:n]}" for n in range(1, len(digits) + 1))
+    return (*prefixes, f"country:{country_scope(phone)}")
 
 
 def country_scope(phone: Phone) -> str:

@@ -22,7 +22,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
-from otpgate.domain.limits import DistinctQuota, Lockout, Quota, SurgeGuard
+from otpgate.domain.limits import (
+    DAY_BUCKETS_KEPT,
+    HOUR,
+    ConversionGuard,
+    DistinctQuota,
+    Lockout,
+    Quota,
+    SurgeGuard,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +87,14 @@ class SendRequest:
     # Continue the phone's pending verification instead of opening ``verification_id``,
     # when its purpose, channel and details are this send's: a resend keeps its id.
     resume: bool = field(default=False, kw_only=True)
+    # The ranges (``prefix:…``, ``country:…``) whose sends this one counts in, and
+    # whose conversion guards it passes (``limits.AbusePolicy.ranges``).
+    ranges: Sequence[str] = field(default=(), kw_only=True)
+    conversions: Sequence[ConversionGuard] = field(default=(), kw_only=True)
+    # Override entries covering the phone (``limits.override_candidates``): one on the
+    # deny list refuses the send; one on the exempt list skips every surge and
+    # conversion guard, and any block they set.
+    overrides: Sequence[str] = field(default=(), kw_only=True)
 
     @property
     def reach_seconds(self) -> int:
@@ -91,6 +107,7 @@ class SendRequest:
             *(d.window_seconds for d in self.distinct),
             # A surge window's count is the baseline through the next window too.
             *(2 * g.window_seconds for g in self.surges),
+            DAY_BUCKETS_KEPT * HOUR if self.ranges else 0,
         )
 
 
@@ -171,6 +188,53 @@ class Verification:
         return self
 
 
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A defence that stops sends to a range (``prefix_blocked``, ``country_blocked``) or
+    verifies for a phone (``phone_locked``) until ``ends_at``.
+
+    ``reason`` says which rule set it (``surge``, ``conversion``, ``failures``) and
+    ``counts`` what it saw: sends and the previous window's (a surge), sends and
+    approvals (a conversion), consecutive failures (a lockout).
+    """
+
+    kind: str
+    scope: str  # prefix:<digits>, country:<XX>, or the phone in E.164
+    reason: str
+    started_at: float
+    ends_at: float
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneState:
+    """What the defences hold about one phone; never its code or the code's hash."""
+
+    phone: str
+    code_pending: bool
+    code_expires_at: float | None
+    attempts: int  # on the pending code
+    cooldown_until: float | None
+    sends_in_window: int  # counted by the per-phone send limit
+    failures: int  # consecutive failed verifies
+    last_failure_at: float | None
+    verification: Verification | None  # the pending code's
+
+
+@dataclass(frozen=True, slots=True)
+class RangeStats:
+    """Sends and approvals of a range over the last hour and the last day."""
+
+    scope: str
+    hour_sends: int
+    hour_approvals: int
+    day_sends: int
+    day_approvals: int
+
+
+OverrideList = Literal["exempt", "deny"]
+
+
 class OtpStore(Protocol):
     async def issue(
         self, request: SendRequest, now: float, window: RequestWindow | None = None
@@ -209,10 +273,16 @@ class OtpStore(Protocol):
         """
 
     async def consume(
-        self, phone: str, code_hash: bytes, now: float, verification_id: str = ""
+        self,
+        phone: str,
+        code_hash: bytes,
+        now: float,
+        verification_id: str = "",
+        ranges: Sequence[str] = (),
     ) -> bool:
         """Delete the code if it is still ``code_hash`` and live, and clear the failures;
-        its verification (``Attempt.verification_id``, passed back) turns ``approved``.
+        its verification (``Attempt.verification_id``, passed back) turns ``approved``,
+        and each of ``ranges`` counts an approval for the code's send.
 
         True for exactly one caller.
         """
@@ -238,6 +308,30 @@ class OtpStore(Protocol):
         """Raise StoreUnavailable when the backend does not answer."""
 
     async def close(self) -> None: ...
+
+
+class DefenceStore(Protocol):
+    """What operators see and undo of the defences, through the store every instance
+    shares. Not on any request's path, so reads may take several round trips."""
+
+    async def blocks(self, now: float) -> list[Block]:
+        """Every block in force at ``now``."""
+
+    async def lift_block(self, kind: str, scope: str, now: float) -> Block | None:
+        """End a block now (a lockout: forget the phone's failures); the block as it
+        was, or None when none was in force."""
+
+    async def phone_state(self, phone: str, now: float, sends: Quota) -> PhoneState:
+        """The phone's code, cooldown, failures and sends counted by ``sends``."""
+
+    async def set_override(self, which: OverrideList, entry: str, present: bool) -> bool:
+        """Add (or remove) ``entry``; True when that changed the list."""
+
+    async def overrides(self) -> dict[OverrideList, list[str]]:
+        """Both lists, each sorted."""
+
+    async def range_stats(self, now: float) -> list[RangeStats]:
+        """Every range with a send in the last day."""
 
 
 class SmsSender(Protocol):

@@ -27,7 +27,7 @@ from otpgate.domain.errors import (
     TooManyAttempts,
     VerificationNotFound,
 )
-from otpgate.domain.limits import AbusePolicy, refusal
+from otpgate.domain.limits import AbusePolicy, override_candidates, refusal
 from otpgate.domain.phone import Phone, parse_phone
 from otpgate.domain.policy import OtpPolicy
 from otpgate.domain.ports import (
@@ -169,6 +169,9 @@ class OtpService:
             retention_seconds=policy.verification_retention_seconds,
             details=options.details,
             resume=options.resume,
+            ranges=limits.ranges(phone),
+            conversions=limits.send_conversions(phone, policy.ttl_seconds),
+            overrides=override_candidates(phone),
         )
         await self._voids.settle(phone.e164)
         now = self._clock()
@@ -275,7 +278,8 @@ class OtpService:
             wrong.compared_verification_id = attempt.verification_id or None
             raise _with_hit(wrong, hit)
         vid = attempt.verification_id
-        if not await self._store.consume(phone.e164, attempt.code_hash, now, vid):
+        ranges = self._limits.ranges(phone)
+        if not await self._store.consume(phone.e164, attempt.code_hash, now, vid, ranges):
             raise _with_hit(NoPendingCode(), hit)  # a concurrent verify of the same code won
         # A code stored before verifications were recorded has none: a token id of its own.
         token = self._signer.sign(phone.e164, vid or uuid.uuid4().hex, purpose=purpose, now=now)

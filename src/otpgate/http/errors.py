@@ -32,6 +32,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "country_blocked": 429,
     "phone_locked": 429,
     "country_not_allowed": 403,
+    "range_denied": 403,
     "store_unavailable": 503,
     "sms_number_rejected": 400,
     "sms_number_opted_out": 400,

@@ -113,6 +113,7 @@ TWILIO_BY_CODE: dict[str, tuple[int, int, str]] = {
     "prefix_blocked": (429, 60410, "Verification delivery attempt blocked"),
     "country_blocked": (429, 60410, "Verification delivery attempt blocked"),
     "country_not_allowed": (403, 60605, "Verification delivery to this country is not allowed"),
+    "range_denied": (403, 60605, "Verification delivery to this number is not allowed"),
     "global_budget": (503, 20503, "Service unavailable: the send budget is spent"),
     "store_unavailable": (503, 20503, "Service unavailable, please try again later"),
     "sms_provider_unavailable": (503, 20503, "Service unavailable: the SMS provider"),

@@ -118,6 +118,12 @@ time is up, ``canceled`` when the phone's code is no longer its own).
 phone's code, which is this verification's. Any other record is returned as it
 stands.
 
+**blocks(now), lift_block(kind, scope, now).** A surge or conversion block is
+recorded with what set it; a lockout when a failure locks the phone. Listed while
+in force. Lifting a range's block leaves it in *grace* until it would have ended:
+meanwhile the range's surge and conversion guards neither refuse nor block it
+again. Lifting a lockout forgets the phone's failures.
+
 **hit_window(window, now).** Counts one hit: the first hit, or the first after
 the window ended, starts a window of ``window_ms``; the answer is the count
 and the whole milliseconds left.
@@ -127,27 +133,39 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import (
+    DAY_BUCKETS_KEPT,
+    HOUR,
+    RANGE_DENIED,
+    STAT_BUCKETS_KEPT,
     Lockout,
     Quota,
     bucket_index,
     bucket_leaves,
     buckets_counted,
     buckets_wait,
+    day_bucket,
     log_wait,
     retry_seconds,
     seconds_until_window_ends,
+    settled_buckets,
+    stat_bucket,
     to_ms,
     window_index,
 )
 from otpgate.domain.ports import (
     SENDS_KEPT,
     Attempt,
+    Block,
     Issued,
+    OverrideList,
+    PhoneState,
+    RangeStats,
     Refused,
     RequestWindow,
     SendRequest,
@@ -173,6 +191,32 @@ class _Code:
     send_id: str = ""  # the send that stored it ("" for a code-less record)
     new_members: tuple[bool, ...] = ()  # per distinct quota: did the send add its member
     verification_id: str = ""
+    sent_at: float = 0.0  # when the send was charged (its range buckets)
+
+
+@dataclass(slots=True)
+class _RangeCounts:
+    """A range's sends and approvals (by the send's bucket): per stat bucket, per hour."""
+
+    sends: dict[int, int] = field(default_factory=dict)
+    approvals: dict[int, int] = field(default_factory=dict)
+    day_sends: dict[int, int] = field(default_factory=dict)
+    day_approvals: dict[int, int] = field(default_factory=dict)
+    expires_at: float = 0.0
+
+    def add(self, sent_at: float, field_name: str, by: int) -> None:
+        j, h = stat_bucket(sent_at), day_bucket(sent_at)
+        five = self.sends if field_name == "sends" else self.approvals
+        day = self.day_sends if field_name == "sends" else self.day_approvals
+        five[j] = five.get(j, 0) + by
+        day[h] = day.get(h, 0) + by
+        for counts, oldest in ((five, j - STAT_BUCKETS_KEPT), (day, h - DAY_BUCKETS_KEPT)):
+            for stale in [k for k in counts if k <= oldest or counts[k] <= 0]:
+                del counts[stale]
+
+
+def _range_expiry(now: float) -> float:
+    return (day_bucket(now) + DAY_BUCKETS_KEPT) * HOUR
 
 
 @dataclass(slots=True)
@@ -211,9 +255,11 @@ class _Logged:
 
 @dataclass(slots=True)
 class _Until:
-    """A cooldown or a surge block: live until ``expires_at``."""
+    """A cooldown or a surge block: live until ``expires_at``. A lifted block stays as
+    ``grace`` until then: its range's guards do not block it again meanwhile."""
 
     expires_at: float
+    grace: bool = False
 
 
 # (kind, scope, window index): one window's counter or member set.
@@ -266,6 +312,9 @@ class MemoryStore:
         self._windows: dict[str, _Counter] = {}
         self._voided: dict[tuple[str, str], _Until] = {}  # (phone, send id)
         self._records: dict[str, _Record] = {}  # by verification id
+        self._ranges: dict[str, _RangeCounts] = {}  # by range (prefix:…, country:…)
+        self._overrides: dict[OverrideList, set[str]] = {"exempt": set(), "deny": set()}
+        self._registry: dict[tuple[str, str], Block] = {}  # (kind, scope): what set it
 
     # -- operations --------------------------------------------------------------------
     async def issue(
@@ -304,6 +353,10 @@ class MemoryStore:
             members = self._sets.get((d.kind, d.key, window_index(now, d.window_seconds)))
             if new and members is not None:
                 members.members.discard(d.member)
+        for scope in request.ranges:
+            counts = self._ranges.get(scope)
+            if counts is not None:
+                counts.add(now, "sends", -1)
 
     async def begin_verify(
         self,
@@ -336,6 +389,12 @@ class MemoryStore:
         else:
             remembered_until = max(remembered_until, now + ttl_seconds)
         self._failures[phone] = _Failures(count + 1, now, remembered_until)
+        locked = lockout.wait_seconds(count + 1)
+        if locked:
+            # A failure that locks the phone: operators see it among the blocks.
+            self._registry[(lockout.kind, phone)] = Block(
+                lockout.kind, phone, "failures", now, now + locked, {"failures": count + 1}
+            )
         return Attempt(
             attempts=code.attempts,
             code_hash=code.code_hash,
@@ -344,13 +403,23 @@ class MemoryStore:
         )
 
     async def consume(
-        self, phone: str, code_hash: bytes, now: float, verification_id: str = ""
+        self,
+        phone: str,
+        code_hash: bytes,
+        now: float,
+        verification_id: str = "",
+        ranges: Sequence[str] = (),
     ) -> bool:
         code = _live(self._codes, phone, now)
         if code is None or code.code_hash != code_hash:
             return False
         del self._codes[phone]
         self._failures.pop(phone, None)
+        self._registry = {k: b for k, b in self._registry.items() if k[1] != phone}
+        for scope in ranges:
+            counts = self._ranges.get(scope)
+            if counts is not None and counts.expires_at > now:
+                counts.add(code.sent_at, "approvals", 1)
         record = self._records.get(code.verification_id)
         named = verification_id == code.verification_id and record is not None
         if named and record is not None and record.verification.status == "pending":
@@ -428,10 +497,17 @@ class MemoryStore:
         return buckets_wait(counts, counted.start, q.limit, q.window_ms, q.buckets, now_ms)
 
     def _refusal(self, request: SendRequest, now: float) -> Refused | None:
-        for g in request.surges:
-            block = _live(self._blocks, (g.kind, g.key), now)
-            if block is not None:
-                return Refused(g.kind, max(1, math.ceil(block.expires_at - now)))
+        if any(entry in self._overrides["deny"] for entry in request.overrides):
+            return Refused(RANGE_DENIED, 0)
+        exempt = any(entry in self._overrides["exempt"] for entry in request.overrides)
+        surges = () if exempt else request.surges
+        conversions = () if exempt else request.conversions
+        for kind, key in [(g.kind, g.key) for g in surges] + [(c.kind, c.key) for c in conversions]:
+            block = _live(self._blocks, (kind, key), now)
+            if block is not None and not block.grace:
+                return Refused(kind, max(1, math.ceil(block.expires_at - now)))
+        surges = [g for g in surges if not self._in_grace(g.kind, g.key, now)]
+        conversions = [c for c in conversions if not self._in_grace(c.kind, c.key, now)]
 
         cooldown = _live(self._cooldowns, request.phone, now)
         if cooldown is not None:
@@ -448,14 +524,42 @@ class MemoryStore:
             if d.member not in known and len(known) >= d.limit:
                 return Refused(d.kind, seconds_until_window_ends(now, d.window_seconds))
 
-        for g in request.surges:
+        for g in surges:
             idx = window_index(now, g.window_seconds)
             prev = self._count((g.kind, g.key, idx - 1), now)
             cur = self._count((g.kind, g.key, idx), now)
             if cur + 1 > g.allowed(prev):
-                self._blocks[(g.kind, g.key)] = _Until(now + g.block_seconds)
-                return Refused(g.kind, g.block_seconds)
+                counts = {"sends": cur + 1, "previous": prev}
+                return self._block(g.kind, g.key, "surge", now, g.block_seconds, counts)
+
+        for c in conversions:
+            sends, approvals = self._settled(c.key, now, c.settle_seconds)
+            if c.too_low(sends, approvals):
+                counts = {"sends": sends, "approvals": approvals}
+                return self._block(c.kind, c.key, "conversion", now, c.block_seconds, counts)
         return None
+
+    def _in_grace(self, kind: str, key: str, now: float) -> bool:
+        block = _live(self._blocks, (kind, key), now)
+        return block is not None and block.grace
+
+    def _block(
+        self, kind: str, key: str, reason: str, now: float, seconds: int, counts: dict[str, int]
+    ) -> Refused:
+        self._blocks[(kind, key)] = _Until(now + seconds)
+        self._registry[(kind, key)] = Block(kind, key, reason, now, now + seconds, counts)
+        return Refused(kind, seconds)
+
+    def _settled(self, scope: str, now: float, settle_seconds: int) -> tuple[int, int]:
+        """A range's sends and approvals in the buckets its conversion guard weighs."""
+        counts = _live(self._ranges, scope, now)
+        if counts is None:
+            return 0, 0
+        weighed = settled_buckets(to_ms(now), settle_seconds * 1000)
+        return (
+            sum(counts.sends.get(j, 0) for j in weighed),
+            sum(counts.approvals.get(j, 0) for j in weighed),
+        )
 
     def _resumable(self, request: SendRequest, now: float) -> _Record | None:
         """The pending verification this send continues (``request.resume``), if any."""
@@ -478,8 +582,13 @@ class MemoryStore:
     def _charge(self, request: SendRequest, now: float) -> Issued:
         expires_at = now + request.ttl_seconds
         resumed = self._resumable(request, now)  # before the code is replaced
-        code = _Code(request.code_hash, 0, expires_at, request.send_id)
+        code = _Code(request.code_hash, 0, expires_at, request.send_id, sent_at=now)
         self._codes[request.phone] = code
+        for scope in request.ranges:
+            counts = _live(self._ranges, scope, now) or _RangeCounts()
+            counts.add(now, "sends", 1)
+            counts.expires_at = _range_expiry(now)
+            self._ranges[scope] = counts
         if resumed is not None:
             v = resumed.verification
             code.verification_id = v.id
@@ -533,6 +642,86 @@ class MemoryStore:
             members.members.add(d.member)
         code.new_members = tuple(added)
         return Issued(request, now, verification_id=code.verification_id)
+
+    # -- what operators see and undo (DefenceStore) ------------------------------------
+    async def blocks(self, now: float) -> list[Block]:
+        live = []
+        for (kind, scope), block in list(self._registry.items()):
+            if block.ends_at <= now or not self._in_force(kind, scope, now):
+                del self._registry[(kind, scope)]
+            else:
+                live.append(block)
+        return sorted(live, key=lambda b: (b.started_at, b.kind, b.scope))
+
+    def _in_force(self, kind: str, scope: str, now: float) -> bool:
+        if (kind, scope) in self._blocks:
+            block = _live(self._blocks, (kind, scope), now)
+            return block is not None and not block.grace
+        return _live(self._failures, scope, now) is not None  # a lockout
+
+    async def lift_block(self, kind: str, scope: str, now: float) -> Block | None:
+        live = {(b.kind, b.scope): b for b in await self.blocks(now)}
+        block = live.get((kind, scope))
+        if block is None:
+            return None
+        del self._registry[(kind, scope)]
+        if (kind, scope) in self._blocks:
+            # Until it would have ended, the range's guards let it be.
+            self._blocks[(kind, scope)] = _Until(block.ends_at, grace=True)
+        else:
+            self._failures.pop(scope, None)
+        return block
+
+    async def phone_state(self, phone: str, now: float, sends: Quota) -> PhoneState:
+        code = _live(self._codes, phone, now)
+        pending = code is not None and code.code_hash is not None
+        cooldown = _live(self._cooldowns, phone, now)
+        failures = _live(self._failures, phone, now)
+        record = None
+        if code is not None and code.verification_id:
+            record = await self.get_verification(code.verification_id, now)
+        return PhoneState(
+            phone=phone,
+            code_pending=pending,
+            code_expires_at=code.expires_at if pending and code is not None else None,
+            attempts=code.attempts if pending and code is not None else 0,
+            cooldown_until=cooldown.expires_at if cooldown is not None else None,
+            sends_in_window=len(self._log(sends, to_ms(now))),
+            failures=failures.count if failures is not None else 0,
+            last_failure_at=failures.last if failures is not None else None,
+            verification=record,
+        )
+
+    async def set_override(self, which: OverrideList, entry: str, present: bool) -> bool:
+        entries = self._overrides[which]
+        if (entry in entries) == present:
+            return False
+        if present:
+            entries.add(entry)
+        else:
+            entries.discard(entry)
+        return True
+
+    async def overrides(self) -> dict[OverrideList, list[str]]:
+        return {which: sorted(entries) for which, entries in self._overrides.items()}
+
+    async def range_stats(self, now: float) -> list[RangeStats]:
+        j, h = stat_bucket(now), day_bucket(now)
+        hour, day = range(j - 11, j + 1), range(h - 23, h + 1)
+        stats = []
+        for scope, counts in sorted(self._ranges.items()):
+            if counts.expires_at <= now:
+                continue
+            row = RangeStats(
+                scope,
+                sum(counts.sends.get(k, 0) for k in hour),
+                sum(counts.approvals.get(k, 0) for k in hour),
+                sum(counts.day_sends.get(k, 0) for k in day),
+                sum(counts.day_approvals.get(k, 0) for k in day),
+            )
+            if row.day_sends:
+                stats.append(row)
+        return stats
 
     # -- for tests that drive the clock ------------------------------------------------
     def deadlines(self, lockout: Lockout | None = None) -> list[float]:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
@@ -55,17 +56,30 @@ import orjson
 
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import (
+    DAY_BUCKETS_KEPT,
+    HOUR,
+    RANGE_DENIED,
+    STAT_BUCKET_SECONDS,
+    STAT_BUCKETS_KEPT,
     Lockout,
+    Quota,
     bucket_index,
     buckets_counted,
+    day_bucket,
     retry_seconds,
+    settled_buckets,
+    stat_bucket,
     to_ms,
     window_index,
 )
 from otpgate.domain.ports import (
     SENDS_KEPT,
     Attempt,
+    Block,
     Issued,
+    OverrideList,
+    PhoneState,
+    RangeStats,
     Refused,
     RequestWindow,
     SendRequest,
@@ -86,6 +100,9 @@ log = logging.getLogger(__name__)
 _WINDOW_OVER = -5
 # The tag of an issue whose send was voided before the script ran (lua/issue.lua).
 _VOIDED = -6
+# The tags of a send to a denied range, and of one a conversion guard refused.
+_DENIED = 5
+_CONVERSION = 7
 
 
 def _window_hit(reply: list[Any]) -> WindowHit | None:
@@ -108,6 +125,40 @@ def _add_verification(spec: dict[str, Any], request: SendRequest) -> None:
             spec["dt"] = request.details
 
 
+def _issue_outcome(request: SendRequest, now: float, reply: list[Any]) -> Issued | Refused:
+    """The issue script's reply (lua/issue.lua): the window's count, a tag, details."""
+    hit = _window_hit(reply)
+    tag, rest = int(reply[2]), reply[3:]
+    if tag == 0:
+        return Issued(request, now, hit, rest[0].decode() if rest else "")
+    if tag == _WINDOW_OVER and hit is not None:
+        return Refused("rate_limited", hit.reset_seconds, hit)
+    if tag == _VOIDED:
+        raise StoreUnavailable()
+    if tag == 1:
+        return Refused("resend_cooldown", retry_seconds(int(rest[0])), hit)
+    if tag == 2:
+        return Refused(request.quotas[int(rest[0]) - 1].kind, retry_seconds(int(rest[1])), hit)
+    if tag == 3:
+        return Refused(request.surges[int(rest[0]) - 1].kind, retry_seconds(int(rest[1])), hit)
+    if tag == _DENIED:
+        return Refused(RANGE_DENIED, 0, hit)
+    if tag == _CONVERSION:
+        kind = request.conversions[int(rest[0]) - 1].kind
+        return Refused(kind, retry_seconds(int(rest[1])), hit)
+    return Refused(request.distinct[int(rest[0]) - 1].kind, retry_seconds(int(rest[1])), hit)
+
+
+def _pairs(reply: Any) -> list[tuple[Any, Any]]:
+    """A field/value or member/score reply as pairs: flat from the pipelined
+    connection, a dict or a list of pairs from redis-py's (its response callbacks)."""
+    if isinstance(reply, dict):
+        return list(reply.items())
+    if reply and isinstance(reply[0], list | tuple):
+        return [(a, b) for a, b in reply]
+    return list(zip(reply[::2], reply[1::2], strict=True))
+
+
 @dataclass(frozen=True, slots=True)
 class _Script:
     source: str
@@ -121,11 +172,16 @@ class _Script:
 
 
 _LUA = files("otpgate.store").joinpath("lua")
-_ISSUE = _Script.of("window", "limits", "issue")
-_VOID = _Script.of("void")
+_ISSUE = _Script.of("window", "limits", "ranges", "issue")
+_VOID = _Script.of("ranges", "void")
 _FINISH = _Script.of("finish")
 _BEGIN_VERIFY = _Script.of("window", "begin_verify")
-_CONSUME = _Script.of("consume")
+_CONSUME = _Script.of("ranges", "consume")
+
+# ranges.lua's bucket layout: stat bucket ms, stat buckets kept, hour ms, hours kept.
+_RANGE_BUCKETS = [STAT_BUCKET_SECONDS * 1000, STAT_BUCKETS_KEPT, HOUR * 1000, DAY_BUCKETS_KEPT]
+# What every lockout is called among the blocks (``Lockout.kind``).
+_PHONE_LOCKED = "phone_locked"
 _HIT_WINDOW = _Script.of("window", "hit_window")
 
 
@@ -161,6 +217,12 @@ class RedisStore:
     def _scoped(self, scope: str, what: str) -> str:
         return f"{self._prefix}{{{scope}}}:{what}"
 
+    def _defence_key(self, what: str) -> str:
+        """Operators' shared state: ``exempt``/``deny`` (sets of range entries),
+        ``blocks`` (hash of "<kind> <scope>": what set it), ``locks`` (locked phones by
+        lockout end), ``ranges`` (ranges by last send)."""
+        return f"{self._prefix}{{defence}}:{what}"
+
     # -- operations --------------------------------------------------------------------
     async def issue(
         self, request: SendRequest, now: float, window: RequestWindow | None = None
@@ -182,6 +244,22 @@ class RedisStore:
                 self._scoped(g.key, f"q:{g.kind}:{idx}"),
                 self._scoped(g.key, f"b:{g.kind}"),
             ]
+        keys += [self._defence_key(k) for k in ("exempt", "deny", "blocks", "ranges")]
+        keys += [self._scoped(r, "cv") for r in request.ranges]
+        conversions = []
+        for c in request.conversions:
+            keys += [self._scoped(c.key, "cv"), self._scoped(c.key, f"b:{c.kind}")]
+            weighed = settled_buckets(now_ms, c.settle_seconds * 1000)
+            conversions.append(
+                [
+                    c.min_sends,
+                    c.min_rate,
+                    weighed.start,
+                    weighed.stop - 1,
+                    c.block_seconds * 1000,
+                    f"{c.kind} {c.key}",
+                ]
+            )
         spec: dict[str, Any] = {
             "now": now_ms,
             "id": request.send_id,
@@ -193,6 +271,11 @@ class RedisStore:
                 [g.min_sends, g.factor, g.window_seconds * 1000, g.block_seconds * 1000]
                 for g in request.surges
             ],
+            "sk": [f"{g.kind} {g.key}" for g in request.surges],
+            "ov": list(request.overrides),
+            "r": list(request.ranges),
+            "cv": conversions,
+            "rb": _RANGE_BUCKETS,
         }
         _add_verification(spec, request)
         if request.resume and request.verification_id:
@@ -201,21 +284,7 @@ class RedisStore:
             spec |= {"rs": self._prefix, "keep": SENDS_KEPT}
         self._add_window(keys, spec, window)
         reply = await self._run(_ISSUE, keys, [orjson.dumps(spec), request.code_hash])
-        hit = _window_hit(reply)
-        tag, rest = int(reply[2]), reply[3:]
-        if tag == 0:
-            return Issued(request, now, hit, rest[0].decode() if rest else "")
-        if tag == _WINDOW_OVER and hit is not None:
-            return Refused("rate_limited", hit.reset_seconds, hit)
-        if tag == _VOIDED:
-            raise StoreUnavailable()
-        if tag == 1:
-            return Refused("resend_cooldown", retry_seconds(int(rest[0])), hit)
-        if tag == 2:
-            return Refused(request.quotas[int(rest[0]) - 1].kind, retry_seconds(int(rest[1])), hit)
-        if tag == 3:
-            return Refused(request.surges[int(rest[0]) - 1].kind, retry_seconds(int(rest[1])), hit)
-        return Refused(request.distinct[int(rest[0]) - 1].kind, retry_seconds(int(rest[1])), hit)
+        return _issue_outcome(request, now, reply)
 
     def _send_keys(self, request: SendRequest) -> list[str]:
         """The keys every send step starts with: code, cooldown, the send's void mark,
@@ -254,9 +323,12 @@ class RedisStore:
             len(logs),
             now_ms,
             self._prefix,
+            *_RANGE_BUCKETS,
             *(d.member for d in request.distinct),
         ]
-        await self._run(_VOID, self._send_keys(request) + counters + logs + sets, args)
+        ranges = [self._scoped(r, "cv") for r in request.ranges]
+        ranges.append(self._defence_key("ranges"))
+        await self._run(_VOID, self._send_keys(request) + counters + logs + sets + ranges, args)
 
     async def begin_verify(
         self,
@@ -275,8 +347,13 @@ class RedisStore:
             "m": lockout.max_seconds * 1000,
             "c": lockout.hard_cap,
             "mem": lockout.memory_seconds * 1000,
+            "ph": phone,
         }
-        keys = [self._phone_key(phone, "code"), self._phone_key(phone, "fails")]
+        keys = [
+            self._phone_key(phone, "code"),
+            self._phone_key(phone, "fails"),
+            self._defence_key("locks"),
+        ]
         self._add_window(keys, spec, window)
         reply = await self._run(_BEGIN_VERIFY, keys, [orjson.dumps(spec)])
         hit = _window_hit(reply)
@@ -293,14 +370,22 @@ class RedisStore:
         )
 
     async def consume(
-        self, phone: str, code_hash: bytes, now: float, verification_id: str = ""
+        self,
+        phone: str,
+        code_hash: bytes,
+        now: float,
+        verification_id: str = "",
+        ranges: Sequence[str] = (),
     ) -> bool:
         keys = [
             self._phone_key(phone, "code"),
             self._phone_key(phone, "fails"),
             self._record_key(verification_id),
+            self._defence_key("locks"),
+            *(self._scoped(r, "cv") for r in ranges),
         ]
-        return bool(await self._run(_CONSUME, keys, [code_hash, verification_id, to_ms(now)]))
+        args = [code_hash, verification_id, to_ms(now), phone, *_RANGE_BUCKETS]
+        return bool(await self._run(_CONSUME, keys, args))
 
     async def get_verification(self, verification_id: str, now: float) -> Verification | None:
         return await self._finish(verification_id, "", now)
@@ -339,6 +424,120 @@ class RedisStore:
             else (),
         )
         return stored.seen_at(now, bool(reply[0]))
+
+    # -- what operators see and undo (DefenceStore) ------------------------------------
+    async def _cmd(self, *args: Any) -> Any:
+        try:
+            reply = await self._conn.execute(*args)
+        except (RedisConnectionError, RedisReplyError) as exc:
+            self._outage.failed(str(exc))
+            raise StoreUnavailable() from exc
+        self._outage.ok()
+        return reply
+
+    async def blocks(self, now: float) -> list[Block]:
+        now_ms = to_ms(now)
+        registry = self._defence_key("blocks")
+        found: list[Block] = []
+        for name, value in _pairs(await self._cmd("HGETALL", registry)):
+            kind, _, scope = name.decode().partition(" ")
+            entry = orjson.loads(value)
+            marker = await self._cmd("GET", self._scoped(scope, f"b:{kind}"))
+            if entry["e"] <= now_ms or marker is None or int(marker) <= now_ms:
+                await self._cmd("HDEL", registry, name)  # over, or lifted
+                continue
+            counts = {k: int(v) for k, v in entry["c"].items()}
+            found.append(
+                Block(kind, scope, entry["r"], entry["s"] / 1000, entry["e"] / 1000, counts)
+            )
+        locks = self._defence_key("locks")
+        await self._cmd("ZREMRANGEBYSCORE", locks, "-inf", now_ms)
+        locked = await self._cmd("ZRANGE", locks, f"({now_ms}", "+inf", "BYSCORE", "WITHSCORES")
+        for member, ends in _pairs(locked):
+            phone = member.decode()
+            n, last = await self._cmd("HMGET", self._phone_key(phone, "fails"), "n", "l")
+            if n is None:
+                await self._cmd("ZREM", locks, member)  # lifted, or cleared by a success
+                continue
+            counts = {"failures": int(n)}
+            block = Block(
+                _PHONE_LOCKED, phone, "failures", int(last) / 1000, float(ends) / 1000, counts
+            )
+            found.append(block)
+        return sorted(found, key=lambda b: (b.started_at, b.kind, b.scope))
+
+    async def lift_block(self, kind: str, scope: str, now: float) -> Block | None:
+        live = {(b.kind, b.scope): b for b in await self.blocks(now)}
+        block = live.get((kind, scope))
+        if block is None:
+            return None
+        if kind == _PHONE_LOCKED and block.reason == "failures":
+            await self._cmd("DEL", self._phone_key(scope, "fails"))
+            await self._cmd("ZREM", self._defence_key("locks"), scope)
+        else:
+            # Until it would have ended, the range's guards let it be (a negative end).
+            ends_ms = to_ms(block.ends_at)
+            marker = self._scoped(scope, f"b:{kind}")
+            await self._cmd("SET", marker, -ends_ms, "PXAT", ends_ms)
+            await self._cmd("HDEL", self._defence_key("blocks"), f"{kind} {scope}")
+        return block
+
+    async def phone_state(self, phone: str, now: float, sends: Quota) -> PhoneState:
+        now_ms = to_ms(now)
+        code_key = self._phone_key(phone, "code")
+        code_hash, attempts, vid = await self._cmd("HMGET", code_key, "h", "a", "v")
+        expires = int(await self._cmd("PEXPIRETIME", code_key))
+        cooldown = await self._cmd("GET", self._phone_key(phone, "cd"))
+        log_key = self._scoped(sends.key, f"log:{sends.kind}")
+        logged = await self._cmd("ZCOUNT", log_key, f"({now_ms - sends.window_ms}", "+inf")
+        n, last = await self._cmd("HMGET", self._phone_key(phone, "fails"), "n", "l")
+        pending = code_hash is not None and expires > now_ms
+        record = await self.get_verification(vid.decode(), now) if vid else None
+        return PhoneState(
+            phone=phone,
+            code_pending=pending,
+            code_expires_at=expires / 1000 if pending else None,
+            attempts=int(attempts) if pending else 0,
+            cooldown_until=int(cooldown) / 1000
+            if cooldown is not None and int(cooldown) > now_ms
+            else None,
+            sends_in_window=int(logged),
+            failures=int(n) if n is not None else 0,
+            last_failure_at=int(last) / 1000 if last is not None else None,
+            verification=record,
+        )
+
+    async def set_override(self, which: OverrideList, entry: str, present: bool) -> bool:
+        command = "SADD" if present else "SREM"
+        return bool(await self._cmd(command, self._defence_key(which), entry))
+
+    async def overrides(self) -> dict[OverrideList, list[str]]:
+        lists: dict[OverrideList, list[str]] = {"exempt": [], "deny": []}
+        for which in ("exempt", "deny"):
+            members = await self._cmd("SMEMBERS", self._defence_key(which))
+            lists[which] = sorted(m.decode() for m in members)
+        return lists
+
+    async def range_stats(self, now: float) -> list[RangeStats]:
+        now_ms = to_ms(now)
+        index = self._defence_key("ranges")
+        await self._cmd("ZREMRANGEBYSCORE", index, "-inf", now_ms - DAY_BUCKETS_KEPT * HOUR * 1000)
+        j, h = stat_bucket(now), day_bucket(now)
+        stats = []
+        for member in await self._cmd("ZRANGE", index, 0, -1):
+            scope = member.decode()
+            counts = await self._cmd("HGETALL", self._scoped(scope, "cv"))
+            sums = {"s": 0, "a": 0, "S": 0, "A": 0}
+            for name, value in _pairs(counts):
+                field_name = name.decode()
+                which, bucket = field_name[0], int(field_name[1:])
+                in_hour = which in "sa" and j - 11 <= bucket <= j
+                in_day = which in "SA" and h - 23 <= bucket <= h
+                if in_hour or in_day:
+                    sums[which] += int(value)
+            if sums["S"]:
+                stats.append(RangeStats(scope, sums["s"], sums["a"], sums["S"], sums["A"]))
+        return sorted(stats, key=lambda r: r.scope)
 
     async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
         keys: list[str] = []

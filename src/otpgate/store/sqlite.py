@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import math
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,22 +25,36 @@ from typing import Any, Generic, TypeVar
 
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import (
+    DAY_BUCKETS_KEPT,
+    HOUR,
+    RANGE_DENIED,
+    STAT_BUCKET_SECONDS,
+    STAT_BUCKETS_KEPT,
+    ConversionGuard,
     Lockout,
     Quota,
+    SurgeGuard,
     bucket_index,
     bucket_leaves,
     buckets_counted,
     buckets_wait,
+    day_bucket,
     log_wait,
     retry_seconds,
     seconds_until_window_ends,
+    settled_buckets,
+    stat_bucket,
     to_ms,
     window_index,
 )
 from otpgate.domain.ports import (
     SENDS_KEPT,
     Attempt,
+    Block,
     Issued,
+    OverrideList,
+    PhoneState,
+    RangeStats,
     Refused,
     RequestWindow,
     SendRequest,
@@ -61,7 +76,8 @@ CREATE TABLE IF NOT EXISTS codes (
     expires_at  REAL NOT NULL,
     send_id     TEXT,             -- the send that stored the code
     new_members TEXT,             -- per distinct quota, '1' if that send added its member
-    verification_id TEXT
+    verification_id TEXT,
+    sent_at     REAL              -- when the send was charged (its range buckets)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS verifications (
     id         TEXT PRIMARY KEY,
@@ -97,6 +113,22 @@ CREATE TABLE IF NOT EXISTS send_log (
     PRIMARY KEY (key, send_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS send_log_by_time ON send_log (key, at_ms);
+-- Operators' lists of exempt and denied ranges.
+CREATE TABLE IF NOT EXISTS overrides (
+    list       TEXT NOT NULL,
+    entry      TEXT NOT NULL,
+    PRIMARY KEY (list, entry)
+) WITHOUT ROWID;
+-- What set each block (surge, conversion, failures), for operators.
+CREATE TABLE IF NOT EXISTS blocks (
+    kind       TEXT NOT NULL,
+    scope      TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ends_at    REAL NOT NULL,
+    counts     TEXT NOT NULL,   -- JSON
+    PRIMARY KEY (kind, scope)
+) WITHOUT ROWID;
 """
 
 # Columns added to a table after its first release: (table, column, declaration).
@@ -107,6 +139,7 @@ _ADDED_COLUMNS = (
     ("codes", "verification_id", "TEXT"),
     ("verifications", "details", "TEXT"),
     ("verifications", "send_times", "TEXT"),
+    ("codes", "sent_at", "REAL"),
 )
 
 
@@ -285,6 +318,7 @@ class SqliteStore:
         conn.execute("DELETE FROM members WHERE expires_at <= ?", (now,))
         conn.execute("DELETE FROM send_log WHERE expires_at <= ?", (now,))
         conn.execute("DELETE FROM verifications WHERE expires_at <= ?", (now,))
+        conn.execute("DELETE FROM blocks WHERE ends_at <= ?", (now,))
 
     # -- operations --------------------------------------------------------------------
     async def issue(
@@ -324,17 +358,26 @@ class SqliteStore:
         return await self._call(tx)
 
     async def consume(
-        self, phone: str, code_hash: bytes, now: float, verification_id: str = ""
+        self,
+        phone: str,
+        code_hash: bytes,
+        now: float,
+        verification_id: str = "",
+        ranges: Sequence[str] = (),
     ) -> bool:
         def tx(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
                 "DELETE FROM codes WHERE phone = ? AND code_hash = ? AND expires_at > ?"
-                " RETURNING verification_id",
+                " RETURNING verification_id, sent_at",
                 (phone, code_hash, now),
             ).fetchone()
             if row is None:
                 return False
             conn.execute("DELETE FROM counters WHERE key = ?", (_fails_key(phone),))
+            conn.execute("DELETE FROM blocks WHERE scope = ?", (phone,))
+            if row[1] is not None:
+                for scope in ranges:
+                    _count_range(conn, scope, "a", float(row[1]), now, 1)
             if verification_id and row[0] == verification_id:
                 conn.execute(
                     "UPDATE verifications SET status = 'approved', updated_at = ?"
@@ -361,6 +404,82 @@ class SqliteStore:
             return replace(seen, status=status, updated_at=now)
 
         return await self._call(tx)
+
+    # -- what operators see and undo (DefenceStore) ------------------------------------
+    async def blocks(self, now: float) -> list[Block]:
+        return await self._call(lambda conn: _blocks(conn, now))
+
+    async def lift_block(self, kind: str, scope: str, now: float) -> Block | None:
+        def tx(conn: sqlite3.Connection) -> Block | None:
+            found = [b for b in _blocks(conn, now) if (b.kind, b.scope) == (kind, scope)]
+            if not found:
+                return None
+            conn.execute("DELETE FROM blocks WHERE kind = ? AND scope = ?", (kind, scope))
+            # Until it would have ended, the range's guards let it be (a count of 0).
+            graced = conn.execute(
+                "UPDATE counters SET count = 0 WHERE key = ?", (_block_key(kind, scope),)
+            ).rowcount
+            if not graced:  # a lockout
+                conn.execute("DELETE FROM counters WHERE key = ?", (_fails_key(scope),))
+            return found[0]
+
+        return await self._call(tx)
+
+    async def phone_state(self, phone: str, now: float, sends: Quota) -> PhoneState:
+        def read(conn: sqlite3.Connection) -> PhoneState:
+            code = conn.execute(
+                "SELECT code_hash IS NOT NULL, expires_at, attempts, verification_id"
+                " FROM codes WHERE phone = ? AND expires_at > ?",
+                (phone, now),
+            ).fetchone()
+            pending = bool(code and code[0])
+            cooldown = _until(conn, _cooldown_key(phone), now)
+            fails = conn.execute(
+                "SELECT count, updated_at FROM counters WHERE key = ? AND expires_at > ?",
+                (_fails_key(phone), now),
+            ).fetchone()
+            (logged,) = conn.execute(
+                "SELECT COUNT(*) FROM send_log WHERE key = ? AND at_ms > ?",
+                (_log_key(sends.kind, sends.key), to_ms(now) - sends.window_ms),
+            ).fetchone()
+            record = _verification(conn, code[3], now) if code and code[3] else None
+            return PhoneState(
+                phone=phone,
+                code_pending=pending,
+                code_expires_at=float(code[1]) if pending else None,
+                attempts=int(code[2]) if pending else 0,
+                cooldown_until=cooldown or None,
+                sends_in_window=int(logged),
+                failures=int(fails[0]) if fails else 0,
+                last_failure_at=float(fails[1]) if fails else None,
+                verification=record,
+            )
+
+        return await self._call(read)
+
+    async def set_override(self, which: OverrideList, entry: str, present: bool) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            if present:
+                sql = "INSERT OR IGNORE INTO overrides (list, entry) VALUES (?, ?)"
+            else:
+                sql = "DELETE FROM overrides WHERE list = ? AND entry = ?"
+            return bool(conn.execute(sql, (which, entry)).rowcount)
+
+        return await self._call(tx)
+
+    async def overrides(self) -> dict[OverrideList, list[str]]:
+        def read(conn: sqlite3.Connection) -> dict[OverrideList, list[str]]:
+            lists: dict[OverrideList, list[str]] = {"exempt": [], "deny": []}
+            for which, entry in conn.execute(
+                "SELECT list, entry FROM overrides ORDER BY list, entry"
+            ):
+                lists[which].append(entry)
+            return lists
+
+        return await self._call(read)
+
+    async def range_stats(self, now: float) -> list[RangeStats]:
+        return await self._call(lambda conn: _range_stats(conn, now))
 
     async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
         return await self._call(lambda conn: _count_window(conn, window, now))
@@ -476,12 +595,36 @@ def _quota_wait(conn: sqlite3.Connection, q: Quota, now: float) -> int:
     return buckets_wait(counts, counted.start, q.limit, q.window_ms, q.buckets, now_ms)
 
 
+def _listed(conn: sqlite3.Connection, which: str, entries: Sequence[str]) -> bool:
+    if not entries:
+        return False
+    marks = ",".join("?" * len(entries))
+    row = conn.execute(
+        f"SELECT 1 FROM overrides WHERE list = ? AND entry IN ({marks}) LIMIT 1",  # noqa: S608
+        (which, *entries),
+    ).fetchone()
+    return row is not None
+
+
 def _refusal(conn: sqlite3.Connection, request: SendRequest, now: float) -> Refused | None:
     """The same checks, in the same order, as the Redis store's issue script."""
-    for g in request.surges:
-        until = _until(conn, _block_key(g.kind, g.key), now)
-        if until:
-            return Refused(g.kind, max(1, math.ceil(until - now)))
+    if _listed(conn, "deny", request.overrides):
+        return Refused(RANGE_DENIED, 0)
+    exempt = _listed(conn, "exempt", request.overrides)
+    surges = () if exempt else tuple(request.surges)
+    conversions = () if exempt else tuple(request.conversions)
+    graced = set()
+    for kind, key in [(g.kind, g.key) for g in surges] + [(c.kind, c.key) for c in conversions]:
+        row = conn.execute(
+            "SELECT count, expires_at FROM counters WHERE key = ? AND expires_at > ?",
+            (_block_key(kind, key), now),
+        ).fetchone()
+        if row and row[0]:
+            return Refused(kind, max(1, math.ceil(row[1] - now)))
+        if row:
+            graced.add((kind, key))  # lifted: a count of 0 until it would have ended
+    surges = tuple(g for g in surges if (g.kind, g.key) not in graced)
+    conversions = tuple(c for c in conversions if (c.kind, c.key) not in graced)
 
     until = _until(conn, _cooldown_key(request.phone), now)
     if until:
@@ -505,14 +648,84 @@ def _refusal(conn: sqlite3.Connection, request: SendRequest, now: float) -> Refu
             if size >= d.limit:
                 return Refused(d.kind, seconds_until_window_ends(now, d.window_seconds))
 
-    for g in request.surges:
+    return _guard_refusal(conn, surges, conversions, now)
+
+
+def _guard_refusal(
+    conn: sqlite3.Connection,
+    surges: Sequence[SurgeGuard],
+    conversions: Sequence[ConversionGuard],
+    now: float,
+) -> Refused | None:
+    """The range rules, last: a surge or a low conversion refuses and blocks."""
+    for g in surges:
         idx = window_index(now, g.window_seconds)
         prev = _count(conn, _counter_key(g.kind, g.key, idx - 1), now)
         cur = _count(conn, _counter_key(g.kind, g.key, idx), now)
         if cur + 1 > g.allowed(prev):
-            _mark_until(conn, _block_key(g.kind, g.key), now + g.block_seconds)
-            return Refused(g.kind, g.block_seconds)
+            counts = {"sends": cur + 1, "previous": prev}
+            return _block(conn, g.kind, g.key, "surge", now, g.block_seconds, counts)
+
+    for c in conversions:
+        weighed = settled_buckets(to_ms(now), c.settle_seconds * 1000)
+        sends = sum(_count(conn, _range_key(c.key, "s", j), now) for j in weighed)
+        approvals = sum(_count(conn, _range_key(c.key, "a", j), now) for j in weighed)
+        if c.too_low(sends, approvals):
+            counts = {"sends": sends, "approvals": approvals}
+            return _block(conn, c.kind, c.key, "conversion", now, c.block_seconds, counts)
     return None
+
+
+def _block(
+    conn: sqlite3.Connection,
+    kind: str,
+    key: str,
+    reason: str,
+    now: float,
+    seconds: int,
+    counts: dict[str, int],
+) -> Refused:
+    _mark_until(conn, _block_key(kind, key), now + seconds)
+    _record_block(conn, Block(kind, key, reason, now, now + seconds, counts))
+    return Refused(kind, seconds)
+
+
+def _record_block(conn: sqlite3.Connection, block: Block) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO blocks (kind, scope, reason, started_at, ends_at, counts)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            block.kind,
+            block.scope,
+            block.reason,
+            block.started_at,
+            block.ends_at,
+            json.dumps(block.counts, sort_keys=True),
+        ),
+    )
+
+
+def _range_key(scope: str, which: str, bucket: int) -> str:
+    """A range's count: ``s``/``a`` sends/approvals per stat bucket, ``S``/``A`` per hour."""
+    return f"r:{which}:{scope}:{bucket}"
+
+
+def _count_range(
+    conn: sqlite3.Connection, scope: str, which: str, sent_at: float, now: float, by: int
+) -> None:
+    """Count a send (``s``) or approval (``a``) in the range's buckets of ``sent_at``."""
+    j, h = stat_bucket(sent_at), day_bucket(sent_at)
+    keys = (
+        (_range_key(scope, which, j), (j + STAT_BUCKETS_KEPT) * STAT_BUCKET_SECONDS),
+        (_range_key(scope, which.upper(), h), (h + DAY_BUCKETS_KEPT) * HOUR),
+    )
+    for key, until in keys:
+        if until <= now:
+            continue
+        if by > 0:
+            _incr(conn, key, until, now)
+        else:
+            _decr(conn, key)
 
 
 def _charge(conn: sqlite3.Connection, request: SendRequest, now: float) -> Issued:
@@ -542,12 +755,14 @@ def _charge(conn: sqlite3.Connection, request: SendRequest, now: float) -> Issue
             (_set_key(d.kind, d.key, idx), d.member, (idx + 1) * d.window_seconds),
         )
         added.append(cursor.rowcount == 1)
+    for scope in request.ranges:
+        _count_range(conn, scope, "s", now, now, 1)
     expires_at = now + request.ttl_seconds
     resumed = _resumable(conn, request, now)  # before the code is replaced
     vid = resumed[0] if resumed is not None else request.verification_id
     conn.execute(
         "INSERT OR REPLACE INTO codes (phone, code_hash, attempts, expires_at, send_id,"
-        " new_members, verification_id) VALUES (?, ?, 0, ?, ?, ?, ?)",
+        " new_members, verification_id, sent_at) VALUES (?, ?, 0, ?, ?, ?, ?, ?)",
         (
             request.phone,
             request.code_hash,
@@ -555,6 +770,7 @@ def _charge(conn: sqlite3.Connection, request: SendRequest, now: float) -> Issue
             request.send_id,
             "".join("1" if new else "0" for new in added),
             vid or None,
+            now,
         ),
     )
     if resumed is not None:
@@ -653,6 +869,45 @@ def _verification(
     return record.seen_at(now, bool(row[7]))
 
 
+def _blocks(conn: sqlite3.Connection, now: float) -> list[Block]:
+    """Recorded blocks still in force: a range's block marker, or a phone's failures."""
+    live = []
+    for kind, scope, reason, started, ends, counts in conn.execute(
+        "SELECT kind, scope, reason, started_at, ends_at, counts FROM blocks"
+        " WHERE ends_at > ? ORDER BY started_at, kind, scope",
+        (now,),
+    ).fetchall():
+        marker = _block_key(kind, scope) if reason != "failures" else _fails_key(scope)
+        row = conn.execute(
+            "SELECT count FROM counters WHERE key = ? AND expires_at > ?", (marker, now)
+        ).fetchone()
+        if row and row[0]:  # a lifted block is graced, at 0
+            live.append(Block(kind, scope, reason, started, ends, json.loads(counts)))
+    return live
+
+
+def _range_stats(conn: sqlite3.Connection, now: float) -> list[RangeStats]:
+    j, h = stat_bucket(now), day_bucket(now)
+    counts: dict[str, dict[str, int]] = {}
+    rows = conn.execute(
+        "SELECT key, count FROM counters WHERE key LIKE 'r:%' AND expires_at > ?", (now,)
+    )
+    for key, count in rows:
+        _, which, rest = key.split(":", 2)
+        scope, _, bucket = rest.rpartition(":")
+        b = int(bucket)
+        in_hour = which in "sa" and j - 11 <= b <= j
+        in_day = which in "SA" and h - 23 <= b <= h
+        if in_hour or in_day:
+            scope_counts = counts.setdefault(scope, {})
+            scope_counts[which] = scope_counts.get(which, 0) + int(count)
+    return [
+        RangeStats(scope, c.get("s", 0), c.get("a", 0), c.get("S", 0), c.get("A", 0))
+        for scope, c in sorted(counts.items())
+        if c.get("S", 0)
+    ]
+
+
 def _void(conn: sqlite3.Connection, request: SendRequest, now: float) -> None:
     row = conn.execute(
         "DELETE FROM codes WHERE phone = ? AND send_id = ? RETURNING new_members, verification_id",
@@ -662,6 +917,8 @@ def _void(conn: sqlite3.Connection, request: SendRequest, now: float) -> None:
         # Not issued yet (or consumed, or replaced): make sure it never is.
         _mark_until(conn, _void_key(request.phone, request.send_id), now + request.reach_seconds)
         return
+    for scope in request.ranges:
+        _count_range(conn, scope, "s", now, now, -1)
     new_members = [flag == "1" for flag in row[0] or ""]
     if row[1]:
         _set_status(conn, row[1], "failed", now)
@@ -736,4 +993,9 @@ def _begin_verify(
         "INSERT OR REPLACE INTO counters (key, count, expires_at, updated_at) VALUES (?, ?, ?, ?)",
         (_fails_key(phone), failures + 1, fails_until, now),
     )
+    locked = lockout.wait_seconds(failures + 1)
+    if locked:
+        # A failure that locks the phone: operators see it among the blocks.
+        counts = {"failures": failures + 1}
+        _record_block(conn, Block(lockout.kind, phone, "failures", now, now + locked, counts))
     return Attempt(attempts=int(code[0]), code_hash=code[1], verification_id=code[2] or "")

@@ -13,10 +13,21 @@
 --           send may resume the replaced code's pending verification, "keep" how many
 --           send times a record keeps,
 --           "d": [[member, limit, win]], "s": [[min, factor, win, block]],
---           "w": [limit, win] or absent}; ARGV[2]: hash. Times and windows in ms.
--- Returns {wc, wt, tag, ...}: tag 0 issued (then the verification id, "" for none); 1 cooldown (ms); 2 quota (i, ms until one
---   more send fits); 3 surge block (i, ms); 4 distinct (i, ms); -5 request window over
---   (from window.lua); -6 the send was voided (void.lua) before this step ran.
+--           "sk": per surge guard its registry field ("<kind> <scope>"),
+--           "ov": override entries covering the phone, "r": ranges counted,
+--           "cv": [[min sends, min rate, first bucket, last bucket, block, field]],
+--           "rb": ranges.lua's bucket layout, "w": [limit, win] or absent};
+--           ARGV[2]: hash. Times and windows in ms.
+--       After the surge keys: the exempt set, the deny set, the blocks registry (hash
+--       of "<kind> <scope>": JSON), the index of ranges (sorted set: last send), then
+--       each range's counts (ranges.lua), then per conversion guard its range's counts
+--       and its block.
+-- Returns {wc, wt, tag, ...}: tag 0 issued (then the verification id, "" for none); 1
+--   cooldown (ms); 2 quota (i, ms until one more send fits); 3 surge block (i, ms); 4
+--   distinct (i, ms); 5 range denied; 7 conversion block (i, ms); -5 request window
+--   over (from window.lua); -6 the send was voided (void.lua) before this step ran.
+-- An exempt range skips every surge and conversion guard (and their blocks); its
+-- sends are still counted.
 -- The code hash records the send's id "i" and, in "n", a '1' or '0' per distinct
 -- quota: whether this send added its member (what void.lua gives back).
 local now = spec.now
@@ -40,10 +51,32 @@ for i = 1, #q do
 end
 local dbase = at
 local sbase = dbase + #d
+local xbase = sbase + 3 * #s
+local registry, rbase = KEYS[xbase + 2], xbase + 4
+local cbase = rbase + #spec.r
+local guard_s, guard_cv = s, spec.cv
 
-for i = 1, #s do
+if #spec.ov > 0 then
+  for _, listed in ipairs(redis.call('SMISMEMBER', KEYS[xbase + 1], unpack(spec.ov))) do
+    if listed == 1 then return {wc, wt, 5} end
+  end
+  for _, listed in ipairs(redis.call('SMISMEMBER', KEYS[xbase], unpack(spec.ov))) do
+    if listed == 1 then guard_s, guard_cv = {}, {} end
+  end
+end
+
+-- A block's key holds its end; a lifted one, minus its end: until then the range is
+-- in grace, and its guards neither refuse nor block it.
+local grace_s, grace_cv = {}, {}
+for i = 1, #guard_s do
   local until_ms = tonumber(redis.call('GET', KEYS[sbase + 3 * i - 1]) or '0')
   if until_ms > now then return {wc, wt, 3, i, until_ms - now} end
+  grace_s[i] = until_ms < 0 and -until_ms > now
+end
+for i = 1, #guard_cv do
+  local until_ms = tonumber(redis.call('GET', KEYS[cbase + 2 * i - 1]) or '0')
+  if until_ms > now then return {wc, wt, 7, i, until_ms - now} end
+  grace_cv[i] = until_ms < 0 and -until_ms > now
 end
 
 local cd = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -76,14 +109,40 @@ for i = 1, #d do
   end
 end
 
-for i = 1, #s do
-  local g = s[i]
+for i = 1, #guard_s do
+  local g = guard_s[i]
   local prev = tonumber(redis.call('GET', KEYS[sbase + 3 * i - 3]) or '0')
   local cur = tonumber(redis.call('GET', KEYS[sbase + 3 * i - 2]) or '0')
-  if cur + 1 > math.max(g[1], g[2] * prev) then
+  if not grace_s[i] and cur + 1 > math.max(g[1], g[2] * prev) then
     local until_ms = now + g[4]
     redis.call('SET', KEYS[sbase + 3 * i - 1], until_ms, 'PXAT', until_ms)
+    redis.call('HSET', registry, spec.sk[i], cjson.encode(
+      {r = 'surge', s = now, e = until_ms, c = {sends = cur + 1, previous = prev}}))
     return {wc, wt, 3, i, g[4]}
+  end
+end
+
+for i = 1, #guard_cv do
+  local c = guard_cv[i]
+  local sends, approvals = 0, 0
+  if c[4] >= c[3] then
+    local fields = {}
+    for j = c[3], c[4] do
+      fields[#fields + 1] = 's' .. j
+      fields[#fields + 1] = 'a' .. j
+    end
+    local got = redis.call('HMGET', KEYS[cbase + 2 * i - 2], unpack(fields))
+    for k = 1, #got, 2 do
+      sends = sends + tonumber(got[k] or '0')
+      approvals = approvals + tonumber(got[k + 1] or '0')
+    end
+  end
+  if not grace_cv[i] and sends >= c[1] and approvals < c[2] * sends then
+    local until_ms = now + c[5]
+    redis.call('SET', KEYS[cbase + 2 * i - 1], until_ms, 'PXAT', until_ms)
+    redis.call('HSET', registry, c[6], cjson.encode(
+      {r = 'conversion', s = now, e = until_ms, c = {sends = sends, approvals = approvals}}))
+    return {wc, wt, 7, i, c[5]}
   end
 end
 
@@ -131,7 +190,15 @@ if spec.rs then
   end
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'h', ARGV[2], 'a', 0, 'i', spec.id, 'n', table.concat(added))
+local rb = spec.rb
+for i = 1, #spec.r do
+  local key = KEYS[rbase + i - 1]
+  count_range(key, 's', now, now, 1, rb)
+  redis.call('PEXPIREAT', key, (math.floor(now / rb[3]) + rb[4]) * rb[3])
+  redis.call('ZADD', KEYS[xbase + 3], now, spec.r[i])
+end
+redis.call('HSET', KEYS[1], 'h', ARGV[2], 'a', 0, 'i', spec.id, 'n', table.concat(added),
+  't', now)
 redis.call('PEXPIREAT', KEYS[1], now + spec.ttl)
 if vid then
   redis.call('HSET', KEYS[1], 'v', vid)
