@@ -194,6 +194,10 @@ class Settings(BaseSettings):
     pump_surge_factor: float = Field(5.0, ge=1.0)
     pump_window_seconds: int = Field(3600, ge=60, le=86_400)
     pump_block_seconds: int = Field(21_600, ge=60, le=7 * 86_400)
+    conversion_guard: bool = True
+    conversion_min_sends: int = Field(50, ge=1)
+    conversion_country_min_sends: int = Field(200, ge=1)
+    conversion_min_rate: float = Field(0.35, ge=0.0, le=1.0)
     phone_lockout_threshold: int = Field(10, ge=1, le=100)
     phone_lockout_base_seconds: int = Field(60, ge=1)
     phone_lockout_max_seconds: int = Field(86_400, ge=1)

@@ -191,6 +191,10 @@ def build_limits(settings: Settings) -> AbusePolicy:
             factor=s.pump_surge_factor,
             window_seconds=s.pump_window_seconds,
             block_seconds=s.pump_block_seconds,
+            conversion=s.conversion_guard,
+            conversion_min_sends=s.conversion_min_sends,
+            conversion_country_min_sends=s.conversion_country_min_sends,
+            conversion_min_rate=s.conversion_min_rate,
         ),
         lockout=Lockout(
             threshold=s.phone_lockout_threshold,

@@ -44,6 +44,7 @@
     country_budget: "We are sending too many codes to this country right now. Please try again later.",
     global_budget: "We are sending an unusually large number of codes right now. Please try again later.",
     prefix_blocked: "Codes to this range of phone numbers are paused for a while. Please try again later.",
+    range_denied: "Codes cannot be sent to this phone number.",
     country_blocked: "Codes to this country are paused for a while. Please try again later.",
     phone_locked: "Too many failed attempts for this number. Please wait before trying again.",
     country_not_allowed: "We cannot send codes to phone numbers in this country.",
