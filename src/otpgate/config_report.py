@@ -55,7 +55,7 @@ def _origin_only(url: str) -> str:
 def shown(name: str, value: object) -> str:
     if isinstance(value, SecretStr) or (name in _SENSITIVE and value):
         return REDACTED
-    if name == "api_keys" and isinstance(value, dict):
+    if name in ("api_keys", "admin_api_keys") and isinstance(value, dict):
         # Names only: not even a key's digest is printed.
         return ", ".join(value) if value else "<none>"
     if name == "widget_allowed_origins" and isinstance(value, list):
@@ -85,6 +85,7 @@ def describe(settings: Settings) -> str:
     lines.append(f"  {'(workers)':32} {workers}")
     lines.append(f"  {'(log format)':32} {'json' if settings.log_json else 'text'}")
     lines.append(f"  {'(metrics)':32} {metrics}")
+    lines.append(f"  {'(admin)':32} {_admin_summary(settings)}")
     lines.append(f"  {'(shutdown timeout)':32} {settings.effective_shutdown_timeout:g}s")
     from otpgate import fast_path
     from otpgate.wiring import existing_token_keys, start_up_warnings
@@ -110,6 +111,15 @@ def _auth_summary(settings: Settings) -> str:
     if count:
         keys += ": " + ", ".join(settings.api_keys)
     return f"{mode} ({keys})"
+
+
+def _admin_summary(settings: Settings) -> str:
+    if not settings.admin_api_keys:
+        return "off (no ADMIN_API_KEYS)"
+    where = "PORT"
+    if settings.admin_port is not None:
+        where = f"{settings.admin_host or settings.host}:{settings.admin_port} only"
+    return f"/admin/v1/ and /admin on {where} ({', '.join(settings.admin_api_keys)})"
 
 
 def _token_lines(settings: Settings, keys: KeySet | None) -> list[str]:

@@ -154,6 +154,21 @@ class Settings(BaseSettings):
         " in production.",
     )
 
+    # --- the operators' API and dashboard (/admin), off while unset ----------------------
+    admin_api_keys: ApiKeyDigests = Field(
+        default_factory=dict,
+        description="Comma-separated name:key or name:sha256:<hex> entries, as API_KEYS: the"
+        " keys of /admin/v1/ and the dashboard; none of them may also be an API key.",
+    )
+    admin_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Serve /admin/v1/ and /admin on this port only (a second socket of each"
+        " worker) instead of PORT.",
+    )
+    admin_host: str | None = Field(None, description="Listen address for ADMIN_PORT.")
+
     # --- the Verify v2 compatible API (/v2/Services/...), off while unset -----------------
     verify_v2_account_sid: AccountSid = Field(
         None, description="AC and 32 hex digits: the account sid callers authenticate as."
@@ -455,6 +470,37 @@ class Settings(BaseSettings):
             raise ValueError(
                 "METRICS_PORT: must differ from PORT (unset it to serve /metrics on PORT)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _admin_keys_of_their_own(self) -> Settings:
+        """An admin key that also calls the API would be held by every backend (and
+        sometimes a browser) that calls it: each admin key must be a key of its own."""
+        others = {digest: "API_KEYS" for digest in self.api_keys.values()}
+        if self.verify_v2_auth_token is not None:
+            others[self.verify_v2_auth_token] = "VERIFY_V2_AUTH_TOKEN"
+        problems = [
+            f"ADMIN_API_KEYS: entry {index} ({name}) is also a key in {others[digest]};"
+            " an admin key must be a key of its own"
+            for index, (name, digest) in enumerate(self.admin_api_keys.items(), start=1)
+            if digest in others
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _admin_port_apart(self) -> Settings:
+        if self.admin_port is None:
+            return self
+        if not self.admin_api_keys:
+            raise ValueError(
+                "ADMIN_PORT: set without ADMIN_API_KEYS; the admin routes are off until"
+                " ADMIN_API_KEYS names a key, so the port would serve nothing"
+            )
+        for name, port in (("PORT", self.port), ("METRICS_PORT", self.metrics_port)):
+            if self.admin_port == port:
+                raise ValueError(f"ADMIN_PORT: must differ from {name}")
         return self
 
 
