@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from otpgate import fast_path
 from otpgate.api_keys import ApiAuth
+from otpgate.domain.admin import DefenceAdmin
 from otpgate.domain.codes import CodeHasher
 from otpgate.domain.limits import AbusePolicy, Lockout, PumpingGuard
 from otpgate.domain.message import MessageTemplate
 from otpgate.domain.policy import OtpPolicy
-from otpgate.domain.ports import OtpStore, SmsSender
+from otpgate.domain.ports import DefenceStore, OtpStore, SmsSender
 from otpgate.domain.request_limit import RequestLimiter
 from otpgate.domain.service import OtpService
 from otpgate.domain.test_numbers import TestNumbers
@@ -29,6 +32,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("otpgate")
 
 
+class Store(OtpStore, DefenceStore, Protocol):
+    """What every store backend offers: the request path's steps, and what operators
+    see and undo of the defences."""
+
+
 @dataclass(slots=True)
 class Components:
     settings: Settings
@@ -38,6 +46,9 @@ class Components:
     rate_limiter: RequestLimiter
     api_auth: ApiAuth
     token_keys: KeySet  # published at /.well-known/jwks.json
+    admin: DefenceAdmin  # the /admin/v1/ use cases, on the same store
+    admin_auth: ApiAuth  # ADMIN_API_KEYS; no key at all while unset
+    clock: Callable[[], float] = time.time  # what the use cases read the time from
 
     async def close(self) -> None:
         try:
@@ -47,7 +58,7 @@ class Components:
             await self.store.close()
 
 
-def build_store(settings: Settings) -> OtpStore:
+def build_store(settings: Settings) -> Store:
     if settings.redis_url:
         from otpgate.store.redis import RedisStore
 
@@ -124,6 +135,11 @@ def sns_config(settings: Settings) -> SnsConfig:
 def api_auth(settings: Settings) -> ApiAuth:
     """The HTTP layer's view of API_AUTH and API_KEYS: the mode, each key's name and digest."""
     return ApiAuth.from_digests(settings.effective_api_auth, settings.api_keys)
+
+
+def admin_auth(settings: Settings) -> ApiAuth:
+    """ADMIN_API_KEYS, checked as API keys are; an admin route always needs one."""
+    return ApiAuth.from_digests("required", settings.admin_api_keys)
 
 
 def load_token_keys(settings: Settings) -> KeySet:
@@ -258,8 +274,13 @@ def start_up_warnings(settings: Settings) -> list[str]:
 
 
 def build_components(
-    settings: Settings, *, store: OtpStore | None = None, sender: SmsSender | None = None
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    sender: SmsSender | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Components:
+    """``clock`` is what every use case reads the time from (a test moves it)."""
     for warning in start_up_warnings(settings):
         log.warning(warning)
     token_keys = load_token_keys(settings)
@@ -267,13 +288,15 @@ def build_components(
     sender = sender or build_sender(settings)
     # The use cases get timed versions; Components keeps the plain ones (readiness, close).
     used_store, used_sender = instrument(settings, store, sender)
+    limits = build_limits(settings)
     service = OtpService(
         used_store,
         used_sender,
         CodeHasher(load_hash_key(settings)),
         build_policy(settings),
-        build_limits(settings),
+        limits,
         JwtSigner(token_keys.signing, token_config(settings)),
+        clock=clock,
     )
     return Components(
         settings=settings,
@@ -281,8 +304,12 @@ def build_components(
         sender=sender,
         service=service,
         rate_limiter=RequestLimiter(
-            used_store, settings.rate_limit_max_requests, settings.rate_limit_window_ms
+            used_store, settings.rate_limit_max_requests, settings.rate_limit_window_ms, clock
         ),
         api_auth=api_auth(settings),
         token_keys=token_keys,
+        # Untimed: operators' reads are not the request path the store metrics watch.
+        admin=DefenceAdmin(store, limits, clock),
+        admin_auth=admin_auth(settings),
+        clock=clock,
     )
