@@ -3,8 +3,9 @@
 The two API routes (``http/api.py``) are dispatched by exact path before
 Starlette (``http/fast_routes.py``); everything else (docs, the widget, probes,
 the token keys, 404/405) is a plain Starlette app. With that fast path off,
-Starlette routes them too. The observability middleware wraps both, so every
-answer is logged and counted.
+Starlette routes them too, as it does the operators' routes (``/admin/v1/``, while
+ADMIN_API_KEYS is set). The observability middleware wraps both, so every answer
+is logged and counted.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from otpgate import fast_path, metric_tally
+from otpgate.http.admin_api import AdminApi
 from otpgate.http.api import OtpApi, json_response
 from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.docs import docs_routes
@@ -109,6 +111,7 @@ def create_app(components: Components) -> ASGIApp:
             *docs_routes("/openapi.json"),
             *widget_routes(settings.widget_allowed_origins, settings.otp_length),
             *ops_routes(components, flush_tallies=tallied),
+            *AdminApi(components).routes(),
         ],
         exception_handlers={HTTPException: http_exception, Exception: unexpected},
         lifespan=lifespan,
