@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
+import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +206,7 @@ async def test_every_route_answers_either_admin_key(build: Build, method: str, p
 
 async def test_absent_while_admin_api_keys_is_unset(build: Build) -> None:
     service = await build(admin_api_keys="")
-    for method, path in ROUTES:
+    for method, path in [*ROUTES, ("GET", "/admin"), ("GET", "/admin/dashboard.js")]:
         answer = await service.client.request(method, path, headers=KEYED)
         assert_error(answer, 404, "not_found")
 
@@ -461,3 +464,44 @@ def assert_no_key_logged(caplog: pytest.LogCaptureFixture) -> None:
     for key in (ADMIN_KEY, OTHER_ADMIN_KEY):
         assert key not in everything
         assert hashlib.sha256(key.encode()).hexdigest() not in everything
+
+
+# --- the dashboard's page ---------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = ROOT / "src/otpgate/http/dashboard"
+
+
+async def test_the_dashboard_is_served_under_a_strict_policy(build: Build) -> None:
+    service = await build()
+    page = await service.client.get("/admin")  # static: the key is pasted into it
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    assert "script-src 'self';" in policy and "style-src 'self';" in policy
+    assert "unsafe" not in policy
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-store"
+    # Nothing inline for the policy to refuse, nothing from another origin.
+    markup = page.text
+    assert re.findall(r"<script[^>]*>", markup) == ['<script src="admin/dashboard.js" defer>']
+    assert "<style" not in markup and " style=" not in markup
+    assert not re.search(r"\son[a-z]+\s*=", markup)  # no event handler attributes
+    for path, kind in (("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
+        asset = await service.client.get(f"/admin/{path}")
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+        assert asset.headers["x-content-type-options"] == "nosniff"
+    script = (DASHBOARD / "dashboard.js").read_text()
+    assert "innerHTML" not in script and "eval(" not in script
+    assert re.findall(r"https?://[^\s\"']+", script) == ["http://www.w3.org/2000/svg"]
+
+
+def test_the_dashboard_files_are_package_data() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["otpgate"]
+    for asset in DASHBOARD.iterdir():
+        if asset.suffix in ("", ".py", ".pyc") or asset.name == "__pycache__":
+            continue
+        relative = f"http/dashboard/{asset.name}"
+        assert any(fnmatch(relative, glob) for glob in globs), relative

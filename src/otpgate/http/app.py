@@ -3,9 +3,9 @@
 The two API routes (``http/api.py``) are dispatched by exact path before
 Starlette (``http/fast_routes.py``); everything else (docs, the widget, probes,
 the token keys, 404/405) is a plain Starlette app. With that fast path off,
-Starlette routes them too, as it does the operators' routes (``/admin/v1/``, while
-ADMIN_API_KEYS is set). The observability middleware wraps both, so every answer
-is logged and counted.
+Starlette routes them too, as it does the operators' routes (``/admin/v1/`` and the
+``/admin`` dashboard, while ADMIN_API_KEYS is set). The observability middleware
+wraps both, so every answer is logged and counted.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from otpgate import fast_path, metric_tally
 from otpgate.http.admin_api import AdminApi
 from otpgate.http.api import OtpApi, json_response
 from otpgate.http.client_ip import ClientIpResolver
+from otpgate.http.dashboard import dashboard_routes
 from otpgate.http.docs import docs_routes
 from otpgate.http.errors import HTTP_CODES, error_response
 from otpgate.http.fast_routes import FastRoutes
@@ -97,6 +98,9 @@ def create_app(components: Components) -> ASGIApp:
             await components.close()
             log.info("stopped: store and SMS client closed")
 
+    admin: list[BaseRoute] = AdminApi(components).routes()
+    if admin:
+        admin += dashboard_routes()
     app = Starlette(
         routes=[
             *(Route(path, handler, methods=["POST"]) for path, handler in api.items()),
@@ -111,7 +115,7 @@ def create_app(components: Components) -> ASGIApp:
             *docs_routes("/openapi.json"),
             *widget_routes(settings.widget_allowed_origins, settings.otp_length),
             *ops_routes(components, flush_tallies=tallied),
-            *AdminApi(components).routes(),
+            *admin,
         ],
         exception_handlers={HTTPException: http_exception, Exception: unexpected},
         lifespan=lifespan,
