@@ -466,6 +466,41 @@ def assert_no_key_logged(caplog: pytest.LogCaptureFixture) -> None:
         assert hashlib.sha256(key.encode()).hexdigest() not in everything
 
 
+# --- ADMIN_PORT -------------------------------------------------------------------------------
+
+ADMIN_PORT = 9101
+
+
+async def test_with_admin_port_only_that_port_serves_the_admin_routes(build: Build) -> None:
+    main = await build(admin_port=ADMIN_PORT)
+    admin = Service(
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=main.app),
+            base_url=f"http://otpgate.test:{ADMIN_PORT}",
+        ),
+        main.components,
+        main.app,
+    )
+    try:
+        for method, path in [*ROUTES, ("GET", "/admin"), ("GET", "/admin/dashboard.css")]:
+            assert_error(await main.client.request(method, path, headers=KEYED), 404, "not_found")
+            on_admin = await admin.client.request(method, path, headers=KEYED)
+            # 200, or 404 naming what it did not find: never a route missing.
+            assert on_admin.status_code == 200 or on_admin.json()["code"] in (
+                "block_not_found",
+                "override_not_found",
+            ), on_admin.text
+        assert (await admin.client.get("/admin/v1/blocks")).status_code == 401
+        # ... and nothing else: not the API, not the probes or the docs.
+        assert_error(await admin.request(BURST[0]), 404, "not_found")
+        for path in ("/health", "/ready", "/docs", "/widget", "/metrics"):
+            assert_error(await admin.client.get(path), 404, "not_found")
+        assert (await main.request("+442079460000")).status_code == 200
+        assert (await main.client.get("/health")).status_code == 200
+    finally:
+        await admin.client.aclose()
+
+
 # --- the dashboard's page ---------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]

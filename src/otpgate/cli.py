@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -79,8 +80,6 @@ def _check_config(settings: Settings) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
     from otpgate.hash_key import load_hash_key
     from otpgate.logs import configure_logging
     from otpgate.wiring import load_token_keys
@@ -99,31 +98,86 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers or os.cpu_count() or 1
-    if settings.metrics_port is not None and settings.metrics_port == port:
-        print(f"otpgate: METRICS_PORT must differ from the listen port {port}", file=sys.stderr)
-        return 2
+    for name, other in (
+        ("METRICS_PORT", settings.metrics_port),
+        ("ADMIN_PORT", settings.admin_port),
+    ):
+        if other is not None and other == port:
+            print(f"otpgate: {name} must differ from the listen port {port}", file=sys.stderr)
+            return 2
+    admin = None
+    if settings.admin_port is not None:
+        admin = (settings.admin_host or host, settings.admin_port)
     config = uvicorn_config(settings, host, port)
     _announce(settings, host, port, workers)
     with _metrics_dir(settings, workers), _metrics_server(settings, host):
         if workers == 1:
-            from otpgate.server import Server
+            return _run_one(config, (host, port), admin)
+        return _run_workers(config, (host, port), admin, workers, settings)
 
-            server = Server(uvicorn.Config(**config))
-            server.run()
-            return 0 if server.started else 3  # uvicorn's own exit code for a failed start
-        from otpgate.workers import Supervisor, listening_sockets
 
-        try:
-            sockets = listening_sockets(host, port, workers)
-        except OSError as exc:
-            print(f"otpgate: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
-            return 1
-        return Supervisor(config, sockets, settings.effective_shutdown_timeout).run()
+Address = tuple[str, int]
+
+
+def _run_one(config: dict[str, Any], api: Address, admin: Address | None) -> int:
+    """One uvicorn server in this process; with ADMIN_PORT, on both sockets."""
+    import uvicorn
+
+    from otpgate.server import Server
+
+    server = Server(uvicorn.Config(**config))
+    if admin is None:
+        server.run()
+    else:
+        # Bound here: uvicorn binds one address only, and serves any sockets it is given.
+        with contextlib.ExitStack() as bound:
+            sockets = []
+            for host, port in (api, admin):
+                try:
+                    sockets.append(bound.enter_context(_bound(host, port)))
+                except OSError as exc:
+                    print(f"otpgate: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+                    return 1
+            server.run(sockets=sockets)
+    return 0 if server.started else 3  # uvicorn's own exit code for a failed start
+
+
+def _bound(host: str, port: int) -> socket.socket:
+    """A listening socket on (host, port), without SO_REUSEPORT (as uvicorn binds one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
+
+
+def _run_workers(
+    config: dict[str, Any],
+    api: Address,
+    admin: Address | None,
+    workers: int,
+    settings: Settings,
+) -> int:
+    """``workers`` processes, each on a socket of its own (and an admin one, with ADMIN_PORT)."""
+    from otpgate.workers import Supervisor, listening_sockets
+
+    sockets: list[socket.socket] = []
+    admin_sockets: list[socket.socket] = []
+    at = api
+    try:
+        sockets = listening_sockets(*api, workers)
+        if admin is not None:
+            at = admin
+            admin_sockets = listening_sockets(*admin, workers)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        print(f"otpgate: cannot listen on {at[0]}:{at[1]}: {exc}", file=sys.stderr)
+        return 1
+    grace = settings.effective_shutdown_timeout
+    return Supervisor(config, sockets, grace, admin_sockets).run()
 
 
 def _announce(settings: Settings, host: str, port: int, workers: int) -> None:
     """Say where the service listens, so a newcomer knows where to point curl."""
-    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    base = _base_url(host, port)
     store = "redis" if settings.redis_url else f"sqlite ({settings.sqlite_path})"
     log.info(
         "listening on %s with %d worker(s), %s store, %s SMS; API docs at %s/docs",
@@ -133,6 +187,15 @@ def _announce(settings: Settings, host: str, port: int, workers: int) -> None:
         settings.effective_sms_provider,
         base,
     )
+    if settings.admin_api_keys:
+        admin = base
+        if settings.admin_port is not None:
+            admin = _base_url(settings.admin_host or host, settings.admin_port)
+        log.info("admin dashboard at %s/admin", admin)
+
+
+def _base_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def uvicorn_config(settings: Settings, host: str, port: int) -> dict[str, Any]:

@@ -7,6 +7,7 @@ in 1 of 5 runs here, at half the throughput and 1.5x the p99. Here the parent
 binds one socket per worker with SO_REUSEPORT, so the kernel spreads new
 connections across them by hash, and worker *i* always serves socket *i*: a
 worker that dies is replaced on the same socket, whose backlog waits for it.
+With ADMIN_PORT, worker *i* also serves admin socket *i* (a second group of its own).
 
 The parent only supervises:
 - A worker that dies after it was serving (an OOM kill, a crash) is always
@@ -30,6 +31,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event
@@ -66,20 +68,22 @@ def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> 
     return sockets
 
 
-def _worker(config: dict[str, Any], sock: socket.socket, ready: Event) -> None:  # pragma: no cover
-    """A worker process: one uvicorn server on its own socket; ``ready`` once serving."""
+def _worker(
+    config: dict[str, Any], sockets: list[socket.socket], ready: Event
+) -> None:  # pragma: no cover
+    """A worker process: one uvicorn server on its own sockets; ``ready`` once serving."""
     import uvicorn
 
     from otpgate.server import Server
 
-    Server(uvicorn.Config(**config), on_ready=ready.set).run(sockets=[sock])
+    Server(uvicorn.Config(**config), on_ready=ready.set).run(sockets=sockets)
 
 
 @dataclass
 class _Slot:
-    """One listening socket and the worker serving it."""
+    """One worker's listening sockets (the API's, and the admin one) and the worker."""
 
-    sock: socket.socket
+    sockets: list[socket.socket]
     process: SpawnProcess | None = None
     ready: Event | None = None
     started_at: float = 0.0
@@ -89,9 +93,19 @@ class _Slot:
 
 
 class Supervisor:
-    def __init__(self, config: dict[str, Any], sockets: list[socket.socket], grace: float):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        sockets: list[socket.socket],
+        grace: float,
+        admin_sockets: Sequence[socket.socket] = (),
+    ):
+        """``admin_sockets``: none, or one per socket in ``sockets`` (ADMIN_PORT)."""
+        if admin_sockets and len(admin_sockets) != len(sockets):
+            raise ValueError("one admin socket per worker")
         self._config = config
-        self._slots = [_Slot(sock) for sock in sockets]
+        admin = [[sock] for sock in admin_sockets] or [[] for _ in sockets]
+        self._slots = [_Slot([sock, *own]) for sock, own in zip(sockets, admin, strict=True)]
         self._grace = grace
         self._context = multiprocessing.get_context("spawn")
         self._start_failures = 0
@@ -113,7 +127,7 @@ class Supervisor:
     def _start(self, slot: _Slot) -> None:
         ready = self._context.Event()
         process = self._context.Process(
-            target=_worker, args=(self._config, slot.sock, ready), daemon=False
+            target=_worker, args=(self._config, slot.sockets, ready), daemon=False
         )
         process.start()
         slot.process, slot.ready, slot.announced = process, ready, False
@@ -167,7 +181,8 @@ class Supervisor:
         # Our copies first: once each worker closes its own, the socket is gone and
         # new connections are refused instead of waiting in a queue nobody reads.
         for slot in self._slots:
-            slot.sock.close()
+            for sock in slot.sockets:
+                sock.close()
         processes = [s.process for s in self._slots if s.process is not None]
         for process in processes:
             if process.is_alive() and process.pid is not None:

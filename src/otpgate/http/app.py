@@ -3,9 +3,10 @@
 The two API routes (``http/api.py``) are dispatched by exact path before
 Starlette (``http/fast_routes.py``); everything else (docs, the widget, probes,
 the token keys, 404/405) is a plain Starlette app. With that fast path off,
-Starlette routes them too, as it does the operators' routes (``/admin/v1/`` and the
-``/admin`` dashboard, while ADMIN_API_KEYS is set). The observability middleware
-wraps both, so every answer is logged and counted.
+Starlette routes them too. The operators' routes (``/admin/v1/`` and the ``/admin``
+dashboard, while ADMIN_API_KEYS is set) join that app, or with ADMIN_PORT form an
+app of their own that only that port reaches (``http/admin_port.py``). The
+observability middleware wraps it all, so every answer is logged and counted.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp
 
 from otpgate import fast_path, metric_tally
 from otpgate.http.admin_api import AdminApi
+from otpgate.http.admin_port import AdminPortSplit
 from otpgate.http.api import OtpApi, json_response
 from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.dashboard import dashboard_routes
@@ -101,6 +103,8 @@ def create_app(components: Components) -> ASGIApp:
     admin: list[BaseRoute] = AdminApi(components).routes()
     if admin:
         admin += dashboard_routes()
+    # With ADMIN_PORT, the admin routes are an app of their own, which only that port reaches.
+    apart, on_main = (admin, []) if settings.admin_port is not None else ([], admin)
     app = Starlette(
         routes=[
             *(Route(path, handler, methods=["POST"]) for path, handler in api.items()),
@@ -115,7 +119,7 @@ def create_app(components: Components) -> ASGIApp:
             *docs_routes("/openapi.json"),
             *widget_routes(settings.widget_allowed_origins, settings.otp_length),
             *ops_routes(components, flush_tallies=tallied),
-            *admin,
+            *on_main,
         ],
         exception_handlers={HTTPException: http_exception, Exception: unexpected},
         lifespan=lifespan,
@@ -125,10 +129,16 @@ def create_app(components: Components) -> ASGIApp:
         fast = {("POST", path): handler for path, handler in api.items()}
         fast["GET", "/health"] = health
         served = FastRoutes(fast, app)
+    if apart and settings.admin_port is not None:
+        admin_app = Starlette(
+            routes=apart,
+            exception_handlers={HTTPException: http_exception, Exception: unexpected},
+        )
+        served = AdminPortSplit(served, admin_app, settings.admin_port)
     # Outermost, so that a 500 too gets its request id, access line and count.
     return ObservabilityMiddleware(
         served,
-        routes=[route.path for route in app.routes if isinstance(route, Route)],
+        routes=[route.path for route in [*app.routes, *apart] if isinstance(route, Route)],
         client_ip=client_ip,
         access_log_enabled=settings.access_log,
         metrics_enabled=settings.metrics_enabled,
