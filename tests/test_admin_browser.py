@@ -1,0 +1,206 @@
+"""The operators' dashboard in a real browser: Debian's Chromium driven by Playwright.
+
+A pumping burst blocks a prefix; the dashboard, pasted an admin key, shows the block;
+the operator lifts it with its button, and the next send to the range goes out.
+
+The server is the real app under uvicorn, on two listening sockets as ``otpgate serve``
+gives it with ADMIN_PORT, run in this process on the in-memory store so that the test
+can move the service's clock past a surge window (PUMP_WINDOW_SECONDS is at least a
+minute). It moves to SQLite, as ``otpgate serve`` runs it, once that store implements
+the admin port (tests/service_process.py).
+
+Chromium is the system's (``make browser``); when it cannot be started the test fails,
+saying so. Screenshots go to ``test-artifacts/admin/`` (ignored by git).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
+
+from otpgate.http.app import create_app
+from otpgate.store.memory import MemoryStore
+from otpgate.wiring import build_components
+from tests.conftest import make_settings
+from tests.fakes import CapturingSender
+from tests.test_admin_api import ADMIN_KEY, BURST, PREFIX, Clock
+
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "admin"
+PUMP_WINDOW = 60
+
+expect.set_options(timeout=10_000)
+
+
+@dataclass
+class Running:
+    api: str  # the API's base URL (PORT)
+    admin: str  # the admin routes' (ADMIN_PORT)
+    clock: Clock
+    sender: CapturingSender  # the texts the service sent
+
+
+def listening(host: str = "127.0.0.1") -> socket.socket:
+    return socket.create_server((host, 0))
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    api_sock, admin_sock = listening(), listening()
+    admin_port = admin_sock.getsockname()[1]
+    clock = Clock()
+    settings = make_settings(
+        tmp_path_factory.mktemp("admin-browser"),
+        admin_api_keys=f"ops:{ADMIN_KEY}",
+        admin_port=admin_port,
+        rate_limit_max_requests=1000,
+        ip_max_phones=1000,
+        pump_prefix_min_sends=3,
+        pump_window_seconds=PUMP_WINDOW,
+        pump_block_seconds=3600,
+        log_level="warning",
+    )
+    sender = CapturingSender()
+    components = build_components(settings, store=MemoryStore(), sender=sender, clock=clock)
+    config = uvicorn.Config(create_app(components), log_config=None, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [api_sock, admin_sock]}, daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield Running(
+            f"http://127.0.0.1:{api_sock.getsockname()[1]}",
+            f"http://127.0.0.1:{admin_port}",
+            clock,
+            sender,
+        )
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"Chromium is required for the dashboard's browser test and is not at {CHROMIUM}. "
+            "`make browser` installs it (apt-get install chromium); or point CHROMIUM at one.",
+            pytrace=False,
+        )
+    with sync_playwright() as playwright:
+        try:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=["--headless=new", "--no-sandbox"], timeout=60_000
+            )
+        except PlaywrightError as exc:
+            pytest.fail(f"Chromium at {CHROMIUM} could not be started: {exc}", pytrace=False)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(chromium: Browser) -> Iterator[Page]:
+    context = chromium.new_context(viewport={"width": 1000, "height": 800})
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        shot(page, "end")
+        context.close()
+
+
+def shot(page: Page, state: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"dashboard-{state}.png", full_page=True)
+
+
+def request_otp(service: Running, phone: str) -> httpx.Response:
+    return httpx.post(f"{service.api}/api/v1/request-otp", json={"phoneNumber": phone}, timeout=5)
+
+
+def test_an_operator_lifts_a_pumping_block_from_the_dashboard(page: Page, service: Running) -> None:
+    refused = []
+    page.on(
+        "console",
+        lambda m: refused.append(m.text) if _is_policy_violation(m) else None,
+    )
+    # The burst: three sends pass, the fourth trips the surge guard and blocks the prefix.
+    answers = [request_otp(service, phone) for phone in BURST[:5]]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
+    assert answers[3].json()["code"] == "prefix_blocked"
+    code = service.sender.last_code(BURST[0])
+    verified = httpx.post(
+        f"{service.api}/api/v1/verify-otp", json={"phoneNumber": BURST[0], "otp": code}, timeout=5
+    )
+    assert verified.status_code == 200  # one of the three codes sent is entered
+
+    page.goto(f"{service.admin}/admin")
+    page.get_by_label("Admin key").fill(ADMIN_KEY)
+    page.get_by_role("button", name="Use key").click()
+    row = page.locator(f'#blocks tr[data-scope="{PREFIX}"]')
+    expect(row).to_contain_text("prefix_blocked")
+    expect(row).to_contain_text("surge")
+    expect(row).to_contain_text("sends 4, previous 0")
+    # A third of the country's codes verified: a third of the bar's 360 units.
+    bar = page.locator('#chart g[data-scope="country:US"] rect.hour')
+    expect(bar).to_have_attribute("width", "120")
+    expect(page.locator("#chart")).to_contain_text("33% (1 of 3)")
+
+    page.get_by_label("Phone number").fill(BURST[1])
+    page.get_by_role("button", name="Look up").click()
+    result = page.locator("#phone-result")
+    expect(result).to_contain_text("pending, expires")
+    expect(result).to_contain_text("1 of 5 per 600 s")
+    shot(page, "1-blocked")
+
+    # The key is this tab's: in sessionStorage, nowhere else.
+    assert page.evaluate("sessionStorage.getItem('otpgate.adminKey')") == ADMIN_KEY
+    assert page.evaluate("localStorage.length") == 0
+    assert ADMIN_KEY not in page.url
+
+    page.get_by_role("button", name=f"Lift prefix_blocked on {PREFIX}").click()
+    expect(page.get_by_role("status")).to_have_text(f"Lifted prefix_blocked on {PREFIX}.")
+    expect(page.get_by_text("No block is in force.")).to_be_visible()
+    expect(row).to_have_count(0)
+    shot(page, "2-lifted")
+
+    # The surge rule counts this window's sends, so within the window it would block the
+    # range again at its next send: the next send is made once the window has passed,
+    # when only the block (lifted now, for an hour otherwise) could have refused it.
+    service.clock.advance(PUMP_WINDOW)
+    after = request_otp(service, BURST[6])
+    assert after.status_code == 200, after.text
+    assert refused == [], refused
+
+
+def test_a_refused_key_asks_for_another(page: Page, service: Running) -> None:
+    page.goto(f"{service.admin}/admin")
+    page.get_by_label("Admin key").fill("not-" + ADMIN_KEY)
+    page.get_by_role("button", name="Use key").click()
+    expect(page.get_by_role("alert")).to_have_text(re.compile("That key was refused"))
+    expect(page.get_by_label("Admin key")).to_be_visible()
+    assert page.evaluate("sessionStorage.length") == 0
+
+
+def _is_policy_violation(message: ConsoleMessage) -> bool:
+    return "Content Security Policy" in message.text
