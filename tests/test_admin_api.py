@@ -73,9 +73,8 @@ class Clock:
 
 
 # Which stores the cross-instance tests run on. Each opens a handle on one shared store
-# per app, as each instance of the service opens its own. SQLite and Redis join here as
-# soon as they implement the DefenceStore port: add "sqlite" and "redis" to the params.
-@pytest.fixture(params=["memory"])
+# per app, as each instance of the service opens its own.
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.integration)])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

@@ -1,6 +1,6 @@
 """ADMIN_PORT with a real ``otpgate serve``: each worker listens on both ports, and each
-port serves its own routes only. Only answers that touch no store are asked for here
-(the page, a refused key, a missing route); tests/test_admin_api.py has the rest.
+port serves its own routes only; an override set through one worker is read through
+every other (they share the SQLite store). tests/test_admin_api.py has the rest.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from tests.service_process import ServiceProcess, free_port
 pytestmark = pytest.mark.integration
 
 ADMIN_KEY = "admin-key-" + "a" * 32
+BEARER = {"authorization": f"Bearer {ADMIN_KEY}"}
 
 
 @pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
@@ -48,6 +49,8 @@ def test_each_port_serves_its_own_routes(server: tuple[ServiceProcess, str]) -> 
             assert "default-src 'none'" in page.headers["content-security-policy"]
             refused = fresh.get(f"{admin}/admin/v1/blocks")
             assert refused.status_code == 401
+            blocks = fresh.get(f"{admin}/admin/v1/blocks", headers=BEARER)
+            assert blocks.status_code == 200, blocks.text
             assert refused.headers["www-authenticate"] == "Bearer"
             assert fresh.get(f"{admin}/health").status_code == 404
             assert fresh.post(f"{admin}/api/v1/request-otp", json={}).status_code == 404
@@ -57,3 +60,16 @@ def test_each_port_serves_its_own_routes(server: tuple[ServiceProcess, str]) -> 
                 missing = fresh.get(f"{service.base}{path}", headers={"authorization": "x"})
                 assert missing.status_code == 404
                 assert missing.json()["code"] == "not_found"
+
+
+def test_an_override_set_through_one_worker_is_seen_by_all(
+    server: tuple[ServiceProcess, str],
+) -> None:
+    _, admin = server
+    with httpx.Client(timeout=5) as client:
+        put = client.put(f"{admin}/admin/v1/overrides/deny/prefix:4479112", headers=BEARER)
+        assert put.status_code in (200, 201, 204), put.text
+    for _ in range(6):
+        with httpx.Client(timeout=5) as fresh:
+            listed = fresh.get(f"{admin}/admin/v1/overrides", headers=BEARER)
+            assert "prefix:4479112" in listed.text
