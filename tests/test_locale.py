@@ -7,6 +7,8 @@ import re
 import pytest
 
 from otpgate.domain.locale import LOCALE_PATTERN, MAX_LOCALE_LENGTH, is_locale, lookup_order
+from otpgate.http.openapi import build_openapi
+from otpgate.http.schemas import verify_body_model
 
 
 @pytest.mark.parametrize(
@@ -83,3 +85,13 @@ def test_the_pattern_is_the_check_the_document_states() -> None:
 )
 def test_lookup_goes_from_the_tag_to_its_language(tag: str, order: tuple[str, ...]) -> None:
     assert lookup_order(tag) == order
+
+
+def test_the_document_states_the_field_and_its_machine_code() -> None:
+    document = build_openapi(verify_body_model(6))
+    body = document["components"]["schemas"]["RequestOtpBody"]["properties"]["locale"]
+    [tag, null] = body["anyOf"]
+    assert tag == {"type": "string", "pattern": LOCALE_PATTERN, "maxLength": MAX_LOCALE_LENGTH}
+    assert null == {"type": "null"}
+    refused = document["paths"]["/api/v1/request-otp"]["post"]["responses"]["400"]
+    assert "invalid_locale" in refused["description"]

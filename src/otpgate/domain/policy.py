@@ -20,5 +20,6 @@ class OtpPolicy:
     # A verification's record stays answerable this long after its code's expiry.
     verification_retention_seconds: int = 86400
 
-    def render(self, code: str, purpose: str | None = None) -> str:
-        return self.message.render(code, self.ttl_seconds, purpose)
+    def render(self, code: str, purpose: str | None = None, *, locale: str | None = None) -> str:
+        """The SMS for ``code``, in ``locale``'s language or its fallback."""
+        return self.message.render(code, self.ttl_seconds, purpose, locale)

@@ -109,21 +109,29 @@ class OtpService:
         client_ip: str,
         window: RequestWindow | None = None,
         purpose: str | None = None,
+        *,
+        locale: str | None = None,
     ) -> CodeSent:
         """Send a code for ``purpose``; ``window`` is the client's request limit, counted
-        in the same step."""
+        in the same step. ``locale`` (a BCP 47 tag) picks the SMS's language; one without
+        a template falls back (``pt-BR`` to ``pt``, then English), never refused."""
         try:
             phone = parse_phone(raw_phone, self._policy.phone_check)
         except OtpError as exc:
             raise await self._counted(exc, window) from None
         try:
-            return await self._send(phone, client_ip, window, purpose)
+            return await self._send(phone, client_ip, window, purpose, locale)
         except OtpError as exc:
             exc.phone = phone  # the access line names it, masked
             raise
 
     async def _send(
-        self, phone: Phone, client_ip: str, window: RequestWindow | None, purpose: str | None
+        self,
+        phone: Phone,
+        client_ip: str,
+        window: RequestWindow | None,
+        purpose: str | None,
+        locale: str | None,
     ) -> CodeSent:
         policy, limits = self._policy, self._limits
         try:
@@ -160,7 +168,8 @@ class OtpService:
             # A test number: stored and limited like any other, but no SMS goes out.
             return CodeSent(phone, str(uuid.uuid4()), policy.ttl_seconds, outcome.window_hit, vid)
         try:
-            message_id = await self._sender.send(phone.e164, policy.render(code, purpose))
+            text = policy.render(code, purpose, locale=locale)
+            message_id = await self._sender.send(phone.e164, text)
         except OtpError as exc:
             await self._void(request, now)
             exc.window_hit = outcome.window_hit

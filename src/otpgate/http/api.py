@@ -170,7 +170,9 @@ class OtpApi:
 
     async def _request_otp(self, request: Request, client: str, window: RequestWindow) -> Outcome:
         body = await read_json_body(request, RequestOtpBody, self._max_body)
-        sent = await self._service.request_code(body.phoneNumber, client, window, body.purpose)
+        sent = await self._service.request_code(
+            body.phoneNumber, client, window, body.purpose, locale=body.locale
+        )
         note_phone(sent.phone.masked())  # on the access line: one line per request
         payload = {
             "message": REQUEST_OK,
