@@ -131,11 +131,27 @@ async def test_start_up_warns_when_the_template_cannot_fit(
 async def test_start_up_is_quiet_for_the_default(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = make_settings(tmp_path, sms_webotp_domain="example.com")
+    settings = make_settings(tmp_path)  # every shipped language's SMS fits one segment
     with caplog.at_level(logging.WARNING, logger="otpgate"):
         components = build_components(settings, sender=CapturingSender())
     await components.close()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_webotp_line_leaves_only_the_ucs2_languages_over_one_segment(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The English default still fits with the WebOTP line; a UCS-2 text (70 characters
+    a segment) cannot, and start-up says which, in what encoding, in how many segments."""
+    settings = make_settings(tmp_path, sms_webotp_domain="example.com")
+    with caplog.at_level(logging.WARNING, logger="otpgate"):
+        components = build_components(settings, sender=CapturingSender())
+    await components.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [w.split(" SMS template")[0] for w in warnings] == ["The 'hi'", "The 'pt'"]
+    for warning in warnings:
+        assert "UCS-2 characters and will be sent as 2 SMS segments" in warning
+        assert "shipped templates/sms/" in warning
 
 
 async def test_the_configured_text_reaches_the_sender(make_service) -> None:

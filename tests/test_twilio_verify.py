@@ -410,6 +410,20 @@ def test_custom_friendly_name_and_app_hash_shape_the_text(
 
 
 @pytest.mark.integration
+def test_locale_picks_the_language_of_the_text(
+    sns_server: ServiceProcess, sns_emulator: SnsEmulator
+) -> None:
+    phone = "+12125550184"
+    verify = twilio_client(sns_server.base).verify.v2.services(SERVICE_SID)
+    send(verify, phone, locale="es")
+    (text,) = texts_to(sns_emulator, phone)
+    assert "Acme Shop" in text and "expires" not in text  # the Spanish one
+    with pytest.raises(TwilioRestException) as info:
+        send(verify, phone, locale="not a tag")
+    assert (info.value.status, info.value.code) == (400, 60200)
+
+
+@pytest.mark.integration
 def test_a_new_create_for_a_pending_to_keeps_its_sid_and_sends_a_fresh_code(
     sns_server: ServiceProcess, sns_emulator: SnsEmulator
 ) -> None:

@@ -72,7 +72,7 @@ def _check_config(settings: Settings) -> int:
 
     try:
         report = describe(settings)
-    except ConfigError as exc:  # the signing key file cannot be used
+    except ConfigError as exc:  # the signing key file or a template cannot be used
         print(f"otpgate: {exc}", file=sys.stderr)
         return 2
     print(report)
@@ -82,16 +82,18 @@ def _check_config(settings: Settings) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from otpgate.hash_key import load_hash_key
     from otpgate.logs import configure_logging
-    from otpgate.wiring import load_token_keys
+    from otpgate.wiring import load_templates, load_token_keys
 
     # This process's own lines (a fast path turned off, a worker replaced) look like
     # the workers'.
     configure_logging(settings.log_level, json_lines=settings.log_json)
     # Create the development keys once, here, before workers race for them; and refuse a
-    # signing key file that cannot be used before any worker starts (and fails) on it.
+    # signing key file or templates that cannot be used before any worker starts (and
+    # fails) on them.
     load_hash_key(settings)
     try:
         load_token_keys(settings)
+        load_templates(settings)
     except ConfigError as exc:
         print(f"otpgate: {exc}", file=sys.stderr)
         return 2

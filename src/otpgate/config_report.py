@@ -88,9 +88,18 @@ def describe(settings: Settings) -> str:
     lines.append(f"  {'(admin)':32} {_admin_summary(settings)}")
     lines.append(f"  {'(shutdown timeout)':32} {settings.effective_shutdown_timeout:g}s")
     from otpgate import fast_path
-    from otpgate.wiring import existing_token_keys, start_up_warnings
+    from otpgate.wiring import build_message, existing_token_keys, start_up_warnings
 
     lines += _token_lines(settings, existing_token_keys(settings))
+    message = build_message(settings)
+    layouts = message.sms_layouts(settings.otp_length, settings.otp_ttl_seconds)
+    for language, layout in layouts.items():
+        segments = f"{layout.segments} segment{'' if layout.segments == 1 else 's'}"
+        lines.append(
+            f"  {'(sms template) ' + language:32} {layout.encoding}, {layout.units} of"
+            f" {layout.single_segment_limit} characters, {segments}"
+            f" ({message.catalog.template('sms', language).origin})"
+        )
 
     for part in fast_path.PARTS:
         if not settings.fast_path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -84,6 +85,8 @@ E164Number = Annotated[Annotated[str, AfterValidator(_e164)] | None, _Blank]
 MaxPrice = Annotated[Annotated[Decimal, Field(gt=0, le=1000)] | None, _Blank]
 WebhookUrl = Annotated[Annotated[str, AfterValidator(_webhook_url)] | None, _Blank]
 WebhookSecret = Annotated[SecretStr | None, _Blank]
+# Read by the wiring at start-up (templates/), which names the file that cannot be used.
+TemplatesDir = Annotated[Path | None, _Blank]
 
 MessageTemplateText = Annotated[str, AfterValidator(message.check_template)]
 AppName = Annotated[str, AfterValidator(message.check_app_name)]

@@ -238,12 +238,18 @@ class Settings(BaseSettings):
     # --- SMS delivery --------------------------------------------------------------------
     sms_message_template: sms.MessageTemplateText = Field(
         message.DEFAULT_TEMPLATE,
-        description="SMS text with {code}, {app}, {minutes} and (SMS_SHOW_PURPOSE) {purpose}.",
+        description="The English SMS text, with {code}, {app}, {minutes} and"
+        " (SMS_SHOW_PURPOSE) {purpose}; when set, it wins over the templates' sms/en.txt.",
     )
     sms_show_purpose: bool = Field(
         False, description="Let the template show the request's purpose as {purpose}."
     )
     sms_app_name: sms.AppName = message.DEFAULT_APP_NAME
+    templates_dir: sms.TemplatesDir = Field(
+        None,
+        description="A directory of message templates (sms/<lang>.txt, email/<lang>.html...)"
+        " that replace or add to the shipped ones; read and checked at start-up.",
+    )
     sms_webotp_domain: sms.WebOtpDomain = Field(
         None, description="Adds the WebOTP line '@<domain> #<code>' so browsers autofill."
     )
@@ -450,6 +456,14 @@ class Settings(BaseSettings):
                 )
             )
         return self
+
+    @property
+    def english_sms_template(self) -> str | None:
+        """SMS_MESSAGE_TEMPLATE when it was set, else None: the templates' English SMS
+        (shipped as the same default text, or TEMPLATES_DIR's) is the one sent."""
+        if "sms_message_template" in self.model_fields_set:
+            return self.sms_message_template
+        return None
 
     @property
     def verify_v2_enabled(self) -> bool:

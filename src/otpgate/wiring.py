@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 from otpgate import fast_path
 from otpgate.api_keys import ApiAuth
 from otpgate.domain.admin import DefenceAdmin
+from otpgate.domain.catalog import FALLBACK_LANGUAGE, TemplateCatalog, uses_purpose
 from otpgate.domain.codes import CodeHasher
 from otpgate.domain.limits import AbusePolicy, Lockout, PumpingGuard
 from otpgate.domain.message import MessageTemplate
@@ -22,6 +23,7 @@ from otpgate.domain.test_numbers import TestNumbers
 from otpgate.hash_key import load_hash_key
 from otpgate.settings import ConfigError, Settings
 from otpgate.sms.retry import RetryPolicy
+from otpgate.templates import SHIPPED_ORIGIN, TemplateFileError, load_catalog
 from otpgate.tokens.keys import KeyFileError, KeySet, dev_keys, load_keys
 from otpgate.tokens.signer import JwtSigner, TokenConfig
 
@@ -233,19 +235,53 @@ def instrument(
     return MeteredStore(store, tallied=tallied), MeteredSender(sender, tallied=tallied)
 
 
-def build_message(settings: Settings) -> MessageTemplate:
+def load_templates(settings: Settings) -> TemplateCatalog:
+    """The shipped templates with TEMPLATES_DIR's on top, read and checked once: a file
+    that cannot be used stops start-up with a ConfigError naming the variable and file.
+    """
+    try:
+        catalog = load_catalog(settings.templates_dir)
+    except TemplateFileError as exc:
+        raise ConfigError(f"TEMPLATES_DIR: {exc}") from None
+    if not settings.sms_show_purpose:
+        for _, template in catalog.items():
+            if uses_purpose(template.text):
+                raise ConfigError(
+                    f"TEMPLATES_DIR: {template.origin}: uses {{purpose}}, which is shown only"
+                    " with SMS_SHOW_PURPOSE=true (a purpose may be an internal id)"
+                )
+    return catalog
+
+
+def build_message(settings: Settings, catalog: TemplateCatalog | None = None) -> MessageTemplate:
     return MessageTemplate(
-        template=settings.sms_message_template,
+        template=settings.english_sms_template,
         app=settings.sms_app_name,
         webotp_domain=settings.sms_webotp_domain,
         android_app_hash=settings.sms_android_app_hash,
         show_purpose=settings.sms_show_purpose,
+        catalog=catalog if catalog is not None else load_templates(settings),
     )
+
+
+def template_warnings(settings: Settings) -> list[str]:
+    """Each language's SMS that needs more than one segment, and a TEMPLATES_DIR file
+    that SMS_MESSAGE_TEMPLATE shadows."""
+    catalog = load_templates(settings)
+    message = build_message(settings, catalog)
+    warnings = message.fit_warnings(settings.otp_length, settings.otp_ttl_seconds)
+    english = catalog.template("sms", FALLBACK_LANGUAGE)
+    if settings.english_sms_template is not None and not english.origin.startswith(SHIPPED_ORIGIN):
+        warnings.append(
+            f"TEMPLATES_DIR: {english.origin} is not used: SMS_MESSAGE_TEMPLATE is set,"
+            " and it is the English SMS"
+        )
+    return warnings
 
 
 def start_up_warnings(settings: Settings) -> list[str]:
     """Settings that work but cost money or surprise users; logged at start-up."""
-    warnings = build_message(settings).fit_warnings(settings.otp_length, settings.otp_ttl_seconds)
+    warnings = template_warnings(settings)
     if (
         settings.shutdown_timeout_seconds is not None
         and settings.shutdown_timeout_seconds < settings.sms_worst_case_seconds

@@ -1,6 +1,7 @@
 """The SMS text: a template with ``{code}``, ``{app}``, ``{minutes}`` and, when shown,
-``{purpose}`` (what the code approves), plus optional
-machine-readable lines that let a browser or an Android app pick the code up.
+``{purpose}`` (what the code approves), in the language asked for (``catalog.py``),
+plus optional machine-readable lines that let a browser or an Android app pick the
+code up, in every language.
 
 Layout, each extra line only when its setting is given::
 
@@ -13,22 +14,31 @@ The WebOTP format requires the origin-bound line to be the last one; the SMS
 Retriever only requires the hash to appear in the message, so it goes just before.
 
 Also here: how many SMS segments a text needs (GSM-7 or UCS-2), so start-up can
-warn when the configured template cannot fit in one.
+warn when a language's template cannot fit in one.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from otpgate.domain.catalog import (
+    FALLBACK_LANGUAGE,
+    Channel,
+    Rendered,
+    Template,
+    TemplateCatalog,
+    TemplateKey,
+    check_placeholders,
+)
 
 DEFAULT_TEMPLATE = (
     "{code} is your {app} verification code. It expires in {minutes} minutes. Don't share it."
 )
 DEFAULT_APP_NAME = "otpgate"
-TEMPLATE_FIELDS = frozenset({"code", "app", "minutes", "purpose"})
+ENGLISH_SMS: TemplateKey = ("sms", FALLBACK_LANGUAGE, "text")
 # The longest purpose (``purpose.PURPOSE_PATTERN``), for measuring a rendered text.
 LONGEST_PURPOSE = 64
 
@@ -49,23 +59,7 @@ _APP_HASH = re.compile(r"[A-Za-z0-9+/]{11}\Z")
 
 def check_template(template: str) -> str:
     """Refuse a template that cannot render: unknown fields, bad braces, no ``{code}``."""
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(f"{exc}; write a literal brace as {{{{ or }}}}") from None
-    seen = set()
-    for _, name, spec, conversion in parts:
-        if name is None:
-            continue
-        if name not in TEMPLATE_FIELDS or spec or conversion:
-            raise ValueError(
-                f"unknown placeholder {{{name}}}; use only {{code}}, {{app}}, {{minutes}}"
-                " and {purpose}"
-            )
-        seen.add(name)
-    if "code" not in seen:
-        raise ValueError("must contain {code}")
-    return template
+    return check_placeholders(template)
 
 
 def check_app_name(name: str) -> str:
@@ -117,28 +111,61 @@ def measure(text: str) -> SmsLayout:
 
 @dataclass(frozen=True, slots=True)
 class MessageTemplate:
-    template: str = DEFAULT_TEMPLATE
+    """Every message a code goes out in, and the SMS's extra lines.
+
+    ``template`` is the English SMS (SMS_MESSAGE_TEMPLATE): given, it replaces the
+    catalog's; None keeps the catalog's, or ``DEFAULT_TEMPLATE`` when it has none.
+    ``catalog`` has every other channel and language.
+    """
+
+    template: str | None = None
     app: str = DEFAULT_APP_NAME
     webotp_domain: str | None = None
     android_app_hash: str | None = None
     # Off unless asked for: a purpose may be an internal id the user should not see.
     show_purpose: bool = False
+    catalog: TemplateCatalog = field(default_factory=TemplateCatalog)
+
+    def __post_init__(self) -> None:
+        if self.template is not None or ENGLISH_SMS not in self.catalog.templates:
+            english = Template(self.template or DEFAULT_TEMPLATE, "SMS_MESSAGE_TEMPLATE")
+            object.__setattr__(self, "catalog", self.catalog.with_template(ENGLISH_SMS, english))
+
+    def compose(
+        self,
+        channel: Channel,
+        code: str,
+        ttl_seconds: int,
+        purpose: str | None = None,
+        locale: str | None = None,
+        *,
+        app: str | None = None,
+    ) -> Rendered:
+        """The channel's template for ``locale`` (or its fallback), filled in; ``app``,
+        when given, stands in for the configured name (as Verify v2's services do)."""
+        shown = purpose if self.show_purpose and purpose else ""
+        return self.catalog.render(
+            channel,
+            locale,
+            code=code,
+            app=app or self.app,
+            minutes=minutes_for(ttl_seconds),
+            purpose=shown,
+        )
 
     def render(
         self,
         code: str,
         ttl_seconds: int,
         purpose: str | None = None,
+        locale: str | None = None,
         *,
         app: str | None = None,
         android_app_hash: str | None = None,
     ) -> str:
-        """The text; ``app`` and ``android_app_hash``, when given, stand in for the
-        configured ones (a caller naming its own app, as Verify v2's services do)."""
-        shown = purpose if self.show_purpose and purpose else ""
-        text = self.template.format(
-            code=code, app=app or self.app, minutes=minutes_for(ttl_seconds), purpose=shown
-        )
+        """The SMS text, with the Android and WebOTP lines in every language; ``app`` and
+        ``android_app_hash``, when given, stand in for the configured ones."""
+        text = self.compose("sms", code, ttl_seconds, purpose, locale, app=app).text
         app_hash = android_app_hash or self.android_app_hash
         if app_hash:
             text += f"\n{app_hash}"
@@ -146,25 +173,36 @@ class MessageTemplate:
             text += f"\n\n@{self.webotp_domain} #{code}"
         return text
 
-    def fit_warnings(self, code_length: int, ttl_seconds: int) -> list[str]:
-        """Why a rendered message would not fit in one SMS segment; empty when it does.
-
-        Digits are one septet in GSM-7 and one unit in UCS-2, so any code of the
-        configured length measures the same as the sample used here.
-        """
+    def sms_layouts(self, code_length: int, ttl_seconds: int) -> dict[str, SmsLayout]:
+        """How each language's SMS travels at its longest: any code of the configured
+        length (digits measure alike in GSM-7 and UCS-2), the longest purpose if shown."""
         longest = "x" * LONGEST_PURPOSE if self.show_purpose else None
-        layout = measure(self.render("0" * code_length, ttl_seconds, longest))
-        if layout.segments == 1:
-            return []
-        if layout.encoding == "UCS-2":
-            reason = (
-                f"it contains characters outside the GSM-7 alphabet ({layout.non_gsm!r}), "
-                f"so it is sent as UCS-2 where one segment holds {layout.single_segment_limit}"
+        sample = "0" * code_length
+        return {
+            language: measure(self.render(sample, ttl_seconds, longest, language))
+            for language in self.catalog.languages("sms")
+        }
+
+    def fit_warnings(self, code_length: int, ttl_seconds: int) -> list[str]:
+        """Why a language's SMS would not fit in one segment; empty when every one does."""
+        warnings = []
+        for language, layout in self.sms_layouts(code_length, ttl_seconds).items():
+            if layout.segments == 1:
+                continue
+            origin = self.catalog.template("sms", language).origin
+            name = origin if origin == "SMS_MESSAGE_TEMPLATE" else f"The {language!r} SMS template"
+            if layout.encoding == "UCS-2":
+                named = layout.non_gsm[:10] + ("..." if len(layout.non_gsm) > 10 else "")
+                reason = (
+                    f"it contains characters outside the GSM-7 alphabet ({named!r}), "
+                    f"so it is sent as UCS-2 where one segment holds {layout.single_segment_limit}"
+                )
+            else:
+                reason = f"one GSM-7 segment holds {layout.single_segment_limit} characters"
+            where = "" if origin == "SMS_MESSAGE_TEMPLATE" else f" ({origin})"
+            warnings.append(
+                f"{name}{where} renders to {layout.units} {layout.encoding} characters "
+                f"and will be sent as {layout.segments} SMS segments (each billed): {reason}. "
+                "Shorten the template or SMS_APP_NAME."
             )
-        else:
-            reason = f"one GSM-7 segment holds {layout.single_segment_limit} characters"
-        return [
-            f"SMS_MESSAGE_TEMPLATE renders to {layout.units} {layout.encoding} characters "
-            f"and will be sent as {layout.segments} SMS segments (each billed): {reason}. "
-            "Shorten the template or SMS_APP_NAME."
-        ]
+        return warnings

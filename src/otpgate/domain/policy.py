@@ -25,9 +25,11 @@ class OtpPolicy:
         code: str,
         purpose: str | None = None,
         *,
+        locale: str | None = None,
         app: str | None = None,
         android_app_hash: str | None = None,
     ) -> str:
+        """The SMS for ``code``, in ``locale``'s language or its fallback."""
         return self.message.render(
-            code, self.ttl_seconds, purpose, app=app, android_app_hash=android_app_hash
+            code, self.ttl_seconds, purpose, locale, app=app, android_app_hash=android_app_hash
         )

@@ -63,9 +63,11 @@ class Verified:
 
 @dataclass(frozen=True, slots=True)
 class SendOptions:
-    """What a caller may change about one send beyond its purpose (the Verify v2
-    routes use each of these)."""
+    """What a caller may change about one send beyond its purpose."""
 
+    # A BCP 47 tag: the text's language; one without a template falls back (``pt-BR``
+    # to ``pt``, then English), never refused.
+    locale: str | None = None
     app: str | None = None  # ``{app}`` in the text, instead of the configured name
     android_app_hash: str | None = None  # the SMS Retriever line, instead of the configured
     details: str | None = None  # kept with the verification, shown when it is looked up
@@ -189,7 +191,11 @@ class OtpService:
             return CodeSent(phone, str(uuid.uuid4()), policy.ttl_seconds, outcome.window_hit, vid)
         try:
             text = policy.render(
-                code, purpose, app=options.app, android_app_hash=options.android_app_hash
+                code,
+                purpose,
+                locale=options.locale,
+                app=options.app,
+                android_app_hash=options.android_app_hash,
             )
             message_id = await self._sender.send(phone.e164, text)
         except OtpError as exc:

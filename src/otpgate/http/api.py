@@ -26,6 +26,7 @@ from starlette.types import Scope
 from otpgate.domain.errors import OtpError, RateLimited, StoreUnavailable, VerificationNotFound
 from otpgate.domain.phone import mask
 from otpgate.domain.ports import RequestWindow, Verification, WindowHit
+from otpgate.domain.service import DEFAULT_SEND, SendOptions
 from otpgate.http.auth import end_user_address, key_name, unauthorized
 from otpgate.http.body import read_json_body
 from otpgate.http.client_ip import ClientIpResolver
@@ -170,7 +171,10 @@ class OtpApi:
 
     async def _request_otp(self, request: Request, client: str, window: RequestWindow) -> Outcome:
         body = await read_json_body(request, RequestOtpBody, self._max_body)
-        sent = await self._service.request_code(body.phoneNumber, client, window, body.purpose)
+        options = DEFAULT_SEND if body.locale is None else SendOptions(locale=body.locale)
+        sent = await self._service.request_code(
+            body.phoneNumber, client, window, body.purpose, options
+        )
         note_phone(sent.phone.masked())  # on the access line: one line per request
         payload = {
             "message": REQUEST_OK,

@@ -12,7 +12,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
-from otpgate.http.errors import HttpError
+from otpgate.http.errors import HTTP_CODES, HttpError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -65,6 +65,8 @@ def _describe(exc: ValidationError) -> HttpError:
         return HttpError("invalid_json", "Body must be a JSON object.")
     field = "/".join(str(p) for p in first["loc"])
     kind = first["type"]
+    if kind in HTTP_CODES:  # a validator that names its own machine code (schemas.py)
+        return HttpError(kind)
     if kind == "extra_forbidden":
         message = f"body/{field} is not an allowed property."
     elif kind == "missing":

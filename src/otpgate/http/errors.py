@@ -46,6 +46,7 @@ HTTP_CODES: dict[str, tuple[int, str]] = {
     "invalid_json": (400, "Body is not valid JSON."),
     "invalid_body": (400, "Body does not match the schema."),
     "invalid_end_user_ip": (400, "X-End-User-IP must be one IPv4 or IPv6 address."),
+    "invalid_locale": (400, "locale must be a BCP 47 language tag, such as es or pt-BR."),
     "invalid_api_key": (401, "Invalid API key."),
     "unsupported_media_type": (415, "Content-Type must be application/json."),
     "payload_too_large": (413, "Body is too large."),

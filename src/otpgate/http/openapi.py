@@ -55,6 +55,7 @@ _ROUTE_CODES: dict[str, tuple[str, ...]] = {
         "invalid_json",
         "invalid_body",
         "invalid_phone_number",
+        "invalid_locale",
         "unsupported_media_type",
         "payload_too_large",
         "invalid_end_user_ip",
@@ -308,7 +309,8 @@ def build_openapi(
                 "security": security,
                 "summary": "Create a code and send it by SMS",
                 "description": "Subject to the per-IP limit, the resend cooldown and the"
-                " per-phone send limit. A failed send stores nothing and charges no limit.",
+                " per-phone send limit. A failed send stores nothing and charges no limit."
+                " `locale` picks the SMS's language, falling back to English.",
                 "tags": ["otp"],
                 "parameters": [_REQUEST_ID_PARAM, _END_USER_IP_PARAM],
                 "requestBody": {

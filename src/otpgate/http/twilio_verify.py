@@ -54,6 +54,7 @@ from otpgate.domain.errors import (
     StoreUnavailable,
     VerificationNotFound,
 )
+from otpgate.domain.locale import is_locale
 from otpgate.domain.message import check_android_app_hash, check_app_name
 from otpgate.domain.ports import RequestWindow, Verification, WindowHit
 from otpgate.domain.service import OtpService, SendOptions
@@ -303,10 +304,10 @@ class TwilioVerifyApi:
         channel = _required(form, "Channel")
         if channel not in CHANNELS:
             raise invalid_parameter("Channel", "only sms is supported")
-        # Locale is accepted and has no effect: the text is the configured one.
         amount, payee = form.get("Amount"), form.get("Payee")
         details = call.details(amount, payee)
         options = SendOptions(
+            locale=_checked(form, "Locale", _check_locale),
             app=_checked(form, "CustomFriendlyName", check_app_name)
             or call.config.services[call.service_sid],
             android_app_hash=_checked(form, "AppHash", check_android_app_hash),
@@ -509,6 +510,12 @@ def _checked(form: Form, name: str, check: Callable[[str], str]) -> str | None:
         return check(value)
     except ValueError as exc:
         raise invalid_parameter(name, str(exc)) from None
+
+
+def _check_locale(value: str) -> str:
+    if not is_locale(value):
+        raise ValueError("a BCP 47 language tag, such as es or pt-BR")
+    return value
 
 
 def _iso(epoch: float) -> str:

@@ -60,6 +60,7 @@
     unsupported_media_type: "The verification service could not read the request. Please reload the page and try again.",
     payload_too_large: "The verification service could not read the request. Please reload the page and try again.",
     invalid_end_user_ip: "The verification service could not read the request. Please reload the page and try again.",
+    invalid_locale: "The verification service could not read the request. Please reload the page and try again.",
     not_found: "This verification page is out of date. Please reload it.",
     verification_not_found: "This code request is no longer known. Please ask for a new code.",
     method_not_allowed: "This verification page is out of date. Please reload it.",
