@@ -1,10 +1,14 @@
-"""REDIS_URL: every form otpgate takes, and every refusal."""
+"""REDIS_URL and REDIS_TLS_*: every form otpgate takes, and every refusal, by name."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from otpgate.config_report import redact_url
+from otpgate.settings import ConfigError, Settings, load_settings
 from otpgate.store.redis_url import (
     HostPort,
     Login,
@@ -13,6 +17,7 @@ from otpgate.store.redis_url import (
     ServerUrl,
     parse_redis_url,
 )
+from tests.tls_certs import TestAuthority
 
 
 @pytest.mark.parametrize(
@@ -142,4 +147,89 @@ def test_check_config_masks_a_sentinel_password() -> None:
     assert (
         redact_url("redis+sentinel://:hunter2@s1:26379,s2:26379/mymaster")
         == "redis+sentinel://:****@s1:26379,s2:26379/mymaster"
+    )
+
+
+# -- the settings: each refusal names its variable ----------------------------------------
+
+
+def settings(**values: Any) -> Settings:
+    return load_settings(_env_file=None, **values)
+
+
+def refusal(**values: Any) -> str:
+    with pytest.raises(ConfigError) as refused:
+        settings(**values)
+    return str(refused.value)
+
+
+@pytest.fixture(autouse=True)
+def no_redis_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in Settings.model_fields:
+        if name.startswith("redis_"):
+            monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.fixture
+def authority(tmp_path: Path) -> TestAuthority:
+    return TestAuthority(tmp_path)
+
+
+def test_settings_refuse_cluster_naming_redis_url() -> None:
+    message = refusal(redis_url="redis+cluster://n1:7000,n2:7001")
+    assert "REDIS_URL: Redis Cluster (redis+cluster://) is not supported yet" in message
+
+
+def test_settings_refuse_an_option_naming_it() -> None:
+    message = refusal(redis_url="rediss://:hunter2@cache?ssl_cert_reqs=none")
+    assert "REDIS_URL: option 'ssl_cert_reqs' is not supported" in message
+    assert "hunter2" not in message
+
+
+def test_settings_take_rediss_with_every_tls_file(authority: TestAuthority) -> None:
+    client = authority.issue("client", client=True)
+    s = settings(
+        redis_url="rediss://cache:6380/0",
+        redis_tls_ca_file=authority.ca_file,
+        redis_tls_cert_file=client.cert,
+        redis_tls_key_file=client.key,
+    )
+    assert s.redis_tls.ca_file == authority.ca_file
+    assert (s.redis_tls.cert_file, s.redis_tls.key_file) == (client.cert, client.key)
+
+
+def test_settings_refuse_a_missing_tls_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    for name in ("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file"):
+        message = refusal(redis_url="rediss://cache", **{name: missing})
+        assert f"{name.upper()}: no such file: {missing}" in message
+
+
+def test_settings_want_the_certificate_and_its_key_together(authority: TestAuthority) -> None:
+    client = authority.issue("client", client=True)
+    alone = refusal(redis_url="rediss://cache", redis_tls_cert_file=client.cert)
+    assert "REDIS_TLS_KEY_FILE: required with REDIS_TLS_CERT_FILE" in alone
+    alone = refusal(redis_url="rediss://cache", redis_tls_key_file=client.key)
+    assert "REDIS_TLS_CERT_FILE: required with REDIS_TLS_KEY_FILE" in alone
+
+
+def test_settings_refuse_tls_files_without_rediss(authority: TestAuthority) -> None:
+    for url in ("redis://cache", "redis+sentinel://s1/m", None):
+        message = refusal(redis_url=url, redis_tls_ca_file=authority.ca_file)
+        assert "REDIS_TLS_CA_FILE: set, but REDIS_URL" in message
+        assert "TLS needs a rediss:// URL" in message
+
+
+def test_settings_refuse_files_tls_cannot_load(tmp_path: Path, authority: TestAuthority) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    message = refusal(redis_url="rediss://cache", redis_tls_ca_file=junk)
+    assert "REDIS_TLS_CA_FILE: cannot load CA certificates from it" in message
+    client, other = authority.issue("client", client=True), authority.issue("other", client=True)
+    message = refusal(
+        redis_url="rediss://cache", redis_tls_cert_file=client.cert, redis_tls_key_file=other.key
+    )
+    assert (
+        "REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE: cannot load the certificate and its key"
+        in message
     )

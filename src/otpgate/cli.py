@@ -83,7 +83,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from otpgate.hash_key import load_hash_key
     from otpgate.logs import configure_logging
-    from otpgate.wiring import load_token_keys
+    from otpgate.wiring import check_store, load_token_keys
 
     # This process's own lines (a fast path turned off, a worker replaced) look like
     # the workers'.
@@ -93,6 +93,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     load_hash_key(settings)
     try:
         load_token_keys(settings)
+        check_store(settings)  # a refused certificate stops here, not in every worker
     except ConfigError as exc:
         print(f"otpgate: {exc}", file=sys.stderr)
         return 2
