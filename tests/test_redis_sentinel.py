@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis as AsyncRedis
 
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import Lockout
@@ -120,13 +121,24 @@ async def test_the_store_follows_a_failover(
         window = RequestWindow("w", 1_000_000, 60_000)
         killed_at = time.monotonic()
         sentinel_group.master.stop()  # SIGKILL, by pid
-        followers = await asyncio.gather(
+        sentinel = AsyncRedis(port=sentinel_group.sentinels[0].port)
+
+        async def promoted() -> None:  # Sentinel's own time, for comparison
+            address = await sentinel.execute_command(  # type: ignore[no-untyped-call]
+                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME
+            )
+            if int(address[1]) != sentinel_group.replica.port:
+                raise StoreUnavailable()
+
+        promotion, *followers = await asyncio.gather(
+            follow("a sentinel naming the replica", promoted, killed_at),
             follow("fast", lambda: fast.hit_window(window, time.time()), killed_at),
             follow("stock", lambda: stock.hit_window(window, time.time()), killed_at),
             follow("http (fast)", http_call, killed_at),
         )
+        await sentinel.aclose()
         with capsys.disabled():
-            print()
+            print(f"\nsentinel failover: {promotion.name} after {promotion.followed_after:.2f}s")
             for f in followers:
                 after = "never" if f.followed_after is None else f"{f.followed_after:.2f}s"
                 print(
