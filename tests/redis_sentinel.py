@@ -20,6 +20,7 @@ from tests.redis_server import PrivateRedis
 
 MASTER_NAME = "otpgate-test"
 DOWN_AFTER_MS = 1000
+FAILOVER_TIMEOUT_MS = 3000
 
 
 def wait_until(what: str, check: Callable[[], bool], within: float = 10) -> float:
@@ -51,7 +52,7 @@ class SentinelGroup:
                 f"sentinel myid {ids[sentinel.port]}",
                 f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master.port} 2",
                 f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
-                f"sentinel failover-timeout {MASTER_NAME} 10000",
+                f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
                 f"sentinel known-replica {MASTER_NAME} 127.0.0.1 {self.replica.port}",
                 *(
                     f"sentinel known-sentinel {MASTER_NAME} 127.0.0.1 {port} {other}"
