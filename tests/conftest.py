@@ -29,7 +29,12 @@ from tests.fakes import CapturingSender
 TEST_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 HASH_SECRET = "test-secret-" + "x" * 40
 
-pytest_plugins = ["tests.sns_emulator", "tests.redis_server", "tests.http_stub"]
+pytest_plugins = [
+    "tests.sns_emulator",
+    "tests.redis_server",
+    "tests.redis_sentinel",
+    "tests.http_stub",
+]
 
 
 # Fixtures that reach a server or start a process: a test that uses one is in the
@@ -39,6 +44,7 @@ INTEGRATION_FIXTURES = frozenset(
         "redis_url",
         "redis_prefix",
         "private_redis",
+        "sentinel_group",
         "sns_emulator",
         "sns_settings",
         "signing_sns_emulator",

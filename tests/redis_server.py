@@ -1,6 +1,7 @@
 """A private redis-server on a free loopback port, for tests that stop and restart it.
 
-The shared Redis on 6379 is never stopped by tests; outage tests use this one.
+The shared Redis on 6379 is never stopped by tests; outage tests use this one, and
+so do the TLS and Sentinel tests (``ServerTls``; a config file first for a sentinel).
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ import signal
 import socket
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def _free_port() -> int:
@@ -23,41 +28,84 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """TLS only (no plain port): the server's certificate and key, the CA it trusts for
+    client certificates, and whether it asks for one (then ``client`` is the tests')."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    client: tuple[Path, Path] | None = None  # certificate and key, for mutual TLS
+
+    def args(self, port: int) -> list[str]:
+        return [
+            *("--port", "0", "--tls-port", str(port)),
+            *("--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key)),
+            *("--tls-ca-cert-file", str(self.ca)),
+            *("--tls-auth-clients", "yes" if self.client else "no"),
+        ]
+
+    def client_options(self) -> dict[str, Any]:
+        """For the tests' own probes: the certificate is not checked (a test may give the
+        server one that is wrong on purpose); a client certificate is presented."""
+        certfile, keyfile = self.client or (None, None)
+        return {
+            "ssl": True,
+            "ssl_cert_reqs": "none",
+            "ssl_certfile": certfile,
+            "ssl_keyfile": keyfile,
+        }
+
+
 class PrivateRedis:
-    def __init__(self, workdir: Path, *extra_args: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *extra_args: str,
+        tls: ServerTls | None = None,
+        config: Path | None = None,
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is not installed; outage tests need it", pytrace=False)
         self._binary = binary
         self._workdir = workdir
         self._extra = list(extra_args)
+        self._tls = tls
+        self._config = config  # a sentinel's file (it rewrites it), given first
         self.port = _free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self._tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def client(self, **options: Any) -> redis.Redis:
+        tls = self._tls.client_options() if self._tls else {}
+        return redis.Redis(host="127.0.0.1", port=self.port, **tls, **options)
 
     def start(self) -> None:
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        port_args = self._tls.args(self.port) if self._tls else ["--port", str(self.port)]
         self._proc = subprocess.Popen(
             [
                 self._binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self._workdir),
+                *([str(self._config)] if self._config else []),
+                *("--bind", "127.0.0.1", *port_args),
+                *("--save", "", "--appendonly", "no", "--dir", str(self._workdir)),
                 *self._extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
+        # No retries inside a probe (redis-py's default backs off for seconds).
+        client = self.client(socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
         try:
             # Readiness poll with a bound: the server answers (even "auth required")
             # once it accepts clients.

@@ -25,6 +25,7 @@ from otpgate.store.redis_connection import (
     RedisConnectionError,
     RedisReplyError,
 )
+from otpgate.store.redis_url import parse_redis_url
 from otpgate.wiring import build_store
 from tests.conftest import make_settings
 from tests.redis_server import PrivateRedis
@@ -33,7 +34,7 @@ CLIENTS = [pytest.param(True, id="fast"), pytest.param(False, id="stock")]
 
 
 async def test_replies_match_callers_under_concurrency(redis_url: str, redis_prefix: str) -> None:
-    conn = PipelinedConnection(redis_url, timeout=2)
+    conn = PipelinedConnection(parse_redis_url(redis_url), timeout=2)
     try:
         keys = [f"{redis_prefix}k{i}" for i in range(300)]
         await asyncio.gather(*(conn.execute("SET", k, k) for k in keys))
@@ -44,7 +45,7 @@ async def test_replies_match_callers_under_concurrency(redis_url: str, redis_pre
 
 
 async def test_error_reply_fails_only_its_caller(redis_url: str, redis_prefix: str) -> None:
-    conn = PipelinedConnection(redis_url, timeout=2)
+    conn = PipelinedConnection(parse_redis_url(redis_url), timeout=2)
     try:
         key = f"{redis_prefix}s"
         await conn.execute("SET", key, "text")
@@ -87,7 +88,7 @@ def silent_server() -> Iterator[int]:
 
 
 async def test_stuck_server_times_out(silent_server: int) -> None:
-    conn = PipelinedConnection(f"redis://127.0.0.1:{silent_server}/0", timeout=0.3)
+    conn = PipelinedConnection(parse_redis_url(f"redis://127.0.0.1:{silent_server}/0"), timeout=0.3)
     try:
         started = time.monotonic()
         results = await asyncio.gather(
@@ -104,14 +105,14 @@ async def test_refused_connection_is_an_error(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    conn = PipelinedConnection(f"redis://127.0.0.1:{port}/0", timeout=0.3)
+    conn = PipelinedConnection(parse_redis_url(f"redis://127.0.0.1:{port}/0"), timeout=0.3)
     with pytest.raises(RedisConnectionError):
         await conn.execute("PING")
 
 
 async def test_database_index_from_url(redis_url: str, redis_prefix: str) -> None:
     base = redis_url.rsplit("/", 1)[0]
-    conn = PipelinedConnection(f"{base}/3", timeout=2)
+    conn = PipelinedConnection(parse_redis_url(f"{base}/3"), timeout=2)
     sync = redis.Redis.from_url(f"{base}/3")
     key = f"{redis_prefix}db3"
     try:
@@ -128,10 +129,12 @@ async def test_password_from_url(tmp_path: Path) -> None:
     server = PrivateRedis(tmp_path, "--requirepass", "s3cret")
     server.start()
     try:
-        good = PipelinedConnection(f"redis://:s3cret@127.0.0.1:{server.port}/0", timeout=2)
+        good = PipelinedConnection(
+            parse_redis_url(f"redis://:s3cret@127.0.0.1:{server.port}/0"), timeout=2
+        )
         assert await good.execute("PING") == b"PONG"
         await good.close()
-        bad = PipelinedConnection(f"redis://127.0.0.1:{server.port}/0", timeout=2)
+        bad = PipelinedConnection(parse_redis_url(f"redis://127.0.0.1:{server.port}/0"), timeout=2)
         with pytest.raises(RedisReplyError, match="NOAUTH"):
             await bad.execute("PING")
         await bad.close()

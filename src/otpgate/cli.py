@@ -82,7 +82,7 @@ def _check_config(settings: Settings) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from otpgate.hash_key import load_hash_key
     from otpgate.logs import configure_logging
-    from otpgate.wiring import load_templates, load_token_keys
+    from otpgate.wiring import check_store, load_templates, load_token_keys
 
     # This process's own lines (a fast path turned off, a worker replaced) look like
     # the workers'.
@@ -94,6 +94,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     try:
         load_token_keys(settings)
         load_templates(settings)
+        check_store(settings)  # a refused certificate stops here, not in every worker
     except ConfigError as exc:
         print(f"otpgate: {exc}", file=sys.stderr)
         return 2

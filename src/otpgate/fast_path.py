@@ -22,7 +22,7 @@ request time.
 - ``SNS_PUBLISH`` (``sms/sns_publish.py``): Publish signed and sent over aiohttp,
   with botocore's proxy and CA helpers. Stock: aiobotocore's ``client.publish``.
 - ``REDIS_CONNECTION`` (``store/redis_connection.py``): one auto-pipelined
-  connection on hiredis's reader and packer and redis-py's URL parser.
+  connection on hiredis's reader and packer.
   Stock: redis-py's asyncio client (``store/redis_client.py``).
 
 Who asks: ``cli`` (the server protocol, before uvicorn starts), ``http.app``

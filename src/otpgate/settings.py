@@ -29,6 +29,8 @@ from otpgate.api_keys import ApiAuthSetting, ApiKeyDigests, AuthMode
 from otpgate.domain import message
 from otpgate.domain.errors import InvalidPhoneNumber
 from otpgate.domain.phone import parse_phone
+from otpgate.store.redis_tls import RedisTls, TlsFileError
+from otpgate.store.redis_url import RedisUrlError, ServerUrl, parse_redis_url
 from otpgate.verify_v2_settings import AccountSid, AuthTokenDigest, Services
 
 Environment = Literal["development", "production"]
@@ -121,7 +123,20 @@ class Settings(BaseSettings):
     )
 
     # --- store ---------------------------------------------------------------------------
-    redis_url: str | None = None
+    redis_url: str | None = Field(
+        None,
+        description="redis://, rediss:// (TLS), redis+sentinel://host:26379,.../master or"
+        " redis+unix:///path; selects the Redis store.",
+    )
+    redis_tls_ca_file: Path | None = Field(
+        None, description="With rediss://: CA certificates (PEM) trusted besides the system's."
+    )
+    redis_tls_cert_file: Path | None = Field(
+        None, description="With rediss://: a client certificate (PEM), for mutual TLS."
+    )
+    redis_tls_key_file: Path | None = Field(
+        None, description="The private key (PEM) of REDIS_TLS_CERT_FILE."
+    )
     redis_key_prefix: str = "otpgate:"
     redis_timeout_seconds: float = Field(0.5, gt=0, le=30)
     sqlite_path: Path = Path(".otpgate/otpgate.sqlite3")
@@ -268,6 +283,34 @@ class Settings(BaseSettings):
         description="Comma-separated number=code pairs that never send an SMS.",
     )
     allow_test_numbers_in_production: bool = False
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_redis_url(value)
+            except RedisUrlError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file")
+    @classmethod
+    def _check_tls_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _redis_tls_fits(self) -> Settings:
+        problems = redis_tls_problems(self)
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
+
+    @property
+    def redis_tls(self) -> RedisTls:
+        return RedisTls(self.redis_tls_ca_file, self.redis_tls_cert_file, self.redis_tls_key_file)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -516,6 +559,36 @@ class Settings(BaseSettings):
             if self.admin_port == port:
                 raise ValueError(f"ADMIN_PORT: must differ from {name}")
         return self
+
+
+def redis_tls_problems(settings: Settings) -> list[str]:
+    """REDIS_TLS_* against REDIS_URL and each other, and the files loaded as TLS would."""
+    given = {
+        "REDIS_TLS_CA_FILE": settings.redis_tls_ca_file,
+        "REDIS_TLS_CERT_FILE": settings.redis_tls_cert_file,
+        "REDIS_TLS_KEY_FILE": settings.redis_tls_key_file,
+    }
+    names = [name for name, path in given.items() if path is not None]
+    if not names:
+        return []
+    url = parse_redis_url(settings.redis_url) if settings.redis_url else None
+    if not (isinstance(url, ServerUrl) and url.tls):
+        return [
+            f"{name}: set, but REDIS_URL {'is unset' if url is None else 'does not use TLS'};"
+            " TLS needs a rediss:// URL"
+            for name in names
+        ]
+    if settings.redis_tls_cert_file is not None and settings.redis_tls_key_file is None:
+        return ["REDIS_TLS_KEY_FILE: required with REDIS_TLS_CERT_FILE (the certificate's key)"]
+    if settings.redis_tls_key_file is not None and settings.redis_tls_cert_file is None:
+        return ["REDIS_TLS_CERT_FILE: required with REDIS_TLS_KEY_FILE (the key's certificate)"]
+    try:
+        settings.redis_tls.context()
+    except TlsFileError as exc:
+        if exc.which == "ca":
+            return [f"REDIS_TLS_CA_FILE: {exc}"]
+        return [f"REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE: {exc}"]
+    return []
 
 
 def delivery_problems(settings: Settings) -> list[str]:

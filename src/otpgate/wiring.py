@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from otpgate.tokens.signer import JwtSigner, TokenConfig
 if TYPE_CHECKING:
     from otpgate.sms.sns import SnsConfig
     from otpgate.sms.webhook import WebhookConfig
+    from otpgate.store.redis import RedisStore
 
 log = logging.getLogger("otpgate")
 
@@ -62,17 +64,54 @@ class Components:
 
 def build_store(settings: Settings) -> Store:
     if settings.redis_url:
-        from otpgate.store.redis import RedisStore
-
-        return RedisStore(
-            settings.redis_url,
-            prefix=settings.redis_key_prefix,
-            timeout=settings.redis_timeout_seconds,
-            fast_path=fast_path.enabled(fast_path.REDIS_CONNECTION, settings.fast_path),
-        )
+        return build_redis_store(settings)
     from otpgate.store.sqlite import SqliteStore
 
     return SqliteStore(settings.sqlite_path)
+
+
+def build_redis_store(settings: Settings) -> RedisStore:
+    from otpgate.store.redis import RedisStore
+    from otpgate.store.redis_url import parse_redis_url
+
+    assert settings.redis_url  # the caller's choice
+    return RedisStore(
+        parse_redis_url(settings.redis_url),  # checked by settings
+        prefix=settings.redis_key_prefix,
+        timeout=settings.redis_timeout_seconds,
+        fast_path=fast_path.enabled(fast_path.REDIS_CONNECTION, settings.fast_path),
+        tls=settings.redis_tls,
+    )
+
+
+def check_store(settings: Settings) -> None:
+    """Before any worker starts: ConfigError when the store can never work as configured.
+
+    Redis only (SQLite's file is opened by each worker). A certificate that does not
+    verify, or a master name no sentinel knows, stops start-up naming REDIS_URL; Redis
+    unreachable is an outage, not a configuration error: a warning, and 503s until it
+    answers.
+    """
+    if not settings.redis_url:
+        return
+    from otpgate.domain.errors import StoreUnavailable
+
+    async def check() -> str | None:
+        store = build_redis_store(settings)
+        try:
+            return await store.configuration_problem()
+        except StoreUnavailable as exc:
+            log.warning(
+                "redis store not reachable at start-up (%s); answering 503 until it is",
+                exc.__cause__,
+            )
+            return None
+        finally:
+            await store.close()
+
+    problem = asyncio.run(check())
+    if problem is not None:
+        raise ConfigError(f"REDIS_URL: {problem}")
 
 
 def build_sender(settings: Settings) -> SmsSender:

@@ -40,7 +40,9 @@ key.
 Commands travel over a ``RedisLink``: the auto-pipelined ``redis_connection``
 (``fast_path=True``, the default) or redis-py's own client (``redis_client``),
 used with ``fast_path=False`` or when the fast one cannot run on the installed
-libraries (logged once, at construction). Both fail the same way.
+libraries (logged once, at construction). Both connect by the parsed REDIS_URL
+(``redis_url``: one server, with TLS for ``rediss://``, or the master Sentinel
+names) and fail the same way.
 """
 
 from __future__ import annotations
@@ -89,7 +91,15 @@ from otpgate.domain.ports import (
 )
 from otpgate.outage import OutageLog
 from otpgate.store import redis_connection
-from otpgate.store.redis_link import RedisConnectionError, RedisLink, RedisReplyError
+from otpgate.store.redis_link import (
+    RedisConnectionError,
+    RedisLink,
+    RedisMisconfigured,
+    RedisReplyError,
+)
+from otpgate.store.redis_sentinel import Sentinels
+from otpgate.store.redis_tls import RedisTls
+from otpgate.store.redis_url import RedisUrl, SentinelUrl, parse_redis_url
 
 log = logging.getLogger(__name__)
 
@@ -185,29 +195,33 @@ _PHONE_LOCKED = "phone_locked"
 _HIT_WINDOW = _Script.of("window", "hit_window")
 
 
-def _link(url: str, timeout: float, fast_path: bool) -> RedisLink:
+def _link(url: RedisUrl, timeout: float, fast_path: bool, tls: RedisTls | None) -> RedisLink:
     """The pipelined connection when asked for and able to run, else redis-py's client."""
     if fast_path:
         reason = redis_connection.unavailable()
         if reason is None:
-            return redis_connection.PipelinedConnection(url, timeout=timeout)
+            return redis_connection.PipelinedConnection(url, timeout=timeout, tls=tls)
         log.warning("redis fast path unavailable, using redis-py's client: %s", reason)
     from otpgate.store.redis_client import StockConnection
 
-    return StockConnection(url, timeout=timeout)
+    return StockConnection(url, timeout=timeout, tls=tls)
 
 
 class RedisStore:
     def __init__(
         self,
-        url: str,
+        url: str | RedisUrl,
         *,
         prefix: str = "otpgate:",
         timeout: float = 0.5,
         fast_path: bool = True,
+        tls: RedisTls | None = None,
     ) -> None:
+        """``url`` as REDIS_URL writes it, or parsed; ``tls`` is used with ``rediss://``."""
+        self._url = parse_redis_url(url) if isinstance(url, str) else url
         self._prefix = prefix
-        self._conn = _link(url, timeout, fast_path)
+        self._timeout = timeout
+        self._conn = _link(self._url, timeout, fast_path, tls)
         self._outage = OutageLog(log, "redis store")
 
     # -- keys --------------------------------------------------------------------------
@@ -558,6 +572,29 @@ class RedisStore:
             await self._conn.execute("PING")
         except (RedisConnectionError, RedisReplyError) as exc:
             raise StoreUnavailable() from exc
+
+    async def configuration_problem(self) -> str | None:
+        """Why this store cannot work as configured (a server certificate refused, a master
+        name no sentinel knows), or None; for start-up, which stops on one.
+
+        StoreUnavailable when Redis cannot be reached now: an outage may pass, and the
+        service answers 503 meanwhile.
+        """
+        try:
+            if isinstance(self._url, SentinelUrl):
+                # Either link would only say "no master": ask in a way that tells why.
+                url = self._url
+                sentinels = Sentinels(url.sentinels, url.master_name, self._timeout)
+                try:
+                    await sentinels.master()
+                finally:
+                    await sentinels.close()
+            await self._conn.execute("PING")
+        except RedisMisconfigured as exc:
+            return str(exc)
+        except (RedisConnectionError, RedisReplyError) as exc:
+            raise StoreUnavailable() from exc
+        return None
 
     async def close(self) -> None:
         await self._conn.close()

@@ -1,9 +1,13 @@
 """The stock way to Redis: redis-py's own asyncio client, behind the store's RedisLink.
 
 It costs more CPU per call than ``redis_connection`` (a connection pool and
-redis-py's command layer) but uses only redis-py's public API. The store uses it
-with FAST_PATH=false, or when ``redis_connection.unavailable()`` says the
-installed redis-py or hiredis lacks what the fast connection reaches into.
+redis-py's command layer) but uses only redis-py's public API: ``Redis`` for one
+server, ``Sentinel(...).master_for(...)`` for a master found through Sentinel
+(which asks again whenever it connects, and turns a ``-READONLY`` reply into a
+connection error). Its ``discover_master`` is given ``redis_sentinel``'s answer,
+and that module's watch, so both links find and follow the master alike. The
+store uses it with FAST_PATH=false, or when ``redis_connection.unavailable()``
+says the installed hiredis lacks what the fast connection reaches into.
 """
 
 from __future__ import annotations
@@ -12,36 +16,93 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisPyConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisPyTimeoutError
 
-from otpgate.store.redis_link import RedisConnectionError, RedisReplyError
+from otpgate.store.redis_link import RedisConnectionError, RedisMisconfigured, RedisReplyError
+from otpgate.store.redis_sentinel import Sentinels, SentinelWatch
+from otpgate.store.redis_tls import RedisTls, certificate_refused, refusal_text
+from otpgate.store.redis_url import HostPort, RedisUrl, SentinelUrl
+
+
+class _AskingSentinel(Sentinel):
+    """redis-py's Sentinel, finding the master as the pipelined link does."""
+
+    def __init__(self, sentinels: Sentinels) -> None:
+        super().__init__([])  # type: ignore[no-untyped-call]
+        self.asked = sentinels
+        self.master: HostPort | None = None  # the last address given to a connection
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        try:
+            self.master = await self.asked.master()
+        except RedisConnectionError as exc:
+            raise MasterNotFoundError(str(exc)) from exc  # what redis-py's pool expects
+        return self.master.host, self.master.port
 
 
 class StockConnection:
-    def __init__(self, url: str, *, timeout: float) -> None:
-        # No retries: with Redis down the store must answer StoreUnavailable within
-        # the timeout, as the fast connection does (redis-py's default would retry
-        # ten times with backoff).
-        self._client = Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+    def __init__(self, url: RedisUrl, *, timeout: float, tls: RedisTls | None = None) -> None:
+        # No retries: with Redis down the store must answer StoreUnavailable within the
+        # timeout, as the fast connection does (redis-py's default would retry with backoff).
+        options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "username": url.login.username,
+            "password": url.login.password,
+            "db": url.login.db,
+        }
+        self._sentinel: _AskingSentinel | None = None
+        self._watch: SentinelWatch | None = None
+        self._client: Redis
+        if isinstance(url, SentinelUrl):
+            self._sentinel = _AskingSentinel(Sentinels(url.sentinels, url.master_name, timeout))
+            self._client = self._sentinel.master_for(url.master_name, redis_class=Redis, **options)
+            self._watch = SentinelWatch(self._sentinel.asked, self._connected_to, self._moved)
+        elif url.address is None:
+            self._client = Redis(unix_socket_path=url.socket_path, **options)
+        else:
+            if url.tls:
+                options |= (tls or RedisTls()).redis_py_options()
+            self._client = Redis(host=url.address.host, port=url.address.port, **options)
+
+    def _connected_to(self) -> HostPort | None:
+        return None if self._sentinel is None else self._sentinel.master
+
+    async def _moved(self, master: HostPort) -> None:
+        if self._connected_to() not in (None, master):
+            await self._client.connection_pool.disconnect()  # the next call asks anew
 
     async def execute(self, *args: Any) -> Any:
+        if self._watch is not None:
+            self._watch.start()
         try:
             return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
         except NoScriptError as exc:
             # redis-py strips the error code from the message; the store reads it.
             raise RedisReplyError(f"NOSCRIPT {exc}") from exc
+        except ReadOnlyError as exc:
+            # A demoted master (Sentinel's pool handles this itself): drop the
+            # connections, so the next call connects anew.
+            await self._client.connection_pool.disconnect()
+            raise RedisConnectionError(f"READONLY {exc}") from exc
         except ResponseError as exc:
             raise RedisReplyError(str(exc)) from exc
         except (RedisPyConnectionError, RedisPyTimeoutError) as exc:
+            refused = certificate_refused(exc)
+            if refused is not None:
+                raise RedisMisconfigured(
+                    f"the server's TLS certificate was refused: {refusal_text(refused)}"
+                ) from exc
             raise RedisConnectionError(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
+        if self._watch is not None:
+            await self._watch.stop()
         await self._client.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.asked.close()

@@ -3,14 +3,20 @@
 Each caller writes its command at once and gets its reply in order, so many
 concurrent requests share one socket without waiting for each other
 (auto-pipelining, as ioredis does for the Node service). hiredis packs and
-parses the protocol and redis-py parses the URL; this module only matches
-replies to callers, (re)connects, and fails callers whose reply is late.
+parses the protocol; this module only matches replies to callers, (re)connects,
+and fails callers whose reply is late.
+
+Where it connects comes from the parsed REDIS_URL: one server (over TLS for
+``rediss://``), or the master Sentinel names (``redis_sentinel``), asked again at
+every reconnection. A ``-READONLY`` reply means the server was demoted to a
+replica: the connection is dropped, so the next call finds the master anew.
+A call that has to reconnect still ends within the timeout of its start.
 
 Why not redis-py's pool: on this project's hot path a script call cost about
 50 µs of CPU through it and about 6 µs here, and the verify route is one call.
-It reaches into parts of redis-py and hiredis that are not their documented
-API; ``unavailable()`` says when an installed version lacks one, and the store
-then uses redis-py's own client (``redis_client``) instead.
+It reaches into parts of hiredis that are not its documented API;
+``unavailable()`` says when an installed version lacks one, and the store then
+uses redis-py's own client (``redis_client``) instead.
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ import asyncio
 import collections
 import ssl
 import time
-from typing import Any
+from typing import Any, cast
 
-from redis import connection as redispy_connection
-
-from otpgate.store.redis_link import RedisConnectionError, RedisReplyError
+from otpgate.store.redis_link import RedisConnectionError, RedisMisconfigured, RedisReplyError
+from otpgate.store.redis_sentinel import Sentinels, SentinelWatch
+from otpgate.store.redis_tls import RedisTls, refusal_text
+from otpgate.store.redis_url import HostPort, RedisUrl, SentinelUrl, ServerUrl
 
 try:
     import hiredis
@@ -43,10 +50,6 @@ def unavailable() -> str | None:
     for name in ("Reader", "pack_command", "ReplyError"):
         if not hasattr(hiredis, name):
             return f"hiredis {getattr(hiredis, '__version__', '?')} has no {name}"
-    if not callable(getattr(redispy_connection, "parse_url", None)):
-        return "redis-py has no callable redis.connection.parse_url"
-    if not isinstance(getattr(redispy_connection, "SSLConnection", None), type):
-        return "redis-py has no redis.connection.SSLConnection class"
     return None
 
 
@@ -54,45 +57,61 @@ class _Protocol(asyncio.Protocol):
     def __init__(self, owner: PipelinedConnection) -> None:
         self._owner = owner
         self._reader = hiredis.Reader()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream's transport (uvloop's are not asyncio.Transport subclasses).
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
         pending = self._owner._pending
         while (reply := self._reader.gets()) is not False:
             future, _ = pending.popleft()
-            if not future.done():
-                if isinstance(reply, hiredis.ReplyError):
-                    future.set_exception(RedisReplyError(str(reply)))
-                else:
-                    future.set_result(reply)
+            if isinstance(reply, hiredis.ReplyError):
+                message = str(reply)
+                if message.startswith("READONLY"):
+                    # A demoted master: every later write fails the same way. Drop the
+                    # connection so the next call finds (or asks Sentinel for) the master.
+                    if not future.done():
+                        future.set_exception(RedisConnectionError(message))
+                    self._owner._lost(self, "the server is a read-only replica now")
+                    return
+                if not future.done():
+                    future.set_exception(RedisReplyError(message))
+            elif not future.done():
+                future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._owner._lost(self, "connection lost")
 
 
 class PipelinedConnection:
-    def __init__(self, url: str, *, timeout: float) -> None:
-        params = redispy_connection.parse_url(url)  # type: ignore[no-untyped-call]
-        self._host = str(params.get("host", "localhost"))
-        self._port = int(params.get("port", 6379))
-        self._path = params.get("path")
-        self._ssl = (
-            ssl.create_default_context()
-            if params.get("connection_class") is redispy_connection.SSLConnection
-            else None
+    def __init__(self, url: RedisUrl, *, timeout: float, tls: RedisTls | None = None) -> None:
+        self._url = url
+        server = url if isinstance(url, ServerUrl) else None
+        self._server = server.address if server else None  # else Sentinel names it
+        self._socket_path = server.socket_path if server else None
+        self._ssl: ssl.SSLContext | None = (
+            (tls or RedisTls()).context() if server and server.tls else None
         )
-        if self._ssl is not None and params.get("ssl_cert_reqs") == "none":
-            self._ssl.check_hostname = False
-            self._ssl.verify_mode = ssl.CERT_NONE
+        login = url.login
         self._hello: list[tuple[Any, ...]] = []
-        if params.get("password"):
-            user = params.get("username")
+        if login.password:
             self._hello.append(
-                ("AUTH", user, params["password"]) if user else ("AUTH", params["password"])
+                ("AUTH", login.username, login.password)
+                if login.username
+                else ("AUTH", login.password)
             )
-        if int(params.get("db", 0)):
-            self._hello.append(("SELECT", int(params["db"])))
+        if login.db:
+            self._hello.append(("SELECT", login.db))
         self._timeout = timeout
+        self._sentinels: Sentinels | None = None
+        self._watch: SentinelWatch | None = None
+        if isinstance(url, SentinelUrl):
+            self._sentinels = Sentinels(url.sentinels, url.master_name, timeout)
+            self._watch = SentinelWatch(self._sentinels, self._connected_to, self._moved)
+        self._address: HostPort | None = None  # where the open connection goes
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Task[None] | None = None
@@ -101,56 +120,91 @@ class PipelinedConnection:
         self._outgoing: list[bytes] = []
 
     async def execute(self, *args: Any) -> Any:
-        if self._transport is None or self._transport.is_closing():
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            # Connecting and the command share one deadline: the call's own timeout.
+            deadline = time.monotonic() + self._timeout
             await self._connect()
+            return await self._send(args, deadline)
         return await self._send(args)
 
-    def _send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        transport = self._transport
+    def _send(
+        self,
+        args: tuple[Any, ...],
+        deadline: float | None = None,
+        transport: asyncio.Transport | None = None,
+    ) -> asyncio.Future[Any]:
+        transport = transport or self._transport
         if transport is None or transport.is_closing():
             raise RedisConnectionError("not connected")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         # Queue the command and its caller with no await in between: replies come back
         # in this order. Commands queued in one loop turn leave in one write.
-        self._pending.append((future, time.monotonic() + self._timeout))
+        self._pending.append((future, deadline or time.monotonic() + self._timeout))
         if not self._outgoing:
-            loop.call_soon(self._flush)
+            loop.call_soon(self._flush, transport)
         self._outgoing.append(hiredis.pack_command(args))
         if self._watchdog is None:
             self._watchdog = loop.call_later(_WATCHDOG_SECONDS, self._check_deadlines)
         return future
 
-    def _flush(self) -> None:
+    def _flush(self, transport: asyncio.Transport) -> None:
         outgoing, self._outgoing = self._outgoing, []
-        transport = self._transport
-        if outgoing and transport is not None and not transport.is_closing():
+        if outgoing and not transport.is_closing():
             transport.write(b"".join(outgoing))
 
     async def _connect(self) -> None:
-        # Concurrent callers share one connection attempt.
+        # Concurrent callers share one connection attempt. It ends within the timeout
+        # from its start, so before the deadline of any caller who joined it later.
         if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.ensure_future(self._open())
         try:
             await asyncio.shield(self._connecting)
+        except ssl.SSLCertVerificationError as exc:
+            raise RedisMisconfigured(
+                f"the server's TLS certificate was refused: {refusal_text(exc)}"
+            ) from exc
         except (OSError, TimeoutError) as exc:
             raise RedisConnectionError(f"cannot connect: {type(exc).__name__}") from exc
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self._timeout
         factory = lambda: _Protocol(self)  # noqa: E731
-        if self._path:
-            opening = loop.create_unix_connection(factory, str(self._path))
-        else:
-            opening = loop.create_connection(factory, self._host, self._port, ssl=self._ssl)
-        transport, protocol = await asyncio.wait_for(opening, self._timeout)
-        self._transport, self._protocol = transport, protocol
-        for command in self._hello:
-            try:
-                await self._send(command)
-            except RedisReplyError:
-                transport.abort()
-                raise
+        url = self._url
+        async with asyncio.timeout(self._timeout):
+            address = await self._sentinels.master() if self._sentinels else self._server
+            if address is not None:
+                opening = loop.create_connection(factory, address.host, address.port, ssl=self._ssl)
+            else:
+                opening = loop.create_unix_connection(factory, self._socket_path)
+            transport, protocol = await opening
+        # Callers wait for this attempt until the connection is proven: no command of
+        # theirs reaches a server before AUTH, SELECT and (with Sentinel) ROLE.
+        self._protocol = protocol
+        try:
+            for command in self._hello:
+                await self._send(command, deadline, transport)
+            if isinstance(url, SentinelUrl):
+                role = await self._send(("ROLE",), deadline, transport)
+                if role[0] != b"master":
+                    raise RedisConnectionError(
+                        f"{address} is a {role[0].decode()} now, not the master"
+                    )
+        except BaseException:
+            transport.abort()
+            raise
+        self._transport, self._address = transport, address
+        if self._watch is not None:
+            self._watch.start()
+
+    def _connected_to(self) -> HostPort | None:
+        return self._address if self._transport is not None else None
+
+    async def _moved(self, master: HostPort) -> None:
+        if self._protocol is not None and self._connected_to() not in (None, master):
+            self._lost(self._protocol, f"Sentinel names another master now: {master}")
 
     def _check_deadlines(self) -> None:
         """Fail everything when the oldest reply is late: the server is stuck or gone."""
@@ -168,8 +222,8 @@ class PipelinedConnection:
     def _lost(self, protocol: _Protocol, reason: str) -> None:
         if protocol is not self._protocol:
             return  # an old connection's late news
-        if self._transport is not None:
-            self._transport.abort()
+        if protocol.transport is not None:
+            protocol.transport.abort()
         self._transport = self._protocol = None
         self._outgoing = []
         pending, self._pending = self._pending, collections.deque()
@@ -178,8 +232,12 @@ class PipelinedConnection:
                 future.set_exception(RedisConnectionError(reason))
 
     async def close(self) -> None:
+        if self._watch is not None:
+            await self._watch.stop()
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
         if self._protocol is not None:
             self._lost(self._protocol, "closed")
+        if self._sentinels is not None:
+            await self._sentinels.close()

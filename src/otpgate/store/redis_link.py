@@ -2,8 +2,9 @@
 
 Two implementations: ``redis_connection.PipelinedConnection`` (the fast path, one
 auto-pipelined socket) and ``redis_client.StockConnection`` (redis-py's own
-asyncio client). The store takes whichever it is given and only ever sees the two
-errors below.
+asyncio client). Both take a parsed ``redis_url.RedisUrl`` (one server, or a
+master found through Sentinel) and ``redis_tls.RedisTls``. The store takes
+whichever it is given and only ever sees the errors below.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from typing import Any, Protocol
 
 class RedisConnectionError(Exception):
     """The server could not be reached or did not answer in time."""
+
+
+class RedisMisconfigured(RedisConnectionError):
+    """Not an outage that may pass: the server's certificate was refused, or no
+    sentinel knows the master's name. Start-up stops on it."""
 
 
 class RedisReplyError(Exception):
