@@ -278,6 +278,9 @@ class Settings(BaseSettings):
     sns_max_price: sms.MaxPrice = None
     sms_webhook_url: sms.WebhookUrl = None
     sms_webhook_secret: sms.WebhookSecret = None
+    # Where verification and block events go, signed as the SMS webhook's requests.
+    event_webhook_url: sms.WebhookUrl = None
+    event_webhook_secret: sms.WebhookSecret = None
     test_phone_numbers: sms.TestPhoneNumbers = Field(
         default_factory=dict,
         description="Comma-separated number=code pairs that never send an SMS.",
@@ -420,6 +423,11 @@ class Settings(BaseSettings):
     @property
     def log_json(self) -> bool:
         return self.log_format == "json" or (self.log_format == "auto" and self.production)
+
+    @property
+    def events_on(self) -> bool:
+        """Whether the store queues events (a webhook will deliver them)."""
+        return self.event_webhook_url is not None
 
     @property
     def effective_sms_provider(self) -> Literal["sns", "console", "webhook"]:
@@ -591,9 +599,24 @@ def redis_tls_problems(settings: Settings) -> list[str]:
     return []
 
 
+def event_problems(settings: Settings) -> list[str]:
+    url, secret = settings.event_webhook_url, settings.event_webhook_secret
+    if url is None and secret is None:
+        return []
+    if url is None:
+        return ["EVENT_WEBHOOK_URL: required with EVENT_WEBHOOK_SECRET"]
+    if secret is None:
+        return ["EVENT_WEBHOOK_SECRET: required with EVENT_WEBHOOK_URL"]
+    if len(secret.get_secret_value()) < 32:
+        return ["EVENT_WEBHOOK_SECRET: must be at least 32 characters"]
+    if settings.production and not sms.https_or_loopback(url):
+        return ["EVENT_WEBHOOK_URL: must be https:// (or a loopback address) in production"]
+    return []
+
+
 def delivery_problems(settings: Settings) -> list[str]:
     """Checks that need more than one variable; one "VARIABLE: reason" line each."""
-    problems = []
+    problems = event_problems(settings)
     if settings.effective_sms_provider == "webhook":
         url, secret = settings.sms_webhook_url, settings.sms_webhook_secret
         if url is None:

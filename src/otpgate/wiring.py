@@ -17,10 +17,11 @@ from otpgate.domain.codes import CodeHasher
 from otpgate.domain.limits import AbusePolicy, Lockout, PumpingGuard
 from otpgate.domain.message import MessageTemplate
 from otpgate.domain.policy import OtpPolicy
-from otpgate.domain.ports import DefenceStore, OtpStore, SmsSender
+from otpgate.domain.ports import DefenceStore, EventLog, OtpStore, SmsSender
 from otpgate.domain.request_limit import RequestLimiter
 from otpgate.domain.service import OtpService
 from otpgate.domain.test_numbers import TestNumbers
+from otpgate.events.relay import EventRelay, RelayConfig
 from otpgate.hash_key import load_hash_key
 from otpgate.settings import ConfigError, Settings
 from otpgate.sms.retry import RetryPolicy
@@ -36,9 +37,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("otpgate")
 
 
-class Store(OtpStore, DefenceStore, Protocol):
-    """What every store backend offers: the request path's steps, and what operators
-    see and undo of the defences."""
+class Store(OtpStore, DefenceStore, EventLog, Protocol):
+    """What every store backend offers: the request path's steps, what operators see
+    and undo of the defences, and the queue of events."""
 
 
 @dataclass(slots=True)
@@ -53,9 +54,12 @@ class Components:
     admin: DefenceAdmin  # the /admin/v1/ use cases, on the same store
     admin_auth: ApiAuth  # ADMIN_API_KEYS; no key at all while unset
     clock: Callable[[], float] = time.time  # what the use cases read the time from
+    relay: EventRelay | None = None  # delivers events while EVENT_WEBHOOK_URL is set
 
     async def close(self) -> None:
         try:
+            if self.relay is not None:
+                await self.relay.close()
             await self.service.close()
             await self.sender.close()
         finally:
@@ -67,7 +71,7 @@ def build_store(settings: Settings) -> Store:
         return build_redis_store(settings)
     from otpgate.store.sqlite import SqliteStore
 
-    return SqliteStore(settings.sqlite_path)
+    return SqliteStore(settings.sqlite_path, events=settings.events_on)
 
 
 def build_redis_store(settings: Settings) -> RedisStore:
@@ -81,6 +85,7 @@ def build_redis_store(settings: Settings) -> RedisStore:
         timeout=settings.redis_timeout_seconds,
         fast_path=fast_path.enabled(fast_path.REDIS_CONNECTION, settings.fast_path),
         tls=settings.redis_tls,
+        events=settings.events_on,
     )
 
 
@@ -387,4 +392,14 @@ def build_components(
         admin=DefenceAdmin(store, limits, clock),
         admin_auth=admin_auth(settings),
         clock=clock,
+        relay=build_relay(settings, store, clock),
     )
+
+
+def build_relay(
+    settings: Settings, events: EventLog, clock: Callable[[], float]
+) -> EventRelay | None:
+    if settings.event_webhook_url is None or settings.event_webhook_secret is None:
+        return None
+    secret = settings.event_webhook_secret.get_secret_value().encode()
+    return EventRelay(events, RelayConfig(settings.event_webhook_url, secret), clock)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from otpgate.domain.limits import (
     DAY_BUCKETS_KEPT,
@@ -332,6 +332,48 @@ class DefenceStore(Protocol):
 
     async def range_stats(self, now: float) -> list[RangeStats]:
         """Every range with a send in the last day."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something an app may react to, kept in the store until delivered.
+
+    ``id`` is unique in the store and ordered as the events happened, so a receiver
+    de-duplicates on it; ``type`` is ``verification.approved``, ``block.created``...
+    """
+
+    id: str
+    type: str
+    at: float
+    data: dict[str, Any]
+
+
+class EventLog(Protocol):
+    """A durable queue of events, delivered in order by one owner at a time.
+
+    A store built with events on appends them in the same atomic step as the change
+    they tell of: ``verification.approved`` (consume, or an approve), ``.canceled``
+    (a cancel, or a newer send replacing a pending code), ``.failed`` (a void),
+    ``.max_attempts`` (that finish), ``block.created`` (a surge, conversion or
+    lockout block). ``.expired`` comes from ``sweep_expired``.
+    """
+
+    async def append_event(self, type: str, data: dict[str, Any], now: float) -> None:
+        """Queue one event made outside the store's own steps (an operator's action)."""
+
+    async def next_events(
+        self, owner: str, now: float, lease_seconds: float, limit: int
+    ) -> list[Event] | None:
+        """Take (or renew) the delivery lease for ``owner`` until ``now + lease_seconds``
+        and return the oldest undelivered events; None while another owner holds it."""
+
+    async def ack_event(self, owner: str, event_id: str) -> None:
+        """``event_id`` and everything before it are delivered (only by the lease's
+        owner: another's ack changes nothing)."""
+
+    async def sweep_expired(self, now: float, limit: int) -> int:
+        """Queue ``verification.expired`` for pending verifications whose code's time
+        is up (at most ``limit``); how many."""
 
 
 class SmsSender(Protocol):

@@ -113,7 +113,7 @@ class AdminApi:
 
     async def _lift(self, request: Request, who: str) -> Response:
         kind, scope = request.path_params["kind"], request.path_params["scope"]
-        lifted = await self._admin.lift(kind, scope)
+        lifted = await self._admin.lift(kind, scope, by=who)
         self._audit(who, "lift_block", kind=kind, scope=_log_safe(scope), reason=lifted.reason)
         return json_response({"lifted": _block(lifted)})
 
@@ -158,7 +158,7 @@ class AdminApi:
                     return error_response(status, "override_not_found", message)
                 return json_response({"list": which, "entry": entry, "present": True})
             present = request.method == "PUT"
-            changed = await self._admin.set_override(which, entry, present)
+            changed = await self._admin.set_override(which, entry, present, by=who)
             action = "override_add" if present else "override_remove"
             self._audit(who, action, list=which, entry=entry, changed=changed)
             body = {"list": which, "entry": entry, "present": present, "changed": changed}
