@@ -18,6 +18,7 @@ from otpgate.domain.limits import AbusePolicy, Lockout, PumpingGuard
 from otpgate.domain.policy import OtpPolicy
 from otpgate.domain.service import OtpService
 from otpgate.events.relay import EventRelay, RelayConfig
+from otpgate.settings import ConfigError, load_settings
 from otpgate.sms.webhook import sign
 from otpgate.store.memory import MemoryStore
 from otpgate.store.redis import RedisStore
@@ -269,3 +270,42 @@ def wait_for(condition: Any, timeout: float = 20) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+# -- configuration -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    monkeypatch.chdir(tmp_path)  # no .env
+    for name in ("EVENT_WEBHOOK_URL", "EVENT_WEBHOOK_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"EVENT_WEBHOOK_URL": "http://127.0.0.1:9/e"}, "EVENT_WEBHOOK_SECRET: required"),
+        ({"EVENT_WEBHOOK_SECRET": "s" * 32}, "EVENT_WEBHOOK_URL: required"),
+        (
+            {"EVENT_WEBHOOK_URL": "http://127.0.0.1:9/e", "EVENT_WEBHOOK_SECRET": "short"},
+            "EVENT_WEBHOOK_SECRET: must be at least 32 characters",
+        ),
+    ],
+)
+def test_half_an_event_webhook_is_refused_naming_the_variable(
+    no_env: pytest.MonkeyPatch, env: dict[str, str], problem: str
+) -> None:
+    for name, value in env.items():
+        no_env.setenv(name, value)
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert problem in str(refused.value)
+    assert "s" * 32 not in str(refused.value)
+
+
+def test_events_are_on_with_both_variables(no_env: pytest.MonkeyPatch) -> None:
+    no_env.setenv("EVENT_WEBHOOK_URL", "http://127.0.0.1:9/e")
+    no_env.setenv("EVENT_WEBHOOK_SECRET", "s" * 32)
+    assert load_settings().events_on
