@@ -442,6 +442,11 @@ class MemoryStore:
             del self._codes[seen.phone]  # pending: the phone's live code is its own
         return self._set_status(verification_id, status, now)
 
+    async def set_channel(self, verification_id: str, channel: str) -> None:
+        record = self._records.get(verification_id)
+        if record is not None:
+            record.verification = replace(record.verification, channel=channel)
+
     def _current(self, verification: Verification, now: float) -> bool:
         code = _live(self._codes, verification.phone, now)
         return code is not None and code.verification_id == verification.id

@@ -185,6 +185,7 @@ _LUA = files("otpgate.store").joinpath("lua")
 _ISSUE = _Script.of("window", "limits", "ranges", "issue")
 _VOID = _Script.of("ranges", "void")
 _FINISH = _Script.of("finish")
+_CHANNEL = _Script.of("channel")
 _BEGIN_VERIFY = _Script.of("window", "begin_verify")
 _CONSUME = _Script.of("ranges", "consume")
 
@@ -408,6 +409,9 @@ class RedisStore:
         self, verification_id: str, status: VerificationStatus, now: float
     ) -> Verification | None:
         return await self._finish(verification_id, status, now)
+
+    async def set_channel(self, verification_id: str, channel: str) -> None:
+        await self._run(_CHANNEL, [self._record_key(verification_id)], [channel])
 
     async def _finish(self, verification_id: str, status: str, now: float) -> Verification | None:
         record = self._record_key(verification_id)
