@@ -175,13 +175,13 @@ class OtpService:
         channel = options.channel
         recipient: Recipient
         try:
-            chain = self._chains.get(channel)
-            if chain is None:
-                raise ChannelNotEnabled(channel)
             if channel == "email":
                 recipient = parse_email(raw_phone)
             else:
                 recipient = parse_phone(raw_phone, self._policy.phone_check)
+            chain = self._chains.get(channel)
+            if chain is None:
+                raise ChannelNotEnabled(channel)
         except OtpError as exc:
             raise await self._counted(exc, window) from None
         try:

@@ -51,6 +51,7 @@ from otpgate.wiring import Components
 log = logging.getLogger("otpgate.http")
 
 REQUEST_OK = "OTP requested successfully. Check your phone."
+REQUEST_OK_EMAIL = "OTP requested successfully. Check your email."
 VERIFY_OK = "OTP verified successfully."
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -180,7 +181,7 @@ class OtpApi:
         sent = await self._service.request_code(to, client, window, body.purpose, options)
         note_phone(sent.phone.masked())  # on the access line: one line per request
         payload = {
-            "message": REQUEST_OK,
+            "message": REQUEST_OK_EMAIL if sent.channel == "email" else REQUEST_OK,
             "messageId": sent.message_id,
             "expiresIn": sent.expires_in,
             "verificationId": sent.verification_id,

@@ -355,8 +355,8 @@ def build_openapi(
                 "summary": "Check a code once",
                 "description": "Wrong, expired, already used and never requested codes all get"
                 " the same `invalid_code` answer. An email code is checked with `email` in"
-                " place of `phoneNumber` (or by `verificationId`). A code is accepted at most once; its 200"
-                " carries a signed `token` for your backend to check against"
+                " place of `phoneNumber` (or by `verificationId`). A code is accepted at most"
+                " once; its 200 carries a signed `token` for your backend to check against"
                 " `/.well-known/jwks.json`.",
                 "tags": ["otp"],
                 "parameters": [_REQUEST_ID_PARAM, _END_USER_IP_PARAM],
