@@ -8,6 +8,7 @@ signature; the email server is tests/smtp_server.py's.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,10 @@ import jwt
 import orjson
 import pytest
 
+from otpgate.domain.limits import Lockout
+from otpgate.domain.ports import OtpStore, SendRequest
 from otpgate.settings import ConfigError, load_settings
+from otpgate.store.memory import MemoryStore
 from tests.conftest import Service, ServiceFactory
 from tests.http_stub import Reply, StubServer
 from tests.smtp_server import SmtpServer
@@ -432,3 +436,68 @@ def test_webhook_payload_fields_are_the_readme_s() -> None:
         "idempotencyKey",
         "channel",
     ]
+
+
+# -- the store's part: a fallback's channel recorded ------------------------------------------
+
+
+async def test_set_channel_changes_only_the_records_channel(store: OtpStore) -> None:
+    await check_set_channel(store)
+
+
+async def test_the_memory_store_sets_the_channel_alike() -> None:
+    await check_set_channel(MemoryStore())
+
+
+async def check_set_channel(store: OtpStore) -> None:
+    now = 1_800_000_000.0
+    sent = SendRequest(
+        PHONE,
+        b"h" * 32,
+        300,
+        60,
+        send_id="s1",
+        verification_id="VE" + "1" * 32,
+        channel="whatsapp",
+        retention_seconds=600,
+    )
+    await store.issue(sent, now)
+    before = await store.get_verification(sent.verification_id, now)
+    assert before is not None and before.channel == "whatsapp"
+    await store.set_channel(sent.verification_id, "sms")
+    after = await store.get_verification(sent.verification_id, now + 1)
+    assert after is not None
+    assert (after.channel, after.status, after.updated_at) == ("sms", "pending", before.updated_at)
+    # No record, nothing made: a lookup still finds none.
+    await store.set_channel("VE" + "2" * 32, "sms")
+    assert await store.get_verification("VE" + "2" * 32, now) is None
+    # The code is untouched.
+    attempt = await store.begin_verify(PHONE, 300, now + 2, Lockout())
+    assert attempt.code_hash == b"h" * 32
+
+
+async def test_an_address_locked_out_is_lifted_and_logged_masked(
+    make_service: ServiceFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    admin_key = "admin-key-" + "c" * 32
+    service = await make_service(
+        admin_api_keys=f"ops:{admin_key}",
+        phone_lockout_threshold=2,
+        rate_limit_max_requests=100,
+    )
+    address = "lock.me@example.com"
+    for _ in range(2):
+        assert_error(await verify(service, email=address, otp="123456"), 400, "invalid_code")
+    locked = await verify(service, email=address, otp="123456")
+    body = assert_error(locked, 429, "phone_locked")
+    assert body["message"] == "Too many failed attempts for this address. Try again later."
+    keyed = {"authorization": f"Bearer {admin_key}"}
+    [block] = (await service.client.get("/admin/v1/blocks", headers=keyed)).json()["blocks"]
+    assert (block["kind"], block["scope"]) == ("phone_locked", address)
+    lift = await service.client.delete(f"/admin/v1/blocks/phone_locked/{address}", headers=keyed)
+    assert lift.status_code == 200, lift.text
+    assert_error(await verify(service, email=address, otp="123456"), 400, "invalid_code")
+    ours = [r for r in caplog.records if r.name.startswith("otpgate")]
+    assert address not in " ".join(f"{r.getMessage()} {vars(r)}" for r in ours)
+    assert any(getattr(r, "scope", None) == "l***@example.com" for r in ours)
