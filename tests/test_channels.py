@@ -349,6 +349,7 @@ SMTP = {"SMTP_HOST": "smtp.example.com", "EMAIL_FROM": "otp@example.com"}
         ({**SMTP, "SMTP_PORT": "smtp"}, "SMTP_PORT"),
         ({**SMTP, "EMAIL_FROM": "not an address"}, "EMAIL_FROM"),
         ({**SMTP, "EMAIL_FROM": "Acme <otp@localhost>"}, "EMAIL_FROM"),
+        ({**SMTP, "EMAIL_FROM": "otp@bücher.example"}, "EMAIL_FROM"),
         ({"SMTP_HOST": "smtp.example.com"}, "EMAIL_FROM"),
         ({**SMTP, "SMTP_USERNAME": "otpgate"}, "SMTP_PASSWORD"),
         ({**SMTP, "SMTP_PASSWORD": "secret-value-42"}, "SMTP_USERNAME"),

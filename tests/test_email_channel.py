@@ -260,3 +260,37 @@ def test_the_errors_of_every_channel_share_their_bases() -> None:
     assert issubclass(SmsOptedOut, DeliveryRejected)
     assert issubclass(SmsUnavailable, DeliveryUnavailable)
     assert issubclass(SmsFailed, DeliveryFailed)
+
+
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        (
+            {"smtp_starttls": True},
+            "email provider (smtp): smtp: the server does not fit the settings: SMTP STARTTLS"
+            " extension not supported by server.",
+        ),
+        (
+            {"email_from": "otp@example.com", "_auth": True},
+            "email provider (smtp): smtp: the server requires authentication"
+            " (SMTP_USERNAME, SMTP_PASSWORD)",
+        ),
+    ],
+    ids=["starttls-not-offered", "auth-required-none-given"],
+)
+async def test_a_server_that_does_not_fit_the_settings_is_502_and_unready(
+    make_service: ServiceFactory, settings: dict[str, Any], reason: str
+) -> None:
+    wanted = dict(settings)
+    auth = wanted.pop("_auth", False)
+    server = SmtpServer(user="otpgate", password="pw") if auth else SmtpServer()
+    server.start()
+    try:
+        service = await make_service(**server.settings(**wanted))
+        answer = await request(service, email=EMAIL)
+        assert_error(answer, 502, "provider_error")
+        assert await charges_left(service) == []
+        ready = await service.client.get("/ready")
+        assert ready.json()["reasons"] == [reason]
+    finally:
+        server.stop()

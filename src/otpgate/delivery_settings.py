@@ -104,6 +104,9 @@ def _email_from(value: str) -> str:
         validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise ValueError(f"{shape}: {exc}") from None
+    if not address.isascii():
+        # MAIL FROM would need SMTPUTF8, which the sender does not ask for.
+        raise ValueError(f"{shape}, in ASCII (an international domain in its xn-- form)")
     return value
 
 

@@ -109,9 +109,13 @@ class SmtpSender:
         except aiosmtplib.SMTPSenderRefused as exc:
             if exc.code < 500:
                 raise self._busy(exc) from exc
-            self._broken(
-                "EMAIL_FROM refused by the server", f"MAIL FROM: {exc.code} {log_safe(exc.message)}"
+            # 530: the server wants AUTH first (RFC 4954); anything else refuses the sender.
+            problem = (
+                "the server requires authentication (SMTP_USERNAME, SMTP_PASSWORD)"
+                if exc.code == 530
+                else "EMAIL_FROM refused by the server"
             )
+            self._broken(problem, f"MAIL FROM: {exc.code} {log_safe(exc.message)}")
             raise DeliveryFailed("The email could not be sent.") from exc
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code < 500:
