@@ -34,6 +34,7 @@ pytest_plugins = [
     "tests.redis_server",
     "tests.redis_sentinel",
     "tests.http_stub",
+    "tests.smtp_server",
 ]
 
 

@@ -12,7 +12,14 @@ limits apply to a request (``otpgate.domain.limits``) and hands them over here.
 A sender raises ``SmsRejected`` (the number is the problem), ``SmsOptedOut``
 (the subscriber said STOP), ``SmsUnavailable`` (try again later) or ``SmsFailed``
 (our side is broken); anything else it lets escape is a bug. It logs the cause
-of a failure itself, never the message text (it carries the code).
+of a failure itself, never the message text (it carries the code). A sender of
+another channel (``ChannelSender``) raises the same three outcomes as
+``DeliveryRejected``, ``DeliveryUnavailable`` and ``DeliveryFailed``, of which the
+SMS errors are the SMS cases.
+
+A recipient is keyed by one string everywhere below (``phone`` in the names, which
+predate email): an E.164 number, or an email address in canonical form
+(``otpgate.domain.recipient``).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
+from otpgate.domain.catalog import Rendered
 from otpgate.domain.limits import (
     DAY_BUCKETS_KEPT,
     HOUR,
@@ -301,6 +309,11 @@ class OtpStore(Protocol):
         ``now``) is left as it was and returned so.
         """
 
+    async def set_channel(self, verification_id: str, channel: str) -> None:
+        """Record that ``channel`` delivered the verification's code (another channel
+        than the one it was opened for, when that one failed): only the record's channel
+        changes. Nothing happens when there is no such record."""
+
     async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
         """Count one hit on ``window`` alone, for requests that never reach an operation."""
 
@@ -392,11 +405,36 @@ class SmsSender(Protocol):
     async def close(self) -> None: ...
 
 
+class ChannelSender(Protocol):
+    """Delivers codes on channels other than SMS: WhatsApp and voice calls (to an E.164
+    number), email (to a canonical address)."""
+
+    name: str
+
+    @property
+    def problem(self) -> str | None:
+        """Why the provider is known to be broken, or None (as ``SmsSender.problem``)."""
+
+    async def deliver(self, channel: str, to: str, message: Rendered) -> str:
+        """Deliver ``message`` (an email's has a subject and an HTML body) to ``to`` on
+        ``channel``, and return the provider's message id."""
+
+    async def close(self) -> None: ...
+
+
 class TokenSigner(Protocol):
     """Turns a successful verify into a signed token a backend can check on its own."""
 
-    def sign(self, subject: str, token_id: str, purpose: str | None, now: float) -> str:
-        """A token saying ``subject`` (E.164) proved control of the phone at ``now``.
+    def sign(
+        self,
+        subject: str,
+        token_id: str,
+        purpose: str | None,
+        now: float,
+        channel: str | None = "sms",
+    ) -> str:
+        """A token saying ``subject`` (E.164, or an email address) proved control of it
+        at ``now``, with a code delivered on ``channel`` (None: not known).
 
         ``token_id`` is unique per token (its ``jti``); ``purpose``, when given, says
         what the verify was for. Pure computation: no I/O, never fails on valid input.

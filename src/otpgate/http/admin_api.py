@@ -26,6 +26,7 @@ from otpgate.domain.admin import BlockNotFound, InvalidOverride, is_override_ent
 from otpgate.domain.errors import OtpError
 from otpgate.domain.phone import mask
 from otpgate.domain.ports import Block, OverrideList, RangeStats, Verification
+from otpgate.domain.recipient import is_email_key, mask_key
 from otpgate.http.api import json_response
 from otpgate.http.auth import CHALLENGE, key_name
 from otpgate.http.errors import STATUS_BY_CODE, HttpError, error_response, http_error_response
@@ -216,8 +217,9 @@ def _conversion(sends: int, approvals: int) -> dict[str, Any]:
 
 
 def _log_safe(scope: str) -> str:
-    """A block's scope for a log line: a phone (a lockout's scope) masked, a range as is."""
-    return mask(scope) if scope.startswith("+") else scope
+    """A block's scope for a log line: a phone or an email address (a lockout's scope)
+    masked, a range as is."""
+    return mask_key(scope) if scope.startswith("+") or is_email_key(scope) else scope
 
 
 def _iso(epoch: float | None) -> str | None:

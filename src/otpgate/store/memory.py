@@ -465,6 +465,11 @@ class MemoryStore:
         if self._events_on:
             self._events.append(Event(str(len(self._events) + 1), type, now, data))
 
+    async def set_channel(self, verification_id: str, channel: str) -> None:
+        record = self._records.get(verification_id)
+        if record is not None:
+            record.verification = replace(record.verification, channel=channel)
+
     def _current(self, verification: Verification, now: float) -> bool:
         code = _live(self._codes, verification.phone, now)
         return code is not None and code.verification_id == verification.id

@@ -192,6 +192,7 @@ _CONSUME = _Script.of("ranges", "events", "consume")
 _NEXT_EVENTS = _Script.of("next_events")
 _ACK_EVENT = _Script.of("ack_event")
 _SWEEP = _Script.of("events", "sweep")
+_CHANNEL = _Script.of("channel")
 
 # ranges.lua's bucket layout: stat bucket ms, stat buckets kept, hour ms, hours kept.
 _RANGE_BUCKETS = [STAT_BUCKET_SECONDS * 1000, STAT_BUCKETS_KEPT, HOUR * 1000, DAY_BUCKETS_KEPT]
@@ -436,6 +437,9 @@ class RedisStore:
         self, verification_id: str, status: VerificationStatus, now: float
     ) -> Verification | None:
         return await self._finish(verification_id, status, now)
+
+    async def set_channel(self, verification_id: str, channel: str) -> None:
+        await self._run(_CHANNEL, [self._record_key(verification_id)], [channel])
 
     async def _finish(self, verification_id: str, status: str, now: float) -> Verification | None:
         record = self._record_key(verification_id)

@@ -511,6 +511,14 @@ class SqliteStore:
 
         return await self._call(tx)
 
+    async def set_channel(self, verification_id: str, channel: str) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE verifications SET channel = ? WHERE id = ?", (channel, verification_id)
+            )
+
+        await self._call(tx)
+
     # -- what operators see and undo (DefenceStore) ------------------------------------
     async def blocks(self, now: float) -> list[Block]:
         return await self._call(lambda conn: _blocks(conn, now))
