@@ -618,6 +618,8 @@ class RedisStore:
             sums = {"s": 0, "a": 0, "S": 0, "A": 0}
             for name, value in _pairs(counts):
                 field_name = name.decode()
+                if field_name[0] not in "saSA":
+                    continue  # the issue step's remembered verdict ("vc")
                 which, bucket = field_name[0], int(field_name[1:])
                 in_hour = which in "sa" and j - 11 <= bucket <= j
                 in_day = which in "SA" and h - 23 <= bucket <= h

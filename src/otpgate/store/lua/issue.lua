@@ -59,7 +59,8 @@ local events, awaiting = KEYS[xbase + 4], KEYS[xbase + 5]
 local cbase = rbase + #spec.r
 local guard_s, guard_cv = s, spec.cv
 
-if #spec.ov > 0 then
+-- Most deployments list nothing: one EXISTS spares both look-ups.
+if #spec.ov > 0 and redis.call('EXISTS', KEYS[xbase], KEYS[xbase + 1]) > 0 then
   for _, listed in ipairs(redis.call('SMISMEMBER', KEYS[xbase + 1], unpack(spec.ov))) do
     if listed == 1 then return {wc, wt, 5} end
   end
@@ -130,10 +131,25 @@ for i = 1, #guard_s do
   end
 end
 
+local passed = {}  -- counts key: the weighed buckets it passed on, once the send is made
 for i = 1, #guard_cv do
   local c = guard_cv[i]
+  local counts_key = KEYS[cbase + 2 * i - 2]
   local sends, approvals = 0, 0
-  if c[4] >= c[3] then
+  -- The settled buckets' sends and approvals no longer change (their codes are over),
+  -- so a verdict holds until the weighed buckets do: "vc" remembers the last passed.
+  local weighed = c[3] .. ':' .. c[4]
+  local judged = grace_cv[i] or redis.call('HGET', counts_key, 'vc') == weighed
+  -- The settled buckets lie in this hour and the two before (they start less than an
+  -- hour and a bucket ago): under the minimum there, nothing to weigh.
+  local recent, hour = 0, math.floor(now / spec.rb[3])
+  if not judged then
+    for _, v in ipairs(redis.call('HMGET', counts_key,
+        'S' .. hour, 'S' .. (hour - 1), 'S' .. (hour - 2))) do
+      recent = recent + tonumber(v or '0')
+    end
+  end
+  if not judged and recent >= c[1] and c[4] >= c[3] then
     local fields = {}
     for j = c[3], c[4] do
       fields[#fields + 1] = 's' .. j
@@ -145,7 +161,8 @@ for i = 1, #guard_cv do
       approvals = approvals + tonumber(got[k + 1] or '0')
     end
   end
-  if not grace_cv[i] and sends >= c[1] and approvals < c[2] * sends then
+  if not judged then passed[counts_key] = weighed end
+  if not judged and sends >= c[1] and approvals < c[2] * sends then
     local until_ms = now + c[5]
     redis.call('SET', KEYS[cbase + 2 * i - 1], until_ms, 'PXAT', until_ms)
     local counts = {sends = sends, approvals = approvals}
@@ -218,9 +235,15 @@ redis.call('DEL', KEYS[1])
 local rb = spec.rb
 for i = 1, #spec.r do
   local key = KEYS[rbase + i - 1]
-  count_range(key, 's', now, now, 1, rb)
-  redis.call('PEXPIREAT', key, (math.floor(now / rb[3]) + rb[4]) * rb[3])
-  redis.call('ZADD', KEYS[xbase + 3], now, spec.r[i])
+  -- The first send of an hour sets how long the counts live and marks the range
+  -- active (the index is pruned a day after): once an hour, not once a send.
+  if count_range(key, 's', now, now, 1, rb) == 1 then
+    redis.call('PEXPIREAT', key, (math.floor(now / rb[3]) + rb[4]) * rb[3])
+    redis.call('ZADD', KEYS[xbase + 3], now, spec.r[i])
+  end
+end
+for key, weighed in pairs(passed) do
+  if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'vc', weighed) end
 end
 redis.call('HSET', KEYS[1], 'h', ARGV[2], 'a', 0, 'i', spec.id, 'n', table.concat(added),
   't', now)

@@ -14,12 +14,15 @@ local function prune_range(key, j, h, rb)
 end
 
 -- Count `by` sends ("s") or approvals ("a") of a send at `t` (ms) in the range `key`.
+-- Returns the hour's count after the step (0 when that hour is no longer kept).
 local function count_range(key, which, t, now, by, rb)
   local j, h = math.floor(t / rb[1]), math.floor(t / rb[3])
   local fields = {{which .. j, (j + rb[2]) * rb[1]}, {string.upper(which) .. h, (h + rb[4]) * rb[3]}}
+  local n = 0
   for _, f in ipairs(fields) do
+    n = 0
     if f[2] > now then
-      local n = redis.call('HINCRBY', key, f[1], by)
+      n = redis.call('HINCRBY', key, f[1], by)
       if n <= 0 then
         redis.call('HDEL', key, f[1])
       elseif n == by and by > 0 and f[1] == 's' .. j then
@@ -27,4 +30,5 @@ local function count_range(key, which, t, now, by, rb)
       end
     end
   end
+  return n
 end

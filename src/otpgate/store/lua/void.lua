@@ -52,6 +52,10 @@ end
 for i = 5 + n + m + members, #KEYS - 3 do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     count_range(KEYS[i], 's', sent, tonumber(ARGV[5]), -1, rb)
+    -- No count left, only a remembered verdict (issue.lua's "vc"): nothing to keep.
+    if redis.call('HLEN', KEYS[i]) == 1 and redis.call('HEXISTS', KEYS[i], 'vc') == 1 then
+      redis.call('DEL', KEYS[i])
+    end
     if redis.call('EXISTS', KEYS[i]) == 0 then
       redis.call('ZREM', KEYS[#KEYS - 2], string.match(KEYS[i], '{([^}]*)}:cv$'))
     end
