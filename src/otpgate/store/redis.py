@@ -91,6 +91,7 @@ from otpgate.domain.ports import (
 )
 from otpgate.outage import OutageLog
 from otpgate.store import redis_connection
+from otpgate.store.redis_cluster import SlotOwner
 from otpgate.store.redis_link import (
     RedisConnectionError,
     RedisLink,
@@ -98,8 +99,9 @@ from otpgate.store.redis_link import (
     RedisReplyError,
 )
 from otpgate.store.redis_sentinel import Sentinels
+from otpgate.store.redis_slot import cluster_prefix, key_slot
 from otpgate.store.redis_tls import RedisTls
-from otpgate.store.redis_url import RedisUrl, SentinelUrl, parse_redis_url
+from otpgate.store.redis_url import ClusterUrl, RedisUrl, SentinelUrl, parse_redis_url
 
 log = logging.getLogger(__name__)
 
@@ -195,15 +197,20 @@ _PHONE_LOCKED = "phone_locked"
 _HIT_WINDOW = _Script.of("window", "hit_window")
 
 
-def _link(url: RedisUrl, timeout: float, fast_path: bool, tls: RedisTls | None) -> RedisLink:
-    """The pipelined connection when asked for and able to run, else redis-py's client."""
+def _link(
+    url: RedisUrl, timeout: float, fast_path: bool, tls: RedisTls | None, slot: int
+) -> RedisLink:
+    """The pipelined connection when asked for and able to run, else redis-py's client;
+    ``slot`` is where every key is on Redis Cluster."""
     if fast_path:
         reason = redis_connection.unavailable()
         if reason is None:
-            return redis_connection.PipelinedConnection(url, timeout=timeout, tls=tls)
+            return redis_connection.PipelinedConnection(url, timeout=timeout, tls=tls, slot=slot)
         log.warning("redis fast path unavailable, using redis-py's client: %s", reason)
-    from otpgate.store.redis_client import StockConnection
+    from otpgate.store.redis_client import StockClusterConnection, StockConnection
 
+    if isinstance(url, ClusterUrl):
+        return StockClusterConnection(url, timeout=timeout, tls=tls, slot=slot)
     return StockConnection(url, timeout=timeout, tls=tls)
 
 
@@ -217,11 +224,19 @@ class RedisStore:
         fast_path: bool = True,
         tls: RedisTls | None = None,
     ) -> None:
-        """``url`` as REDIS_URL writes it, or parsed; ``tls`` is used with ``rediss://``."""
+        """``url`` as REDIS_URL writes it, or parsed; ``tls`` is used with ``rediss://``
+        and ``rediss+cluster://``. On Redis Cluster, ``prefix`` is given a hash tag when it
+        has none (``redis_cluster.cluster_prefix``; PrefixError when it cannot be)."""
         self._url = parse_redis_url(url) if isinstance(url, str) else url
+        slot = 0
+        if isinstance(self._url, ClusterUrl):
+            prefix = cluster_prefix(prefix)
+            slot = key_slot(prefix)
         self._prefix = prefix
+        self._slot = slot
         self._timeout = timeout
-        self._conn = _link(self._url, timeout, fast_path, tls)
+        self._tls = tls
+        self._conn = _link(self._url, timeout, fast_path, tls, slot)
         self._outage = OutageLog(log, "redis store")
 
     # -- keys --------------------------------------------------------------------------
@@ -573,9 +588,15 @@ class RedisStore:
         except (RedisConnectionError, RedisReplyError) as exc:
             raise StoreUnavailable() from exc
 
+    @property
+    def prefix(self) -> str:
+        """The prefix of every key: REDIS_KEY_PREFIX, with a hash tag on Redis Cluster."""
+        return self._prefix
+
     async def configuration_problem(self) -> str | None:
         """Why this store cannot work as configured (a server certificate refused, a master
-        name no sentinel knows), or None; for start-up, which stops on one.
+        name no sentinel knows, cluster nodes that are no cluster or refuse to say where
+        otpgate's slot is), or None; for start-up, which stops on one.
 
         StoreUnavailable when Redis cannot be reached now: an outage may pass, and the
         service answers 503 meanwhile.
@@ -589,6 +610,12 @@ class RedisStore:
                     await sentinels.master()
                 finally:
                     await sentinels.close()
+            elif isinstance(self._url, ClusterUrl):
+                owner = SlotOwner(self._url, self._slot, self._timeout, self._tls)
+                try:
+                    await owner.owner()
+                finally:
+                    await owner.close()
             await self._conn.execute("PING")
         except RedisMisconfigured as exc:
             return str(exc)
