@@ -33,6 +33,7 @@ pytest_plugins = [
     "tests.sns_emulator",
     "tests.redis_server",
     "tests.redis_sentinel",
+    "tests.redis_cluster",
     "tests.http_stub",
 ]
 
@@ -45,6 +46,7 @@ INTEGRATION_FIXTURES = frozenset(
         "redis_prefix",
         "private_redis",
         "sentinel_group",
+        "redis_cluster",
         "sns_emulator",
         "sns_settings",
         "signing_sns_emulator",
