@@ -141,6 +141,10 @@ class StockClusterConnection:
             # No retry after a connection error (the call answers 503 at once and the
             # next one asks CLUSTER SLOTS again); -MOVED and -ASK are still followed.
             retry=Retry(NoBackoff(), 0),
+            # A -MOVED only updates where the slot is. By default every fifth one also
+            # closes every connection, those other calls are using too: during a
+            # failover, under concurrent calls, that failed calls the move had spared.
+            reinitialize_steps=0,
             **options,
         )
         self._timeout = timeout
@@ -175,6 +179,11 @@ class StockClusterConnection:
             raise RedisConnectionError(f"{type(exc).__name__}: {exc}") from exc
         except TimeoutError as exc:
             raise RedisConnectionError(f"no answer within {self._timeout:g}s") from exc
+        except Exception as exc:
+            # RedisCluster can fail otherwise while its view of the cluster changes under
+            # concurrent calls (seen: AttributeError, a connection closed by a refresh
+            # while another call was opening it). Still an outage of this call: a 503.
+            raise RedisConnectionError(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
         await self._client.aclose()
