@@ -30,7 +30,12 @@ from otpgate.store.redis_url import ClusterUrl, HostPort
 
 
 class _Refused(Exception):
-    """The node answered with an error (wants a password, or is no cluster node)."""
+    """The node answered with an error (wants a password, or is no cluster node), or
+    its TLS certificate was refused (``certificate``: what OpenSSL found wrong)."""
+
+    def __init__(self, message: str, certificate: str | None = None) -> None:
+        super().__init__(message)
+        self.certificate = certificate
 
 
 class SlotOwner:
@@ -58,15 +63,39 @@ class SlotOwner:
     async def owner(self) -> HostPort:
         """The master serving the slot, by the first node to name one within the timeout.
 
-        RedisMisconfigured when nodes answer but none can say (cluster support disabled,
-        a password or certificate refused); RedisConnectionError when none answers, or
-        none knows a master for the slot (the cluster is down).
+        RedisMisconfigured when every node asked refuses to say (cluster support
+        disabled, a password or certificate refused); RedisConnectionError when none
+        answers, or none knows a master for the slot (the cluster is down).
         """
         asked = [*dict.fromkeys((*self._serving, *self._seeds))]
         for gone in self._clients.keys() - set(asked):
             await self._clients.pop(gone).aclose()
-        asking = {asyncio.ensure_future(self._ask(node)) for node in asked}
-        refusals: list[str] = []
+        serving, refusals, silences = await self._answers(asked)
+        if serving:
+            self._serving = serving
+            return serving[0]
+        detail = "; ".join(dict.fromkeys([*map(str, refusals), *silences]))
+        if refusals and len(refusals) == len(asked):
+            certificates = [r.certificate for r in refusals if r.certificate is not None]
+            if certificates:  # worded as one server's refusal is (redis_connection)
+                raise RedisMisconfigured(
+                    f"the server's TLS certificate was refused: {certificates[0]}"
+                )
+            raise RedisMisconfigured(
+                f"no cluster node would say where slot {self.slot} is ({detail})"
+            )
+        raise RedisConnectionError(
+            f"no cluster node named the master of slot {self.slot} ({detail})"
+        )
+
+    async def _answers(
+        self, asked: list[HostPort]
+    ) -> tuple[tuple[HostPort, ...], list[_Refused], list[str]]:
+        """The first answer naming the slot's nodes (or ()), else each refusal, and why
+        the others did not answer."""
+        tasks = [asyncio.ensure_future(self._ask(node)) for node in asked]
+        asking = set(tasks)
+        refusals: list[_Refused] = []
         silences: list[str] = []
         deadline = time.monotonic() + self._timeout
         try:
@@ -82,26 +111,18 @@ class SlotOwner:
                     try:
                         serving = task.result()
                     except _Refused as exc:
-                        refusals.append(str(exc))
+                        refusals.append(exc)
                     except RedisConnectionError as exc:
                         silences.append(str(exc))
                     else:
                         if serving:
-                            self._serving = serving
-                            return serving[0]
+                            return serving, refusals, silences
                         silences.append(f"no node serves slot {self.slot}")
         finally:
             for task in asking:
                 task.cancel()
-            await asyncio.gather(*asking, return_exceptions=True)
-        detail = "; ".join(dict.fromkeys(refusals + silences))
-        if refusals and len(refusals) == len(asked):
-            raise RedisMisconfigured(
-                f"no cluster node would say where slot {self.slot} is ({detail})"
-            )
-        raise RedisConnectionError(
-            f"no cluster node named the master of slot {self.slot} ({detail})"
-        )
+            await asyncio.gather(*tasks, return_exceptions=True)  # every outcome retrieved
+        return (), refusals, silences
 
     async def _ask(self, node: HostPort) -> tuple[HostPort, ...]:
         """The slot's master and replicas by ``node``'s CLUSTER SLOTS; () when it names none."""
@@ -115,9 +136,8 @@ class SlotOwner:
         except (RedisPyConnectionError, RedisPyTimeoutError) as exc:
             refused = certificate_refused(exc)
             if refused is not None:
-                raise _Refused(
-                    f"{node}: the server's TLS certificate was refused: {refusal_text(refused)}"
-                ) from None
+                reason = refusal_text(refused)
+                raise _Refused(f"{node}: its TLS certificate was refused", reason) from None
             raise RedisConnectionError(f"{node}: {type(exc).__name__}") from None
         try:
             return _serving(ranges, self.slot, node)
