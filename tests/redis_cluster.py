@@ -2,7 +2,8 @@
 
 Made by ``redis-cli --cluster create --cluster-replicas 1``, as an operator would;
 ``cluster-node-timeout`` is 1 s, so a killed master's replica takes over a second or
-two later. Every process is stopped by its pid, and the directory is removed.
+two later. Every process is stopped by its pid, and the directory is removed. With
+``ServerTls``, every node is TLS only (clients, the cluster bus, replication).
 """
 
 from __future__ import annotations
@@ -17,14 +18,34 @@ from typing import Any
 import pytest
 
 from tests.redis_sentinel import wait_until
-from tests.redis_server import PrivateRedis, free_port
+from tests.redis_server import PrivateRedis, ServerTls, free_port
 
 NODE_TIMEOUT_MS = 1000
 
 
 class Cluster:
-    def __init__(self, workdir: Path, masters: int = 3) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        masters: int = 3,
+        replicas: int = 1,
+        tls: ServerTls | None = None,
+        bus_client: tuple[Path, Path] | None = None,
+    ) -> None:
+        """``tls``: every node TLS only, the cluster bus and replication too; nodes
+        present ``bus_client`` (a client certificate and its key) to each other, since
+        the bus always checks both ends."""
         self._workdir = workdir
+        self._replicas = replicas
+        self._tls = tls
+        tls_args: tuple[str, ...] = ()
+        if tls is not None:
+            assert bus_client is not None, "TLS on the cluster bus needs a client certificate"
+            tls_args = (
+                *("--tls-cluster", "yes", "--tls-replication", "yes"),
+                *("--tls-client-cert-file", str(bus_client[0])),
+                *("--tls-client-key-file", str(bus_client[1])),
+            )
         self.nodes = [
             PrivateRedis(
                 workdir / f"node-{i}",
@@ -34,17 +55,20 @@ class Cluster:
                 *("--cluster-node-timeout", str(NODE_TIMEOUT_MS)),
                 # A full sync at once, not after the 5 s Redis waits for more replicas.
                 *("--repl-diskless-sync-delay", "0"),
+                *tls_args,
+                tls=tls,
             )
-            for i in range(masters * 2)
+            for i in range(masters * (1 + replicas))
         ]
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        return self.seeds(*self.nodes)
 
     def seeds(self, *nodes: PrivateRedis) -> str:
         """A URL naming only these nodes as seeds."""
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
+        scheme = "rediss+cluster" if self._tls else "redis+cluster"
+        return f"{scheme}://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
 
     def start(self) -> None:
         for node in self.nodes:
@@ -52,13 +76,16 @@ class Cluster:
         cli = shutil.which("redis-cli")
         if cli is None:
             pytest.fail("redis-cli is not installed; the cluster tests need it", pytrace=False)
+        # redis-cli checks nothing of the certificates: the nodes are the tests' own.
+        tls = ["--tls", "--insecure"] if self._tls else []
         subprocess.run(
             [
                 cli,
+                *tls,
                 "--cluster",
                 "create",
                 *(f"127.0.0.1:{n.port}" for n in self.nodes),
-                *("--cluster-replicas", "1", "--cluster-yes"),
+                *("--cluster-replicas", str(self._replicas), "--cluster-yes"),
             ],
             check=True,
             capture_output=True,
@@ -89,8 +116,8 @@ class Cluster:
                     return False
         return True
 
-    def serving(self, slot: int) -> PrivateRedis:
-        """The live master that serves ``slot`` by its own account."""
+    def serving(self, slot: int) -> PrivateRedis | None:
+        """The live master that serves ``slot`` by its own account, if any."""
         for node in self.nodes:
             if not node.running:
                 continue
@@ -98,7 +125,13 @@ class Cluster:
                 for first, last, master, *_ in client.execute_command("CLUSTER SLOTS"):
                     if int(first) <= slot <= int(last) and int(master[1]) == node.port:
                         return node
-        pytest.fail(f"no live master serves slot {slot}", pytrace=False)
+        return None
+
+    def master_of(self, slot: int) -> PrivateRedis:
+        node = self.serving(slot)
+        if node is None:
+            pytest.fail(f"no live master serves slot {slot}", pytrace=False)
+        return node
 
     def replica_of(self, master: PrivateRedis) -> PrivateRedis:
         with master.client() as client:
