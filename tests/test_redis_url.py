@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from otpgate.config_report import redact_url
+from otpgate.config_report import describe, redact_url
 from otpgate.settings import ConfigError, Settings, load_settings
 from otpgate.store.redis_url import (
     ClusterUrl,
@@ -231,6 +231,15 @@ def test_settings_refuse_a_prefix_cluster_cannot_keep_in_one_slot(
     refused = refusal(redis_url="redis+cluster://n1:7000", redis_key_prefix=prefix)
     assert f"REDIS_KEY_PREFIX: {message}" in refused
     settings(redis_url="redis://cache", redis_key_prefix=prefix)  # one server: any prefix
+
+
+def test_check_config_names_the_prefix_a_cluster_is_written_under() -> None:
+    out = describe(settings(redis_url="redis+cluster://n1:7000", redis_key_prefix="otpgate:"))
+    assert (
+        "(store)                          redis cluster, every key under {otpgate}: (hash slot"
+        in out
+    )
+    assert "(store)                          redis\n" in describe(settings(redis_url="redis://c"))
 
 
 def test_settings_take_tls_files_with_rediss_cluster(authority: TestAuthority) -> None:
