@@ -232,6 +232,59 @@ def test_the_guess_limit_is_counted_across_processes(pair: list[ServiceProcess])
     assert answers == ["invalid_code"] * 5 + ["too_many_attempts"]
 
 
+# -- a slot half-way through a migration -----------------------------------------------
+
+
+async def test_a_slot_being_migrated_answers_503_not_500(redis_cluster: Cluster) -> None:
+    """While otpgate's slot moves to another master (CLUSTER SETSLOT MIGRATING/IMPORTING,
+    what resharding does), a step whose keys are not all on the source is answered
+    -ASK or -TRYAGAIN. The fast link does not follow -ASK: a 503, at once; redis-py's
+    follows it (ASKING), which serves a step whose keys are all new on the target."""
+    prefix = "migrating:"
+    slot = key_slot("{migrating}")
+    source = redis_cluster.master_of(slot)
+    target = next(n for n in redis_cluster.nodes if n.running and n is not source and is_master(n))
+    stores = {
+        fast: RedisStore(redis_cluster.url, prefix=prefix, timeout=TIMEOUT, fast_path=fast)
+        for fast in (True, False)
+    }
+    window = RequestWindow("before", 100, 60_000)
+    with source.client() as s, target.client() as t:
+        source_id, target_id = s.cluster("myid"), t.cluster("myid")
+    try:
+        for store in stores.values():  # a key on the source, and both links connected
+            await store.hit_window(window, time.time())
+        with target.client() as t:
+            t.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+        with source.client() as s:
+            s.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+        # A key still on the source: served there.
+        assert (await stores[True].hit_window(window, time.time())).count == 3
+        # A key on neither: -ASK.
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await stores[True].hit_window(RequestWindow("new-fast", 100, 60_000), time.time())
+        assert time.monotonic() - started < LONGEST_CALL
+        hit = await stores[False].hit_window(RequestWindow("new-stock", 100, 60_000), time.time())
+        assert hit.count == 1
+    finally:
+        with target.client() as t:  # what the stock link wrote there, gone with the move
+            asking = t.pipeline(transaction=False)
+            asking.execute_command("ASKING")
+            asking.execute_command("DEL", "{migrating}:{new-stock}:w")
+            asking.execute()
+        for node in (source, target):
+            with node.client() as client:
+                client.execute_command("CLUSTER SETSLOT", slot, "STABLE")
+        for store in stores.values():
+            await store.close()
+
+
+def is_master(node: PrivateRedis) -> bool:
+    with node.client() as client:
+        return bool(client.info("replication")["role"] == "master")
+
+
 # -- failovers ------------------------------------------------------------------------
 
 
