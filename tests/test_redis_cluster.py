@@ -126,6 +126,23 @@ def test_a_cluster_url_to_a_standalone_server_stops_start_up(
         assert "cluster support disabled" in message
 
 
+def test_a_refused_password_stops_start_up(tmp_path: Path) -> None:
+    """A node that refuses the URL's password cannot say where the slot is: a wrong
+    configuration, not an outage."""
+    server = PrivateRedis(tmp_path / "locked", "--requirepass", "right-password")
+    server.start()
+    try:
+        url = f"redis+cluster://:hunter2@127.0.0.1:{server.port}"
+        with pytest.raises(ConfigError) as refused:
+            check_store(make_settings(tmp_path, redis_url=url))
+        message = str(refused.value)
+        assert message.startswith("REDIS_URL: no cluster node would say where slot"), message
+        assert "invalid username-password pair" in message
+        assert "hunter2" not in message
+    finally:
+        server.stop()
+
+
 def test_no_reachable_seed_at_start_up_is_an_outage(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
