@@ -1,7 +1,10 @@
 """Redis store: each operation is one Lua script, so one atomic round trip.
 
-Key layout (``P`` is REDIS_KEY_PREFIX). Every key of one phone carries the
-phone in a ``{hash tag}``, so they share one Redis Cluster slot:
+Key layout (``P`` is REDIS_KEY_PREFIX). On Redis Cluster ``P`` itself carries a hash
+tag (``otpgate:`` is written ``{otpgate}:``, ``redis_slot``), and Redis hashes a key by
+its first ``{...}`` only: every key below is in that one slot, so every script's keys,
+those it builds itself too, are on one node. On one server or Sentinel the prefix is
+used as given, and the braces below are plain characters:
 
 - ``P{+12125550123}:code``     hash ``h`` (code HMAC), ``a`` (attempts), ``i`` (the send's
   id), ``n`` (which distinct sets the send joined); expires with the code
@@ -10,8 +13,8 @@ phone in a ``{hash tag}``, so they share one Redis Cluster slot:
   channel, ``pu`` purpose, ``dt`` details, ``c``/``u`` created/updated, ``e`` the code's
   expiry and ``sa`` its send times (comma-separated; ms epoch); expires ``retention``
   after the code. The code's ``v`` names it. A resuming send reaches the record of the
-  code it replaces by a key the script builds, not one it is given: standalone and
-  Sentinel Redis allow that; on Cluster it needs every key in one slot.
+  code it replaces by a key the script builds, not one it is given: it is in the
+  slot of the keys it is given because every key is in one slot.
 - ``P{+12125550123}:void:<id>`` the mark of a send voided before its issue ran: its end
   (ms epoch); expires then
 - ``P{+12125550123}:fails``    consecutive failed verifies ``n`` and the last one's time ``l``
@@ -25,9 +28,8 @@ phone in a ``{hash tag}``, so they share one Redis Cluster slot:
 - ``P{<scope>}:b:<kind>``      surge block: its end (ms epoch)
 - ``P{<key>}:w``               fixed-window request counter
 
-A send also touches counters of other scopes (IP, country, global), which live
-in other slots; on Redis Cluster those limits need a single-shard deployment
-or a hash tag shared by all scopes (set REDIS_KEY_PREFIX accordingly).
+A send also touches counters of other scopes (IP, country, global) and the
+operators' shared state; on Cluster the prefix's tag keeps them in the send's slot.
 
 The scripts are the ``lua/*.lua`` files next to this module, read once at import;
 each documents its KEYS, ARGV and reply. ``window.lua`` is the head of the three
@@ -41,8 +43,8 @@ Commands travel over a ``RedisLink``: the auto-pipelined ``redis_connection``
 (``fast_path=True``, the default) or redis-py's own client (``redis_client``),
 used with ``fast_path=False`` or when the fast one cannot run on the installed
 libraries (logged once, at construction). Both connect by the parsed REDIS_URL
-(``redis_url``: one server, with TLS for ``rediss://``, or the master Sentinel
-names) and fail the same way.
+(``redis_url``: one server, with TLS for ``rediss://``, the master Sentinel names, or
+the Cluster node serving the prefix's slot) and fail the same way.
 """
 
 from __future__ import annotations
