@@ -23,7 +23,7 @@ import pytest
 from redis.asyncio import Redis as AsyncRedis
 
 from otpgate.domain.errors import StoreUnavailable
-from otpgate.domain.limits import Lockout
+from otpgate.domain.limits import Lockout, Quota
 from otpgate.domain.ports import Issued, RequestWindow, SendRequest
 from otpgate.settings import ConfigError
 from otpgate.store.redis import RedisStore
@@ -379,7 +379,7 @@ async def test_a_killed_master_is_replaced_and_nothing_written_before_is_lost(
     """SIGKILL of the master serving otpgate's slot: its replica takes over after
     cluster-node-timeout (1 s) and an election; meanwhile both links and both processes
     answer 503 quickly, then succeed on the new master, where the code sent before the
-    kill still verifies and its cooldown still holds."""
+    kill still verifies, and its send is still counted and its cooldown still holds."""
     a, b = pair
     master = redis_cluster.master_of(SLOT)
     replica = redis_cluster.replica_of(master)
@@ -446,8 +446,13 @@ async def test_a_killed_master_is_replaced_and_nothing_written_before_is_lost(
             assert f.longest < LONGEST_CALL, f"{f.name}: a call took {f.longest:.2f}s"
         assert set(statuses) <= {200, 503}, statuses
 
-        # What was written before the kill, on the new master: the cooldown still holds,
-        # the code verifies (through the other process), the stores' codes too.
+        # What was written before the kill, on the new master: the send is still
+        # counted, the cooldown still holds, the code verifies (through the other
+        # process), the stores' codes too.
+        sends = Quota("phone_send_limit", phone, 5, 600)  # PHONE_SEND_* defaults
+        state = await fast.phone_state(phone, time.time(), sends)
+        assert (state.sends_in_window, state.code_pending) == (1, True)
+        assert state.cooldown_until is not None
         refused = b.post(REQUEST, {"phoneNumber": phone})
         assert (refused.status_code, refused.json()["code"]) == (429, "resend_cooldown")
         assert b.post(VERIFY, {"phoneNumber": phone, "otp": code}).status_code == 200
