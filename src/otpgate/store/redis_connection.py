@@ -15,12 +15,12 @@ reconnect still ends within the timeout of its start.
 
 On Cluster, a ``-MOVED`` for otpgate's slot means that node no longer serves it (a
 failover, or the slot's migration ended) and ran nothing: the link stops sending
-there, lets the replies already on their way arrive, connects to the node named
-(``-CLUSTERDOWN`` and ``-TRYAGAIN``: to the one ``CLUSTER SLOTS`` names), and sends
-the moved command again, all within the call's timeout. ``-CLUSTERDOWN`` and
-``-TRYAGAIN`` fail their call (a 503): the command did not run, but trying again at
-once would only spin until the cluster heals. ``-ASK`` (the slot half-way through a
-migration) is not followed and fails its call the same way.
+there, lets the replies already on their way arrive, connects to the node named and
+sends each moved command again, all within its call's timeout. ``-CLUSTERDOWN`` and
+``-TRYAGAIN`` fail their call (a 503; the command did not run, but trying again at
+once would only spin until the cluster heals) and make the link leave the node the
+same way, for the one ``CLUSTER SLOTS`` names then. ``-ASK`` (the slot half-way
+through a migration) is not followed: its call fails as a reply error (a 503 too).
 
 Why not redis-py's pool: on this project's hot path a script call cost about
 50 µs of CPU through it and about 6 µs here, and the verify route is one call.
