@@ -35,6 +35,7 @@ pytest_plugins = [
     "tests.redis_sentinel",
     "tests.redis_cluster",
     "tests.http_stub",
+    "tests.smtp_server",
 ]
 
 

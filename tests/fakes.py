@@ -37,9 +37,18 @@ class RecordingSigner:
     """A TokenSigner that keeps what it was asked to sign and returns a numbered stand-in."""
 
     signed: list[tuple[str, str, str | None, float]] = field(default_factory=list)
+    channels: list[str | None] = field(default_factory=list)
 
-    def sign(self, subject: str, token_id: str, purpose: str | None, now: float) -> str:
+    def sign(
+        self,
+        subject: str,
+        token_id: str,
+        purpose: str | None,
+        now: float,
+        channel: str | None = "sms",
+    ) -> str:
         self.signed.append((subject, token_id, purpose, now))
+        self.channels.append(channel)
         return f"token-{len(self.signed)}"
 
 

@@ -109,7 +109,9 @@ async def test_delivers_a_signed_json_payload(
     assert request.headers["content-type"] == "application/json"
     assert request.headers["user-agent"].startswith("otpgate/")
     body = payload(request)
-    assert set(body) == {"phoneNumber", "message", "idempotencyKey"}
+    # The fields an SMS always had, and the channel (every channel has the same fields).
+    assert set(body) == {"phoneNumber", "message", "idempotencyKey", "channel"}
+    assert body["channel"] == "sms"
     assert body["phoneNumber"] == PHONE
     assert body["idempotencyKey"] == request.headers["idempotency-key"]
     assert (await service.verify(PHONE, code_in(request))).status_code == 200

@@ -92,6 +92,7 @@ def describe(settings: Settings) -> str:
     else:
         metrics = f"/metrics on {settings.metrics_host or settings.host}:{settings.metrics_port}"
     lines.append(f"  {'(effective SMS provider)':32} {settings.effective_sms_provider}")
+    lines.append(f"  {'(channels)':32} {_channels_summary(settings)}")
     lines.append(f"  {'(api auth)':32} {_auth_summary(settings)}")
     lines.append(f"  {'(store)':32} {_store_summary(settings)}")
     lines.append(f"  {'(workers)':32} {workers}")
@@ -123,6 +124,12 @@ def describe(settings: Settings) -> str:
 
     lines += [f"  warning: {warning}" for warning in start_up_warnings(settings)]
     return "\n".join(lines)
+
+
+def _channels_summary(settings: Settings) -> str:
+    channels = ", ".join(settings.enabled_channels)
+    chains = [">".join((first, *rest)) for first, rest in settings.channel_fallback.items()]
+    return channels + (f"; fallback {', '.join(chains)}" if chains else "")
 
 
 def _auth_summary(settings: Settings) -> str:

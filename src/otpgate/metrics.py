@@ -29,11 +29,21 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from otpgate.domain.errors import InvalidPhoneNumber, SmsFailed, SmsRejected, SmsUnavailable
+from otpgate.domain.catalog import Rendered
+from otpgate.domain.errors import (
+    DeliveryFailed,
+    DeliveryRejected,
+    DeliveryUnavailable,
+    InvalidPhoneNumber,
+    SmsFailed,
+    SmsRejected,
+    SmsUnavailable,
+)
 from otpgate.domain.limits import Lockout
 from otpgate.domain.phone import parse_phone
 from otpgate.domain.ports import (
     Attempt,
+    ChannelSender,
     Issued,
     OtpStore,
     Refused,
@@ -69,8 +79,9 @@ HTTP_DURATION = Histogram(
 )
 OTP_SENDS = Counter(
     "otpgate_otp_sends",
-    "SMS sends attempted, by provider, outcome (sent, rejected, unavailable, failed, error)"
-    " and destination country (ISO 3166-1 alpha-2).",
+    "Sends attempted, by provider (an SMS provider's name; <provider>:<channel> for the"
+    " other channels), outcome (sent, rejected, unavailable, failed, error) and destination"
+    " country (ISO 3166-1 alpha-2; 'email' for an address).",
     ["provider", "outcome", "country"],
 )
 VERIFICATIONS = Counter(
@@ -86,7 +97,8 @@ LIMIT_REFUSALS = Counter(
 )
 SMS_DURATION = Histogram(
     "otpgate_sms_send_duration_seconds",
-    "Time the SMS provider took to accept (or refuse) a message.",
+    "Time the provider took to accept (or refuse) a message (every channel's, by the"
+    " provider label of otpgate_otp_sends).",
     ["provider"],
     buckets=_SLOW,
 )
@@ -137,6 +149,7 @@ class MeteredStore:
         self._t_consume = op("consume")
         self._t_get_verification = op("get_verification")
         self._t_finish_verification = op("finish_verification")
+        self._t_set_channel = op("set_channel")
         self._t_hit = op("hit_window")
         self._t_ping = op("ping")
 
@@ -208,6 +221,13 @@ class MeteredStore:
             return await self._inner.finish_verification(verification_id, status, now)
         finally:
             self._t_finish_verification.observe(time.perf_counter() - start)
+
+    async def set_channel(self, verification_id: str, channel: str) -> None:
+        start = time.perf_counter()
+        try:
+            await self._inner.set_channel(verification_id, channel)
+        finally:
+            self._t_set_channel.observe(time.perf_counter() - start)
 
     async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
         start = time.perf_counter()
@@ -290,6 +310,64 @@ class MeteredSender:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+_DELIVERY_OUTCOMES: tuple[tuple[type[Exception], str], ...] = (
+    (DeliveryRejected, "rejected"),
+    (DeliveryUnavailable, "unavailable"),
+    (DeliveryFailed, "failed"),
+)
+
+
+class MeteredChannelSender:
+    """A ChannelSender timed and counted as ``MeteredSender`` counts SMS, under the
+    provider label ``<name>:<channel>`` (``webhook:whatsapp``, ``smtp:email``)."""
+
+    def __init__(self, inner: ChannelSender, *, tallied: bool) -> None:
+        self._inner = inner
+        self.name = inner.name
+        self._tallied = tallied
+        self._durations: dict[str, Observes] = {}
+        self._sends: dict[tuple[str, str, str], Counts] = {}
+
+    @property
+    def inner(self) -> ChannelSender:
+        return self._inner
+
+    @property
+    def problem(self) -> str | None:
+        return self._inner.problem
+
+    async def deliver(self, channel: str, to: str, message: Rendered) -> str:
+        provider = f"{self.name}:{channel}"
+        outcome = "error"
+        start = time.perf_counter()
+        try:
+            message_id = await self._inner.deliver(channel, to, message)
+            outcome = "sent"
+            return message_id
+        except Exception as exc:
+            for kind, name in _DELIVERY_OUTCOMES:
+                if isinstance(exc, kind):
+                    outcome = name
+                    break
+            raise
+        finally:
+            duration = self._durations.get(provider)
+            if duration is None:
+                duration = self._durations[provider] = histogram(
+                    SMS_DURATION.labels(provider), tallied=self._tallied
+                )
+            duration.observe(time.perf_counter() - start)
+            country = "email" if "@" in to else _country(to)
+            key = (provider, outcome, country)
+            child = self._sends.get(key)
+            if child is None:
+                child = self._sends[key] = counter(OTP_SENDS.labels(*key), tallied=self._tallied)
+            child.inc()
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 def _country(phone: str) -> str:

@@ -288,11 +288,51 @@ class Settings(BaseSettings):
     sns_max_price: sms.MaxPrice = None
     sms_webhook_url: sms.WebhookUrl = None
     sms_webhook_secret: sms.WebhookSecret = None
+    # Where verification and block events go, signed as the SMS webhook's requests.
+    event_webhook_url: sms.WebhookUrl = None
+    event_webhook_secret: sms.WebhookSecret = None
     test_phone_numbers: sms.TestPhoneNumbers = Field(
         default_factory=dict,
         description="Comma-separated number=code pairs that never send an SMS.",
     )
     allow_test_numbers_in_production: bool = False
+
+    # --- the other channels: email over SMTP, WhatsApp and voice through the webhook ------
+    smtp_host: sms.SmtpHost = Field(
+        None, description="Turns the email channel on: the SMTP server codes are sent through."
+    )
+    smtp_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="By default 465 with SMTP_TLS, 587 with STARTTLS, else 25.",
+    )
+    smtp_username: sms.OptionalText = Field(None, description="SMTP AUTH user, with a password.")
+    smtp_password: sms.OptionalSecret = None
+    smtp_starttls: bool | None = Field(
+        None,
+        description="Upgrade the connection with STARTTLS, and fail if the server does not"
+        " offer it; on unless SMTP_TLS is.",
+    )
+    smtp_tls: bool = Field(False, description="TLS from the first byte (usually port 465).")
+    smtp_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="The most one email's whole SMTP exchange may take."
+    )
+    email_from: sms.EmailFrom = Field(
+        None, description="The sender of the emails: an address, or Name <address>."
+    )
+    email_domain_per_hour: int = Field(
+        1000, ge=1, description="Codes sent to one email domain in any hour."
+    )
+    webhook_channels: sms.WebhookChannels = Field(
+        default_factory=list,
+        description="Channels besides SMS the webhook receiver delivers (whatsapp, call).",
+    )
+    channel_fallback: sms.ChannelFallback = Field(
+        default_factory=dict,
+        description="What a phone channel falls back to when its provider is down or"
+        " broken, e.g. whatsapp>sms (comma-separated chains).",
+    )
 
     @field_validator("redis_url")
     @classmethod
@@ -413,11 +453,40 @@ class Settings(BaseSettings):
         )
 
     @property
+    def delivery_worst_case_seconds(self) -> float:
+        """The longest one request's delivery can take: an SMS's worst case per channel
+        of the longest fallback chain (WhatsApp and calls go through the webhook, on the
+        same budget), or one email's SMTP exchange."""
+        longest = max([1, *(1 + len(rest) for rest in self.channel_fallback.values())])
+        email = self.smtp_timeout_seconds if self.smtp_host is not None else 0.0
+        return max(longest * self.sms_worst_case_seconds, email)
+
+    @property
     def effective_shutdown_timeout(self) -> float:
         """SHUTDOWN_TIMEOUT_SECONDS, or long enough for a send in flight to finish."""
         if self.shutdown_timeout_seconds is not None:
             return self.shutdown_timeout_seconds
-        return self.sms_worst_case_seconds + SHUTDOWN_MARGIN_SECONDS
+        return self.delivery_worst_case_seconds + SHUTDOWN_MARGIN_SECONDS
+
+    @property
+    def enabled_channels(self) -> list[str]:
+        """SMS always; email with SMTP_HOST; WEBHOOK_CHANNELS through the webhook."""
+        channels = ["sms"]
+        if self.smtp_host is not None:
+            channels.append("email")
+        return channels + [c for c in ("whatsapp", "call") if c in self.webhook_channels]
+
+    @property
+    def effective_smtp_starttls(self) -> bool:
+        return self.smtp_starttls if self.smtp_starttls is not None else not self.smtp_tls
+
+    @property
+    def effective_smtp_port(self) -> int:
+        if self.smtp_port is not None:
+            return self.smtp_port
+        if self.smtp_tls:
+            return 465
+        return 587 if self.effective_smtp_starttls else 25
 
     @property
     def effective_api_auth(self) -> AuthMode:
@@ -430,6 +499,11 @@ class Settings(BaseSettings):
     @property
     def log_json(self) -> bool:
         return self.log_format == "json" or (self.log_format == "auto" and self.production)
+
+    @property
+    def events_on(self) -> bool:
+        """Whether the store queues events (a webhook will deliver them)."""
+        return self.event_webhook_url is not None
 
     @property
     def effective_sms_provider(self) -> Literal["sns", "console", "webhook"]:
@@ -618,22 +692,52 @@ def redis_cluster_problems(settings: Settings) -> list[str]:
     return []
 
 
+def event_problems(settings: Settings) -> list[str]:
+    url, secret = settings.event_webhook_url, settings.event_webhook_secret
+    if url is None and secret is None:
+        return []
+    if url is None:
+        return ["EVENT_WEBHOOK_URL: required with EVENT_WEBHOOK_SECRET"]
+    if secret is None:
+        return ["EVENT_WEBHOOK_SECRET: required with EVENT_WEBHOOK_URL"]
+    if len(secret.get_secret_value()) < 32:
+        return ["EVENT_WEBHOOK_SECRET: must be at least 32 characters"]
+    if settings.production and not sms.https_or_loopback(url):
+        return ["EVENT_WEBHOOK_URL: must be https:// (or a loopback address) in production"]
+    return []
+
+
 def delivery_problems(settings: Settings) -> list[str]:
     """Checks that need more than one variable; one "VARIABLE: reason" line each."""
-    problems = []
-    if settings.effective_sms_provider == "webhook":
+    problems = event_problems(settings)
+    uses_webhook = settings.effective_sms_provider == "webhook" or settings.webhook_channels
+    if uses_webhook:
+        why = (
+            "SMS_PROVIDER=webhook"
+            if settings.effective_sms_provider == "webhook"
+            else "WEBHOOK_CHANNELS is set"
+        )
         url, secret = settings.sms_webhook_url, settings.sms_webhook_secret
         if url is None:
-            problems.append("SMS_WEBHOOK_URL: required when SMS_PROVIDER=webhook")
+            problems.append(f"SMS_WEBHOOK_URL: required when {why}")
         elif settings.production and not sms.https_or_loopback(url):
             problems.append(
                 "SMS_WEBHOOK_URL: must be https:// (or a loopback address) "
                 "when APP_ENV=production; the payload carries the code"
             )
         if secret is None:
-            problems.append("SMS_WEBHOOK_SECRET: required when SMS_PROVIDER=webhook")
+            problems.append(f"SMS_WEBHOOK_SECRET: required when {why}")
         elif len(secret.get_secret_value()) < 32:
             problems.append("SMS_WEBHOOK_SECRET: must be at least 32 characters")
+    problems += smtp_problems(settings)
+    enabled = settings.enabled_channels
+    for first, rest in settings.channel_fallback.items():
+        off = [c for c in (first, *rest) if c not in enabled]
+        if off:
+            problems.append(
+                f"CHANNEL_FALLBACK: {'>'.join((first, *rest))}: {', '.join(off)} not enabled"
+                " (WhatsApp and calls need WEBHOOK_CHANNELS)"
+            )
     for index, (number, code) in enumerate(settings.test_phone_numbers.items(), start=1):
         if len(code.get_secret_value()) != settings.otp_length:
             problems.append(
@@ -655,6 +759,46 @@ def delivery_problems(settings: Settings) -> list[str]:
         problems.append(
             "TEST_PHONE_NUMBERS: refused when APP_ENV=production (anyone who learns one "
             "can verify as it); set ALLOW_TEST_NUMBERS_IN_PRODUCTION=true to allow"
+        )
+    return problems
+
+
+def smtp_problems(settings: Settings) -> list[str]:
+    """The SMTP_* variables and EMAIL_FROM against each other."""
+    others = {
+        "SMTP_PORT": settings.smtp_port is not None,
+        "SMTP_USERNAME": settings.smtp_username is not None,
+        "SMTP_PASSWORD": settings.smtp_password is not None,
+        "SMTP_STARTTLS": settings.smtp_starttls is not None,
+        "SMTP_TLS": settings.smtp_tls,
+        "EMAIL_FROM": settings.email_from is not None,
+    }
+    if settings.smtp_host is None:
+        return [
+            f"{name}: set without SMTP_HOST, which turns the email channel on"
+            for name, isset in others.items()
+            if isset
+        ]
+    problems = []
+    if settings.email_from is None:
+        problems.append("EMAIL_FROM: required when SMTP_HOST is set (the emails' sender)")
+    if (settings.smtp_username is None) != (settings.smtp_password is None):
+        given, missing = (
+            ("SMTP_USERNAME", "SMTP_PASSWORD")
+            if settings.smtp_username is not None
+            else ("SMTP_PASSWORD", "SMTP_USERNAME")
+        )
+        problems.append(f"{missing}: required with {given} (SMTP AUTH needs both)")
+    if settings.smtp_tls and settings.smtp_starttls:
+        problems.append(
+            "SMTP_STARTTLS: cannot be true with SMTP_TLS (the connection is TLS from the"
+            " start; STARTTLS upgrades a plain one)"
+        )
+    plain = not settings.smtp_tls and not settings.effective_smtp_starttls
+    if plain and settings.production and not sms.is_loopback(settings.smtp_host):
+        problems.append(
+            "SMTP_STARTTLS: refused as false when APP_ENV=production, unless SMTP_TLS is set"
+            " or SMTP_HOST is a loopback address; the emails carry the codes"
         )
     return problems
 

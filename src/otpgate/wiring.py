@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from otpgate import fast_path
@@ -17,10 +17,11 @@ from otpgate.domain.codes import CodeHasher
 from otpgate.domain.limits import AbusePolicy, Lockout, PumpingGuard
 from otpgate.domain.message import MessageTemplate
 from otpgate.domain.policy import OtpPolicy
-from otpgate.domain.ports import DefenceStore, OtpStore, SmsSender
+from otpgate.domain.ports import ChannelSender, DefenceStore, EventLog, OtpStore, SmsSender
 from otpgate.domain.request_limit import RequestLimiter
 from otpgate.domain.service import OtpService
 from otpgate.domain.test_numbers import TestNumbers
+from otpgate.events.relay import EventRelay, RelayConfig
 from otpgate.hash_key import load_hash_key
 from otpgate.settings import ConfigError, Settings
 from otpgate.sms.retry import RetryPolicy
@@ -29,6 +30,7 @@ from otpgate.tokens.keys import KeyFileError, KeySet, dev_keys, load_keys
 from otpgate.tokens.signer import JwtSigner, TokenConfig
 
 if TYPE_CHECKING:
+    from otpgate.sms.smtp import SmtpConfig
     from otpgate.sms.sns import SnsConfig
     from otpgate.sms.webhook import WebhookConfig
     from otpgate.store.redis import RedisStore
@@ -36,9 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("otpgate")
 
 
-class Store(OtpStore, DefenceStore, Protocol):
-    """What every store backend offers: the request path's steps, and what operators
-    see and undo of the defences."""
+class Store(OtpStore, DefenceStore, EventLog, Protocol):
+    """What every store backend offers: the request path's steps, what operators see
+    and undo of the defences, and the queue of events."""
 
 
 @dataclass(slots=True)
@@ -53,11 +55,29 @@ class Components:
     admin: DefenceAdmin  # the /admin/v1/ use cases, on the same store
     admin_auth: ApiAuth  # ADMIN_API_KEYS; no key at all while unset
     clock: Callable[[], float] = time.time  # what the use cases read the time from
+    relay: EventRelay | None = None  # delivers events while EVENT_WEBHOOK_URL is set
+    # The sender of each channel besides SMS that is enabled (one webhook may serve several,
+    # and SMS too).
+    channel_senders: dict[str, ChannelSender] = field(default_factory=dict)
+
+    def other_senders(self) -> list[tuple[str, ChannelSender]]:
+        """Each channel sender that is not the SMS sender, once, with its first channel."""
+        seen: list[object] = [self.sender]
+        found = []
+        for channel, sender in self.channel_senders.items():
+            if not any(sender is other for other in seen):
+                seen.append(sender)
+                found.append((channel, sender))
+        return found
 
     async def close(self) -> None:
         try:
+            if self.relay is not None:
+                await self.relay.close()
             await self.service.close()
             await self.sender.close()
+            for _, sender in self.other_senders():
+                await sender.close()
         finally:
             await self.store.close()
 
@@ -67,7 +87,7 @@ def build_store(settings: Settings) -> Store:
         return build_redis_store(settings)
     from otpgate.store.sqlite import SqliteStore
 
-    return SqliteStore(settings.sqlite_path)
+    return SqliteStore(settings.sqlite_path, events=settings.events_on)
 
 
 def build_redis_store(settings: Settings) -> RedisStore:
@@ -81,6 +101,7 @@ def build_redis_store(settings: Settings) -> RedisStore:
         timeout=settings.redis_timeout_seconds,
         fast_path=fast_path.enabled(fast_path.REDIS_CONNECTION, settings.fast_path),
         tls=settings.redis_tls,
+        events=settings.events_on,
     )
 
 
@@ -126,6 +147,46 @@ def build_sender(settings: Settings) -> SmsSender:
     from otpgate.sms.sns import SnsSender
 
     return SnsSender(sns_config(settings))
+
+
+def build_channel_senders(
+    settings: Settings, sms_sender: SmsSender | None = None
+) -> dict[str, ChannelSender]:
+    """The sender of each channel besides SMS that the settings enable: SMTP for email,
+    the webhook for WEBHOOK_CHANNELS (the SMS sender itself when it is that webhook)."""
+    senders: dict[str, ChannelSender] = {}
+    if settings.smtp_host is not None:
+        from otpgate.sms.smtp import SmtpSender
+
+        senders["email"] = SmtpSender(smtp_config(settings))
+    if settings.webhook_channels:
+        from otpgate.sms.webhook import WebhookSender
+
+        webhook = (
+            sms_sender
+            if isinstance(sms_sender, WebhookSender)
+            else WebhookSender(webhook_config(settings))
+        )
+        for channel in settings.webhook_channels:
+            senders[channel] = webhook
+    return senders
+
+
+def smtp_config(settings: Settings) -> SmtpConfig:
+    from otpgate.sms.smtp import SmtpConfig
+
+    assert settings.smtp_host and settings.email_from  # checked by settings
+    password = settings.smtp_password
+    return SmtpConfig(
+        host=settings.smtp_host,
+        port=settings.effective_smtp_port,
+        sender=settings.email_from,
+        username=settings.smtp_username,
+        password=password.get_secret_value() if password is not None else None,
+        starttls=settings.effective_smtp_starttls,
+        tls=settings.smtp_tls,
+        timeout=settings.smtp_timeout_seconds,
+    )
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -239,6 +300,7 @@ def build_limits(settings: Settings) -> AbusePolicy:
         country_sms_per_hour=s.country_sms_per_hour,
         country_sms_overrides=dict(s.country_sms_budgets),
         global_sms_per_hour=s.global_sms_per_hour,
+        email_domain_per_hour=s.email_domain_per_hour,
         allowed_countries=s.allowed_regions,
         pumping=PumpingGuard(
             enabled=s.pumping_guard,
@@ -272,6 +334,25 @@ def instrument(
 
     tallied = fast_path.enabled(fast_path.METRIC_TALLIES, settings.fast_path)
     return MeteredStore(store, tallied=tallied), MeteredSender(sender, tallied=tallied)
+
+
+def instrument_channels(
+    settings: Settings, senders: Mapping[str, ChannelSender]
+) -> dict[str, ChannelSender]:
+    if not settings.metrics_enabled:
+        return dict(senders)
+    from otpgate.metrics import MeteredChannelSender
+
+    tallied = fast_path.enabled(fast_path.METRIC_TALLIES, settings.fast_path)
+    metered: list[tuple[ChannelSender, ChannelSender]] = []  # one wrapper per sender
+    timed: dict[str, ChannelSender] = {}
+    for channel, sender in senders.items():
+        wrapper = next((w for s, w in metered if s is sender), None)
+        if wrapper is None:
+            wrapper = MeteredChannelSender(sender, tallied=tallied)
+            metered.append((sender, wrapper))
+        timed[channel] = wrapper
+    return timed
 
 
 def load_templates(settings: Settings) -> TemplateCatalog:
@@ -323,12 +404,12 @@ def start_up_warnings(settings: Settings) -> list[str]:
     warnings = template_warnings(settings)
     if (
         settings.shutdown_timeout_seconds is not None
-        and settings.shutdown_timeout_seconds < settings.sms_worst_case_seconds
+        and settings.shutdown_timeout_seconds < settings.delivery_worst_case_seconds
     ):
         warnings.append(
             f"SHUTDOWN_TIMEOUT_SECONDS: {settings.shutdown_timeout_seconds:g}s is shorter than "
-            f"one SMS send can take ({settings.sms_worst_case_seconds:g}s); a send in flight "
-            "at shutdown may be cut off (answered 503; its code stays valid)"
+            f"one SMS send can take ({settings.delivery_worst_case_seconds:g}s); a send in "
+            "flight at shutdown may be cut off (answered 503; its code stays valid)"
         )
     if settings.api_auth == "optional" and not settings.api_keys:
         warnings.append(
@@ -354,13 +435,18 @@ def build_components(
     store: Store | None = None,
     sender: SmsSender | None = None,
     clock: Callable[[], float] = time.time,
+    channels: Mapping[str, ChannelSender] | None = None,
 ) -> Components:
-    """``clock`` is what every use case reads the time from (a test moves it)."""
+    """``clock`` is what every use case reads the time from (a test moves it);
+    ``channels``, when given, are the senders of the channels besides SMS."""
     for warning in start_up_warnings(settings):
         log.warning(warning)
     token_keys = load_token_keys(settings)
     store = store or build_store(settings)
     sender = sender or build_sender(settings)
+    channel_senders = (
+        dict(channels) if channels is not None else build_channel_senders(settings, sender)
+    )
     # The use cases get timed versions; Components keeps the plain ones (readiness, close).
     used_store, used_sender = instrument(settings, store, sender)
     limits = build_limits(settings)
@@ -372,6 +458,8 @@ def build_components(
         limits,
         JwtSigner(token_keys.signing, token_config(settings)),
         clock=clock,
+        channels=instrument_channels(settings, channel_senders),
+        fallback=settings.channel_fallback,
     )
     return Components(
         settings=settings,
@@ -387,4 +475,15 @@ def build_components(
         admin=DefenceAdmin(store, limits, clock),
         admin_auth=admin_auth(settings),
         clock=clock,
+        relay=build_relay(settings, store, clock),
+        channel_senders=channel_senders,
     )
+
+
+def build_relay(
+    settings: Settings, events: EventLog, clock: Callable[[], float]
+) -> EventRelay | None:
+    if settings.event_webhook_url is None or settings.event_webhook_secret is None:
+        return None
+    secret = settings.event_webhook_secret.get_secret_value().encode()
+    return EventRelay(events, RelayConfig(settings.event_webhook_url, secret), clock)

@@ -11,11 +11,19 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from otpgate.domain.errors import OtpError
 from otpgate.domain.limits import AbusePolicy
 from otpgate.domain.phone import parse_phone
-from otpgate.domain.ports import Block, DefenceStore, OverrideList, PhoneState, RangeStats
+from otpgate.domain.ports import (
+    Block,
+    DefenceStore,
+    EventLog,
+    OverrideList,
+    PhoneState,
+    RangeStats,
+)
 
 # An override names a range: ``prefix:<1 to 15 digits>`` (of the E.164 number, without
 # the +) or ``country:<ISO region>`` (``country:+<calling code>`` outside any region).
@@ -43,10 +51,14 @@ def is_override_entry(entry: str) -> bool:
     return _ENTRY.match(entry) is not None
 
 
+class AdminStore(DefenceStore, EventLog, Protocol):
+    """The defences' state and the event queue: operators' actions are events too."""
+
+
 class DefenceAdmin:
     def __init__(
         self,
-        store: DefenceStore,
+        store: AdminStore,
         limits: AbusePolicy,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -57,15 +69,23 @@ class DefenceAdmin:
     async def blocks(self) -> list[Block]:
         return await self._store.blocks(self._clock())
 
-    async def lift(self, kind: str, scope: str) -> Block:
+    async def lift(self, kind: str, scope: str, by: str = "") -> Block:
         """End a block now; the next send to the range (or verify of the phone) passes
-        that defence. The rule that set it may set it again if the traffic goes on."""
+        that defence (a range stays in grace until the block would have ended). ``by``
+        names who did it, for the events."""
         if kind not in _KINDS:
             raise BlockNotFound()
-        lifted = await self._store.lift_block(kind, scope, self._clock())
+        now = self._clock()
+        lifted = await self._store.lift_block(kind, scope, now)
         if lifted is None:
             raise BlockNotFound()
+        data = {"kind": kind, "scope": scope, "reason": lifted.reason, "by": by}
+        await self._store.append_event("block.lifted", data, now)
+        await self._action("lift_block", {"kind": kind, "scope": scope}, by, now)
         return lifted
+
+    async def _action(self, action: str, target: dict[str, str], by: str, now: float) -> None:
+        await self._store.append_event("admin.action", {"action": action, **target, "by": by}, now)
 
     async def phone(self, raw_phone: str) -> PhoneReport:
         phone = parse_phone(raw_phone, "possible")
@@ -81,10 +101,16 @@ class DefenceAdmin:
     async def overrides(self) -> dict[OverrideList, list[str]]:
         return await self._store.overrides()
 
-    async def set_override(self, which: OverrideList, entry: str, present: bool) -> bool:
+    async def set_override(
+        self, which: OverrideList, entry: str, present: bool, by: str = ""
+    ) -> bool:
         if not is_override_entry(entry):
             raise InvalidOverride()
-        return await self._store.set_override(which, entry, present)
+        changed = await self._store.set_override(which, entry, present)
+        if changed:
+            action = "override_add" if present else "override_remove"
+            await self._action(action, {"list": which, "entry": entry}, by, self._clock())
+        return changed
 
     async def stats(self) -> list[RangeStats]:
         return await self._store.range_stats(self._clock())

@@ -33,11 +33,17 @@ PARTS: Mapping[Channel, tuple[Part, ...]] = {
     "call": ("text",),
     "email": ("subject", "text", "html"),
 }
+_BY_NAME: Mapping[str, Channel] = {channel: channel for channel in CHANNELS}
 FALLBACK_LANGUAGE = "en"
 TEMPLATE_FIELDS = frozenset({"code", "app", "minutes", "purpose"})
 
 # (channel, language in lowercase, part)
 TemplateKey = tuple[Channel, str, Part]
+
+
+def as_channel(name: str) -> Channel | None:
+    """``name`` as a channel, None when it names none."""
+    return _BY_NAME.get(name)
 
 
 def check_placeholders(template: str, *, require_code: bool = True) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from otpgate.domain.phone import Phone
     from otpgate.domain.ports import WindowHit
+    from otpgate.domain.recipient import Recipient
 
 
 class OtpError(Exception):
@@ -19,7 +19,8 @@ class OtpError(Exception):
 
     ``window_hit`` is the client's request-window count when the request was
     counted, so the answer can carry the rate-limit headers; ``phone`` is the
-    number the request was about, when it parsed, so the access line can name it.
+    recipient the request was about (a phone or an email address), when it parsed,
+    so the access line can name it.
     """
 
     code = "error"
@@ -29,8 +30,8 @@ class OtpError(Exception):
         self.message = message or type(self).message
         self.retry_after = retry_after
         self.window_hit: WindowHit | None = None
-        # The number the request was about, once it parsed (for the access line).
-        self.phone: Phone | None = None
+        # The recipient the request was about, once it parsed (for the access line).
+        self.phone: Recipient | None = None
         # The verification a failed send opened, so its record can be looked up.
         self.verification_id: str | None = None
         super().__init__(self.message)
@@ -50,6 +51,21 @@ class RateLimited(OtpError):
 class InvalidPhoneNumber(OtpError):
     code = "invalid_phone_number"
     message = "phoneNumber is not a valid E.164 phone number."
+
+
+class InvalidEmail(OtpError):
+    code = "invalid_email"
+    message = "email is not a valid email address."
+
+
+class ChannelNotEnabled(OtpError):
+    """The channel asked for has no provider configured on this service."""
+
+    code = "channel_not_enabled"
+    message = "This delivery channel is not enabled on this service."
+
+    def __init__(self, channel: str) -> None:
+        super().__init__(f"The {channel} channel is not enabled on this service.")
 
 
 class InvalidCode(OtpError):
@@ -109,28 +125,56 @@ class StoreUnavailable(OtpError):
     message = "The OTP service is temporarily unavailable. Please try again later."
 
 
-class SmsRejected(OtpError):
+# What a provider's failure means, whatever the channel: the recipient is the problem
+# (no retry, no fallback), the provider is busy or down (try later, or the next channel),
+# or our side of it is broken (credentials, configuration). Each channel's senders raise
+# these; the SMS ones below keep the machine codes SMS clients already switch on.
+
+
+class DeliveryRejected(OtpError):
+    """The provider refused the recipient itself: retrying will not help, nor will
+    another channel to the same recipient."""
+
+    code = "recipient_rejected"
+    message = "The provider rejected this recipient."
+
+
+class DeliveryUnavailable(OtpError):
+    """The provider is throttling or unreachable: retrying later may help."""
+
+    code = "provider_unavailable"
+    message = "The delivery provider is temporarily unavailable. Please try again later."
+
+
+class DeliveryFailed(OtpError):
+    """The provider failed in a way the client cannot fix (credentials, config)."""
+
+    code = "provider_error"
+    message = "The code could not be sent."
+
+
+class SmsRejected(DeliveryRejected):
     """The provider refused the destination itself: retrying will not help."""
 
     code = "sms_number_rejected"
     message = "The SMS provider rejected this phone number."
 
 
-class SmsUnavailable(OtpError):
+class SmsUnavailable(DeliveryUnavailable):
     """The provider is throttling or unreachable: retrying later may help."""
 
     code = "sms_provider_unavailable"
     message = "The SMS provider is temporarily unavailable. Please try again later."
 
 
-class SmsFailed(OtpError):
+class SmsFailed(DeliveryFailed):
     """The provider failed in a way the client cannot fix (credentials, config)."""
 
     code = "sms_provider_error"
     message = "The SMS could not be sent."
 
 
-class SmsOptedOut(OtpError):
+class SmsOptedOut(DeliveryRejected):
     """The subscriber opted out of SMS from this sender (replied STOP): no SMS was sent."""
 
     code = "sms_number_opted_out"

@@ -6,6 +6,11 @@ cooldown, the per-phone, per-country and global budgets, and the per-IP cap on
 distinct phones. The verify side is the per-code attempt limit (in OtpPolicy)
 plus an escalating lockout per phone across codes.
 
+An email address gets the same cooldown, per-recipient send limit, distinct-recipient
+cap per IP and lockout as a phone, each under a key of its own; instead of the
+country budgets and the pumping and conversion guards (which read number ranges) it
+has a budget per email domain. It never counts in the SMS budgets.
+
 The window arithmetic lives here too, so every store implements the same rule
 by calling it (or, in Lua, by mirroring it line for line).
 """
@@ -16,6 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from otpgate.domain.email import Email
 from otpgate.domain.errors import (
     CountryNotAllowed,
     LimitExceeded,
@@ -40,6 +46,14 @@ LIMIT_MESSAGES: dict[str, str] = {
     "prefix_blocked": "Sending to this number range is paused after unusual traffic.",
     "country_blocked": "Sending to this country is paused after unusual traffic.",
     "phone_locked": "Too many failed attempts for this number. Try again later.",
+    "email_send_limit": "Too many codes were sent to this address. Try again later.",
+    "ip_email_limit": "Too many different email addresses from this client. Try again later.",
+    "email_domain_budget": "Too many codes were sent to this email domain. Try again later.",
+}
+# The same limits, worded for an email address where the phone's wording says "number".
+EMAIL_LIMIT_MESSAGES: dict[str, str] = {
+    "resend_cooldown": "A code was sent to this address recently. Wait before asking again.",
+    "phone_locked": "Too many failed attempts for this address. Try again later.",
 }
 # The refusal of a send to a range an operator denied: not a limit that lifts in time.
 RANGE_DENIED = "range_denied"
@@ -269,12 +283,14 @@ def seconds_until_window_ends(now: float, window_seconds: int) -> int:
     return max(1, math.ceil(window_seconds - now % window_seconds))
 
 
-def refusal(kind: str, retry_after: int) -> OtpError:
+def refusal(kind: str, retry_after: int, *, email: bool = False) -> OtpError:
+    """The error for a limit that refused; ``email`` words it for an address."""
     if kind == RateLimited.code:
         return RateLimited(retry_after)
     if kind == RANGE_DENIED:
         return RangeDenied()
-    return LimitExceeded(kind, LIMIT_MESSAGES[kind], retry_after=retry_after)
+    message = (email and EMAIL_LIMIT_MESSAGES.get(kind)) or LIMIT_MESSAGES[kind]
+    return LimitExceeded(kind, message, retry_after=retry_after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +321,8 @@ class AbusePolicy:
     country_sms_per_hour: int = 1000
     country_sms_overrides: Mapping[str, int] = field(default_factory=dict)
     global_sms_per_hour: int = 10_000
+    # Codes per email domain in any hour (sub-windows, as the country budgets).
+    email_domain_per_hour: int = 1000
     allowed_countries: frozenset[str] | None = None  # None: every country
     pumping: PumpingGuard = field(default_factory=PumpingGuard)
     lockout: Lockout = field(default_factory=Lockout)
@@ -330,6 +348,32 @@ class AbusePolicy:
             ),
             Quota(
                 "global_budget", "global", self.global_sms_per_hour, HOUR, buckets=BUDGET_BUCKETS
+            ),
+        )
+
+    def email_quotas(self, email: Email) -> tuple[Quota, ...]:
+        """An address's sends are logged exactly, as a phone's (same limit and window);
+        its domain's in sub-windows. Email counts in no SMS budget."""
+        return (
+            Quota("email_send_limit", email.address, self.phone_sends, self.phone_window_seconds),
+            Quota(
+                "email_domain_budget",
+                f"domain:{email.domain}",
+                self.email_domain_per_hour,
+                HOUR,
+                buckets=BUDGET_BUCKETS,
+            ),
+        )
+
+    def email_distinct(self, email: Email, client_ip: str) -> tuple[DistinctQuota, ...]:
+        """Distinct addresses per IP, counted apart from its phones (same cap and window)."""
+        return (
+            DistinctQuota(
+                "ip_email_limit",
+                f"ip:{client_ip}",
+                email.address,
+                self.ip_max_phones,
+                self.ip_phones_window_seconds,
             ),
         )
 

@@ -24,6 +24,11 @@ class Phone:
     region: str | None  # ISO 3166-1 alpha-2, None when the number maps to no region
     country_code: int
 
+    @property
+    def key(self) -> str:
+        """What the store keys the phone by: its E.164 form."""
+        return self.e164
+
     def masked(self) -> str:
         """Log-safe form: ``+1555***4567``."""
         return mask(self.e164)

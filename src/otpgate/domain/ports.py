@@ -12,7 +12,14 @@ limits apply to a request (``otpgate.domain.limits``) and hands them over here.
 A sender raises ``SmsRejected`` (the number is the problem), ``SmsOptedOut``
 (the subscriber said STOP), ``SmsUnavailable`` (try again later) or ``SmsFailed``
 (our side is broken); anything else it lets escape is a bug. It logs the cause
-of a failure itself, never the message text (it carries the code).
+of a failure itself, never the message text (it carries the code). A sender of
+another channel (``ChannelSender``) raises the same three outcomes as
+``DeliveryRejected``, ``DeliveryUnavailable`` and ``DeliveryFailed``, of which the
+SMS errors are the SMS cases.
+
+A recipient is keyed by one string everywhere below (``phone`` in the names, which
+predate email): an E.164 number, or an email address in canonical form
+(``otpgate.domain.recipient``).
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
+from otpgate.domain.catalog import Rendered
 from otpgate.domain.limits import (
     DAY_BUCKETS_KEPT,
     HOUR,
@@ -301,6 +309,11 @@ class OtpStore(Protocol):
         ``now``) is left as it was and returned so.
         """
 
+    async def set_channel(self, verification_id: str, channel: str) -> None:
+        """Record that ``channel`` delivered the verification's code (another channel
+        than the one it was opened for, when that one failed): only the record's channel
+        changes. Nothing happens when there is no such record."""
+
     async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
         """Count one hit on ``window`` alone, for requests that never reach an operation."""
 
@@ -334,6 +347,48 @@ class DefenceStore(Protocol):
         """Every range with a send in the last day."""
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something an app may react to, kept in the store until delivered.
+
+    ``id`` is unique in the store and ordered as the events happened, so a receiver
+    de-duplicates on it; ``type`` is ``verification.approved``, ``block.created``...
+    """
+
+    id: str
+    type: str
+    at: float
+    data: dict[str, Any]
+
+
+class EventLog(Protocol):
+    """A durable queue of events, delivered in order by one owner at a time.
+
+    A store built with events on appends them in the same atomic step as the change
+    they tell of: ``verification.approved`` (consume, or an approve), ``.canceled``
+    (a cancel, or a newer send replacing a pending code), ``.failed`` (a void),
+    ``.max_attempts`` (that finish), ``block.created`` (a surge, conversion or
+    lockout block). ``.expired`` comes from ``sweep_expired``.
+    """
+
+    async def append_event(self, type: str, data: dict[str, Any], now: float) -> None:
+        """Queue one event made outside the store's own steps (an operator's action)."""
+
+    async def next_events(
+        self, owner: str, now: float, lease_seconds: float, limit: int
+    ) -> list[Event] | None:
+        """Take (or renew) the delivery lease for ``owner`` until ``now + lease_seconds``
+        and return the oldest undelivered events; None while another owner holds it."""
+
+    async def ack_event(self, owner: str, event_id: str) -> None:
+        """``event_id`` and everything before it are delivered (only by the lease's
+        owner: another's ack changes nothing)."""
+
+    async def sweep_expired(self, now: float, limit: int) -> int:
+        """Queue ``verification.expired`` for pending verifications whose code's time
+        is up (at most ``limit``); how many."""
+
+
 class SmsSender(Protocol):
     name: str
 
@@ -350,11 +405,36 @@ class SmsSender(Protocol):
     async def close(self) -> None: ...
 
 
+class ChannelSender(Protocol):
+    """Delivers codes on channels other than SMS: WhatsApp and voice calls (to an E.164
+    number), email (to a canonical address)."""
+
+    name: str
+
+    @property
+    def problem(self) -> str | None:
+        """Why the provider is known to be broken, or None (as ``SmsSender.problem``)."""
+
+    async def deliver(self, channel: str, to: str, message: Rendered) -> str:
+        """Deliver ``message`` (an email's has a subject and an HTML body) to ``to`` on
+        ``channel``, and return the provider's message id."""
+
+    async def close(self) -> None: ...
+
+
 class TokenSigner(Protocol):
     """Turns a successful verify into a signed token a backend can check on its own."""
 
-    def sign(self, subject: str, token_id: str, purpose: str | None, now: float) -> str:
-        """A token saying ``subject`` (E.164) proved control of the phone at ``now``.
+    def sign(
+        self,
+        subject: str,
+        token_id: str,
+        purpose: str | None,
+        now: float,
+        channel: str | None = "sms",
+    ) -> str:
+        """A token saying ``subject`` (E.164, or an email address) proved control of it
+        at ``now``, with a code delivered on ``channel`` (None: not known).
 
         ``token_id`` is unique per token (its ``jti``); ``purpose``, when given, says
         what the verify was for. Pure computation: no I/O, never fails on valid input.

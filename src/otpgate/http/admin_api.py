@@ -26,6 +26,7 @@ from otpgate.domain.admin import BlockNotFound, InvalidOverride, is_override_ent
 from otpgate.domain.errors import OtpError
 from otpgate.domain.phone import mask
 from otpgate.domain.ports import Block, OverrideList, RangeStats, Verification
+from otpgate.domain.recipient import is_email_key, mask_key
 from otpgate.http.api import json_response
 from otpgate.http.auth import CHALLENGE, key_name
 from otpgate.http.errors import STATUS_BY_CODE, HttpError, error_response, http_error_response
@@ -113,7 +114,7 @@ class AdminApi:
 
     async def _lift(self, request: Request, who: str) -> Response:
         kind, scope = request.path_params["kind"], request.path_params["scope"]
-        lifted = await self._admin.lift(kind, scope)
+        lifted = await self._admin.lift(kind, scope, by=who)
         self._audit(who, "lift_block", kind=kind, scope=_log_safe(scope), reason=lifted.reason)
         return json_response({"lifted": _block(lifted)})
 
@@ -158,7 +159,7 @@ class AdminApi:
                     return error_response(status, "override_not_found", message)
                 return json_response({"list": which, "entry": entry, "present": True})
             present = request.method == "PUT"
-            changed = await self._admin.set_override(which, entry, present)
+            changed = await self._admin.set_override(which, entry, present, by=who)
             action = "override_add" if present else "override_remove"
             self._audit(who, action, list=which, entry=entry, changed=changed)
             body = {"list": which, "entry": entry, "present": present, "changed": changed}
@@ -216,8 +217,9 @@ def _conversion(sends: int, approvals: int) -> dict[str, Any]:
 
 
 def _log_safe(scope: str) -> str:
-    """A block's scope for a log line: a phone (a lockout's scope) masked, a range as is."""
-    return mask(scope) if scope.startswith("+") else scope
+    """A block's scope for a log line: a phone or an email address (a lockout's scope)
+    masked, a range as is."""
+    return mask_key(scope) if scope.startswith("+") or is_email_key(scope) else scope
 
 
 def _iso(epoch: float | None) -> str | None:

@@ -23,9 +23,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Scope
 
+from otpgate.domain.catalog import Channel, as_channel
 from otpgate.domain.errors import OtpError, RateLimited, StoreUnavailable, VerificationNotFound
-from otpgate.domain.phone import mask
 from otpgate.domain.ports import RequestWindow, Verification, WindowHit
+from otpgate.domain.recipient import is_email_key, mask_key
 from otpgate.domain.service import DEFAULT_SEND, SendOptions
 from otpgate.http.auth import end_user_address, key_name, unauthorized
 from otpgate.http.body import read_json_body
@@ -50,6 +51,7 @@ from otpgate.wiring import Components
 log = logging.getLogger("otpgate.http")
 
 REQUEST_OK = "OTP requested successfully. Check your phone."
+REQUEST_OK_EMAIL = "OTP requested successfully. Check your email."
 VERIFY_OK = "OTP verified successfully."
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -171,32 +173,42 @@ class OtpApi:
 
     async def _request_otp(self, request: Request, client: str, window: RequestWindow) -> Outcome:
         body = await read_json_body(request, RequestOtpBody, self._max_body)
-        options = DEFAULT_SEND if body.locale is None else SendOptions(locale=body.locale)
-        sent = await self._service.request_code(
-            body.phoneNumber, client, window, body.purpose, options
-        )
+        to, channel = _send_to(body)
+        if body.locale is None and channel is None:
+            options = DEFAULT_SEND
+        else:
+            options = SendOptions(locale=body.locale, channel=channel or "sms")
+        sent = await self._service.request_code(to, client, window, body.purpose, options)
         note_phone(sent.phone.masked())  # on the access line: one line per request
         payload = {
-            "message": REQUEST_OK,
+            "message": REQUEST_OK_EMAIL if sent.channel == "email" else REQUEST_OK,
             "messageId": sent.message_id,
             "expiresIn": sent.expires_in,
             "verificationId": sent.verification_id,
         }
+        # Said whenever the client chose a channel, or got another than SMS: a client that
+        # named none and got its SMS gets the answer it always got.
+        if channel is not None or sent.channel != "sms":
+            payload["channel"] = sent.channel
         return json_response(payload), sent.window_hit
 
     async def _verify_otp(self, request: Request, client: str, window: RequestWindow) -> Outcome:
         body: Any = await read_json_body(request, self._verify_model, self._max_body)
-        if body.phoneNumber is None and body.verificationId is None:
+        if body.email is not None and body.phoneNumber is not None:
+            raise HttpError("invalid_body", BOTH_RECIPIENTS)
+        if body.phoneNumber is None and body.email is None and body.verificationId is None:
             raise HttpError(
                 "invalid_body",
                 "body must have required property 'phoneNumber' or 'verificationId'.",
             )
+        by_email = body.email is not None
         verified = await self._service.verify_code(
-            body.phoneNumber,
+            body.email if by_email else body.phoneNumber,
             body.otp,
             window,
             purpose=body.purpose,
             verification_id=body.verificationId,
+            kind="email" if by_email else "phone",
         )
         note_phone(verified.phone.masked())
         payload = {
@@ -233,6 +245,29 @@ class OtpApi:
 # caller with a key.
 API_KEY_NAME = "otpgate.api_key_name"
 
+BOTH_RECIPIENTS = "body must have 'phoneNumber' or 'email', not both."
+
+
+def _send_to(body: RequestOtpBody) -> tuple[str, Channel | None]:
+    """Where the code goes, and the channel the client named (email, for an address)."""
+    phone, email = body.phoneNumber, body.email
+    channel = as_channel(body.channel) if body.channel is not None else None  # checked
+    if email is None:
+        if phone is None:
+            raise HttpError("invalid_body", "body must have required property 'phoneNumber'.")
+        if channel == "email":
+            raise HttpError(
+                "invalid_body", "body must have required property 'email' for channel email."
+            )
+        return phone, channel
+    if phone is not None:
+        raise HttpError("invalid_body", BOTH_RECIPIENTS)
+    if channel not in (None, "email"):
+        raise HttpError(
+            "invalid_body", f"body/channel {channel} sends to a phoneNumber, not an email."
+        )
+    return email, "email"
+
 
 def _verification_id(request: Request) -> str:
     vid = str(request.path_params.get("verification_id", ""))
@@ -243,9 +278,10 @@ def _verification_id(request: Request) -> str:
 
 def _verification_body(record: Verification, request: Request) -> dict[str, Any]:
     keyed = request.scope.get(API_KEY_NAME) is not None
+    field = "email" if is_email_key(record.phone) else "phoneNumber"
     return {
         "id": record.id,
-        "phoneNumber": record.phone if keyed else mask(record.phone),
+        field: record.phone if keyed else mask_key(record.phone),
         "status": record.status,
         "channel": record.channel,
         "purpose": record.purpose,

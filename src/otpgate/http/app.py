@@ -89,6 +89,8 @@ def create_app(components: Components) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         flusher = asyncio.create_task(metric_tally.flush_periodically()) if tallied else None
+        if components.relay is not None:
+            components.relay.start()
         try:
             yield
         finally:

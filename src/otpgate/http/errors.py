@@ -39,6 +39,15 @@ STATUS_BY_CODE: dict[str, int] = {
     "sms_provider_unavailable": 503,
     "sms_provider_error": 502,
     "verification_not_found": 404,
+    # The channels besides SMS (email, WhatsApp, voice): their own codes, the SMS ones kept.
+    "invalid_email": 400,
+    "channel_not_enabled": 400,
+    "recipient_rejected": 400,
+    "provider_unavailable": 503,
+    "provider_error": 502,
+    "email_send_limit": 429,
+    "ip_email_limit": 429,
+    "email_domain_budget": 429,
 }
 
 # Errors raised by the HTTP layer itself, before any use case runs.
@@ -47,6 +56,7 @@ HTTP_CODES: dict[str, tuple[int, str]] = {
     "invalid_body": (400, "Body does not match the schema."),
     "invalid_end_user_ip": (400, "X-End-User-IP must be one IPv4 or IPv6 address."),
     "invalid_locale": (400, "locale must be a BCP 47 language tag, such as es or pt-BR."),
+    "invalid_channel": (400, "channel must be one of sms, whatsapp, call or email."),
     "invalid_api_key": (401, "Invalid API key."),
     "unsupported_media_type": (415, "Content-Type must be application/json."),
     "payload_too_large": (413, "Body is too large."),

@@ -55,6 +55,9 @@ _ROUTE_CODES: dict[str, tuple[str, ...]] = {
         "invalid_json",
         "invalid_body",
         "invalid_phone_number",
+        "invalid_email",
+        "invalid_channel",
+        "channel_not_enabled",
         "invalid_locale",
         "unsupported_media_type",
         "payload_too_large",
@@ -69,10 +72,16 @@ _ROUTE_CODES: dict[str, tuple[str, ...]] = {
         "global_budget",
         "prefix_blocked",
         "country_blocked",
+        "email_send_limit",
+        "ip_email_limit",
+        "email_domain_budget",
         "sms_number_rejected",
         "sms_number_opted_out",
         "sms_provider_error",
         "sms_provider_unavailable",
+        "recipient_rejected",
+        "provider_error",
+        "provider_unavailable",
         "store_unavailable",
         "shutting_down",
     ),
@@ -80,6 +89,7 @@ _ROUTE_CODES: dict[str, tuple[str, ...]] = {
         "invalid_json",
         "invalid_body",
         "invalid_phone_number",
+        "invalid_email",
         "invalid_code",
         "unsupported_media_type",
         "payload_too_large",
@@ -307,10 +317,13 @@ def build_openapi(
             "post": {
                 "operationId": "requestOtp",
                 "security": security,
-                "summary": "Create a code and send it by SMS",
+                "summary": "Create a code and send it (SMS, WhatsApp, a voice call or email)",
                 "description": "Subject to the per-IP limit, the resend cooldown and the"
-                " per-phone send limit. A failed send stores nothing and charges no limit."
-                " `locale` picks the SMS's language, falling back to English.",
+                " per-recipient send limit. A failed send stores nothing and charges no limit."
+                " `locale` picks the message's language, falling back to English. `channel`"
+                " picks how it goes out (SMS by default); for email, send `email` in place"
+                " of `phoneNumber`. A channel whose provider is down may fall back to"
+                " another (CHANNEL_FALLBACK); the answer's `channel` says which delivered.",
                 "tags": ["otp"],
                 "parameters": [_REQUEST_ID_PARAM, _END_USER_IP_PARAM],
                 "requestBody": {
@@ -341,8 +354,9 @@ def build_openapi(
                 "security": security,
                 "summary": "Check a code once",
                 "description": "Wrong, expired, already used and never requested codes all get"
-                " the same `invalid_code` answer. A code is accepted at most once; its 200"
-                " carries a signed `token` for your backend to check against"
+                " the same `invalid_code` answer. An email code is checked with `email` in"
+                " place of `phoneNumber` (or by `verificationId`). A code is accepted at most"
+                " once; its 200 carries a signed `token` for your backend to check against"
                 " `/.well-known/jwks.json`.",
                 "tags": ["otp"],
                 "parameters": [_REQUEST_ID_PARAM, _END_USER_IP_PARAM],
@@ -562,7 +576,7 @@ def build_openapi(
         "info": {
             "title": "otpgate",
             "version": __version__,
-            "description": "Phone verification codes over SMS.\n\n"
+            "description": "Verification codes over SMS, WhatsApp, voice calls and email.\n\n"
             "Every error answer has the body `{statusCode, error, message, code}`; `code` is a"
             " stable machine string to switch on, listed per status below.\n\n"
             "The API routes take an API key as `Authorization: Bearer <key>`: required when"

@@ -56,6 +56,13 @@ async def readiness_reasons(components: Components) -> list[str]:
         problem = f"check failed: {type(exc).__name__}"
     if problem:
         reasons.append(f"sms provider ({sender.name}): {problem}")
+    for channel, other in components.other_senders():
+        try:
+            problem = other.problem
+        except Exception as exc:
+            problem = f"check failed: {type(exc).__name__}"
+        if problem:
+            reasons.append(f"{channel} provider ({other.name}): {problem}")
     return reasons
 
 

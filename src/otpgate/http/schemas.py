@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
 
+from otpgate.domain.catalog import CHANNELS
 from otpgate.domain.locale import LOCALE_PATTERN, MAX_LOCALE_LENGTH, is_locale
 from otpgate.domain.purpose import PURPOSE_PATTERN
 
@@ -65,6 +66,43 @@ LocaleField = Annotated[
     ),
 ]
 
+EmailField = Annotated[
+    str | None,
+    Field(
+        description="For the email channel, in place of phoneNumber: the address to send the"
+        " code to. Checked for its syntax only (no DNS look-up); kept and sent to in its"
+        " canonical form (lowercase, the domain in ASCII). Not an address: 400"
+        " `invalid_email`.",
+        examples=["jane@example.com"],
+        json_schema_extra={"format": "email"},
+    ),
+]
+
+
+def _channel(value: str) -> str:
+    # The error's type is the answer's machine code, as for a locale (body.py).
+    if value not in CHANNELS:
+        raise PydanticCustomError("invalid_channel", "not a channel")
+    return value
+
+
+ChannelField = Annotated[
+    Annotated[
+        str,
+        AfterValidator(_channel),
+        # Checked by ``_channel``, which answers its own machine code; the document says it.
+        Field(json_schema_extra={"enum": list(CHANNELS)}),
+    ]
+    | None,
+    Field(
+        description="How the code goes out: sms (the default), whatsapp or call (a voice"
+        " reads it out) to phoneNumber, or email to email (which implies it). A channel the"
+        " service has no provider for: 400 `channel_not_enabled`; any other value: 400"
+        " `invalid_channel`.",
+        examples=["email"],
+    ),
+]
+
 VerificationIdField = Annotated[
     str,
     Field(
@@ -80,15 +118,20 @@ class _Body(BaseModel):
 
 
 class RequestOtpBody(_Body):
-    phoneNumber: PhoneField
+    """``phoneNumber``, or for the email channel ``email``: one of them, never both."""
+
+    phoneNumber: PhoneField | None = None
+    email: EmailField = None
+    channel: ChannelField = None
     purpose: PurposeField = None
     locale: LocaleField = None
 
 
 class VerifyOtpBody(_Body):
-    """``phoneNumber`` or ``verificationId`` (or both, which must agree)."""
+    """``phoneNumber`` (or ``email``) or ``verificationId``, or both, which must agree."""
 
     phoneNumber: PhoneField | None = None
+    email: EmailField = None
     verificationId: VerificationIdField | None = None
     otp: str
     purpose: PurposeField = None
@@ -116,6 +159,12 @@ class RequestOtpResponse(BaseModel):
         description="The verification this send opened: look it up, cancel it, or verify by it.",
         examples=["VE0123456789abcdef0123456789abcdef"],
     )
+    channel: Literal["sms", "whatsapp", "call", "email"] | None = Field(
+        None,
+        description="The channel that delivered the code: the one asked for, or the one a"
+        " fallback (CHANNEL_FALLBACK) took when that one's provider was down. Present when"
+        " the request named a channel or an email, or a fallback delivered it.",
+    )
 
 
 class VerifyOtpResponse(BaseModel):
@@ -125,18 +174,27 @@ class VerifyOtpResponse(BaseModel):
         pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
         description="Proof of this verify for your backend: a JWT signed with ES256 by a key"
         " in /.well-known/jwks.json (header `kid`). Claims: `iss` (TOKEN_ISSUER), `aud`"
-        " (TOKEN_AUDIENCE), `sub` (the phone, E.164), `iat`, `exp` (TOKEN_TTL_SECONDS"
-        ' later), `jti` (the verification id), `amr` (["sms"]) and `purpose` when one was'
-        " given. Check it on your backend; never trust a client's word that it verified.",
+        " (TOKEN_AUDIENCE), `sub` (the phone, E.164, or the email address), `iat`, `exp`"
+        " (TOKEN_TTL_SECONDS later), `jti` (the verification id), `amr` (how the code went"
+        ' out: ["sms"], ["tel"] for a call, ["whatsapp"], ["email"]) and `purpose` when one'
+        " was given. Check it on your backend; never trust a client's word that it verified.",
     )
     verificationId: str = Field(description="The verification this code approved.")
 
 
 class VerificationResponse(BaseModel):
     id: str = Field(examples=["VE0123456789abcdef0123456789abcdef"])
-    phoneNumber: str = Field(
-        description="E.164; masked (+1212***0123) unless the caller sent a valid API key.",
+    phoneNumber: str | None = Field(
+        None,
+        description="E.164; masked (+1212***0123) unless the caller sent a valid API key."
+        " Absent for an email verification, which has `email` instead.",
         examples=["+1212***0123"],
+    )
+    email: str | None = Field(
+        None,
+        description="An email verification's address; masked (j***@example.com) unless the"
+        " caller sent a valid API key.",
+        examples=["j***@example.com"],
     )
     status: Literal[
         "pending", "approved", "canceled", "expired", "max_attempts_reached", "failed"
@@ -144,7 +202,10 @@ class VerificationResponse(BaseModel):
         description="canceled also when a newer code for the phone replaced this one;"
         " failed when the SMS could not be sent."
     )
-    channel: str = Field(examples=["sms"])
+    channel: str = Field(
+        description="The channel that delivered the code (sms, whatsapp, call, email).",
+        examples=["sms"],
+    )
     purpose: str | None = Field(examples=["login"])
     createdAt: str = Field(description="ISO 8601, UTC.", examples=["2026-11-30T12:00:00.000Z"])
     updatedAt: str = Field(description="ISO 8601, UTC: the last status change.")

@@ -8,8 +8,9 @@ Twilio's verification JSON, and errors Twilio's ``{"code","message","more_info",
 another exception class).
 
 What maps to what:
-- ``POST Verifications`` is a send (``OtpService.request_code``), counted in the
-  same per-IP window as ``/api/v1/request-otp``; ``Amount`` and ``Payee`` bind the
+- ``POST Verifications`` is a send (``OtpService.request_code``) on its ``Channel``
+  (``sms``, ``whatsapp``, ``call``, or ``email`` with an address as ``To``), counted in
+  the same per-IP window as ``/api/v1/request-otp``; ``Amount`` and ``Payee`` bind the
   code as a purpose does; ``DeviceIp`` is the end user's address, which the per-IP
   limits count instead of the caller's. The service's friendly name is ``{app}`` in
   the text. A create for a ``To`` whose verification is pending resumes it (same sid,
@@ -46,6 +47,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from otpgate.api_keys import digest_matches
+from otpgate.domain.catalog import as_channel
 from otpgate.domain.errors import (
     InvalidCode,
     NoPendingCode,
@@ -70,7 +72,6 @@ log = logging.getLogger("otpgate.http")
 PREFIX = "/v2/Services/{service_sid}"
 # The longest Amount or Payee kept (both fit a verification's details together).
 DETAIL_MAX = 200
-CHANNELS = frozenset({"sms"})
 _VERIFICATION_ID = re.compile(VERIFICATION_ID_PATTERN)
 FORM = b"application/x-www-form-urlencoded"
 CHALLENGE = {"www-authenticate": 'Basic realm="Twilio API"'}
@@ -121,6 +122,15 @@ TWILIO_BY_CODE: dict[str, tuple[int, int, str]] = {
     "sms_provider_error": (502, 60008, "The SMS could not be sent"),
     "sms_number_rejected": (400, 60200, "Invalid parameter: To"),
     "sms_number_opted_out": (400, 21610, "Attempt to send to unsubscribed recipient"),
+    "invalid_email": (400, 60200, "Invalid parameter: To"),
+    # As before channels other than SMS were served: an invalid Channel.
+    "channel_not_enabled": (400, 60200, "Invalid parameter: Channel (not enabled)"),
+    "recipient_rejected": (400, 60200, "Invalid parameter: To"),
+    "provider_unavailable": (503, 20503, "Service unavailable: the delivery provider"),
+    "provider_error": (502, 60008, "The code could not be sent"),
+    "email_send_limit": (429, 60203, "Max send attempts reached"),
+    "ip_email_limit": (429, 60203, "Max send attempts reached"),
+    "email_domain_budget": (429, 60203, "Max send attempts reached"),
 }
 
 
@@ -301,9 +311,9 @@ class TwilioVerifyApi:
     async def _create(self, request: Request, call: Call) -> Outcome:
         form = call.form
         to = _required(form, "To")
-        channel = _required(form, "Channel")
-        if channel not in CHANNELS:
-            raise invalid_parameter("Channel", "only sms is supported")
+        channel = as_channel(_required(form, "Channel"))
+        if channel is None:
+            raise invalid_parameter("Channel", "sms, whatsapp, call or email")
         amount, payee = form.get("Amount"), form.get("Payee")
         details = call.details(amount, payee)
         options = SendOptions(
@@ -313,6 +323,7 @@ class TwilioVerifyApi:
             android_app_hash=_checked(form, "AppHash", check_android_app_hash),
             details=details,
             resume=True,
+            channel=channel,
         )
         sent = await self._service.request_code(
             to, call.client_key, call.window, purpose_of(amount, payee), options
@@ -325,9 +336,9 @@ class TwilioVerifyApi:
             now = time.time()
             record = Verification(
                 sent.verification_id,
-                sent.phone.e164,
+                sent.phone.key,
                 "pending",
-                channel,
+                sent.channel,
                 None,
                 now,
                 now,
@@ -345,6 +356,7 @@ class TwilioVerifyApi:
         if sid is not None:
             await call.own(self._service, sid)  # another service's is not found here
         amount, payee = form.get("Amount"), form.get("Payee")
+        by_email = to is not None and "@" in to  # Twilio's To is an address for email
         try:
             verified = await self._service.verify_code(
                 to,
@@ -352,6 +364,7 @@ class TwilioVerifyApi:
                 call.window,
                 purpose=purpose_of(amount, payee),
                 verification_id=sid,
+                kind="email" if by_email else "phone",
             )
         except NoPendingCode:
             raise
@@ -377,9 +390,9 @@ class TwilioVerifyApi:
             now = time.time()
             record = Verification(
                 verified.verification_id,
-                verified.phone.e164,
+                verified.phone.key,
                 "approved",
-                "sms",
+                "email" if by_email else "sms",
                 None,
                 now,
                 now,

@@ -1,7 +1,8 @@
-"""Webhook sender: POST each SMS as JSON to a URL the operator runs, signed.
+"""Webhook sender: POST each SMS (and WhatsApp message or voice call) as JSON to a URL
+the operator runs, signed.
 
-It lets a team plug any SMS vendor in behind a small receiver, without
-changing this service. The request::
+It lets a team plug any SMS, WhatsApp or voice vendor in behind a small receiver,
+without changing this service. The request::
 
     POST <SMS_WEBHOOK_URL>
     Content-Type: application/json
@@ -10,7 +11,12 @@ changing this service. The request::
     X-Otpgate-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>" keyed
                                  with SMS_WEBHOOK_SECRET>
 
-    {"phoneNumber": "+12125550100", "message": "...", "idempotencyKey": "5f0c..."}
+    {"phoneNumber": "+12125550100", "message": "...", "idempotencyKey": "5f0c...",
+     "channel": "sms"}
+
+``channel`` is ``sms``, ``whatsapp`` or ``call`` (the message is then the text to speak,
+the code spelled digit by digit); the receiver must deliver on that channel, or refuse
+the request. The other fields are the same on every channel.
 
 The idempotency key is fixed per send and repeated on every retry of it, so a
 receiver that remembers keys never sends one SMS twice; that is why, unlike
@@ -39,7 +45,15 @@ import httpx
 import orjson
 
 from otpgate import __version__
-from otpgate.domain.errors import SmsFailed, SmsRejected
+from otpgate.domain.catalog import Rendered
+from otpgate.domain.errors import (
+    DeliveryFailed,
+    DeliveryRejected,
+    DeliveryUnavailable,
+    SmsFailed,
+    SmsRejected,
+    SmsUnavailable,
+)
 from otpgate.sms.health import ProblemLatch
 from otpgate.sms.retry import ProviderUnavailable, Retrier, RetryPolicy
 
@@ -52,6 +66,8 @@ IDEMPOTENCY_HEADER = "idempotency-key"
 _REJECTED = frozenset({400, 422})
 _TRANSIENT = frozenset({408, 409, 425, 429})
 _MAX_ID_BODY = 4096
+# How a channel is named in what a client is told.
+_CHANNEL_NAMES = {"whatsapp": "WhatsApp", "call": "voice call"}
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -87,8 +103,29 @@ class WebhookSender:
         )
 
     async def send(self, phone: str, message: str) -> str:
+        return await self._send(phone, message, "sms")
+
+    async def deliver(self, channel: str, to: str, message: Rendered) -> str:
+        """A WhatsApp message or a voice call: the SMS's request with its ``channel``,
+        and the SMS's outcomes told as that channel's."""
+        name = _CHANNEL_NAMES.get(channel, channel)
+        try:
+            return await self._send(to, message.text, channel)
+        except SmsRejected as exc:
+            raise DeliveryRejected(f"The {name} provider rejected this phone number.") from exc
+        except SmsUnavailable as exc:
+            raise DeliveryUnavailable(
+                f"The {name} provider is temporarily unavailable. Please try again later.",
+                retry_after=exc.retry_after,
+            ) from exc
+        except SmsFailed as exc:
+            raise DeliveryFailed(f"The {name} message could not be sent.") from exc
+
+    async def _send(self, phone: str, message: str, channel: str) -> str:
         key = str(uuid.uuid4())
-        body = orjson.dumps({"phoneNumber": phone, "message": message, "idempotencyKey": key})
+        body = orjson.dumps(
+            {"phoneNumber": phone, "message": message, "idempotencyKey": key, "channel": channel}
+        )
         budget = self._retrier.start()
         message_id = await budget.call(lambda: self._post(body, key), "webhook")
         self._health.ok()

@@ -138,6 +138,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from otpgate.domain.errors import StoreUnavailable
+from otpgate.domain.events import EVENT_NAMES, block_data, verification_data
 from otpgate.domain.limits import (
     DAY_BUCKETS_KEPT,
     HOUR,
@@ -162,6 +163,7 @@ from otpgate.domain.ports import (
     SENDS_KEPT,
     Attempt,
     Block,
+    Event,
     Issued,
     OverrideList,
     PhoneState,
@@ -300,7 +302,12 @@ def _decrement(counters: dict[_Slot, _Counter], slot: _Slot) -> None:
 
 
 class MemoryStore:
-    def __init__(self) -> None:
+    def __init__(self, *, events: bool = False) -> None:
+        self._events_on = events
+        self._events: list[Event] = []
+        self._delivered = 0  # events before this index are delivered
+        self._lease: tuple[str, float] = ("", 0.0)  # owner, until
+        self._awaiting: dict[str, float] = {}  # pending verification id: its code's end
         self._codes: dict[str, _Code] = {}
         self._cooldowns: dict[str, _Until] = {}
         self._failures: dict[str, _Failures] = {}
@@ -337,7 +344,7 @@ class MemoryStore:
             self._voided[(request.phone, request.send_id)] = _Until(now + request.reach_seconds)
             return
         del self._codes[request.phone]
-        self._set_status(code.verification_id, "failed", now)
+        self._finished(code.verification_id, "failed", now)
         self._cooldowns.pop(request.phone, None)
         for q in request.quotas:
             if q.buckets:
@@ -392,9 +399,11 @@ class MemoryStore:
         locked = lockout.wait_seconds(count + 1)
         if locked:
             # A failure that locks the phone: operators see it among the blocks.
-            self._registry[(lockout.kind, phone)] = Block(
+            block = Block(
                 lockout.kind, phone, "failures", now, now + locked, {"failures": count + 1}
             )
+            self._registry[(lockout.kind, phone)] = block
+            self._emit("block.created", block_data(block), now)
         return Attempt(
             attempts=code.attempts,
             code_hash=code.code_hash,
@@ -423,7 +432,7 @@ class MemoryStore:
         record = self._records.get(code.verification_id)
         named = verification_id == code.verification_id and record is not None
         if named and record is not None and record.verification.status == "pending":
-            self._set_status(verification_id, "approved", now)
+            self._finished(verification_id, "approved", now)
         return True
 
     async def get_verification(self, verification_id: str, now: float) -> Verification | None:
@@ -440,7 +449,26 @@ class MemoryStore:
             return seen
         if status in ("canceled", "approved"):
             del self._codes[seen.phone]  # pending: the phone's live code is its own
-        return self._set_status(verification_id, status, now)
+        return self._finished(verification_id, status, now)
+
+    def _finished(
+        self, verification_id: str, status: VerificationStatus, now: float
+    ) -> Verification | None:
+        """Set a final status, and tell of it."""
+        record = self._set_status(verification_id, status, now)
+        if record is not None:
+            self._awaiting.pop(verification_id, None)
+            self._emit(f"verification.{EVENT_NAMES[status]}", verification_data(record), now)
+        return record
+
+    def _emit(self, type: str, data: dict[str, Any], now: float) -> None:
+        if self._events_on:
+            self._events.append(Event(str(len(self._events) + 1), type, now, data))
+
+    async def set_channel(self, verification_id: str, channel: str) -> None:
+        record = self._records.get(verification_id)
+        if record is not None:
+            record.verification = replace(record.verification, channel=channel)
 
     def _current(self, verification: Verification, now: float) -> bool:
         code = _live(self._codes, verification.phone, now)
@@ -547,7 +575,9 @@ class MemoryStore:
         self, kind: str, key: str, reason: str, now: float, seconds: int, counts: dict[str, int]
     ) -> Refused:
         self._blocks[(kind, key)] = _Until(now + seconds)
-        self._registry[(kind, key)] = Block(kind, key, reason, now, now + seconds, counts)
+        block = Block(kind, key, reason, now, now + seconds, counts)
+        self._registry[(kind, key)] = block
+        self._emit("block.created", block_data(block), now)
         return Refused(kind, seconds)
 
     def _settled(self, scope: str, now: float, settle_seconds: int) -> tuple[int, int]:
@@ -560,6 +590,18 @@ class MemoryStore:
             sum(counts.sends.get(j, 0) for j in weighed),
             sum(counts.approvals.get(j, 0) for j in weighed),
         )
+
+    def _supersede(self, phone: str, now: float) -> None:
+        """A newer send replaces the phone's live code: its pending verification is
+        canceled from now on (``Verification.seen_at``); with events on, say so."""
+        code = _live(self._codes, phone, now)
+        if not (self._events_on and code is not None and code.verification_id):
+            return
+        record = self._records.get(code.verification_id)
+        if record is not None and record.verification.status == "pending":
+            self._awaiting.pop(record.verification.id, None)
+            seen = replace(record.verification, status="canceled")
+            self._emit("verification.canceled", verification_data(seen), now)
 
     def _resumable(self, request: SendRequest, now: float) -> _Record | None:
         """The pending verification this send continues (``request.resume``), if any."""
@@ -582,6 +624,8 @@ class MemoryStore:
     def _charge(self, request: SendRequest, now: float) -> Issued:
         expires_at = now + request.ttl_seconds
         resumed = self._resumable(request, now)  # before the code is replaced
+        if resumed is None:
+            self._supersede(request.phone, now)
         code = _Code(request.code_hash, 0, expires_at, request.send_id, sent_at=now)
         self._codes[request.phone] = code
         for scope in request.ranges:
@@ -599,6 +643,7 @@ class MemoryStore:
                 send_times=(*v.send_times, now)[-SENDS_KEPT:],
             )
             resumed.expires_at = expires_at + request.retention_seconds
+            self._awaiting[v.id] = expires_at
         elif request.verification_id:
             code.verification_id = request.verification_id
             record = Verification(
@@ -614,6 +659,8 @@ class MemoryStore:
                 send_times=(now,),
             )
             self._records[record.id] = _Record(record, expires_at + request.retention_seconds)
+            if self._events_on:
+                self._awaiting[record.id] = expires_at
         if request.cooldown_seconds > 0:
             self._cooldowns[request.phone] = _Until(now + request.cooldown_seconds)
         now_ms = to_ms(now)
@@ -722,6 +769,34 @@ class MemoryStore:
             if row.day_sends:
                 stats.append(row)
         return stats
+
+    # -- events (EventLog) ---------------------------------------------------------------
+    async def append_event(self, type: str, data: dict[str, Any], now: float) -> None:
+        self._emit(type, data, now)
+
+    async def next_events(
+        self, owner: str, now: float, lease_seconds: float, limit: int
+    ) -> list[Event] | None:
+        holder, until = self._lease
+        if holder != owner and until > now:
+            return None
+        self._lease = (owner, now + lease_seconds)
+        return self._events[self._delivered : self._delivered + limit]
+
+    async def ack_event(self, owner: str, event_id: str) -> None:
+        if self._lease[0] != owner:
+            return
+        self._delivered = max(self._delivered, int(event_id))
+
+    async def sweep_expired(self, now: float, limit: int) -> int:
+        due = sorted((end, vid) for vid, end in self._awaiting.items() if end <= now)[:limit]
+        for _, vid in due:
+            del self._awaiting[vid]
+            record = self._records.get(vid)
+            if record is not None and record.verification.status == "pending":
+                seen = replace(record.verification, status="expired")
+                self._emit("verification.expired", verification_data(seen), now)
+        return len(due)
 
     # -- for tests that drive the clock ------------------------------------------------
     def deadlines(self, lockout: Lockout | None = None) -> list[float]:

@@ -59,6 +59,7 @@ from typing import Any
 import orjson
 
 from otpgate.domain.errors import StoreUnavailable
+from otpgate.domain.events import EVENT_NAMES
 from otpgate.domain.limits import (
     DAY_BUCKETS_KEPT,
     HOUR,
@@ -80,6 +81,7 @@ from otpgate.domain.ports import (
     SENDS_KEPT,
     Attempt,
     Block,
+    Event,
     Issued,
     OverrideList,
     PhoneState,
@@ -186,11 +188,15 @@ class _Script:
 
 
 _LUA = files("otpgate.store").joinpath("lua")
-_ISSUE = _Script.of("window", "limits", "ranges", "issue")
-_VOID = _Script.of("ranges", "void")
-_FINISH = _Script.of("finish")
-_BEGIN_VERIFY = _Script.of("window", "begin_verify")
-_CONSUME = _Script.of("ranges", "consume")
+_ISSUE = _Script.of("window", "limits", "ranges", "events", "issue")
+_VOID = _Script.of("ranges", "events", "void")
+_FINISH = _Script.of("events", "finish")
+_BEGIN_VERIFY = _Script.of("window", "events", "begin_verify")
+_CONSUME = _Script.of("ranges", "events", "consume")
+_NEXT_EVENTS = _Script.of("next_events")
+_ACK_EVENT = _Script.of("ack_event")
+_SWEEP = _Script.of("events", "sweep")
+_CHANNEL = _Script.of("channel")
 
 # ranges.lua's bucket layout: stat bucket ms, stat buckets kept, hour ms, hours kept.
 _RANGE_BUCKETS = [STAT_BUCKET_SECONDS * 1000, STAT_BUCKETS_KEPT, HOUR * 1000, DAY_BUCKETS_KEPT]
@@ -225,10 +231,12 @@ class RedisStore:
         timeout: float = 0.5,
         fast_path: bool = True,
         tls: RedisTls | None = None,
+        events: bool = False,
     ) -> None:
         """``url`` as REDIS_URL writes it, or parsed; ``tls`` is used with ``rediss://``
-        and ``rediss+cluster://``. On Redis Cluster, ``prefix`` is given a hash tag when it
-        has none (``redis_cluster.cluster_prefix``; PrefixError when it cannot be)."""
+        and ``rediss+cluster://``; with ``events`` the steps queue events (``EventLog``).
+        On Redis Cluster, ``prefix`` is given a hash tag when it has none
+        (``redis_slot.cluster_prefix``; PrefixError when it cannot be)."""
         self._url = parse_redis_url(url) if isinstance(url, str) else url
         slot = 0
         if isinstance(self._url, ClusterUrl):
@@ -236,6 +244,8 @@ class RedisStore:
             slot = key_slot(prefix)
         self._prefix = prefix
         self._slot = slot
+        self._events_on = events
+        self._ev = "1" if events else "0"
         self._timeout = timeout
         self._tls = tls
         self._conn = _link(self._url, timeout, fast_path, tls, slot)
@@ -247,6 +257,11 @@ class RedisStore:
 
     def _scoped(self, scope: str, what: str) -> str:
         return f"{self._prefix}{{{scope}}}:{what}"
+
+    def _events_key(self, what: str) -> str:
+        """``log`` (the events stream), ``lease`` (its deliverer and how far it got),
+        ``awaiting`` (pending verifications by their code's end)."""
+        return f"{self._prefix}{{events}}:{what}"
 
     def _defence_key(self, what: str) -> str:
         """Operators' shared state: ``exempt``/``deny`` (sets of range entries),
@@ -276,6 +291,7 @@ class RedisStore:
                 self._scoped(g.key, f"b:{g.kind}"),
             ]
         keys += [self._defence_key(k) for k in ("exempt", "deny", "blocks", "ranges")]
+        keys += [self._events_key("log"), self._events_key("awaiting")]
         keys += [self._scoped(r, "cv") for r in request.ranges]
         conversions = []
         for c in request.conversions:
@@ -308,6 +324,8 @@ class RedisStore:
             "cv": conversions,
             "rb": _RANGE_BUCKETS,
         }
+        if self._events_on:
+            spec |= {"ev": True, "kp": self._prefix}
         _add_verification(spec, request)
         if request.resume and request.verification_id:
             # The record to continue is named by the code being replaced; the script
@@ -355,10 +373,15 @@ class RedisStore:
             now_ms,
             self._prefix,
             *_RANGE_BUCKETS,
+            self._ev,
             *(d.member for d in request.distinct),
         ]
         ranges = [self._scoped(r, "cv") for r in request.ranges]
-        ranges.append(self._defence_key("ranges"))
+        ranges += [
+            self._defence_key("ranges"),
+            self._events_key("log"),
+            self._events_key("awaiting"),
+        ]
         await self._run(_VOID, self._send_keys(request) + counters + logs + sets + ranges, args)
 
     async def begin_verify(
@@ -379,11 +402,15 @@ class RedisStore:
             "c": lockout.hard_cap,
             "mem": lockout.memory_seconds * 1000,
             "ph": phone,
+            "k": lockout.kind,
         }
+        if self._events_on:
+            spec["ev"] = True
         keys = [
             self._phone_key(phone, "code"),
             self._phone_key(phone, "fails"),
             self._defence_key("locks"),
+            self._events_key("log"),
         ]
         self._add_window(keys, spec, window)
         reply = await self._run(_BEGIN_VERIFY, keys, [orjson.dumps(spec)])
@@ -413,9 +440,11 @@ class RedisStore:
             self._phone_key(phone, "fails"),
             self._record_key(verification_id),
             self._defence_key("locks"),
+            self._events_key("log"),
+            self._events_key("awaiting"),
             *(self._scoped(r, "cv") for r in ranges),
         ]
-        args = [code_hash, verification_id, to_ms(now), phone, *_RANGE_BUCKETS]
+        args = [code_hash, verification_id, to_ms(now), phone, *_RANGE_BUCKETS, self._ev]
         return bool(await self._run(_CONSUME, keys, args))
 
     async def get_verification(self, verification_id: str, now: float) -> Verification | None:
@@ -426,6 +455,9 @@ class RedisStore:
     ) -> Verification | None:
         return await self._finish(verification_id, status, now)
 
+    async def set_channel(self, verification_id: str, channel: str) -> None:
+        await self._run(_CHANNEL, [self._record_key(verification_id)], [channel])
+
     async def _finish(self, verification_id: str, status: str, now: float) -> Verification | None:
         record = self._record_key(verification_id)
         try:
@@ -435,8 +467,15 @@ class RedisStore:
             raise StoreUnavailable() from exc
         if phone is None:
             return None
-        keys = [record, self._phone_key(phone.decode(), "code")]
-        reply = await self._run(_FINISH, keys, [verification_id, status, to_ms(now)])
+        keys = [
+            record,
+            self._phone_key(phone.decode(), "code"),
+            self._events_key("log"),
+            self._events_key("awaiting"),
+        ]
+        name = EVENT_NAMES[status] if status else ""  # type: ignore[index]
+        args = [verification_id, status, to_ms(now), self._ev, name]
+        reply = await self._run(_FINISH, keys, args)
         if not reply:
             return None  # lapsed between the two steps
         fields = {reply[i].decode(): reply[i + 1].decode() for i in range(1, len(reply), 2)}
@@ -455,6 +494,41 @@ class RedisStore:
             else (),
         )
         return stored.seen_at(now, bool(reply[0]))
+
+    # -- events (EventLog) ---------------------------------------------------------------
+    async def append_event(self, type: str, data: dict[str, Any], now: float) -> None:
+        if self._events_on:
+            log_key, at = self._events_key("log"), to_ms(now)
+            await self._cmd("XADD", log_key, "*", "t", type, "at", at, "d", orjson.dumps(data))
+
+    async def next_events(
+        self, owner: str, now: float, lease_seconds: float, limit: int
+    ) -> list[Event] | None:
+        keys = [self._events_key("lease"), self._events_key("log")]
+        until = to_ms(now + lease_seconds)
+        reply = await self._run(_NEXT_EVENTS, keys, [owner, to_ms(now), until, limit])
+        if not reply and reply != []:
+            return None
+        found = []
+        for entry_id, flat in reply:
+            fields = dict(_pairs(flat))
+            found.append(
+                Event(
+                    entry_id.decode(),
+                    fields[b"t"].decode(),
+                    int(fields[b"at"]) / 1000,
+                    orjson.loads(fields[b"d"]),
+                )
+            )
+        return found
+
+    async def ack_event(self, owner: str, event_id: str) -> None:
+        keys = [self._events_key("lease"), self._events_key("log")]
+        await self._run(_ACK_EVENT, keys, [owner, event_id])
+
+    async def sweep_expired(self, now: float, limit: int) -> int:
+        keys = [self._events_key("awaiting"), self._events_key("log")]
+        return int(await self._run(_SWEEP, keys, [to_ms(now), limit, self._prefix]))
 
     # -- what operators see and undo (DefenceStore) ------------------------------------
     async def _cmd(self, *args: Any) -> Any:

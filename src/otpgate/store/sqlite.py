@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from otpgate.domain.errors import StoreUnavailable
+from otpgate.domain.events import EVENT_NAMES, block_data, verification_data
 from otpgate.domain.limits import (
     DAY_BUCKETS_KEPT,
     HOUR,
@@ -51,6 +52,7 @@ from otpgate.domain.ports import (
     SENDS_KEPT,
     Attempt,
     Block,
+    Event,
     Issued,
     OverrideList,
     PhoneState,
@@ -119,6 +121,24 @@ CREATE TABLE IF NOT EXISTS overrides (
     entry      TEXT NOT NULL,
     PRIMARY KEY (list, entry)
 ) WITHOUT ROWID;
+-- Events waiting for delivery, in order; the lease of the one deliverer and how far
+-- it got; pending verifications by their code's end (for verification.expired).
+CREATE TABLE IF NOT EXISTS events (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    type       TEXT NOT NULL,
+    at         REAL NOT NULL,
+    data       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS event_lease (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    owner      TEXT NOT NULL,
+    until      REAL NOT NULL,
+    delivered  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS awaiting (
+    id         TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
 -- What set each block (surge, conversion, failures), for operators.
 CREATE TABLE IF NOT EXISTS blocks (
     kind       TEXT NOT NULL,
@@ -175,9 +195,38 @@ def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
     return error
 
 
+class _Connection(sqlite3.Connection):
+    """The store's connection, knowing whether its steps queue events (``_emit``)."""
+
+    events_on = False
+
+
+def _emit(conn: sqlite3.Connection, type: str, data: dict[str, Any], now: float) -> None:
+    if getattr(conn, "events_on", False):
+        conn.execute(
+            "INSERT INTO events (type, at, data) VALUES (?, ?, ?)",
+            (type, now, json.dumps(data, sort_keys=True)),
+        )
+
+
+def _finish(
+    conn: sqlite3.Connection, verification_id: str, status: VerificationStatus, now: float
+) -> None:
+    """Set a final status, and tell of it."""
+    _set_status(conn, verification_id, status, now)
+    if getattr(conn, "events_on", False):
+        conn.execute("DELETE FROM awaiting WHERE id = ?", (verification_id,))
+        record = _verification(conn, verification_id, now, raw=True)
+        if record is not None:
+            _emit(conn, f"verification.{EVENT_NAMES[status]}", verification_data(record), now)
+
+
 class SqliteStore:
-    def __init__(self, path: Path | str, *, busy_timeout_ms: int = 2000) -> None:
+    def __init__(
+        self, path: Path | str, *, busy_timeout_ms: int = 2000, events: bool = False
+    ) -> None:
         self._path = str(path)
+        self._events_on = events
         self._lock_path: str | None = None
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
@@ -207,7 +256,9 @@ class SqliteStore:
                     timeout=self._timeout,
                     isolation_level=None,
                     check_same_thread=False,
+                    factory=_Connection,
                 )
+                conn.events_on = self._events_on
                 try:
                     conn.execute("PRAGMA journal_mode=WAL")
                     conn.execute("PRAGMA synchronous=NORMAL")
@@ -379,11 +430,12 @@ class SqliteStore:
                 for scope in ranges:
                     _count_range(conn, scope, "a", float(row[1]), now, 1)
             if verification_id and row[0] == verification_id:
-                conn.execute(
-                    "UPDATE verifications SET status = 'approved', updated_at = ?"
-                    " WHERE id = ? AND status = 'pending'",
-                    (now, verification_id),
-                )
+                pending = conn.execute(
+                    "SELECT 1 FROM verifications WHERE id = ? AND status = 'pending'",
+                    (verification_id,),
+                ).fetchone()
+                if pending:
+                    _finish(conn, verification_id, "approved", now)
             return True
 
         return await self._call(tx)
@@ -400,10 +452,72 @@ class SqliteStore:
                 return seen
             if status in ("canceled", "approved"):
                 conn.execute("DELETE FROM codes WHERE phone = ?", (seen.phone,))
-            _set_status(conn, verification_id, status, now)
+            _finish(conn, verification_id, status, now)
             return replace(seen, status=status, updated_at=now)
 
         return await self._call(tx)
+
+    # -- events (EventLog) ---------------------------------------------------------------
+    async def append_event(self, type: str, data: dict[str, Any], now: float) -> None:
+        await self._call(lambda conn: _emit(conn, type, data, now))
+
+    async def next_events(
+        self, owner: str, now: float, lease_seconds: float, limit: int
+    ) -> list[Event] | None:
+        def tx(conn: sqlite3.Connection) -> list[Event] | None:
+            row = conn.execute("SELECT owner, until, delivered FROM event_lease").fetchone()
+            delivered = int(row[2]) if row else 0
+            if row and row[0] != owner and row[1] > now:
+                return None
+            conn.execute(
+                "INSERT OR REPLACE INTO event_lease (id, owner, until, delivered)"
+                " VALUES (1, ?, ?, ?)",
+                (owner, now + lease_seconds, delivered),
+            )
+            return [
+                Event(str(seq), type, at, json.loads(data))
+                for seq, type, at, data in conn.execute(
+                    "SELECT seq, type, at, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (delivered, limit),
+                )
+            ]
+
+        return await self._call(tx)
+
+    async def ack_event(self, owner: str, event_id: str) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            done = conn.execute(
+                "UPDATE event_lease SET delivered = max(delivered, ?) WHERE owner = ?",
+                (int(event_id), owner),
+            ).rowcount
+            if done:
+                conn.execute("DELETE FROM events WHERE seq <= ?", (int(event_id),))
+
+        await self._call(tx)
+
+    async def sweep_expired(self, now: float, limit: int) -> int:
+        def tx(conn: sqlite3.Connection) -> int:
+            due = conn.execute(
+                "SELECT id FROM awaiting WHERE expires_at <= ? ORDER BY expires_at, id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            for (vid,) in due:
+                conn.execute("DELETE FROM awaiting WHERE id = ?", (vid,))
+                record = _verification(conn, vid, now, raw=True)
+                if record is not None and record.status == "pending":
+                    seen = replace(record, status="expired")
+                    _emit(conn, "verification.expired", verification_data(seen), now)
+            return len(due)
+
+        return await self._call(tx)
+
+    async def set_channel(self, verification_id: str, channel: str) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE verifications SET channel = ? WHERE id = ?", (channel, verification_id)
+            )
+
+        await self._call(tx)
 
     # -- what operators see and undo (DefenceStore) ------------------------------------
     async def blocks(self, now: float) -> list[Block]:
@@ -691,6 +805,11 @@ def _block(
 
 
 def _record_block(conn: sqlite3.Connection, block: Block) -> None:
+    _store_block(conn, block)
+    _emit(conn, "block.created", block_data(block), block.started_at)
+
+
+def _store_block(conn: sqlite3.Connection, block: Block) -> None:
     conn.execute(
         "INSERT OR REPLACE INTO blocks (kind, scope, reason, started_at, ends_at, counts)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -759,7 +878,13 @@ def _charge(conn: sqlite3.Connection, request: SendRequest, now: float) -> Issue
         _count_range(conn, scope, "s", now, now, 1)
     expires_at = now + request.ttl_seconds
     resumed = _resumable(conn, request, now)  # before the code is replaced
+    if resumed is None:
+        _supersede(conn, request.phone, now)
     vid = resumed[0] if resumed is not None else request.verification_id
+    if vid and getattr(conn, "events_on", False):
+        conn.execute(
+            "INSERT OR REPLACE INTO awaiting (id, expires_at) VALUES (?, ?)", (vid, expires_at)
+        )
     conn.execute(
         "INSERT OR REPLACE INTO codes (phone, code_hash, attempts, expires_at, send_id,"
         " new_members, verification_id, sent_at) VALUES (?, ?, 0, ?, ?, ?, ?, ?)",
@@ -806,6 +931,23 @@ def _charge(conn: sqlite3.Connection, request: SendRequest, now: float) -> Issue
     return Issued(request, now, verification_id=vid)
 
 
+def _supersede(conn: sqlite3.Connection, phone: str, now: float) -> None:
+    """A newer send replaces the phone's live code: its pending verification is
+    canceled from now on (``Verification.seen_at``); with events on, say so."""
+    if not getattr(conn, "events_on", False):
+        return
+    row = conn.execute(
+        "SELECT verification_id FROM codes WHERE phone = ? AND expires_at > ?"
+        " AND verification_id IS NOT NULL",
+        (phone, now),
+    ).fetchone()
+    record = _verification(conn, row[0], now, raw=True) if row else None
+    if record is not None and record.status == "pending":
+        conn.execute("DELETE FROM awaiting WHERE id = ?", (record.id,))
+        seen = replace(record, status="canceled")
+        _emit(conn, "verification.canceled", verification_data(seen), now)
+
+
 def _resumable(
     conn: sqlite3.Connection, request: SendRequest, now: float
 ) -> tuple[str, tuple[float, ...]] | None:
@@ -841,8 +983,9 @@ def _set_status(
 
 
 def _verification(
-    conn: sqlite3.Connection, verification_id: str, now: float
+    conn: sqlite3.Connection, verification_id: str, now: float, *, raw: bool = False
 ) -> Verification | None:
+    """The record as of ``now`` (``Verification.seen_at``); ``raw``: as stored."""
     row = conn.execute(
         "SELECT v.phone, v.status, v.channel, v.purpose, v.created_at, v.updated_at,"
         " v.code_expires_at, c.verification_id IS NOT NULL AND c.expires_at > ?,"
@@ -866,7 +1009,7 @@ def _verification(
         details=row[8],
         send_times=_split_times(row[9]),
     )
-    return record.seen_at(now, bool(row[7]))
+    return record if raw else record.seen_at(now, bool(row[7]))
 
 
 def _blocks(conn: sqlite3.Connection, now: float) -> list[Block]:
@@ -921,7 +1064,7 @@ def _void(conn: sqlite3.Connection, request: SendRequest, now: float) -> None:
         _count_range(conn, scope, "s", now, now, -1)
     new_members = [flag == "1" for flag in row[0] or ""]
     if row[1]:
-        _set_status(conn, row[1], "failed", now)
+        _finish(conn, row[1], "failed", now)
     conn.execute("DELETE FROM counters WHERE key = ?", (_cooldown_key(request.phone),))
     for q in request.quotas:
         if q.buckets:

@@ -1,4 +1,5 @@
-"""``TokenSigner`` with ES256: a JWT that says which phone was verified, and when.
+"""``TokenSigner`` with ES256: a JWT that says which phone (or email address) was
+verified, when, and by a code sent how.
 
 Everything that does not change per token (the key, the header, the algorithm
 registry) is prepared once; a signature is the only real work per verify.
@@ -16,6 +17,16 @@ from otpgate.tokens.keys import ALGORITHM, SigningKey
 
 # RFC 8176: the user proved control of a phone by a code sent to it.
 AMR = ("sms",)
+# ``amr`` by the channel that delivered the code: RFC 8176's ``sms`` and ``tel`` (a
+# telephone call); ``email`` and ``whatsapp``, which it does not register, by their
+# names; ``otp`` (a one-time password, RFC 8176) when the channel is not known.
+AMR_BY_CHANNEL: dict[str | None, str] = {
+    "sms": "sms",
+    "call": "tel",
+    "email": "email",
+    "whatsapp": "whatsapp",
+}
+UNKNOWN_CHANNEL_AMR = "otp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +46,14 @@ class JwtSigner:
         self._config = config
         self.kid = key.kid
 
-    def sign(self, subject: str, token_id: str, purpose: str | None, now: float) -> str:
+    def sign(
+        self,
+        subject: str,
+        token_id: str,
+        purpose: str | None,
+        now: float,
+        channel: str | None = "sms",
+    ) -> str:
         config = self._config
         issued_at = int(now)
         claims: dict[str, Any] = {
@@ -45,7 +63,7 @@ class JwtSigner:
             "iat": issued_at,
             "exp": issued_at + config.ttl_seconds,
             "jti": token_id,
-            "amr": list(AMR),
+            "amr": [AMR_BY_CHANNEL.get(channel, UNKNOWN_CHANNEL_AMR)],
         }
         if purpose is not None:
             claims["purpose"] = purpose

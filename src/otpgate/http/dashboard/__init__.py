@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
+
+from otpgate.http.static_page import NO_SNIFF, page_routes
 
 PAGE_PATH = "/admin"
 SCRIPT_PATH = "/admin/dashboard.js"
@@ -25,37 +25,23 @@ CONTENT_SECURITY_POLICY = (
     "img-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 
-_NO_SNIFF = {"x-content-type-options": "nosniff"}
-
 
 def _asset(name: str) -> bytes:
     return files(__name__).joinpath(name).read_bytes()
 
 
 def dashboard_routes() -> list[BaseRoute]:
-    page = _asset("index.html")
-    script = _asset("dashboard.js")
-    style = _asset("dashboard.css")
     page_headers = {
-        **_NO_SNIFF,
+        **NO_SNIFF,
         "content-security-policy": CONTENT_SECURITY_POLICY,
         "x-frame-options": "DENY",  # for browsers without frame-ancestors
         "referrer-policy": "no-referrer",
         "cache-control": "no-store",
     }
-    asset_headers = {**_NO_SNIFF, "cache-control": "no-cache"}
-
-    async def dashboard_page(_: Request) -> Response:
-        return Response(page, headers=page_headers, media_type="text/html")
-
-    async def dashboard_script(_: Request) -> Response:
-        return Response(script, headers=asset_headers, media_type="text/javascript")
-
-    async def dashboard_style(_: Request) -> Response:
-        return Response(style, headers=asset_headers, media_type="text/css")
-
-    return [
-        Route(PAGE_PATH, dashboard_page, methods=["GET"]),
-        Route(SCRIPT_PATH, dashboard_script, methods=["GET"]),
-        Route(STYLE_PATH, dashboard_style, methods=["GET"]),
-    ]
+    return page_routes(
+        (PAGE_PATH, SCRIPT_PATH, STYLE_PATH),
+        _asset("index.html"),
+        page_headers,
+        _asset("dashboard.js"),
+        _asset("dashboard.css"),
+    )

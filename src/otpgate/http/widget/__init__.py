@@ -15,17 +15,15 @@ from collections.abc import Sequence
 from importlib.resources import files
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
+
+from otpgate.http.static_page import NO_SNIFF, page_routes
 
 PAGE_PATH = "/widget"
 SCRIPT_PATH = "/widget/widget.js"
 STYLE_PATH = "/widget/widget.css"
 # Where the page's markup takes its configuration.
 CONFIG_MARKER = "__OTPGATE_CONFIG__"
-
-_NO_SNIFF = {"x-content-type-options": "nosniff"}
 
 
 def content_security_policy(allowed_origins: Sequence[str]) -> str:
@@ -53,7 +51,7 @@ def widget_routes(allowed_origins: Sequence[str], otp_length: int) -> list[BaseR
     """``allowed_origins`` are WIDGET_ALLOWED_ORIGINS, already in a browser's origin form."""
     page = page_html(allowed_origins, otp_length).encode()
     page_headers = {
-        **_NO_SNIFF,
+        **NO_SNIFF,
         "content-security-policy": content_security_policy(allowed_origins),
         "referrer-policy": "no-referrer",
         # The page holds the configuration, which a restart may change.
@@ -61,21 +59,10 @@ def widget_routes(allowed_origins: Sequence[str], otp_length: int) -> list[BaseR
     }
     if not allowed_origins:
         page_headers["x-frame-options"] = "DENY"  # for browsers without frame-ancestors
-    script = _asset("widget.js").encode()
-    style = _asset("widget.css").encode()
-    asset_headers = {**_NO_SNIFF, "cache-control": "no-cache"}
-
-    async def widget_page(_: Request) -> Response:
-        return Response(page, headers=page_headers, media_type="text/html")
-
-    async def widget_script(_: Request) -> Response:
-        return Response(script, headers=asset_headers, media_type="text/javascript")
-
-    async def widget_style(_: Request) -> Response:
-        return Response(style, headers=asset_headers, media_type="text/css")
-
-    return [
-        Route(PAGE_PATH, widget_page, methods=["GET"]),
-        Route(SCRIPT_PATH, widget_script, methods=["GET"]),
-        Route(STYLE_PATH, widget_style, methods=["GET"]),
-    ]
+    return page_routes(
+        (PAGE_PATH, SCRIPT_PATH, STYLE_PATH),
+        page,
+        page_headers,
+        _asset("widget.js").encode(),
+        _asset("widget.css").encode(),
+    )

@@ -1,10 +1,10 @@
 -- Count one verify attempt and one failure before the caller compares anything.
 -- Runs after window.lua, which decodes ARGV[1] into `spec` and counts the window.
 --
--- KEYS: code, failures, the locked phones (sorted set: lockout end), then the request
--- window if any. ARGV[1]: {"now", "exp" (expiry for a code-less record), "t"
--- threshold, "b" base ms, "m" max ms, "c" hard cap, "mem" memory ms, "ph" the phone,
--- "w": [limit, win] or absent}. A failure that locks the phone enters it among the
+-- KEYS: code, failures, the locked phones (sorted set: lockout end), the events stream,
+-- then the request window if any. ARGV[1]: {"now", "exp" (expiry for a code-less
+-- record), "t" threshold, "b" base ms, "m" max ms, "c" hard cap, "mem" memory ms, "ph"
+-- the phone, "k" the lockout's kind, "ev" events on, "w": [limit, win] or absent}. A failure that locks the phone enters it among the
 -- locked ones (for operators), and the ones whose lockout is over leave.
 -- Returns {wc, wt, -5} over the window, {wc, wt, -1, ms} when locked (nothing
 -- counted), else {wc, wt, attempts, hash or false, verification id or false}. Both counters rise before the
@@ -28,8 +28,13 @@ local h = redis.call('HGET', KEYS[1], 'h')
 if (not h) and a == 1 then redis.call('PEXPIREAT', KEYS[1], o.exp) end
 redis.call('HSET', KEYS[2], 'n', n + 1, 'l', o.now)
 if n + 1 >= o.t then
-  redis.call('ZADD', KEYS[3], o.now + lockout_ms(n + 1), o.ph)
+  local ends = o.now + lockout_ms(n + 1)
+  redis.call('ZADD', KEYS[3], ends, o.ph)
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', o.now)
+  if o.ev then
+    emit(KEYS[4], 'block.created', o.now,
+      block_data(o.k, o.ph, 'failures', ends, {failures = n + 1}))
+  end
 end
 if h then
   redis.call('PEXPIREAT', KEYS[2], o.now + o.mem)

@@ -19,9 +19,11 @@
 --           "rb": ranges.lua's bucket layout, "w": [limit, win] or absent};
 --           ARGV[2]: hash. Times and windows in ms.
 --       After the surge keys: the exempt set, the deny set, the blocks registry (hash
---       of "<kind> <scope>": JSON), the index of ranges (sorted set: last send), then
---       each range's counts (ranges.lua), then per conversion guard its range's counts
---       and its block.
+--       of "<kind> <scope>": JSON), the index of ranges (sorted set: last send), the
+--       events stream, the pending verifications by end, then each range's counts
+--       (ranges.lua), then per conversion guard its range's counts and its block.
+--       With "ev" (events on; "kp" the key prefix), a block set here, and a pending
+--       verification whose code a new send replaces, are told of (events.lua).
 -- Returns {wc, wt, tag, ...}: tag 0 issued (then the verification id, "" for none); 1
 --   cooldown (ms); 2 quota (i, ms until one more send fits); 3 surge block (i, ms); 4
 --   distinct (i, ms); 5 range denied; 7 conversion block (i, ms); -5 request window
@@ -52,7 +54,8 @@ end
 local dbase = at
 local sbase = dbase + #d
 local xbase = sbase + 3 * #s
-local registry, rbase = KEYS[xbase + 2], xbase + 4
+local registry, rbase = KEYS[xbase + 2], xbase + 6
+local events, awaiting = KEYS[xbase + 4], KEYS[xbase + 5]
 local cbase = rbase + #spec.r
 local guard_s, guard_cv = s, spec.cv
 
@@ -116,8 +119,13 @@ for i = 1, #guard_s do
   if not grace_s[i] and cur + 1 > math.max(g[1], g[2] * prev) then
     local until_ms = now + g[4]
     redis.call('SET', KEYS[sbase + 3 * i - 1], until_ms, 'PXAT', until_ms)
+    local counts = {sends = cur + 1, previous = prev}
     redis.call('HSET', registry, spec.sk[i], cjson.encode(
-      {r = 'surge', s = now, e = until_ms, c = {sends = cur + 1, previous = prev}}))
+      {r = 'surge', s = now, e = until_ms, c = counts}))
+    if spec.ev then
+      local kind, scope = string.match(spec.sk[i], '^(%S+) (.*)$')
+      emit(events, 'block.created', now, block_data(kind, scope, 'surge', until_ms, counts))
+    end
     return {wc, wt, 3, i, g[4]}
   end
 end
@@ -140,8 +148,13 @@ for i = 1, #guard_cv do
   if not grace_cv[i] and sends >= c[1] and approvals < c[2] * sends then
     local until_ms = now + c[5]
     redis.call('SET', KEYS[cbase + 2 * i - 1], until_ms, 'PXAT', until_ms)
+    local counts = {sends = sends, approvals = approvals}
     redis.call('HSET', registry, c[6], cjson.encode(
-      {r = 'conversion', s = now, e = until_ms, c = {sends = sends, approvals = approvals}}))
+      {r = 'conversion', s = now, e = until_ms, c = counts}))
+    if spec.ev then
+      local kind, scope = string.match(c[6], '^(%S+) (.*)$')
+      emit(events, 'block.created', now, block_data(kind, scope, 'conversion', until_ms, counts))
+    end
     return {wc, wt, 7, i, c[5]}
   end
 end
@@ -189,6 +202,18 @@ if spec.rs then
     end
   end
 end
+if spec.ev and not sends then
+  -- A new send replaces the phone's live code: its pending verification is canceled.
+  local old = redis.call('HGET', KEYS[1], 'v')
+  if old then
+    local key = spec.kp .. '{' .. old .. '}:ver'
+    local st, e = unpack(redis.call('HMGET', key, 'st', 'e'))
+    if st == 'pending' and tonumber(e) > now then
+      redis.call('ZREM', awaiting, old)
+      emit(events, 'verification.canceled', now, verification_data(old, key, 'canceled'))
+    end
+  end
+end
 redis.call('DEL', KEYS[1])
 local rb = spec.rb
 for i = 1, #spec.r do
@@ -215,5 +240,6 @@ if vid then
     if spec.dt then redis.call('HSET', record, 'dt', spec.dt) end
   end
   redis.call('PEXPIREAT', record, now + spec.ttl + spec.ret)
+  if spec.ev then redis.call('ZADD', awaiting, now + spec.ttl, vid) end
 end
 return {wc, wt, 0, vid or ''}

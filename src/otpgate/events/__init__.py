@@ -1,0 +1,1 @@
+"""Delivering the store's queued events to the app's webhook."""
