@@ -33,6 +33,7 @@ pytest_plugins = [
     "tests.sns_emulator",
     "tests.redis_server",
     "tests.redis_sentinel",
+    "tests.redis_cluster",
     "tests.http_stub",
     "tests.smtp_server",
 ]
@@ -46,6 +47,7 @@ INTEGRATION_FIXTURES = frozenset(
         "redis_prefix",
         "private_redis",
         "sentinel_group",
+        "redis_cluster",
         "sns_emulator",
         "sns_settings",
         "signing_sns_emulator",
@@ -61,10 +63,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
         params = callspec.params if callspec is not None else {}
-        if (
-            INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ()))
-            or params.get("store_kind") == "redis"
-        ):
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())) or params.get(
+            "store_kind"
+        ) in ("redis", "redis-cluster"):
             item.add_marker(pytest.mark.integration)
 
 
@@ -118,11 +119,19 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+# A module that runs on Redis Cluster too (tests/redis_cluster.py: one cluster for the
+# module, a hash-tagged prefix per test) overrides ``store_kind`` with these.
+STORES_AND_CLUSTER = ["sqlite", "redis", "redis-cluster"]
+
+
 @pytest.fixture
 def store_settings(
     request: pytest.FixtureRequest, store_kind: str, tmp_path: Path
 ) -> dict[str, Any]:
     """Settings overrides that select the parametrised store."""
+    if store_kind == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        return {"redis_url": cluster.url, "redis_key_prefix": f"otpgate-test:{uuid.uuid4().hex}:"}
     if store_kind == "redis":
         url = request.getfixturevalue("redis_url")
         prefix = request.getfixturevalue("redis_prefix")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from tests.conftest import ServiceFactory
+import pytest
+
+from tests.conftest import STORES_AND_CLUSTER, ServiceFactory
 from tests.fakes import CapturingSender
 
 PHONE = "+12125550150"
 UK = "+442071838750"
 OPEN = {"rate_limit_max_requests": 1000, "otp_resend_cooldown_seconds": 0}
+
+
+@pytest.fixture(params=STORES_AND_CLUSTER)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Every test here on SQLite, one Redis and a Redis Cluster."""
+    return str(request.param)
 
 
 def other(code: str) -> str:

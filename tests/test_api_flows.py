@@ -15,12 +15,20 @@ import redis
 
 from otpgate.domain.errors import SmsFailed, SmsRejected, SmsUnavailable
 from otpgate.domain.limits import Lockout
-from tests.conftest import HASH_SECRET, ServiceFactory
+from otpgate.store.redis_slot import cluster_prefix, key_slot
+from otpgate.store.redis_url import ClusterUrl, parse_redis_url
+from tests.conftest import HASH_SECRET, STORES_AND_CLUSTER, ServiceFactory
 from tests.fakes import CapturingSender, FailingSender
 
 PHONE = "+12125550123"
 OPEN = {"rate_limit_max_requests": 1000}
 LOCK = Lockout()
+
+
+@pytest.fixture(params=STORES_AND_CLUSTER)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Every test here on SQLite, one Redis and a Redis Cluster."""
+    return str(request.param)
 
 
 async def test_request_then_verify_once(make_service: ServiceFactory) -> None:
@@ -166,14 +174,35 @@ async def test_per_ip_rate_limit_matches_node_headers(make_service: ServiceFacto
     assert (await svc.request(PHONE)).status_code == 200
 
 
+def _redis_holding(url: str, prefix: str) -> redis.Redis:
+    """A client to the server that holds the keys: on Cluster, the prefix slot's master."""
+    parsed = parse_redis_url(url)
+    if not isinstance(parsed, ClusterUrl):
+        return redis.Redis.from_url(url)
+    seed = parsed.seeds[0]
+    with redis.Redis(host=seed.host, port=seed.port) as any_node:
+        slot = key_slot(cluster_prefix(prefix))
+        for first, last, master, *_ in any_node.execute_command("CLUSTER SLOTS"):
+            if int(first) <= slot <= int(last):
+                return redis.Redis(host=master[0].decode(), port=int(master[1]))
+    raise AssertionError(f"no node serves slot {slot}")
+
+
+def _written(settings: Any) -> str:
+    """The prefix the keys are written under (with a hash tag on Cluster)."""
+    prefix: str = settings.redis_key_prefix
+    url = parse_redis_url(settings.redis_url)
+    return cluster_prefix(prefix) if isinstance(url, ClusterUrl) else prefix
+
+
 def _store_dump(svc: Any) -> bytes:
     """Every byte the store holds, whichever backend it is."""
     settings = svc.components.settings
     if settings.redis_url:
-        client = redis.Redis.from_url(settings.redis_url)
+        client = _redis_holding(settings.redis_url, settings.redis_key_prefix)
         try:
             out = b""
-            for key in client.scan_iter(match=f"{settings.redis_key_prefix}*"):
+            for key in client.scan_iter(match=f"{_written(settings)}*"):
                 out += key
                 kind = client.type(key)
                 if kind == b"hash":

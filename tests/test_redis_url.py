@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from otpgate.config_report import redact_url
+from otpgate.config_report import describe, redact_url
 from otpgate.settings import ConfigError, Settings, load_settings
 from otpgate.store.redis_url import (
+    ClusterUrl,
     HostPort,
     Login,
     RedisUrlError,
@@ -63,6 +64,26 @@ from tests.tls_certs import TestAuthority
             "redis+sentinel://s1,s1:26379/m",  # the same sentinel twice is asked once
             SentinelUrl((HostPort("s1", 26379),), "m", Login()),
         ),
+        (
+            "redis+cluster://n1:7000,n2:7001,[::1]",
+            ClusterUrl(
+                (HostPort("n1", 7000), HostPort("n2", 7001), HostPort("::1", 6379)),
+                False,
+                Login(),
+            ),
+        ),
+        (
+            "rediss+cluster://app:p%40ss@clustercfg.otp.cache.amazonaws.com:6379/0",
+            ClusterUrl(
+                (HostPort("clustercfg.otp.cache.amazonaws.com", 6379),),
+                True,
+                Login("app", "p@ss"),
+            ),
+        ),
+        (
+            "redis+cluster://:pw@n1:7000,n1:7000/",  # the same seed twice is asked once
+            ClusterUrl((HostPort("n1", 7000),), False, Login(password="pw")),
+        ),
     ],
 )
 def test_forms(url: str, parsed: object) -> None:
@@ -72,11 +93,13 @@ def test_forms(url: str, parsed: object) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        (
-            "redis+cluster://n1:7000,n2:7001",
-            "Redis Cluster (redis+cluster://) is not supported yet",
-        ),
-        ("rediss+cluster://n1:7000", "Redis Cluster (rediss+cluster://) is not supported yet"),
+        ("redis+cluster://n1:7000/2", "Redis Cluster has database 0 only; remove the path"),
+        ("redis+cluster://n1/x", "the path must be a database number"),
+        ("redis+cluster://", "no host: write redis+cluster://host:port[,host:port...]"),
+        ("redis+cluster://:pw@", "no host"),
+        ("redis+cluster://n1,,n2", "a host in the list is empty"),
+        ("rediss+cluster://n1?ssl_cert_reqs=none", "option 'ssl_cert_reqs' is not supported"),
+        ("redis+cluster://n1?read_from_replicas=true", "otpgate would ignore it"),
         ("rediss+sentinel://s1/m", "TLS through Sentinel (rediss+sentinel://) is not supported"),
         ("unix:///tmp/redis.sock", "write a socket as redis+unix:///path/to/redis.sock"),
         ("http://cache:6379", "scheme 'http' is not supported; use redis://, rediss://"),
@@ -137,7 +160,7 @@ def test_refusals(url: str, message: str) -> None:
 
 
 def test_a_refusal_never_shows_the_password() -> None:
-    for url in ("redis://:hunter2@cache?ssl_cert_reqs=none", "redis+cluster://:hunter2@n1:7000"):
+    for url in ("redis://:hunter2@cache?ssl_cert_reqs=none", "redis+cluster://:hunter2@n1:7000/1"):
         with pytest.raises(RedisUrlError) as refused:
             parse_redis_url(url)
         assert "hunter2" not in str(refused.value)
@@ -147,6 +170,13 @@ def test_check_config_masks_a_sentinel_password() -> None:
     assert (
         redact_url("redis+sentinel://:hunter2@s1:26379,s2:26379/mymaster")
         == "redis+sentinel://:****@s1:26379,s2:26379/mymaster"
+    )
+
+
+def test_check_config_masks_a_cluster_password() -> None:
+    assert (
+        redact_url("rediss+cluster://app:hunter2@n1:7000,n2:7001")
+        == "rediss+cluster://app:****@n1:7000,n2:7001"
     )
 
 
@@ -175,9 +205,46 @@ def authority(tmp_path: Path) -> TestAuthority:
     return TestAuthority(tmp_path)
 
 
-def test_settings_refuse_cluster_naming_redis_url() -> None:
-    message = refusal(redis_url="redis+cluster://n1:7000,n2:7001")
-    assert "REDIS_URL: Redis Cluster (redis+cluster://) is not supported yet" in message
+def test_settings_refuse_a_bad_cluster_url_naming_redis_url() -> None:
+    message = refusal(redis_url="redis+cluster://n1:7000,n2:7001/3")
+    assert "REDIS_URL: Redis Cluster has database 0 only; remove the path" in message
+
+
+def test_settings_take_a_cluster_url_with_the_default_prefix() -> None:
+    s = settings(redis_url="redis+cluster://n1:7000,n2:7001")
+    assert s.redis_key_prefix == "otpgate:"  # written {otpgate}: by the store
+
+
+@pytest.mark.parametrize(
+    ("prefix", "message"),
+    [
+        ("", "Redis Cluster needs a prefix to make the hash tag of every key"),
+        (":", "Redis Cluster needs a prefix"),
+        ("otp{gate:", "a brace that is not a whole hash tag"),
+        ("otp{}gate:", "a brace that is not a whole hash tag"),
+        ("otp}gate:", "a brace that is not a whole hash tag"),
+    ],
+)
+def test_settings_refuse_a_prefix_cluster_cannot_keep_in_one_slot(
+    prefix: str, message: str
+) -> None:
+    refused = refusal(redis_url="redis+cluster://n1:7000", redis_key_prefix=prefix)
+    assert f"REDIS_KEY_PREFIX: {message}" in refused
+    settings(redis_url="redis://cache", redis_key_prefix=prefix)  # one server: any prefix
+
+
+def test_check_config_names_the_prefix_a_cluster_is_written_under() -> None:
+    out = describe(settings(redis_url="redis+cluster://n1:7000", redis_key_prefix="otpgate:"))
+    assert (
+        "(store)                          redis cluster, every key under {otpgate}: (hash slot"
+        in out
+    )
+    assert "(store)                          redis\n" in describe(settings(redis_url="redis://c"))
+
+
+def test_settings_take_tls_files_with_rediss_cluster(authority: TestAuthority) -> None:
+    s = settings(redis_url="rediss+cluster://n1:7000", redis_tls_ca_file=authority.ca_file)
+    assert s.redis_tls.ca_file == authority.ca_file
 
 
 def test_settings_refuse_an_option_naming_it() -> None:
@@ -214,10 +281,10 @@ def test_settings_want_the_certificate_and_its_key_together(authority: TestAutho
 
 
 def test_settings_refuse_tls_files_without_rediss(authority: TestAuthority) -> None:
-    for url in ("redis://cache", "redis+sentinel://s1/m", None):
+    for url in ("redis://cache", "redis+sentinel://s1/m", "redis+cluster://n1:7000", None):
         message = refusal(redis_url=url, redis_tls_ca_file=authority.ca_file)
         assert "REDIS_TLS_CA_FILE: set, but REDIS_URL" in message
-        assert "TLS needs a rediss:// URL" in message
+        assert "TLS needs a rediss:// or rediss+cluster:// URL" in message
 
 
 def test_settings_refuse_files_tls_cannot_load(tmp_path: Path, authority: TestAuthority) -> None:

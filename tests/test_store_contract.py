@@ -3,7 +3,9 @@
 Time is passed in explicitly, so expiry and windows are tested without waiting.
 The in-memory reference runs it too, so it is checked against the same cases;
 the Redis store runs it over both of its clients: the pipelined connection and
-redis-py's own (``fast_path=False``).
+redis-py's own (``fast_path=False``), on one server and on a Redis Cluster of three
+masters (tests/redis_cluster.py, one for the module; each test's prefix hashes to a
+slot of its own, so the tests land on every master).
 """
 
 from __future__ import annotations
@@ -44,13 +46,22 @@ LOCK = Lockout()
         "sqlite",
         pytest.param("redis", marks=pytest.mark.integration),
         pytest.param("redis-stock", marks=pytest.mark.integration),
+        pytest.param("redis-cluster", marks=pytest.mark.integration),
+        pytest.param("redis-cluster-stock", marks=pytest.mark.integration),
     ]
 )
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OtpStore]:
     """This module's own store fixture: every store kind, not only those the API tests use."""
     kind = request.param
     s: OtpStore
-    if kind.startswith("redis"):
+    if kind.startswith("redis-cluster"):
+        cluster = request.getfixturevalue("redis_cluster")
+        s = RedisStore(
+            cluster.url,
+            prefix=f"otpgate-test:{uuid.uuid4().hex}:",
+            fast_path=kind == "redis-cluster",
+        )
+    elif kind.startswith("redis"):
         s = RedisStore(
             request.getfixturevalue("redis_url"),
             prefix=request.getfixturevalue("redis_prefix"),

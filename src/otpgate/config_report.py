@@ -68,6 +68,18 @@ def shown(name: str, value: object) -> str:
     return redact_url(text) if "://" in text else text
 
 
+def _store_summary(settings: Settings) -> str:
+    if not settings.redis_url:
+        return "sqlite"
+    from otpgate.store.redis_slot import cluster_prefix, key_slot
+    from otpgate.store.redis_url import ClusterUrl, parse_redis_url
+
+    if not isinstance(parse_redis_url(settings.redis_url), ClusterUrl):
+        return "redis"
+    prefix = cluster_prefix(settings.redis_key_prefix)  # checked by settings
+    return f"redis cluster, every key under {prefix} (hash slot {key_slot(prefix)})"
+
+
 def describe(settings: Settings) -> str:
     lines = ["configuration OK", ""]
     for name in type(settings).model_fields:
@@ -82,7 +94,7 @@ def describe(settings: Settings) -> str:
     lines.append(f"  {'(effective SMS provider)':32} {settings.effective_sms_provider}")
     lines.append(f"  {'(channels)':32} {_channels_summary(settings)}")
     lines.append(f"  {'(api auth)':32} {_auth_summary(settings)}")
-    lines.append(f"  {'(store)':32} {'redis' if settings.redis_url else 'sqlite'}")
+    lines.append(f"  {'(store)':32} {_store_summary(settings)}")
     lines.append(f"  {'(workers)':32} {workers}")
     lines.append(f"  {'(log format)':32} {'json' if settings.log_json else 'text'}")
     lines.append(f"  {'(metrics)':32} {metrics}")

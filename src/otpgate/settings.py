@@ -29,8 +29,9 @@ from otpgate.api_keys import ApiAuthSetting, ApiKeyDigests, AuthMode
 from otpgate.domain import message
 from otpgate.domain.errors import InvalidPhoneNumber
 from otpgate.domain.phone import parse_phone
+from otpgate.store.redis_slot import PrefixError, cluster_prefix
 from otpgate.store.redis_tls import RedisTls, TlsFileError
-from otpgate.store.redis_url import RedisUrlError, ServerUrl, parse_redis_url
+from otpgate.store.redis_url import ClusterUrl, RedisUrlError, ServerUrl, parse_redis_url
 from otpgate.verify_v2_settings import AccountSid, AuthTokenDigest, Services
 
 Environment = Literal["development", "production"]
@@ -125,19 +126,28 @@ class Settings(BaseSettings):
     # --- store ---------------------------------------------------------------------------
     redis_url: str | None = Field(
         None,
-        description="redis://, rediss:// (TLS), redis+sentinel://host:26379,.../master or"
-        " redis+unix:///path; selects the Redis store.",
+        description="redis://, rediss:// (TLS), redis+sentinel://host:26379,.../master,"
+        " redis+cluster://host:port,... (rediss+cluster:// for TLS) or redis+unix:///path;"
+        " selects the Redis store.",
     )
     redis_tls_ca_file: Path | None = Field(
-        None, description="With rediss://: CA certificates (PEM) trusted besides the system's."
+        None,
+        description="With rediss:// or rediss+cluster://: CA certificates (PEM) trusted"
+        " besides the system's.",
     )
     redis_tls_cert_file: Path | None = Field(
-        None, description="With rediss://: a client certificate (PEM), for mutual TLS."
+        None,
+        description="With rediss:// or rediss+cluster://: a client certificate (PEM), for"
+        " mutual TLS.",
     )
     redis_tls_key_file: Path | None = Field(
         None, description="The private key (PEM) of REDIS_TLS_CERT_FILE."
     )
-    redis_key_prefix: str = "otpgate:"
+    redis_key_prefix: str = Field(
+        "otpgate:",
+        description="Prefix of every key; on Redis Cluster it carries a hash tag, so every"
+        " key is in one slot: otpgate: is written {otpgate}:.",
+    )
     redis_timeout_seconds: float = Field(0.5, gt=0, le=30)
     sqlite_path: Path = Path(".otpgate/otpgate.sqlite3")
 
@@ -343,7 +353,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _redis_tls_fits(self) -> Settings:
-        problems = redis_tls_problems(self)
+        problems = redis_tls_problems(self) + redis_cluster_problems(self)
         if problems:
             raise ValueError("\n  ".join(problems))
         return self
@@ -646,10 +656,10 @@ def redis_tls_problems(settings: Settings) -> list[str]:
     if not names:
         return []
     url = parse_redis_url(settings.redis_url) if settings.redis_url else None
-    if not (isinstance(url, ServerUrl) and url.tls):
+    if not (isinstance(url, ServerUrl | ClusterUrl) and url.tls):
         return [
             f"{name}: set, but REDIS_URL {'is unset' if url is None else 'does not use TLS'};"
-            " TLS needs a rediss:// URL"
+            " TLS needs a rediss:// or rediss+cluster:// URL"
             for name in names
         ]
     if settings.redis_tls_cert_file is not None and settings.redis_tls_key_file is None:
@@ -662,6 +672,23 @@ def redis_tls_problems(settings: Settings) -> list[str]:
         if exc.which == "ca":
             return [f"REDIS_TLS_CA_FILE: {exc}"]
         return [f"REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE: {exc}"]
+    return []
+
+
+def redis_cluster_problems(settings: Settings) -> list[str]:
+    """REDIS_KEY_PREFIX against a redis+cluster:// REDIS_URL: its keys must share one slot."""
+    if not settings.redis_url:
+        return []
+    try:
+        url = parse_redis_url(settings.redis_url)
+    except RedisUrlError:
+        return []  # REDIS_URL's own check says why
+    if not isinstance(url, ClusterUrl):
+        return []
+    try:
+        cluster_prefix(settings.redis_key_prefix)
+    except PrefixError as exc:
+        return [f"REDIS_KEY_PREFIX: {exc}"]
     return []
 
 

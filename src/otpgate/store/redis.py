@@ -1,7 +1,10 @@
 """Redis store: each operation is one Lua script, so one atomic round trip.
 
-Key layout (``P`` is REDIS_KEY_PREFIX). Every key of one phone carries the
-phone in a ``{hash tag}``, so they share one Redis Cluster slot:
+Key layout (``P`` is REDIS_KEY_PREFIX). On Redis Cluster ``P`` itself carries a hash
+tag (``otpgate:`` is written ``{otpgate}:``, ``redis_slot``), and Redis hashes a key by
+its first ``{...}`` only: every key below is in that one slot, so every script's keys,
+those it builds itself too, are on one node. On one server or Sentinel the prefix is
+used as given, and the braces below are plain characters:
 
 - ``P{+12125550123}:code``     hash ``h`` (code HMAC), ``a`` (attempts), ``i`` (the send's
   id), ``n`` (which distinct sets the send joined); expires with the code
@@ -10,8 +13,8 @@ phone in a ``{hash tag}``, so they share one Redis Cluster slot:
   channel, ``pu`` purpose, ``dt`` details, ``c``/``u`` created/updated, ``e`` the code's
   expiry and ``sa`` its send times (comma-separated; ms epoch); expires ``retention``
   after the code. The code's ``v`` names it. A resuming send reaches the record of the
-  code it replaces by a key the script builds, not one it is given: standalone and
-  Sentinel Redis allow that; on Cluster it needs every key in one slot.
+  code it replaces by a key the script builds, not one it is given: it is in the
+  slot of the keys it is given because every key is in one slot.
 - ``P{+12125550123}:void:<id>`` the mark of a send voided before its issue ran: its end
   (ms epoch); expires then
 - ``P{+12125550123}:fails``    consecutive failed verifies ``n`` and the last one's time ``l``
@@ -25,9 +28,8 @@ phone in a ``{hash tag}``, so they share one Redis Cluster slot:
 - ``P{<scope>}:b:<kind>``      surge block: its end (ms epoch)
 - ``P{<key>}:w``               fixed-window request counter
 
-A send also touches counters of other scopes (IP, country, global), which live
-in other slots; on Redis Cluster those limits need a single-shard deployment
-or a hash tag shared by all scopes (set REDIS_KEY_PREFIX accordingly).
+A send also touches counters of other scopes (IP, country, global) and the
+operators' shared state; on Cluster the prefix's tag keeps them in the send's slot.
 
 The scripts are the ``lua/*.lua`` files next to this module, read once at import;
 each documents its KEYS, ARGV and reply. ``window.lua`` is the head of the three
@@ -41,8 +43,8 @@ Commands travel over a ``RedisLink``: the auto-pipelined ``redis_connection``
 (``fast_path=True``, the default) or redis-py's own client (``redis_client``),
 used with ``fast_path=False`` or when the fast one cannot run on the installed
 libraries (logged once, at construction). Both connect by the parsed REDIS_URL
-(``redis_url``: one server, with TLS for ``rediss://``, or the master Sentinel
-names) and fail the same way.
+(``redis_url``: one server, with TLS for ``rediss://``, the master Sentinel names, or
+the Cluster node serving the prefix's slot) and fail the same way.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ from otpgate.domain.ports import (
 )
 from otpgate.outage import OutageLog
 from otpgate.store import redis_connection
+from otpgate.store.redis_cluster import SlotOwner
 from otpgate.store.redis_link import (
     RedisConnectionError,
     RedisLink,
@@ -100,8 +103,9 @@ from otpgate.store.redis_link import (
     RedisReplyError,
 )
 from otpgate.store.redis_sentinel import Sentinels
+from otpgate.store.redis_slot import cluster_prefix, key_slot
 from otpgate.store.redis_tls import RedisTls
-from otpgate.store.redis_url import RedisUrl, SentinelUrl, parse_redis_url
+from otpgate.store.redis_url import ClusterUrl, RedisUrl, SentinelUrl, parse_redis_url
 
 log = logging.getLogger(__name__)
 
@@ -201,15 +205,20 @@ _PHONE_LOCKED = "phone_locked"
 _HIT_WINDOW = _Script.of("window", "hit_window")
 
 
-def _link(url: RedisUrl, timeout: float, fast_path: bool, tls: RedisTls | None) -> RedisLink:
-    """The pipelined connection when asked for and able to run, else redis-py's client."""
+def _link(
+    url: RedisUrl, timeout: float, fast_path: bool, tls: RedisTls | None, slot: int
+) -> RedisLink:
+    """The pipelined connection when asked for and able to run, else redis-py's client;
+    ``slot`` is where every key is on Redis Cluster."""
     if fast_path:
         reason = redis_connection.unavailable()
         if reason is None:
-            return redis_connection.PipelinedConnection(url, timeout=timeout, tls=tls)
+            return redis_connection.PipelinedConnection(url, timeout=timeout, tls=tls, slot=slot)
         log.warning("redis fast path unavailable, using redis-py's client: %s", reason)
-    from otpgate.store.redis_client import StockConnection
+    from otpgate.store.redis_client import StockClusterConnection, StockConnection
 
+    if isinstance(url, ClusterUrl):
+        return StockClusterConnection(url, timeout=timeout, tls=tls, slot=slot)
     return StockConnection(url, timeout=timeout, tls=tls)
 
 
@@ -224,14 +233,22 @@ class RedisStore:
         tls: RedisTls | None = None,
         events: bool = False,
     ) -> None:
-        """``url`` as REDIS_URL writes it, or parsed; ``tls`` is used with ``rediss://``;
-        with ``events`` the steps queue events (``EventLog``)."""
+        """``url`` as REDIS_URL writes it, or parsed; ``tls`` is used with ``rediss://``
+        and ``rediss+cluster://``; with ``events`` the steps queue events (``EventLog``).
+        On Redis Cluster, ``prefix`` is given a hash tag when it has none
+        (``redis_slot.cluster_prefix``; PrefixError when it cannot be)."""
         self._url = parse_redis_url(url) if isinstance(url, str) else url
+        slot = 0
+        if isinstance(self._url, ClusterUrl):
+            prefix = cluster_prefix(prefix)
+            slot = key_slot(prefix)
         self._prefix = prefix
+        self._slot = slot
         self._events_on = events
         self._ev = "1" if events else "0"
         self._timeout = timeout
-        self._conn = _link(self._url, timeout, fast_path, tls)
+        self._tls = tls
+        self._conn = _link(self._url, timeout, fast_path, tls, slot)
         self._outage = OutageLog(log, "redis store")
 
     # -- keys --------------------------------------------------------------------------
@@ -649,9 +666,15 @@ class RedisStore:
         except (RedisConnectionError, RedisReplyError) as exc:
             raise StoreUnavailable() from exc
 
+    @property
+    def prefix(self) -> str:
+        """The prefix of every key: REDIS_KEY_PREFIX, with a hash tag on Redis Cluster."""
+        return self._prefix
+
     async def configuration_problem(self) -> str | None:
         """Why this store cannot work as configured (a server certificate refused, a master
-        name no sentinel knows), or None; for start-up, which stops on one.
+        name no sentinel knows, cluster nodes that are no cluster or refuse to say where
+        otpgate's slot is), or None; for start-up, which stops on one.
 
         StoreUnavailable when Redis cannot be reached now: an outage may pass, and the
         service answers 503 meanwhile.
@@ -665,6 +688,12 @@ class RedisStore:
                     await sentinels.master()
                 finally:
                     await sentinels.close()
+            elif isinstance(self._url, ClusterUrl):
+                owner = SlotOwner(self._url, self._slot, self._timeout, self._tls)
+                try:
+                    await owner.owner()
+                finally:
+                    await owner.close()
             await self._conn.execute("PING")
         except RedisMisconfigured as exc:
             return str(exc)

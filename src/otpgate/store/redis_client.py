@@ -12,20 +12,30 @@ says the installed hiredis lacks what the fast connection reaches into.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    ClusterError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisPyConnectionError
-from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisPyTimeoutError
 
 from otpgate.store.redis_link import RedisConnectionError, RedisMisconfigured, RedisReplyError
 from otpgate.store.redis_sentinel import Sentinels, SentinelWatch
 from otpgate.store.redis_tls import RedisTls, certificate_refused, refusal_text
-from otpgate.store.redis_url import HostPort, RedisUrl, SentinelUrl
+from otpgate.store.redis_url import ClusterUrl, HostPort, SentinelUrl, ServerUrl
 
 
 class _AskingSentinel(Sentinel):
@@ -45,7 +55,9 @@ class _AskingSentinel(Sentinel):
 
 
 class StockConnection:
-    def __init__(self, url: RedisUrl, *, timeout: float, tls: RedisTls | None = None) -> None:
+    def __init__(
+        self, url: ServerUrl | SentinelUrl, *, timeout: float, tls: RedisTls | None = None
+    ) -> None:
         # No retries: with Redis down the store must answer StoreUnavailable within the
         # timeout, as the fast connection does (redis-py's default would retry with backoff).
         options: dict[str, Any] = {
@@ -106,3 +118,72 @@ class StockConnection:
         await self._client.aclose()
         if self._sentinel is not None:
             await self._sentinel.asked.close()
+
+
+class StockClusterConnection:
+    """redis-py's ``RedisCluster``; ``slot`` is otpgate's, where PING (no key) goes."""
+
+    def __init__(
+        self, url: ClusterUrl, *, timeout: float, tls: RedisTls | None = None, slot: int = 0
+    ) -> None:
+        options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "username": url.login.username,
+            "password": url.login.password,
+        }
+        if url.tls:
+            options |= (tls or RedisTls()).redis_py_options()
+        self._client = RedisCluster(
+            startup_nodes=[ClusterNode(seed.host, seed.port) for seed in url.seeds],
+            # Only otpgate's slot matters: a cluster missing others still serves it.
+            require_full_coverage=False,
+            # No retry after a connection error (the call answers 503 at once and the
+            # next one asks CLUSTER SLOTS again); -MOVED and -ASK are still followed.
+            retry=Retry(NoBackoff(), 0),
+            # A -MOVED only updates where the slot is. By default every fifth one also
+            # closes every connection, those other calls are using too: during a
+            # failover, under concurrent calls, that failed calls the move had spared.
+            reinitialize_steps=0,
+            **options,
+        )
+        self._timeout = timeout
+        self._slot = slot
+
+    async def execute(self, *args: Any) -> Any:
+        try:
+            async with asyncio.timeout(self._timeout):
+                if args[0] == "PING":
+                    await self._client.initialize()
+                    node = self._client.nodes_manager.get_node_from_slot(self._slot)
+                    return await self._client.execute_command(*args, target_nodes=node)
+                return await self._client.execute_command(*args)
+        except NoScriptError as exc:
+            raise RedisReplyError(f"NOSCRIPT {exc}") from exc
+        except (ClusterDownError, TryAgainError) as exc:
+            # The command did not run: the cluster is failing over or moving the slot.
+            raise RedisConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        except ResponseError as exc:
+            raise RedisReplyError(str(exc)) from exc
+        except (
+            RedisPyConnectionError,
+            RedisPyTimeoutError,
+            RedisClusterException,
+            ClusterError,
+        ) as exc:
+            refused = certificate_refused(exc)
+            if refused is not None:
+                raise RedisMisconfigured(
+                    f"the server's TLS certificate was refused: {refusal_text(refused)}"
+                ) from exc
+            raise RedisConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise RedisConnectionError(f"no answer within {self._timeout:g}s") from exc
+        except Exception as exc:
+            # RedisCluster can fail otherwise while its view of the cluster changes under
+            # concurrent calls (seen: AttributeError, a connection closed by a refresh
+            # while another call was opening it). Still an outage of this call: a 503.
+            raise RedisConnectionError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._client.aclose()

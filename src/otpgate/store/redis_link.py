@@ -1,10 +1,11 @@
 """What the Redis store needs from a connection: send one command, get its reply.
 
 Two implementations: ``redis_connection.PipelinedConnection`` (the fast path, one
-auto-pipelined socket) and ``redis_client.StockConnection`` (redis-py's own
-asyncio client). Both take a parsed ``redis_url.RedisUrl`` (one server, or a
-master found through Sentinel) and ``redis_tls.RedisTls``. The store takes
-whichever it is given and only ever sees the errors below.
+auto-pipelined socket) and redis-py's own asyncio client
+(``redis_client.StockConnection``, ``StockClusterConnection`` on Redis Cluster). Each
+takes a parsed ``redis_url.RedisUrl`` (one server, a master found through Sentinel, or
+Cluster seeds and the one slot every key is in) and ``redis_tls.RedisTls``. The store
+takes whichever it is given and only ever sees the errors below.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ class RedisConnectionError(Exception):
 
 
 class RedisMisconfigured(RedisConnectionError):
-    """Not an outage that may pass: the server's certificate was refused, or no
-    sentinel knows the master's name. Start-up stops on it."""
+    """Not an outage that may pass: the server's certificate was refused, no sentinel
+    knows the master's name, or no cluster node will say where the slot is. Start-up
+    stops on it."""
 
 
 class RedisReplyError(Exception):

@@ -2,11 +2,11 @@
 
 The forms are the ones the ``limits`` library and Redis clients commonly write:
 ``redis://`` and ``rediss://`` (TLS) for one server, ``redis+unix://`` for a socket,
-``redis+sentinel://`` for a master found through Sentinel. Anything otpgate would
-not honour (an unknown scheme, an option it would ignore) is refused with a
-message saying what to write instead, so a URL never means less than it says.
-Each scheme has its own parser in ``_PARSERS``; Redis Cluster is refused there
-until a cluster link exists to hand a parsed value to.
+``redis+sentinel://`` for a master found through Sentinel, ``redis+cluster://`` and
+``rediss+cluster://`` for Redis Cluster (seed nodes; ``redis_cluster`` finds the one
+serving otpgate's slot). Anything otpgate would not honour (an unknown scheme, an
+option it would ignore) is refused with a message saying what to write instead, so
+a URL never means less than it says. Each scheme has its own parser in ``_PARSERS``.
 """
 
 from __future__ import annotations
@@ -60,9 +60,19 @@ class SentinelUrl:
     login: Login
 
 
-RedisUrl = ServerUrl | SentinelUrl
+@dataclass(frozen=True, slots=True)
+class ClusterUrl:
+    """Redis Cluster: ``seeds`` are asked which node serves otpgate's slot; login is every
+    node's (a cluster has database 0 only); ``tls`` for ``rediss+cluster://``."""
 
-_FORMS = "redis://, rediss://, redis+sentinel:// or redis+unix://"
+    seeds: tuple[HostPort, ...]
+    tls: bool
+    login: Login
+
+
+RedisUrl = ServerUrl | SentinelUrl | ClusterUrl
+
+_FORMS = "redis://, rediss://, redis+sentinel://, redis+cluster:// or redis+unix://"
 
 
 def parse_redis_url(text: str) -> RedisUrl:
@@ -88,7 +98,10 @@ def _server(parts: SplitResult) -> ServerUrl:
     if not parts.hostname:
         raise RedisUrlError(f"no host: write {parts.scheme}://host[:port][/db]")
     if "," in parts.netloc:
-        raise RedisUrlError(f"several hosts are for redis+sentinel://; {parts.scheme}:// takes one")
+        raise RedisUrlError(
+            f"several hosts are for redis+sentinel:// or redis+cluster://;"
+            f" {parts.scheme}:// takes one"
+        )
     return ServerUrl(
         address=HostPort(parts.hostname, _port(parts, DEFAULT_PORT)),
         socket_path=None,
@@ -127,10 +140,18 @@ def _sentinel(parts: SplitResult) -> SentinelUrl:
     )
 
 
-def _cluster(parts: SplitResult) -> RedisUrl:
-    raise RedisUrlError(
-        f"Redis Cluster ({parts.scheme}://) is not supported yet; point REDIS_URL at one"
-        " server (redis://, rediss://) or at Sentinel (redis+sentinel://)"
+def _cluster(parts: SplitResult) -> ClusterUrl:
+    _options(parts, allowed=())
+    hosts = parts.netloc.rpartition("@")[2]
+    if not hosts:
+        raise RedisUrlError(f"no host: write {parts.scheme}://host:port[,host:port...]")
+    seeds = tuple(_host_port(h, DEFAULT_PORT) for h in hosts.split(","))
+    if _db(parts.path.strip("/"), "the path") != 0:
+        raise RedisUrlError("Redis Cluster has database 0 only; remove the path")
+    return ClusterUrl(
+        seeds=tuple(dict.fromkeys(seeds)),
+        tls=parts.scheme.lower() == "rediss+cluster",
+        login=_login(parts, 0),
     )
 
 
