@@ -13,9 +13,7 @@ saying so. Screenshots go to ``test-artifacts/admin/`` (ignored by git).
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import socket
 import threading
 import time
@@ -26,17 +24,16 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
-from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from otpgate.http.app import create_app
 from otpgate.store.memory import MemoryStore
 from otpgate.wiring import build_components
+from tests.browser import chromium_for
 from tests.conftest import make_settings
 from tests.fakes import CapturingSender
 from tests.test_admin_api import ADMIN_KEY, BURST, PREFIX, Clock
 
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "admin"
 PUMP_WINDOW = 60
 
@@ -97,23 +94,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"Chromium is required for the dashboard's browser test and is not at {CHROMIUM}. "
-            "`make browser` installs it (apt-get install chromium); or point CHROMIUM at one.",
-            pytrace=False,
-        )
-    with sync_playwright() as playwright:
-        try:
-            browser = playwright.chromium.launch(
-                executable_path=CHROMIUM, args=["--headless=new", "--no-sandbox"], timeout=60_000
-            )
-        except PlaywrightError as exc:
-            pytest.fail(f"Chromium at {CHROMIUM} could not be started: {exc}", pytrace=False)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium_for("the dashboard's browser test") as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,13 +27,11 @@ from playwright.sync_api import (
     Request,
     Route,
     expect,
-    sync_playwright,
 )
-from playwright.sync_api import Error as PlaywrightError
 
+from tests.browser import chromium_for
 from tests.service_process import ServiceProcess
 
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "widget"
 COOLDOWN_SECONDS = 3
 # Test numbers (TEST_PHONE_NUMBERS): fixed codes, no SMS. One per test, so that one
@@ -146,27 +142,8 @@ def widget_server(
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"Chromium is required for the widget's browser tests and is not at {CHROMIUM}. "
-            "`make browser` installs it (apt-get install chromium); or point CHROMIUM at one.",
-            pytrace=False,
-        )
-    with sync_playwright() as playwright:
-        try:
-            browser = playwright.chromium.launch(
-                executable_path=CHROMIUM, args=["--headless=new", "--no-sandbox"], timeout=60_000
-            )
-        except PlaywrightError as exc:
-            pytest.fail(
-                f"Chromium at {CHROMIUM} could not be started for the widget's browser "
-                f"tests: {exc}",
-                pytrace=False,
-            )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium_for("the widget's browser tests") as browser:
+        yield browser
 
 
 @pytest.fixture
