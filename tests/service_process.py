@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -119,3 +119,20 @@ class ServiceProcess:
         self.proc.wait(timeout=10)
         self._reader.join(timeout=10)
         return self.output
+
+
+@contextlib.contextmanager
+def serving(
+    tmp_path: Path, *, never_logged: tuple[str, ...] = (), **env: str
+) -> Iterator[ServiceProcess]:
+    """A ready ``otpgate serve``, stopped after; its output must hold no traceback and
+    none of ``never_logged`` (secrets the test gave it)."""
+    process = ServiceProcess(tmp_path, **env)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        out = process.stop()
+        assert "Traceback" not in out, out
+        for secret in never_logged:
+            assert secret not in out

@@ -30,7 +30,7 @@ from otpgate.http.twilio_verify import purpose_of
 from otpgate.settings import ConfigError, load_settings
 from tests.conftest import ServiceFactory
 from tests.fakes import FailingSender
-from tests.service_process import ServiceProcess
+from tests.service_process import ServiceProcess, serving
 from tests.sns_emulator import SnsEmulator
 
 ACCOUNT_SID = "AC" + "1" * 32
@@ -72,20 +72,15 @@ def twilio_client(base_url: str, token: str = AUTH_TOKEN) -> Client:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """One otpgate for the module; each test uses numbers of its own, and the per-IP
     windows are wide enough for all of them (one test narrows them, on its own server)."""
-    process = ServiceProcess(
+    with serving(
         tmp_path_factory.mktemp("v2"),
+        never_logged=(AUTH_TOKEN,),  # the credentials are never logged
         RATE_LIMIT_MAX_REQUESTS="1000",
         IP_MAX_PHONES="1000",
         PUMP_PREFIX_MIN_SENDS="1000",
         **V2_ENV,
-    )
-    try:
-        process.wait_ready()
+    ) as process:
         yield process
-    finally:
-        out = process.stop()
-        assert "Traceback" not in out, out
-        assert AUTH_TOKEN not in out  # the credentials are never logged
 
 
 _phones = iter(PHONES)
@@ -356,8 +351,9 @@ def sns_server(
 ) -> Iterator[ServiceProcess]:
     """An otpgate that sends by SNS to the emulator; no resend cooldown, three sends per
     number."""
-    process = ServiceProcess(
+    with serving(
         tmp_path_factory.mktemp("v2-sns"),
+        never_logged=(AUTH_TOKEN,),
         SMS_PROVIDER="sns",
         SNS_ENDPOINT_URL=sns_emulator.url,
         AWS_ACCESS_KEY_ID="testing",
@@ -367,14 +363,8 @@ def sns_server(
         PHONE_SEND_LIMIT="3",
         RATE_LIMIT_MAX_REQUESTS="1000",
         **V2_ENV,
-    )
-    try:
-        process.wait_ready()
+    ) as process:
         yield process
-    finally:
-        out = process.stop()
-        assert "Traceback" not in out, out
-        assert AUTH_TOKEN not in out
 
 
 def texts_to(emulator: SnsEmulator, phone: str) -> list[str]:
