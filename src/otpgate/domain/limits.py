@@ -388,15 +388,16 @@ class AbusePolicy:
             ),
         )
 
-    def send_surges(self, phone: Phone) -> tuple[SurgeGuard, ...]:
+    def send_surges(self, ranges: tuple[str, str]) -> tuple[SurgeGuard, ...]:
+        """The surge rule on a send's prefix and country (``ranges``)."""
         p = self.pumping
         if not p.enabled:
             return ()
-        prefix = phone.e164[1 : 1 + p.prefix_digits]
+        prefix, country = ranges
         return (
             SurgeGuard(
                 "prefix_blocked",
-                f"prefix:{prefix}",
+                prefix,
                 p.prefix_min_sends,
                 p.factor,
                 p.window_seconds,
@@ -404,7 +405,7 @@ class AbusePolicy:
             ),
             SurgeGuard(
                 "country_blocked",
-                f"country:{country_scope(phone)}",
+                country,
                 p.country_min_sends,
                 p.factor,
                 p.window_seconds,
@@ -418,11 +419,14 @@ class AbusePolicy:
         prefix = phone.e164[1 : 1 + self.pumping.prefix_digits]
         return f"prefix:{prefix}", f"country:{country_scope(phone)}"
 
-    def send_conversions(self, phone: Phone, settle_seconds: int) -> tuple[ConversionGuard, ...]:
+    def send_conversions(
+        self, ranges: tuple[str, str], settle_seconds: int
+    ) -> tuple[ConversionGuard, ...]:
+        """The conversion rule on a send's prefix and country (``ranges``)."""
         p = self.pumping
         if not p.conversion:
             return ()
-        prefix, country = self.ranges(phone)
+        prefix, country = ranges
         return (
             ConversionGuard(
                 "prefix_blocked",

@@ -258,6 +258,7 @@ class OtpService:
         self, phone: Phone, code: str, client_ip: str, purpose: str | None, options: SendOptions
     ) -> SendRequest:
         policy, limits = self._policy, self._limits
+        ranges = limits.ranges(phone)  # the surge and conversion rules' scopes too
         return SendRequest(
             phone=phone.e164,
             code_hash=self._hasher.digest(phone.e164, code, purpose),
@@ -265,7 +266,7 @@ class OtpService:
             cooldown_seconds=limits.resend_cooldown_seconds,
             quotas=limits.send_quotas(phone),
             distinct=limits.send_distinct(phone, client_ip),
-            surges=limits.send_surges(phone),
+            surges=limits.send_surges(ranges),
             send_id=uuid.uuid4().hex,
             verification_id=new_verification_id(),
             purpose=purpose,
@@ -273,8 +274,8 @@ class OtpService:
             retention_seconds=policy.verification_retention_seconds,
             details=options.details,
             resume=options.resume,
-            ranges=limits.ranges(phone),
-            conversions=limits.send_conversions(phone, policy.ttl_seconds),
+            ranges=ranges,
+            conversions=limits.send_conversions(ranges, policy.ttl_seconds),
             overrides=override_candidates(phone),
         )
 
