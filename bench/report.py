@@ -103,14 +103,15 @@ def markdown(
         count = memory["codes"]
         out += ["", f"Redis memory per pending code ({_fmt(count)} codes, INFO used_memory):", ""]
         labels = {
-            "otpgate": "otpgate (code hash + cooldown marker)",
-            "otpgate_with_send_quota": "otpgate as the service issues (+ per-number send quota)",
+            "otpgate": "otpgate, per pending code (code, cooldown, the number's send log)",
+            "otpgate_verification": "otpgate, the same send with its verification record",
+            "otpgate_guess": "otpgate, per wrong-code verify at a number with no code",
             "node": "Node (SET otp:<phone> <code> EX 300, issued directly)",
         }
         for key, label in labels.items():
             m = memory[key]
             out.append(
-                f"- {label}: **{m['bytes_per_code']:.0f} B**/code, {m['keys_per_code']:.0f} keys"
+                f"- {label}: **{m['bytes_per_code']:.0f} B**/code, {m['keys_per_code']:.2f} keys"
             )
     notes = [
         f"- {r['scenario']}/{r['log_level']}/{r['service']}: {'; '.join(r['anomalies'])}"

@@ -307,7 +307,9 @@ def test_phone_limit_holds_in_every_span_on_redis(
     redis_url: str, redis_prefix: str, record_property: Callable[[str, object], None]
 ) -> None:
     check_phone_limit(
-        lambda: RedisStore(redis_url, prefix=redis_prefix), "phone limit, redis", record_property
+        lambda: RedisStore(redis_url, prefix=redis_prefix, phone_state_seconds=3600),
+        "phone limit, redis",
+        record_property,
     )
 
 
@@ -322,7 +324,9 @@ def test_budget_holds_in_every_span_on_redis(
     redis_url: str, redis_prefix: str, record_property: Callable[[str, object], None]
 ) -> None:
     check_budget(
-        lambda: RedisStore(redis_url, prefix=redis_prefix), "budget, redis", record_property
+        lambda: RedisStore(redis_url, prefix=redis_prefix, phone_state_seconds=3600),
+        "budget, redis",
+        record_property,
     )
 
 
@@ -388,7 +392,7 @@ async def test_the_testers_sequence_is_refused(backend: str, tmp_path: Path) -> 
 
 
 async def test_the_testers_sequence_is_refused_on_redis(redis_url: str, redis_prefix: str) -> None:
-    store = RedisStore(redis_url, prefix=redis_prefix)
+    store = RedisStore(redis_url, prefix=redis_prefix, phone_state_seconds=3600)
     try:
         assert await send_the_testers_sequence(store) == TESTER_EXPECTED
     finally:

@@ -421,7 +421,7 @@ async def charges_left(service: Service) -> list[str]:
             keys = [key.decode() for key in client.scan_iter(match=f"{prefix}*", count=1000)]
         finally:
             client.close()
-        # P{+12125550163}:code, P{+12125550163}:cd, P{country:US}:q:..., P{ip}:d:..., P{...}:w
+        # P{phones}:... (phone records), P{country:US}:q:..., P{ip}:d:..., P{...}:w
         return sorted(
             key.removeprefix(prefix)
             for key in keys

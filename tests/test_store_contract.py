@@ -60,12 +60,14 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             cluster.url,
             prefix=f"otpgate-test:{uuid.uuid4().hex}:",
             fast_path=kind == "redis-cluster",
+            phone_state_seconds=DAY,
         )
     elif kind.startswith("redis"):
         s = RedisStore(
             request.getfixturevalue("redis_url"),
             prefix=request.getfixturevalue("redis_prefix"),
             fast_path=kind == "redis",
+            phone_state_seconds=DAY,
         )
     elif kind == "sqlite":
         s = SqliteStore(tmp_path / "otpgate.sqlite3")
@@ -73,6 +75,10 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         s = MemoryStore()
     yield s
     await s.close()
+
+
+# The longest code, cooldown or send window these tests give a store.
+DAY = 86_400
 
 
 def send(code_hash: bytes = H1, **kw: object) -> SendRequest:
@@ -405,7 +411,7 @@ async def test_redis_before_7_counts_windows_by_its_own_clock(tmp_path: Path) ->
     """Redis < 7.0 has no PEXPIRETIME: the scripts fall back to the time left (PTTL)."""
     server = PrivateRedis(tmp_path, "--rename-command", "PEXPIRETIME", "")
     server.start()
-    store = RedisStore(server.url, prefix="t:")
+    store = RedisStore(server.url, prefix="t:", phone_state_seconds=DAY)
     try:
         now = time.time()
         window = RequestWindow("rl:test:192.0.2.8", 1, 60_000)
@@ -431,19 +437,101 @@ async def test_redis_before_7_counts_windows_by_its_own_clock(tmp_path: Path) ->
 async def test_redis_failure_record_lives_by_the_callers_clock(
     redis_url: str, redis_prefix: str
 ) -> None:
-    """A later guess without a code extends the record to its ``now`` + TTL, as in
-    SQLite, even when the caller's clock is far from the server's (Redis evicts by
-    its own clock, so only the expiry it holds shows this)."""
-    store = RedisStore(redis_url, prefix=redis_prefix)
+    """A later guess without a code extends the failures to its ``now`` + TTL, as in
+    SQLite, even when the caller's clock is a day from the server's; and guesses at a
+    number with no code make no key of their own, only an entry in the shared slices."""
+    store = RedisStore(redis_url, prefix=redis_prefix, phone_state_seconds=600)
     sync = redis.Redis.from_url(redis_url)
+    sends = Quota("phone_send_limit", PHONE, 5, 600)
     try:
         t1 = round(time.time()) + 86_400
         await store.begin_verify(PHONE, 300, t1, Lockout())
         await store.begin_verify(PHONE, 300, t1 + 100, Lockout())
-        assert sync.pexpiretime(f"{redis_prefix}{{{PHONE}}}:fails") == (t1 + 400) * 1000
+        assert (await store.phone_state(PHONE, t1 + 399.999, sends)).failures == 2
+        assert (await store.phone_state(PHONE, t1 + 400, sends)).failures == 0
+        keys = [k.decode() for k in sync.scan_iter(f"{redis_prefix}*")]
+        assert keys and all(k.startswith(f"{redis_prefix}{{phones}}:") for k in keys)
+        # Filed under the slice (a quarter of the 600 s) holding the end, t1 + 400 s.
+        slice_ms = 150_000
+        filed = {int(k.split(":")[-2]) for k in keys if sync.hlen(k)}
+        assert filed == {(t1 + 400) * 1000 // slice_ms}
     finally:
         sync.close()
         await store.close()
+
+
+@pytest.mark.integration
+async def test_redis_a_send_window_longer_than_the_span_is_logged_apart(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A phone's send window past the record's span (10 minutes here) is a sorted set of
+    its own: it still limits, a void still refunds it, operators still see its count."""
+    store = RedisStore(redis_url, prefix=redis_prefix, phone_state_seconds=600)
+    sync = redis.Redis.from_url(redis_url)
+    hourly = Quota("phone_send_limit", PHONE, 2, 3600)
+    try:
+        now = round(time.time())
+        sent = [await store.issue(send(ttl_seconds=300, quotas=(hourly,)), now + i) for i in (0, 1)]
+        assert all(isinstance(s, Issued) for s in sent)
+        refused = await store.issue(send(ttl_seconds=300, quotas=(hourly,)), now + 900)
+        assert isinstance(refused, Refused) and refused.kind == "phone_send_limit"
+        assert refused.retry_after == 3600 - 900
+        assert sync.zcard(f"{redis_prefix}{{{PHONE}}}:log:phone_send_limit") == 2
+        assert (await store.phone_state(PHONE, now + 900, hourly)).sends_in_window == 2
+        last = sent[1]
+        assert isinstance(last, Issued)
+        await store.void_issue(last.request, last.now)
+        assert (await store.phone_state(PHONE, now + 900, hourly)).sends_in_window == 1
+        assert isinstance(
+            await store.issue(send(ttl_seconds=300, quotas=(hourly,)), now + 900), Issued
+        )
+    finally:
+        sync.close()
+        await store.close()
+
+
+@pytest.mark.integration
+async def test_redis_refuses_a_code_that_outlives_the_span(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """The span is rounded up to 5 minutes times a power of two (600 s: 10 minutes); a
+    code or cooldown past it is a wiring mistake, refused before anything is written."""
+    store = RedisStore(redis_url, prefix=redis_prefix, phone_state_seconds=600)
+    try:
+        now = time.time()
+        with pytest.raises(ValueError, match="outlives"):
+            await store.issue(send(ttl_seconds=601), now)
+        with pytest.raises(ValueError, match="outlives"):
+            await store.begin_verify(PHONE, 601, now, Lockout())
+        assert isinstance(
+            await store.issue(send(ttl_seconds=600, cooldown_seconds=600), now), Issued
+        )
+    finally:
+        await store.close()
+
+
+@pytest.mark.integration
+async def test_redis_records_are_found_by_a_caller_whose_clock_differs(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Records are filed by the writer's clock: a reader whose clock is behind by up to
+    a slice (150 s here) still finds them, and its writes keep one record, not two."""
+    ahead = RedisStore(redis_url, prefix=redis_prefix, phone_state_seconds=600)
+    behind = RedisStore(redis_url, prefix=redis_prefix, phone_state_seconds=600)
+    sync = redis.Redis.from_url(redis_url)
+    try:
+        now = round(time.time())
+        assert isinstance(await ahead.issue(send(ttl_seconds=600), now + 140), Issued)
+        attempt = await behind.begin_verify(PHONE, 600, now, Lockout())
+        assert (attempt.attempts, attempt.code_hash) == (1, H1)
+        held = [k for k in sync.scan_iter(f"{redis_prefix}*") if sync.hexists(k, PHONE)]
+        assert len(held) == 1
+        assert await behind.consume(PHONE, H1, now) is True
+        assert (await ahead.begin_verify(PHONE, 600, now + 140, Lockout())).code_hash is None
+    finally:
+        sync.close()
+        await ahead.close()
+        await behind.close()
 
 
 # -- distinct members (phones per IP) ---------------------------------------------------

@@ -102,6 +102,11 @@ def build_redis_store(settings: Settings) -> RedisStore:
         fast_path=fast_path.enabled(fast_path.REDIS_CONNECTION, settings.fast_path),
         tls=settings.redis_tls,
         events=settings.events_on,
+        phone_state_seconds=max(
+            settings.otp_ttl_seconds,
+            settings.otp_resend_cooldown_seconds,
+            settings.phone_send_window_seconds,
+        ),
     )
 
 

@@ -6,9 +6,14 @@ its first ``{...}`` only: every key below is in that one slot, so every script's
 those it builds itself too, are on one node. On one server or Sentinel the prefix is
 used as given, and the braces below are plain characters:
 
-- ``P{+12125550123}:code``     hash ``h`` (code HMAC), ``a`` (attempts), ``i`` (the send's
-  id), ``n`` (which distinct sets the send joined); expires with the code
-- ``P{+12125550123}:cd``       resend cooldown: its end (ms epoch); expires then
+- ``P{phones}:<slice ms>:<slice>:<shard>`` hashes of phone records (``lua/record.lua``),
+  field = the phone: its code (HMAC, attempts, the send's short id, which distinct sets
+  the send joined, its time and verification), resend cooldown, the sends its own send
+  limit logs and its failed guesses while it had no code, packed in one value, filed
+  under the time slice the record's last part ends in (a quarter of the span:
+  ``phone_state_seconds``); each slice's hash expires a slice after it. An entry in a
+  shared hash, not keys of its own: a pending code costs about as much as the Node
+  service's one string key, a guess at a number with no code a few dozen bytes
 - ``P{<verification id>}:ver`` a verification: ``ph`` phone, ``st`` stored status, ``ch``
   channel, ``pu`` purpose, ``dt`` details, ``c``/``u`` created/updated, ``e`` the code's
   expiry and ``sa`` its send times (comma-separated; ms epoch); expires ``retention``
@@ -17,10 +22,11 @@ used as given, and the braces below are plain characters:
   slot of the keys it is given because every key is in one slot.
 - ``P{+12125550123}:void:<id>`` the mark of a send voided before its issue ran: its end
   (ms epoch); expires then
-- ``P{+12125550123}:fails``    consecutive failed verifies ``n`` and the last one's time ``l``
+- ``P{+12125550123}:fails``    consecutive failed verifies ``n`` and the last one's time
+  ``l``, once one was at a live code (remembered for weeks, so not in the record)
 - ``P{<scope>}:log:<kind>``    a quota's sliding log (sorted set: score = send time in
   ms epoch, member = send id); expires when its newest send leaves the window. The
-  per-phone limit's scope is the phone, so its log shares the phone's slot
+  phone's own send limit is logged in its record instead, when its window fits the span
 - ``P{<scope>}:s:<kind>:<j>``  a quota's sub-window ``j`` (a send count); expires when
   no send counts it any more (``limits.bucket_leaves``)
 - ``P{<scope>}:q:<kind>:<n>``  a surge guard's counter of fixed window ``n``
@@ -51,6 +57,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
@@ -188,11 +195,12 @@ class _Script:
 
 
 _LUA = files("otpgate.store").joinpath("lua")
-_ISSUE = _Script.of("window", "limits", "ranges", "events", "issue")
-_VOID = _Script.of("ranges", "events", "void")
-_FINISH = _Script.of("events", "finish")
-_BEGIN_VERIFY = _Script.of("window", "events", "begin_verify")
-_CONSUME = _Script.of("ranges", "events", "consume")
+_ISSUE = _Script.of("window", "limits", "ranges", "events", "record", "issue")
+_VOID = _Script.of("ranges", "events", "record", "void")
+_FINISH = _Script.of("events", "record", "finish")
+_BEGIN_VERIFY = _Script.of("window", "events", "record", "begin_verify")
+_CONSUME = _Script.of("ranges", "events", "record", "consume")
+_PHONE = _Script.of("record", "phone")
 _NEXT_EVENTS = _Script.of("next_events")
 _ACK_EVENT = _Script.of("ack_event")
 _SWEEP = _Script.of("events", "sweep")
@@ -202,6 +210,24 @@ _CHANNEL = _Script.of("channel")
 _RANGE_BUCKETS = [STAT_BUCKET_SECONDS * 1000, STAT_BUCKETS_KEPT, HOUR * 1000, DAY_BUCKETS_KEPT]
 # What every lockout is called among the blocks (``Lockout.kind``).
 _PHONE_LOCKED = "phone_locked"
+# A phone's record (lua/record.lua) is filed by the time slice its last part ends in:
+# the longest-lived part spans at most this many slices, and a read looks in them, in
+# the one holding now, and in one more for a writer whose clock runs ahead.
+_SLICES = 4
+# The hashes of one slice: each holds the records of the phones that hash to it, so no
+# single hash grows past a few thousand entries (nor takes long to free) under a flood.
+_SHARDS = 64
+# The span of a phone's record is this times a power of two: settings that move the
+# longest part a little (a code's lifetime from 5 to 8 minutes) keep the same slices.
+_SPAN_STEP = 300
+
+
+def _short_id(send_id: str) -> int:
+    """The send id as a phone's record keeps it: 32 bits, unique among a phone's few
+    sends in a window."""
+    return int.from_bytes(hashlib.blake2b(send_id.encode(), digest_size=4).digest(), "big")
+
+
 _HIT_WINDOW = _Script.of("window", "hit_window")
 
 
@@ -232,11 +258,21 @@ class RedisStore:
         fast_path: bool = True,
         tls: RedisTls | None = None,
         events: bool = False,
+        phone_state_seconds: int = 600,
     ) -> None:
         """``url`` as REDIS_URL writes it, or parsed; ``tls`` is used with ``rediss://``
         and ``rediss+cluster://``; with ``events`` the steps queue events (``EventLog``).
         On Redis Cluster, ``prefix`` is given a hash tag when it has none
-        (``redis_slot.cluster_prefix``; PrefixError when it cannot be)."""
+        (``redis_slot.cluster_prefix``; PrefixError when it cannot be).
+
+        ``phone_state_seconds`` is the longest a part of a phone's record lives: the
+        code's lifetime, the resend cooldown, the phone's send window (wiring passes
+        the longest of the settings; the default is the default settings'). It is
+        rounded up to 5 minutes times a power of two, the span; records are filed in
+        slices of a quarter of the span, which bounds how long one outstays its end.
+        Stores share records only with stores of the same span. A code or cooldown
+        longer than the span is refused (ValueError), a longer send window is logged
+        apart."""
         self._url = parse_redis_url(url) if isinstance(url, str) else url
         slot = 0
         if isinstance(self._url, ClusterUrl):
@@ -244,6 +280,11 @@ class RedisStore:
             slot = key_slot(prefix)
         self._prefix = prefix
         self._slot = slot
+        span = _SPAN_STEP
+        while span < phone_state_seconds:
+            span *= 2
+        self._state_ms = span * 1000
+        self._slice_ms = self._state_ms // _SLICES
         self._events_on = events
         self._ev = "1" if events else "0"
         self._timeout = timeout
@@ -254,6 +295,30 @@ class RedisStore:
     # -- keys --------------------------------------------------------------------------
     def _phone_key(self, phone: str, what: str) -> str:
         return f"{self._prefix}{{{phone}}}:{what}"
+
+    def _record_slices(self, phone: str, now_ms: int) -> tuple[list[str], list[int]]:
+        """The hashes a phone's record can be in at ``now_ms`` (lua/record.lua), and the
+        script's "ps": the first slice, the width, how many."""
+        width = self._slice_ms
+        first = now_ms // width
+        shard = zlib.crc32(phone.encode()) % _SHARDS
+        keys = [f"{self._prefix}{{phones}}:{width}:{first + j}:{shard}" for j in range(_SLICES + 2)]
+        return keys, [first, width, len(keys)]
+
+    def _record_log(self, request: SendRequest) -> int | None:
+        """Which quota's sends the phone's record logs (1-based, for the scripts): the
+        first sliding log of the phone's own that fits its time; None for none."""
+        for index, q in enumerate(request.quotas, 1):
+            if not q.buckets and q.key == request.phone and q.window_ms <= self._state_ms:
+                return index
+        return None
+
+    def _check_lives(self, *seconds: int) -> None:
+        if max(seconds) * 1000 > self._state_ms:
+            raise ValueError(
+                f"a code or cooldown of {max(seconds)} s outlives the store's phone state"
+                f" ({self._state_ms // 1000} s)"
+            )
 
     def _scoped(self, scope: str, what: str) -> str:
         return f"{self._prefix}{{{scope}}}:{what}"
@@ -274,8 +339,12 @@ class RedisStore:
         self, request: SendRequest, now: float, window: RequestWindow | None = None
     ) -> Issued | Refused:
         now_ms = to_ms(now)
-        keys = self._send_keys(request)
-        for q in request.quotas:
+        self._check_lives(request.ttl_seconds, request.cooldown_seconds)
+        keys, slices = self._send_keys(request, now_ms)
+        record_log = self._record_log(request)
+        for index, q in enumerate(request.quotas, 1):
+            if index == record_log:
+                continue
             if q.buckets:
                 counted = buckets_counted(now_ms, q.window_ms, q.buckets)
                 keys += [self._scoped(q.key, f"s:{q.kind}:{j}") for j in counted]
@@ -310,6 +379,9 @@ class RedisStore:
         spec: dict[str, Any] = {
             "now": now_ms,
             "id": request.send_id,
+            "sid": _short_id(request.send_id),
+            "ph": request.phone,
+            "ps": slices,
             "ttl": request.ttl_seconds * 1000,
             "cd": request.cooldown_seconds * 1000,
             "q": [[q.limit, q.window_ms, q.buckets] for q in request.quotas],
@@ -324,6 +396,8 @@ class RedisStore:
             "cv": conversions,
             "rb": _RANGE_BUCKETS,
         }
+        if record_log is not None:
+            spec["gq"] = record_log
         if self._events_on:
             spec |= {"ev": True, "kp": self._prefix}
         _add_verification(spec, request)
@@ -335,16 +409,15 @@ class RedisStore:
         reply = await self._run(_ISSUE, keys, [orjson.dumps(spec), request.code_hash])
         return _issue_outcome(request, now, reply)
 
-    def _send_keys(self, request: SendRequest) -> list[str]:
-        """The keys every send step starts with: code, cooldown, the send's void mark,
-        its verification record."""
-        phone = request.phone
-        return [
-            self._phone_key(phone, "code"),
-            self._phone_key(phone, "cd"),
-            self._phone_key(phone, f"void:{request.send_id}"),
+    def _send_keys(self, request: SendRequest, now_ms: int) -> tuple[list[str], list[int]]:
+        """The keys every send step starts with: the phone's record slices, the send's
+        void mark, its verification record; and the slices' "ps"."""
+        keys, slices = self._record_slices(request.phone, now_ms)
+        keys += [
+            self._phone_key(request.phone, f"void:{request.send_id}"),
             self._record_key(request.verification_id),
         ]
+        return keys, slices
 
     def _record_key(self, verification_id: str) -> str:
         return f"{self._prefix}{{{verification_id}}}:ver"
@@ -360,7 +433,12 @@ class RedisStore:
             self._scoped(g.key, f"q:{g.kind}:{window_index(now, g.window_seconds)}")
             for g in request.surges
         ]
-        logs = [self._scoped(q.key, f"log:{q.kind}") for q in request.quotas if not q.buckets]
+        record_log = self._record_log(request)
+        logs = [
+            self._scoped(q.key, f"log:{q.kind}")
+            for index, q in enumerate(request.quotas, 1)
+            if not q.buckets and index != record_log
+        ]
         sets = [
             self._scoped(d.key, f"d:{d.kind}:{window_index(now, d.window_seconds)}")
             for d in request.distinct
@@ -374,15 +452,19 @@ class RedisStore:
             self._prefix,
             *_RANGE_BUCKETS,
             self._ev,
-            *(d.member for d in request.distinct),
+            request.phone,
+            _short_id(request.send_id),
         ]
+        keys, slices = self._send_keys(request, now_ms)
+        args += [*slices, "1" if record_log is not None else "0"]
+        args += [d.member for d in request.distinct]
         ranges = [self._scoped(r, "cv") for r in request.ranges]
         ranges += [
             self._defence_key("ranges"),
             self._events_key("log"),
             self._events_key("awaiting"),
         ]
-        await self._run(_VOID, self._send_keys(request) + counters + logs + sets + ranges, args)
+        await self._run(_VOID, keys + counters + logs + sets + ranges, args)
 
     async def begin_verify(
         self,
@@ -393,8 +475,11 @@ class RedisStore:
         window: RequestWindow | None = None,
     ) -> Attempt:
         now_ms = to_ms(now)
+        self._check_lives(ttl_seconds)
+        keys, slices = self._record_slices(phone, now_ms)
         spec: dict[str, Any] = {
             "now": now_ms,
+            "ps": slices,
             "exp": now_ms + ttl_seconds * 1000,
             "t": lockout.threshold,
             "b": lockout.base_seconds * 1000,
@@ -406,8 +491,7 @@ class RedisStore:
         }
         if self._events_on:
             spec["ev"] = True
-        keys = [
-            self._phone_key(phone, "code"),
+        keys += [
             self._phone_key(phone, "fails"),
             self._defence_key("locks"),
             self._events_key("log"),
@@ -435,8 +519,9 @@ class RedisStore:
         verification_id: str = "",
         ranges: Sequence[str] = (),
     ) -> bool:
-        keys = [
-            self._phone_key(phone, "code"),
+        now_ms = to_ms(now)
+        keys, slices = self._record_slices(phone, now_ms)
+        keys += [
             self._phone_key(phone, "fails"),
             self._record_key(verification_id),
             self._defence_key("locks"),
@@ -444,7 +529,7 @@ class RedisStore:
             self._events_key("awaiting"),
             *(self._scoped(r, "cv") for r in ranges),
         ]
-        args = [code_hash, verification_id, to_ms(now), phone, *_RANGE_BUCKETS, self._ev]
+        args = [code_hash, verification_id, now_ms, phone, *_RANGE_BUCKETS, self._ev, *slices]
         return bool(await self._run(_CONSUME, keys, args))
 
     async def get_verification(self, verification_id: str, now: float) -> Verification | None:
@@ -467,14 +552,11 @@ class RedisStore:
             raise StoreUnavailable() from exc
         if phone is None:
             return None
-        keys = [
-            record,
-            self._phone_key(phone.decode(), "code"),
-            self._events_key("log"),
-            self._events_key("awaiting"),
-        ]
+        now_ms = to_ms(now)
+        slice_keys, slices = self._record_slices(phone.decode(), now_ms)
+        keys = [record, self._events_key("log"), self._events_key("awaiting"), *slice_keys]
         name = EVENT_NAMES[status] if status else ""  # type: ignore[index]
-        args = [verification_id, status, to_ms(now), self._ev, name]
+        args = [verification_id, status, now_ms, self._ev, name, phone, *slices]
         reply = await self._run(_FINISH, keys, args)
         if not reply:
             return None  # lapsed between the two steps
@@ -560,14 +642,13 @@ class RedisStore:
         locked = await self._cmd("ZRANGE", locks, f"({now_ms}", "+inf", "BYSCORE", "WITHSCORES")
         for member, ends in _pairs(locked):
             phone = member.decode()
-            n, last = await self._cmd("HMGET", self._phone_key(phone, "fails"), "n", "l")
-            if n is None:
+            state = await self._phone(phone, now_ms)
+            n, last = int(state[6]), int(state[7])
+            if not n:
                 await self._cmd("ZREM", locks, member)  # lifted, or cleared by a success
                 continue
-            counts = {"failures": int(n)}
-            block = Block(
-                _PHONE_LOCKED, phone, "failures", int(last) / 1000, float(ends) / 1000, counts
-            )
+            counts = {"failures": n}
+            block = Block(_PHONE_LOCKED, phone, "failures", last / 1000, float(ends) / 1000, counts)
             found.append(block)
         return sorted(found, key=lambda b: (b.started_at, b.kind, b.scope))
 
@@ -577,7 +658,7 @@ class RedisStore:
         if block is None:
             return None
         if kind == _PHONE_LOCKED and block.reason == "failures":
-            await self._cmd("DEL", self._phone_key(scope, "fails"))
+            await self._phone(scope, to_ms(now), forget=True)
             await self._cmd("ZREM", self._defence_key("locks"), scope)
         else:
             # Until it would have ended, the range's guards let it be (a negative end).
@@ -589,28 +670,33 @@ class RedisStore:
 
     async def phone_state(self, phone: str, now: float, sends: Quota) -> PhoneState:
         now_ms = to_ms(now)
-        code_key = self._phone_key(phone, "code")
-        code_hash, attempts, vid = await self._cmd("HMGET", code_key, "h", "a", "v")
-        expires = int(await self._cmd("PEXPIRETIME", code_key))
-        cooldown = await self._cmd("GET", self._phone_key(phone, "cd"))
-        log_key = self._scoped(sends.key, f"log:{sends.kind}")
-        logged = await self._cmd("ZCOUNT", log_key, f"({now_ms - sends.window_ms}", "+inf")
-        n, last = await self._cmd("HMGET", self._phone_key(phone, "fails"), "n", "l")
-        pending = code_hash is not None and expires > now_ms
+        in_record = sends.key == phone and sends.window_ms <= self._state_ms
+        state = await self._phone(phone, now_ms, log_ms=sends.window_ms if in_record else 0)
+        pending, expires, attempts, vid, cooldown, logged, n, last = state
+        if not in_record:
+            log_key = self._scoped(sends.key, f"log:{sends.kind}")
+            logged = await self._cmd("ZCOUNT", log_key, f"({now_ms - sends.window_ms}", "+inf")
         record = await self.get_verification(vid.decode(), now) if vid else None
         return PhoneState(
             phone=phone,
-            code_pending=pending,
-            code_expires_at=expires / 1000 if pending else None,
-            attempts=int(attempts) if pending else 0,
-            cooldown_until=int(cooldown) / 1000
-            if cooldown is not None and int(cooldown) > now_ms
-            else None,
+            code_pending=bool(pending),
+            code_expires_at=int(expires) / 1000 if pending else None,
+            attempts=int(attempts),
+            cooldown_until=int(cooldown) / 1000 if int(cooldown) > now_ms else None,
             sends_in_window=int(logged),
-            failures=int(n) if n is not None else 0,
-            last_failure_at=int(last) / 1000 if last is not None else None,
+            failures=int(n),
+            last_failure_at=int(last) / 1000 if int(n) else None,
             verification=record,
         )
+
+    async def _phone(
+        self, phone: str, now_ms: int, *, forget: bool = False, log_ms: int = 0
+    ) -> list[Any]:
+        """lua/phone.lua's reply for ``phone``; ``forget`` drops its failures first."""
+        keys, slices = self._record_slices(phone, now_ms)
+        keys.append(self._phone_key(phone, "fails"))
+        args = [phone, now_ms, *slices, "1" if forget else "0", log_ms]
+        return list(await self._run(_PHONE, keys, args))
 
     async def set_override(self, which: OverrideList, entry: str, present: bool) -> bool:
         command = "SADD" if present else "SREM"

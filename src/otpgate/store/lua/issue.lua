@@ -1,13 +1,16 @@
 -- Issue a code: check every limit, and when all pass replace the code and charge them.
--- Runs after window.lua, which decodes ARGV[1] into `spec` and counts the window, and
--- limits.lua, the window arithmetic.
+-- Runs after window.lua, which decodes ARGV[1] into `spec` and counts the window,
+-- limits.lua, the window arithmetic, and record.lua, the phone's record.
 --
--- KEYS: code, cooldown, the send's void mark, its verification record, then per quota
---       either its sliding log (buckets 0: a sorted
---       set, score = ms, member = send id) or the sub-windows it counts, oldest first
+-- KEYS: the phone's record slices ("ps"[3] of them), the send's void mark, its
+--       verification record, then per quota either its sliding log (buckets 0: a
+--       sorted set, score = ms, member = send id; none for the quota "gq", whose log
+--       is the record's) or the sub-windows it counts, oldest first
 --       (buckets_counted(now): buckets + 1 counters), then per distinct quota (set),
 --       per surge guard (previous, current, block), then the request window if any.
--- ARGV[1]: {"now", "id" (send id), "ttl", "cd", "q": [[limit, win, buckets]],
+-- ARGV[1]: {"now", "id" (send id), "sid" (its short id), "ph" the phone, "ps" {first
+--           slice, width, count}, "gq" the quota the record logs (absent: none),
+--           "ttl", "cd", "q": [[limit, win, buckets]],
 --           "v": verification id, "ch" channel, "pu" purpose, "dt" details, "ret"
 --           retention (absent without a verification), "rs": the key prefix when the
 --           send may resume the replaced code's pending verification, "keep" how many
@@ -30,19 +33,23 @@
 --   over (from window.lua); -6 the send was voided (void.lua) before this step ran.
 -- An exempt range skips every surge and conversion guard (and their blocks); its
 -- sends are still counted.
--- The code hash records the send's id "i" and, in "n", a '1' or '0' per distinct
--- quota: whether this send added its member (what void.lua gives back).
+-- The record's code keeps the send's short id "i" and, in "n", a '1' or '0' per
+-- distinct quota: whether this send added its member (what void.lua gives back).
 local now = spec.now
 local q, d, s = spec.q, spec.d, spec.s
+local slices = spec.ps[3]
 
-if tonumber(redis.call('GET', KEYS[3]) or '0') > now then return {wc, wt, -6} end
+if tonumber(redis.call('GET', KEYS[slices + 1]) or '0') > now then return {wc, wt, -6} end
+local rec, found = rec_load(1, slices, spec.ph, now)
 
 -- Where each quota's keys start, and for sub-windows the first and last counted.
 local qkeys = {}
-local at = 5
+local at = slices + 3
 for i = 1, #q do
   local win, buckets = q[i][2], q[i][3]
-  if buckets == 0 then
+  if i == spec.gq then
+    qkeys[i] = {0, 0, 0}
+  elseif buckets == 0 then
     qkeys[i] = {at, 0, 0}
     at = at + 1
   else
@@ -83,14 +90,28 @@ for i = 1, #guard_cv do
   grace_cv[i] = until_ms < 0 and -until_ms > now
 end
 
-local cd = tonumber(redis.call('GET', KEYS[2]) or '0')
-if cd > now then return {wc, wt, 1, cd - now} end
+if rec.c > now then return {wc, wt, 1, rec.c - now} end
+
+-- The record's log: the sends still in the window, oldest first (callers' clocks may
+-- disagree, so not always in the order they were logged).
+local logged = {}
+if spec.gq then
+  local win = q[spec.gq][2]
+  for k = 1, #rec.g, 2 do
+    if rec.g[k] > now - win then logged[#logged + 1] = {rec.g[k], rec.g[k + 1]} end
+  end
+  table.sort(logged, function(x, y) return x[1] < y[1] end)
+end
 
 for i = 1, #q do
   local limit, win, buckets = q[i][1], q[i][2], q[i][3]
   local k, first, last = qkeys[i][1], qkeys[i][2], qkeys[i][3]
   local wait
-  if buckets == 0 then
+  if i == spec.gq then
+    local times = {}
+    for k = 1, #logged do times[k] = logged[k][1] end
+    wait = log_wait(times, limit, win, now)
+  elseif buckets == 0 then
     -- The sends that have left the window leave the log.
     redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now - win)
     local times = {}
@@ -176,11 +197,20 @@ for i = 1, #guard_cv do
   end
 end
 
-if spec.cd > 0 then redis.call('SET', KEYS[2], now + spec.cd, 'PXAT', now + spec.cd) end
+if spec.cd > 0 then rec.c = now + spec.cd end
 for i = 1, #q do
   local win, buckets = q[i][2], q[i][3]
   local k, first, last = qkeys[i][1], qkeys[i][2], qkeys[i][3]
-  if buckets == 0 then
+  if i == spec.gq then
+    logged[#logged + 1] = {now, spec.sid}
+    rec.g = {}
+    for j = 1, #logged do
+      rec.g[#rec.g + 1] = logged[j][1]
+      rec.g[#rec.g + 1] = logged[j][2]
+      -- Kept until its newest send leaves the window.
+      rec.ge = math.max(rec.ge, logged[j][1] + win)
+    end
+  elseif buckets == 0 then
     redis.call('ZADD', KEYS[k], now, spec.id)
     -- Kept until its newest send leaves the window: callers' clocks may disagree, so
     -- the newest is not always this one.
@@ -207,10 +237,10 @@ for i = 1, #s do
 end
 -- A resuming send continues the verification of the code it replaces when that one is
 -- live, stored pending, and of this send's purpose, channel and details.
-local vid, record, sends = spec.v, KEYS[4], nil
+local vid, record, sends = spec.v, KEYS[slices + 2], nil
 if spec.rs then
-  local old = redis.call('HGET', KEYS[1], 'v')
-  if old then
+  local old = rec.v
+  if old ~= '' then
     local key = spec.rs .. '{' .. old .. '}:ver'
     local f = redis.call('HMGET', key, 'st', 'e', 'ch', 'pu', 'dt', 'sa', 'c')
     if f[1] == 'pending' and tonumber(f[2]) > now and f[3] == spec.ch
@@ -221,8 +251,8 @@ if spec.rs then
 end
 if spec.ev and not sends then
   -- A new send replaces the phone's live code: its pending verification is canceled.
-  local old = redis.call('HGET', KEYS[1], 'v')
-  if old then
+  local old = rec.v
+  if old ~= '' then
     local key = spec.kp .. '{' .. old .. '}:ver'
     local st, e = unpack(redis.call('HMGET', key, 'st', 'e'))
     if st == 'pending' and tonumber(e) > now then
@@ -231,7 +261,7 @@ if spec.ev and not sends then
     end
   end
 end
-redis.call('DEL', KEYS[1])
+rec_drop_code(rec)
 local rb = spec.rb
 for i = 1, #spec.r do
   local key = KEYS[rbase + i - 1]
@@ -245,11 +275,10 @@ end
 for key, weighed in pairs(passed) do
   if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'vc', weighed) end
 end
-redis.call('HSET', KEYS[1], 'h', ARGV[2], 'a', 0, 'i', spec.id, 'n', table.concat(added),
-  't', now)
-redis.call('PEXPIREAT', KEYS[1], now + spec.ttl)
+rec.h, rec.a, rec.i, rec.n, rec.t, rec.e = ARGV[2], 0, spec.sid, table.concat(added), now,
+  now + spec.ttl
 if vid then
-  redis.call('HSET', KEYS[1], 'v', vid)
+  rec.v = vid
   if sends then
     local times = {}
     for t in string.gmatch(sends .. ',' .. now, '[^,]+') do times[#times + 1] = t end
@@ -265,4 +294,5 @@ if vid then
   redis.call('PEXPIREAT', record, now + spec.ttl + spec.ret)
   if spec.ev then redis.call('ZADD', awaiting, now + spec.ttl, vid) end
 end
+rec_save(rec, 1, slices, found, spec.ph, now, spec.ps)
 return {wc, wt, 0, vid or ''}
