@@ -109,7 +109,7 @@ def measured_run(
 ) -> dict[str, Any]:
     busy_before = machine.wait_quiet(quiet_max, quiet_wait)
     tree = target.proc.tree()
-    helpers = {"redis": {target.redis.proc.pid}, "stub": {target.stub.pid}}
+    helpers = {"redis": target.redis.pids(), "stub": {target.stub.pid}}
     ticks0 = {"service": procfs.ticks_of(tree)} | {
         k: procfs.ticks_of(v) for k, v in helpers.items()
     }
