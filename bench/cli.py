@@ -23,13 +23,20 @@ from typing import Any, NoReturn
 
 from bench import loadgen, phones, redis_memory, report, services
 from bench.procs import ProcessGroup
+from bench.redis_cluster import RedisCluster
 from bench.runner import STUB_ALONE, SanityError, Target, measured_run, sanity
 from bench.scenarios import SCENARIOS, Scenario
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # otpgate's modes, by the service name each is reported under: its fast paths on
-# (FAST_PATH=true) or off, on Redis; and on the embedded SQLite store, fast paths on.
-MODES = {"fast": "otpgate", "stock": "otpgate-stock", "sqlite": "otpgate-sqlite"}
+# (FAST_PATH=true) or off, on Redis; on the embedded SQLite store, and on a Redis
+# Cluster of three masters, fast paths on.
+MODES = {
+    "fast": "otpgate",
+    "stock": "otpgate-stock",
+    "sqlite": "otpgate-sqlite",
+    "cluster": "otpgate-cluster",
+}
 
 
 def _seconds(text: str) -> float:
@@ -53,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_list,
         default=["fast"],
         help="otpgate modes side by side: fast (FAST_PATH=true), stock (FAST_PATH=false),"
-        " sqlite (the embedded store instead of Redis)",
+        " sqlite (the embedded store instead of Redis), cluster (a Redis Cluster of 3 masters)",
     )
     p.add_argument("--workers", type=int, help="otpgate workers (default: its own, CPU count)")
     p.add_argument("--sanity-seconds", type=_seconds, default=2.0)
@@ -161,6 +168,9 @@ def _run_all(args: argparse.Namespace, node_dir: Path | None, workdir: Path) -> 
             f"redis pid {redis.proc.pid} port {redis.port}; "
             f"sns stub pid {stub.pid} port {stub_port}"
         )
+        cluster = RedisCluster(group, workdir) if "cluster" in args.modes else None
+        if cluster is not None:
+            _log(f"redis cluster pids {sorted(cluster.pids())} ports {cluster.ports}")
         if not args.no_stub_alone:
             target = Target("sns-stub", stub, stub_url, redis, stub, stub_url)
             sanity(STUB_ALONE, target, args.sanity_seconds, args.connections)
@@ -168,11 +178,19 @@ def _run_all(args: argparse.Namespace, node_dir: Path | None, workdir: Path) -> 
         for level in args.log_levels:
             for name in names:
                 redis.flush()
+                if cluster is not None:
+                    cluster.flush()
+                # The store the service uses, whose CPU and memory the runs record.
+                store: services.Redis | RedisCluster = redis
+                otpgate_redis_url = redis.url(0)
+                if name == MODES["cluster"]:
+                    assert cluster is not None
+                    store, otpgate_redis_url = cluster, cluster.url
                 if name.startswith("otpgate"):
                     svc = services.start_otpgate(
                         group,
                         workdir,
-                        redis.url(0),
+                        otpgate_redis_url,
                         stub_url,
                         level,
                         args.workers,
@@ -184,7 +202,7 @@ def _run_all(args: argparse.Namespace, node_dir: Path | None, workdir: Path) -> 
                     assert node_dir is not None
                     svc = services.start_node(group, node_dir, redis.url(1), stub_url, level)
                 _log(f"{name} LOG_LEVEL={level}: pids {sorted(svc.proc.tree())} port {svc.port}")
-                target = Target(name, svc.proc, svc.url, redis, stub, stub_url)
+                target = Target(name, svc.proc, svc.url, store, stub, stub_url)
                 loadgen.run_wrk(svc.url, "verify_wrong.lua", args.warmup_seconds, args.connections)
                 for scenario_name in args.scenarios:
                     scenario = SCENARIOS[scenario_name]

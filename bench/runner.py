@@ -18,6 +18,7 @@ import orjson
 
 from bench import loadgen, machine, procfs
 from bench.procs import Managed
+from bench.redis_cluster import RedisCluster
 from bench.scenarios import Scenario
 from bench.services import Redis
 
@@ -32,12 +33,13 @@ class SanityError(RuntimeError):
 
 @dataclass
 class Target:
-    """What a run loads (``proc`` at ``url``) and what else it watches."""
+    """What a run loads (``proc`` at ``url``) and what else it watches: ``redis`` is
+    the store the service uses (all three nodes of the cluster in `cluster` mode)."""
 
     name: str
     proc: Managed
     url: str
-    redis: Redis
+    redis: Redis | RedisCluster
     stub: Managed
     stub_url: str
 
@@ -109,7 +111,7 @@ def measured_run(
 ) -> dict[str, Any]:
     busy_before = machine.wait_quiet(quiet_max, quiet_wait)
     tree = target.proc.tree()
-    helpers = {"redis": {target.redis.proc.pid}, "stub": {target.stub.pid}}
+    helpers = {"redis": target.redis.pids(), "stub": {target.stub.pid}}
     ticks0 = {"service": procfs.ticks_of(tree)} | {
         k: procfs.ticks_of(v) for k, v in helpers.items()
     }

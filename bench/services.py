@@ -38,7 +38,7 @@ BENCH_V2_TOKEN = "bench-v2-" + "Tz8rW2mQ" * 4
 BENCH_V2_SERVICE = "VA" + "5e" * 16
 
 
-def _base_env() -> dict[str, str]:
+def base_env() -> dict[str, str]:
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
     return {k: os.environ[k] for k in keep if k in os.environ}
 
@@ -53,7 +53,7 @@ def otpgate_env(
     pumping guard...), raising it for the benchmark is one more line below.
     """
     return {
-        **_base_env(),
+        **base_env(),
         **_AWS,
         "APP_ENV": "production",
         "OTP_HASH_SECRET": secrets.token_urlsafe(48),
@@ -92,7 +92,7 @@ def otpgate_env(
 def node_env(port: int, redis_url: str, sns_url: str, log_level: str) -> dict[str, str]:
     """The Node service as its own harness runs it, pointed at our stub and Redis."""
     return {
-        **_base_env(),
+        **base_env(),
         **_AWS,
         "NODE_ENV": "production",
         "HOST": "127.0.0.1",
@@ -137,20 +137,15 @@ class Redis:
             "--dir": str(workdir),
         }
         argv = ["redis-server", *(part for item in options.items() for part in item)]
-        self.proc = group.start("redis", argv, _base_env(), workdir)
+        self.proc = group.start("redis", argv, base_env(), workdir)
         self.client = redis.Redis(host="127.0.0.1", port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or not self.proc.alive():
-                    raise RuntimeError(f"redis did not start:\n{self.proc.log_tail()}") from None
-                time.sleep(0.05)
+        wait_redis(self.client, self.proc)
 
     def url(self, db: int) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def pids(self) -> set[int]:
+        return {self.proc.pid}
 
     def flush(self) -> None:
         self.client.flushall()
@@ -163,12 +158,25 @@ class Redis:
         return sum(int(db["keys"]) for db in info.values())
 
 
+def wait_redis(client: redis.Redis, proc: Managed, timeout: float = 10.0) -> None:
+    """Until the redis-server ``proc`` answers PING; RuntimeError if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or not proc.alive():
+                raise RuntimeError(f"{proc.name} did not start:\n{proc.log_tail()}") from None
+            time.sleep(0.05)
+
+
 def start_stub(group: ProcessGroup, workdir: Path) -> tuple[Managed, int]:
     port = free_port()
     proc = group.start(
         "sns-stub",
         [sys.executable, "-m", "bench.sns_stub", "--port", str(port)],
-        {**_base_env(), "PYTHONPATH": str(REPO)},
+        {**base_env(), "PYTHONPATH": str(REPO)},
         workdir,
     )
     group.wait_http(proc, port, "/stats")
