@@ -715,6 +715,24 @@ async def test_a_send_opens_a_pending_verification_that_holds_no_code(store) -> 
     assert (await store.begin_verify(PHONE, 300, now, LOCK)).verification_id == "VE1"
 
 
+@pytest.mark.parametrize(
+    "vid",
+    [
+        "VE" + "0123456789abcdef" * 2,  # the service's form: Redis keeps it in 17 bytes
+        "VE" + "0123456789ABCDEF" * 2,
+        "VE" + "0123456789abcdeg" * 2,
+        "VE1",
+    ],
+)
+async def test_a_verification_id_is_kept_as_given(store, vid: str) -> None:
+    now = whole_ms()
+    assert isinstance(await store.issue(opened(vid), now), Issued)
+    assert (await store.begin_verify(PHONE, 300, now, LOCK)).verification_id == vid
+    assert await store.consume(PHONE, H1, now + 1, vid) is True
+    record = await store.get_verification(vid, now + 2)
+    assert record is not None and (record.id, record.status) == (vid, "approved")
+
+
 async def test_consuming_the_code_approves_its_verification(store) -> None:
     now = whole_ms()
     await store.issue(opened(), now)

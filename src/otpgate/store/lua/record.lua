@@ -31,7 +31,7 @@ local function rec_empty()
 end
 
 local function pack_vid(v)
-  if string.match(v, '^VE%x+$') and #v == 34 then
+  if #v == 34 and string.match(v, '^VE[0-9a-f]+$') then
     local raw = {'\0'}
     for k = 3, 33, 2 do raw[#raw + 1] = string.char(tonumber(string.sub(v, k, k + 1), 16)) end
     return table.concat(raw)
