@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -25,11 +27,14 @@ from twilio.rest import Client
 from twilio.rest.verify.v2.service import ServiceContext
 
 from otpgate.config_report import describe
-from otpgate.domain.errors import SmsUnavailable
+from otpgate.domain.errors import SmsUnavailable, StoreUnavailable
+from otpgate.http.app import create_app
 from otpgate.http.twilio_verify import purpose_of
 from otpgate.settings import ConfigError, load_settings
-from tests.conftest import ServiceFactory
-from tests.fakes import FailingSender
+from otpgate.store.sqlite import SqliteStore
+from otpgate.wiring import build_components
+from tests.conftest import ServiceFactory, make_settings
+from tests.fakes import CapturingSender, FailingSender
 from tests.service_process import ServiceProcess, serving
 from tests.sns_emulator import SnsEmulator
 
@@ -635,3 +640,32 @@ async def test_seed_route_answers_no_code_as_a_wrong_code(make_service: ServiceF
     assert never_sent.status_code == wrong.status_code == 400
     assert never_sent.json() == wrong.json()
     assert wrong.json()["code"] == "invalid_code"
+
+
+async def test_a_create_answers_from_the_send_on_the_services_clock_when_the_read_fails(
+    tmp_path: Path,
+) -> None:
+    """The send went out but the record cannot be read back: the answer is built from
+    the send, dated by the clock every use case reads (here a day ahead), not the host's."""
+    ahead = time.time() + 86_400
+
+    class Unreadable(SqliteStore):
+        async def get_verification(self, verification_id: str, now: float) -> None:
+            raise StoreUnavailable()
+
+    settings = make_settings(tmp_path, **V2_SETTINGS)
+    store = Unreadable(tmp_path / "v2.sqlite3")
+    components = build_components(
+        settings, store=store, sender=CapturingSender(), clock=lambda: ahead
+    )
+    transport = httpx.ASGITransport(app=create_app(components))
+    async with httpx.AsyncClient(transport=transport, base_url="http://otpgate.test") as client:
+        answer = await client.post(
+            CREATE, data={"To": "+12125550123", "Channel": "sms"}, auth=(ACCOUNT_SID, AUTH_TOKEN)
+        )
+    await components.close()
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["status"] == "pending"
+    day = datetime.fromtimestamp(ahead, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert body["date_created"] == body["date_updated"] == day

@@ -35,7 +35,6 @@ import hmac
 import ipaddress
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -173,6 +172,7 @@ class TwilioVerifyApi:
     def __init__(self, components: Components, client_ip: ClientIpResolver) -> None:
         settings = components.settings
         self._service = components.service
+        self._clock = components.clock  # the use cases' clock, for answers built here
         self._limiter = components.rate_limiter
         self._headers = RateLimitHeaders(components.rate_limiter.max_requests)
         self._resolve_ip = client_ip.resolve
@@ -333,7 +333,7 @@ class TwilioVerifyApi:
             record = await self._service.verification(sent.verification_id)
         except (VerificationNotFound, StoreUnavailable):
             # Sent all the same: the answer is built from what the send returned.
-            now = time.time()
+            now = self._clock()
             record = Verification(
                 sent.verification_id,
                 sent.phone.key,
@@ -387,7 +387,7 @@ class TwilioVerifyApi:
             record = await self._service.verification(verified.verification_id)
         except (VerificationNotFound, StoreUnavailable):
             # Approved all the same: the answer is built from what the verify returned.
-            now = time.time()
+            now = self._clock()
             record = Verification(
                 verified.verification_id,
                 verified.phone.key,
