@@ -3,7 +3,7 @@
 Order of a run: Redis and the SNS stub start once; the stub is measured alone
 (it must be far faster than either service, or it is what we would measure);
 then for each log level, each service in turn gets a flushed Redis, a warm-up,
-and per scenario a sanity run and N measured runs. Last, Redis memory per
+and per scenario an emptied Redis, a sanity run and N measured runs. Last, Redis memory per
 pending code. Everything started is stopped by PID on exit, error or Ctrl-C.
 """
 
@@ -206,6 +206,9 @@ def _run_all(args: argparse.Namespace, node_dir: Path | None, workdir: Path) -> 
                 loadgen.run_wrk(svc.url, "verify_wrong.lua", args.warmup_seconds, args.connections)
                 for scenario_name in args.scenarios:
                     scenario = SCENARIOS[scenario_name]
+                    # Each scenario on an empty Redis: a wrong-code check at a random
+                    # number must not meet a code the previous scenario sent there.
+                    store.flush()
                     sanity(scenario, target, args.sanity_seconds, args.connections)
                     runs += _measure(scenario, target, level, args)
                 group.stop(svc.proc)
