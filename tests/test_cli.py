@@ -97,7 +97,8 @@ def test_check_config_prints_effective_settings_with_secrets_redacted(tmp_path: 
     assert lines["METRICS_PORT"] == "9464"
     assert lines["WORKERS"] == "3"
     assert "/metrics on 127.0.0.1:9464" in out
-    assert "(store)                          redis" in out
+    # The defaults: a code of 5 minutes, a send window of 10: the span is 10 minutes.
+    assert "(store)                          redis, phone records span 10 min" in out
     assert lines["TOKEN_ISSUER"] == "otpgate"
     assert lines["TOKEN_AUDIENCE"] == "shop-api"
     assert lines["TOKEN_TTL_SECONDS"] == "300"

@@ -239,7 +239,27 @@ def test_check_config_names_the_prefix_a_cluster_is_written_under() -> None:
         "(store)                          redis cluster, every key under {otpgate}: (hash slot"
         in out
     )
-    assert "(store)                          redis\n" in describe(settings(redis_url="redis://c"))
+    assert "(store)                          redis, phone records span 10 min\n" in describe(
+        settings(redis_url="redis://c")
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "span"),
+    [
+        ({}, "10 min"),
+        ({"otp_ttl_seconds": 480}, "10 min"),  # within the span: nothing moves
+        ({"otp_ttl_seconds": 900}, "20 min"),
+        ({"phone_send_window_seconds": 3600}, "80 min"),
+    ],
+)
+def test_check_config_tells_the_span_phone_records_are_filed_by(
+    overrides: dict[str, int], span: str
+) -> None:
+    """Instances share phone records only with the same span: operators compare it
+    before a change of the code's lifetime, the cooldown or the send window."""
+    out = describe(settings(redis_url="redis://c", **overrides))
+    assert f"phone records span {span}\n" in out
 
 
 def test_settings_take_tls_files_with_rediss_cluster(authority: TestAuthority) -> None:

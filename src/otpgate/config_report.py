@@ -71,13 +71,19 @@ def shown(name: str, value: object) -> str:
 def _store_summary(settings: Settings) -> str:
     if not settings.redis_url:
         return "sqlite"
+    from otpgate.store.redis import record_span_seconds
     from otpgate.store.redis_slot import cluster_prefix, key_slot
     from otpgate.store.redis_url import ClusterUrl, parse_redis_url
+    from otpgate.wiring import phone_state_seconds
 
+    # Stores share phone records only with stores of the same span: compare before a
+    # change of the code's lifetime, the cooldown or the send window rolls out.
+    span = record_span_seconds(phone_state_seconds(settings))
+    records = f"phone records span {span // 60} min"
     if not isinstance(parse_redis_url(settings.redis_url), ClusterUrl):
-        return "redis"
+        return f"redis, {records}"
     prefix = cluster_prefix(settings.redis_key_prefix)  # checked by settings
-    return f"redis cluster, every key under {prefix} (hash slot {key_slot(prefix)})"
+    return f"redis cluster, every key under {prefix} (hash slot {key_slot(prefix)}), {records}"
 
 
 def describe(settings: Settings) -> str:

@@ -102,11 +102,17 @@ def build_redis_store(settings: Settings) -> RedisStore:
         fast_path=fast_path.enabled(fast_path.REDIS_CONNECTION, settings.fast_path),
         tls=settings.redis_tls,
         events=settings.events_on,
-        phone_state_seconds=max(
-            settings.otp_ttl_seconds,
-            settings.otp_resend_cooldown_seconds,
-            settings.phone_send_window_seconds,
-        ),
+        phone_state_seconds=phone_state_seconds(settings),
+    )
+
+
+def phone_state_seconds(settings: Settings) -> int:
+    """The longest any part of a phone's short-lived state lives: its code, its resend
+    cooldown, its send window (the Redis store's records are filed by it)."""
+    return max(
+        settings.otp_ttl_seconds,
+        settings.otp_resend_cooldown_seconds,
+        settings.phone_send_window_seconds,
     )
 
 

@@ -222,6 +222,15 @@ _SHARDS = 64
 _SPAN_STEP = 300
 
 
+def record_span_seconds(longest: int) -> int:
+    """The span of the phone records for parts that live at most ``longest`` seconds:
+    5 minutes times the smallest power of two that covers them."""
+    span = _SPAN_STEP
+    while span < longest:
+        span *= 2
+    return span
+
+
 def _short_id(send_id: str) -> int:
     """The send id as a phone's record keeps it: 32 bits, unique among a phone's few
     sends in a window."""
@@ -280,10 +289,7 @@ class RedisStore:
             slot = key_slot(prefix)
         self._prefix = prefix
         self._slot = slot
-        span = _SPAN_STEP
-        while span < phone_state_seconds:
-            span *= 2
-        self._state_ms = span * 1000
+        self._state_ms = record_span_seconds(phone_state_seconds) * 1000
         self._slice_ms = self._state_ms // _SLICES
         self._events_on = events
         self._ev = "1" if events else "0"
