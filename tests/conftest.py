@@ -131,7 +131,13 @@ def store_settings(
     """Settings overrides that select the parametrised store."""
     if store_kind == "redis-cluster":
         cluster = request.getfixturevalue("redis_cluster")
-        return {"redis_url": cluster.url, "redis_key_prefix": f"otpgate-test:{uuid.uuid4().hex}:"}
+        # A new app asks the cluster's nodes where the slot is: under the whole suite's
+        # load that can outlast the 0.5 s default, which these tests are not about.
+        return {
+            "redis_url": cluster.url,
+            "redis_key_prefix": f"otpgate-test:{uuid.uuid4().hex}:",
+            "redis_timeout_seconds": 5.0,
+        }
     if store_kind == "redis":
         url = request.getfixturevalue("redis_url")
         prefix = request.getfixturevalue("redis_prefix")
