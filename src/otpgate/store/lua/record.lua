@@ -21,7 +21,7 @@
 --   failed guesses while the phone had no code: fn, fl the last one's time, fe their
 --     end (failures at a live code are remembered for weeks, in the P{phone}:fails key)
 -- Packed with cmsgpack as an array, times relative to the first (the time of writing),
--- trailing empty parts left off, a verification id VE<32 hex> as 17 bytes.
+-- trailing empty parts left off.
 
 local REC_TIMES = {'e', 'fl', 'fe', 'c', 'ge', 't'}
 
@@ -30,29 +30,12 @@ local function rec_empty()
     fn = 0, fl = 0, fe = 0}
 end
 
-local function pack_vid(v)
-  if #v == 34 and string.match(v, '^VE[0-9a-f]+$') then
-    local raw = {'\0'}
-    for k = 3, 33, 2 do raw[#raw + 1] = string.char(tonumber(string.sub(v, k, k + 1), 16)) end
-    return table.concat(raw)
-  end
-  return v
-end
-
-local function unpack_vid(v)
-  if #v == 17 and string.byte(v, 1) == 0 then
-    return 'VE' .. string.gsub(string.sub(v, 2), '.',
-      function(c) return string.format('%02x', string.byte(c)) end)
-  end
-  return v
-end
-
 local function rec_encode(r, now)
   local function rel(x) if x == 0 then return false end return x - now end
   local g = {}
   for k = 1, #r.g, 2 do g[k], g[k + 1] = r.g[k] - now, r.g[k + 1] end
   local out = {now, r.a, rel(r.e), r.fn, rel(r.fl), rel(r.fe), rel(r.c), rel(r.ge), g,
-    r.h, r.i, r.n, rel(r.t), pack_vid(r.v)}
+    r.h, r.i, r.n, rel(r.t), r.v}
   -- Left off at the end: what decodes to the empty part (a count of 0 is, a relative
   -- time of 0 is not: it is `now`).
   local last = #out
@@ -72,7 +55,7 @@ local function rec_decode(packed)
   local r = rec_empty()
   r.a, r.e, r.fn, r.fl, r.fe = x[2] or 0, abs(x[3]), x[4] or 0, abs(x[5]), abs(x[6])
   r.c, r.ge, r.h, r.i, r.n, r.t = abs(x[7]), abs(x[8]), x[10] or '', x[11] or '', x[12] or '', abs(x[13])
-  r.v = unpack_vid(x[14] or '')
+  r.v = x[14] or ''
   local g = x[9] or {}
   for k = 1, #g, 2 do r.g[k], r.g[k + 1] = base + g[k], g[k + 1] end
   return r
