@@ -24,9 +24,7 @@ local function lockout_ms(failures)
   return math.min(o.b * 2 ^ (failures - o.t), o.m)
 end
 local r, found = rec_load(1, count, o.ph, o.now)
-local kept = redis.call('HMGET', fails, 'n', 'l')
-local n, last = r.fn, r.fl
-if kept[1] then n, last = tonumber(kept[1]), tonumber(kept[2] or '0') end
+local n, last, in_key = rec_failures(r, fails)
 if n >= o.t then
   local wait = lockout_ms(n)
   if last + wait > o.now then return {wc, wt, -1, last + wait - o.now} end
@@ -35,7 +33,7 @@ end
 if r.e == 0 then r.e = o.exp end
 r.a = r.a + 1
 local live = r.h ~= ''
-if live or kept[1] then
+if live or in_key then
   redis.call('HSET', fails, 'n', n + 1, 'l', o.now)
   if live then
     redis.call('PEXPIREAT', fails, o.now + o.mem)

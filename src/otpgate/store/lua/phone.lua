@@ -16,9 +16,7 @@ if ARGV[6] == '1' then
   rec_save(r, 1, count, found, phone, now, ps)
   redis.call('DEL', fails)
 end
-local n, last = r.fn, r.fl
-local kept = redis.call('HMGET', fails, 'n', 'l')
-if kept[1] then n, last = tonumber(kept[1]), tonumber(kept[2] or '0') end
+local n, last = rec_failures(r, fails)
 local win, sends = tonumber(ARGV[7]), 0
 if win > 0 then
   for k = 1, #r.g, 2 do

@@ -80,6 +80,15 @@ local function rec_drop_code(r)
   r.h, r.a, r.e, r.i, r.n, r.t, r.v = '', 0, 0, '', '', 0, ''
 end
 
+-- The phone's consecutive failures and the last one's time: from its failures key when
+-- it has one (failures at a live code, kept for weeks), else from the record; and
+-- whether the key holds them.
+local function rec_failures(r, fails)
+  local kept = redis.call('HMGET', fails, 'n', 'l')
+  if kept[1] then return tonumber(kept[1]), tonumber(kept[2] or '0'), true end
+  return r.fn, r.fl, false
+end
+
 -- The phone's record from KEYS[first .. first + count - 1] (its slices' hashes), as it
 -- stands at `now`, and where it was found (nil: nowhere).
 local function rec_load(first, count, phone, now)
