@@ -38,7 +38,7 @@ async def _through_store(
 ) -> None:
     from otpgate.domain.limits import AbusePolicy
     from otpgate.domain.policy import OtpPolicy
-    from otpgate.store.redis import RedisStore
+    from otpgate.store.redis.store import RedisStore
 
     limits, policy = AbusePolicy(), OtpPolicy()
     lives = (policy.ttl_seconds, limits.resend_cooldown_seconds, limits.phone_window_seconds)

@@ -18,10 +18,10 @@ import httpx
 import pytest
 import redis
 
+from otpgate.config.settings import Settings
 from otpgate.domain.ports import OtpStore, SmsSender
 from otpgate.http.app import create_app
-from otpgate.settings import Settings
-from otpgate.store.redis import RedisStore
+from otpgate.store.redis.store import RedisStore
 from otpgate.store.sqlite import SqliteStore
 from otpgate.wiring import Components, build_components
 from tests.fakes import CapturingSender

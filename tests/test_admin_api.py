@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from otpgate.http.app import create_app
-from otpgate.store.memory import MemoryStore
+from otpgate.store.reference import MemoryStore
 from otpgate.wiring import Store, build_components
 from tests.conftest import Service, make_settings
 from tests.fakes import CapturingSender
@@ -92,7 +92,7 @@ def open_store(
         path = tmp_path / "shared.sqlite3"
         return lambda: SqliteStore(path)
     if store_kind == "redis":
-        from otpgate.store.redis import RedisStore
+        from otpgate.store.redis.store import RedisStore
 
         url = request.getfixturevalue("redis_url")
         prefix = request.getfixturevalue("redis_prefix")
@@ -503,7 +503,7 @@ async def test_with_admin_port_only_that_port_serves_the_admin_routes(build: Bui
 # --- the dashboard's page ---------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
-DASHBOARD = ROOT / "src/otpgate/http/dashboard"
+DASHBOARD = ROOT / "src/otpgate/http/admin/dashboard"
 
 
 async def test_the_dashboard_is_served_under_a_strict_policy(build: Build) -> None:
@@ -537,5 +537,5 @@ def test_the_dashboard_files_are_package_data() -> None:
     for asset in DASHBOARD.iterdir():
         if asset.suffix in ("", ".py", ".pyc") or asset.name == "__pycache__":
             continue
-        relative = f"http/dashboard/{asset.name}"
+        relative = f"http/admin/dashboard/{asset.name}"
         assert any(fnmatch(relative, glob) for glob in globs), relative

@@ -27,7 +27,7 @@ import uvicorn
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from otpgate.http.app import create_app
-from otpgate.store.memory import MemoryStore
+from otpgate.store.reference import MemoryStore
 from otpgate.wiring import build_components
 from tests.browser import chromium_for
 from tests.conftest import make_settings

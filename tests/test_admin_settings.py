@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from otpgate.config_report import describe
-from otpgate.settings import ConfigError, load_settings
+from otpgate.cli.config_report import describe
+from otpgate.config.settings import ConfigError, load_settings
 from tests.conftest import HASH_SECRET, make_settings
 
 ADMIN_KEY = "admin-key-" + "a" * 32

@@ -19,7 +19,7 @@ import pytest
 
 from otpgate.http.openapi import build_openapi
 from otpgate.http.schemas import verify_body_model
-from otpgate.logs import configure_logging
+from otpgate.observability.logs import configure_logging
 from tests.conftest import ServiceFactory
 from tests.fakes import CapturingSender
 from tests.service_process import ServiceProcess

@@ -15,8 +15,8 @@ import redis
 
 from otpgate.domain.errors import SmsFailed, SmsRejected, SmsUnavailable
 from otpgate.domain.limits import Lockout
-from otpgate.store.redis_slot import cluster_prefix, key_slot
-from otpgate.store.redis_url import ClusterUrl, parse_redis_url
+from otpgate.store.redis.slot import cluster_prefix, key_slot
+from otpgate.store.redis.url import ClusterUrl, parse_redis_url
 from tests.conftest import HASH_SECRET, STORES_AND_CLUSTER, ServiceFactory
 from tests.fakes import CapturingSender, FailingSender
 

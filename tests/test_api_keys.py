@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from otpgate import api_keys
-from otpgate.api_keys import ApiAuth
-from otpgate.config_report import describe
+from otpgate.cli.config_report import describe
+from otpgate.config import api_keys
+from otpgate.config.api_keys import ApiAuth
 from otpgate.wiring import api_auth
 from tests.conftest import make_settings
 

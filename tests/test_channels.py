@@ -17,10 +17,10 @@ import jwt
 import orjson
 import pytest
 
+from otpgate.config.settings import ConfigError, load_settings
 from otpgate.domain.limits import Lockout
 from otpgate.domain.ports import OtpStore, SendRequest
-from otpgate.settings import ConfigError, load_settings
-from otpgate.store.memory import MemoryStore
+from otpgate.store.reference import MemoryStore
 from tests.conftest import Service, ServiceFactory
 from tests.http_stub import Reply, StubServer
 from tests.smtp_server import SmtpServer

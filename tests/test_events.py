@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
+from otpgate.config.settings import ConfigError, load_settings
+from otpgate.delivery.event_relay import EventRelay, RelayConfig
+from otpgate.delivery.webhook import sign
 from otpgate.domain.codes import CodeHasher
 from otpgate.domain.errors import InvalidCode, LimitExceeded, SmsUnavailable
 from otpgate.domain.limits import AbusePolicy, Lockout, PumpingGuard
 from otpgate.domain.policy import OtpPolicy
 from otpgate.domain.service import OtpService
-from otpgate.events.relay import EventRelay, RelayConfig
-from otpgate.settings import ConfigError, load_settings
-from otpgate.sms.webhook import sign
-from otpgate.store.memory import MemoryStore
-from otpgate.store.redis import RedisStore
+from otpgate.store.redis.store import RedisStore
+from otpgate.store.reference import MemoryStore
 from otpgate.store.sqlite import SqliteStore
 from tests.fakes import CapturingSender, FailingSender, RecordingSigner
 from tests.http_stub import Received, Reply, StubServer

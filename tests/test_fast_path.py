@@ -18,15 +18,16 @@ from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from uvicorn.protocols.http import httptools_impl
 
-from otpgate import fast_path, logs, metric_tally
 from otpgate.cli import uvicorn_config
-from otpgate.fast_path import PARTS, Part
-from otpgate.http import fast_routes, middleware, server_protocol
+from otpgate.delivery import fast_sns_publish
+from otpgate.delivery.sns import SnsSender
+from otpgate.http import fast_protocol, fast_routes, middleware
 from otpgate.http.app import create_app
 from otpgate.http.fast_routes import FastRoutes
 from otpgate.http.middleware import ObservabilityMiddleware
-from otpgate.sms import sns_publish
-from otpgate.sms.sns import SnsSender
+from otpgate.observability import fast_tally, logs
+from otpgate.runtime import fast_path
+from otpgate.runtime.fast_path import PARTS, Part
 from otpgate.wiring import Components, build_components, sns_config
 from tests.conftest import make_settings
 from tests.fakes import CapturingSender
@@ -47,7 +48,7 @@ def test_every_fast_path_fits_the_installed_libraries(part: Part) -> None:
 
 
 def test_off_when_not_wanted_without_checking(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server_protocol, "unavailable", lambda: pytest.fail("checked"))
+    monkeypatch.setattr(fast_protocol, "unavailable", lambda: pytest.fail("checked"))
     assert not fast_path.enabled(fast_path.SERVER_PROTOCOL, False)
 
 
@@ -60,14 +61,14 @@ def test_a_failed_check_warns_once_and_stays_off(
         calls.append(None)
         return "STATUS_LINE is gone"
 
-    monkeypatch.setattr(server_protocol, "unavailable", gone)
+    monkeypatch.setattr(fast_protocol, "unavailable", gone)
     with caplog.at_level(logging.WARNING, logger="otpgate.fast_path"):
         for _ in range(3):
             assert not fast_path.enabled(fast_path.SERVER_PROTOCOL, True)
     assert len(calls) == 1
     [record] = caplog.records
     assert record.levelno == logging.WARNING
-    assert "otpgate.http.server_protocol" in record.getMessage()
+    assert "otpgate.http.fast_protocol" in record.getMessage()
     assert "STATUS_LINE is gone" in record.getMessage()
     assert "uvicorn's own HTTP protocol" in record.getMessage()
 
@@ -94,7 +95,7 @@ def test_a_check_that_raises_is_a_reason(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_server_protocol_check(monkeypatch: pytest.MonkeyPatch) -> None:
     with monkeypatch.context() as patch:
         patch.setattr(httptools_impl, "STATUS_LINE", {})
-        assert "STATUS_LINE" in (server_protocol.unavailable() or "")
+        assert "STATUS_LINE" in (fast_protocol.unavailable() or "")
 
     def cycle_without_keep_alive(self: Any, scope: Any, transport: Any) -> None:
         self.scope = scope
@@ -102,7 +103,7 @@ def test_server_protocol_check(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with monkeypatch.context() as patch:
         patch.setattr(httptools_impl.RequestResponseCycle, "__init__", cycle_without_keep_alive)
-        reason = server_protocol.unavailable() or ""
+        reason = fast_protocol.unavailable() or ""
         assert reason.startswith("RequestResponseCycle no longer sets")
         assert "keep_alive" in reason and "response_started" in reason
 
@@ -129,7 +130,7 @@ def test_metric_tallies_check(monkeypatch: pytest.MonkeyPatch) -> None:
         self._value.inc(amount)
 
     monkeypatch.setattr(prometheus_client.Histogram, "observe", observe)
-    reason = metric_tally.unavailable() or ""
+    reason = fast_tally.unavailable() or ""
     assert reason.startswith("Histogram.observe no longer uses")
     assert "_buckets" in reason and "_sum" in reason
 
@@ -142,16 +143,17 @@ def test_metric_tallies_check_adds_up_a_flush(monkeypatch: pytest.MonkeyPatch) -
         return [s._replace(value=s.value * 2) for s in real(self)]
 
     monkeypatch.setattr(prometheus_client.Histogram, "_child_samples", cumulative_twice)
-    assert metric_tally.unavailable() == "a flushed tally does not add up to the values observed"
+    assert fast_tally.unavailable() == "a flushed tally does not add up to the values observed"
 
 
 def test_sns_publish_check(monkeypatch: pytest.MonkeyPatch) -> None:
     with monkeypatch.context() as patch:
         patch.delattr(aiohttp, "ConnectionTimeoutError")
-        assert sns_publish.unavailable() == "aiohttp.ConnectionTimeoutError is gone"
+        assert fast_sns_publish.unavailable() == "aiohttp.ConnectionTimeoutError is gone"
     with monkeypatch.context() as patch:
-        patch.setattr(sns_publish, "get_environ_proxies", lambda endpoint: {})
-        assert sns_publish.unavailable() == "botocore's get_environ_proxies no longer takes (url)"
+        patch.setattr(fast_sns_publish, "get_environ_proxies", lambda endpoint: {})
+        reason = fast_sns_publish.unavailable()
+        assert reason == "botocore's get_environ_proxies no longer takes (url)"
 
 
 # -- FAST_PATH=false, and a failed check: the stock path, and nothing of the fast one ----------
@@ -219,11 +221,11 @@ async def test_stock_mode_makes_no_fast_path_object(
     build: Callable[..., App], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="otpgate.access")
-    monkeypatch.setattr(metric_tally, "_tallies", {})
+    monkeypatch.setattr(fast_tally, "_tallies", {})
     monkeypatch.setattr(middleware, "log_fields", lambda *a: pytest.fail("direct line"))
     flushers: list[None] = []
-    monkeypatch.setattr(metric_tally, "flush_periodically", lambda: flushers.append(None))
-    for module in (server_protocol, fast_routes, logs, metric_tally, sns_publish):
+    monkeypatch.setattr(fast_tally, "flush_periodically", lambda: flushers.append(None))
+    for module in (fast_protocol, fast_routes, logs, fast_tally, fast_sns_publish):
         monkeypatch.setattr(module, "unavailable", lambda: pytest.fail("checked"))
 
     app = build(fast_path=False)
@@ -237,7 +239,7 @@ async def test_stock_mode_makes_no_fast_path_object(
     assert [r.status for r in caplog.records if r.name == "otpgate.access"] == [400]
     # Counted at once, with nothing left to flush: no tally was made.
     assert request_count("/api/v1/verify-otp", 400) == before + 1
-    assert metric_tally._tallies == {}
+    assert fast_tally._tallies == {}
     await start_and_stop(app)
     assert flushers == []  # and no flusher ran
 
@@ -247,7 +249,7 @@ async def test_fast_mode_makes_them(
 ) -> None:
     """The counterpart of the test above, so that its checks are known to see something."""
     caplog.set_level(logging.INFO, logger="otpgate.access")
-    monkeypatch.setattr(metric_tally, "_tallies", {})
+    monkeypatch.setattr(fast_tally, "_tallies", {})
     lines: list[Any] = []
     monkeypatch.setattr(middleware, "log_fields", lambda *a: lines.append(a))
     app = build(fast_path=True)
@@ -255,8 +257,8 @@ async def test_fast_mode_makes_them(
     before = request_count("/api/v1/verify-otp", 400)
     await app.client.post("/api/v1/verify-otp", json={"phoneNumber": "+12125550123", "otp": "1"})
     assert request_count("/api/v1/verify-otp", 400) == before  # until a flush
-    assert metric_tally._tallies
-    metric_tally.flush_all()
+    assert fast_tally._tallies
+    fast_tally.flush_all()
     assert request_count("/api/v1/verify-otp", 400) == before + 1
     assert len(lines) == 1
 
@@ -266,7 +268,7 @@ async def test_fast_mode_makes_them(
     [
         (fast_routes, fast_path.ROUTES),
         (logs, fast_path.ACCESS_LINE),
-        (metric_tally, fast_path.METRIC_TALLIES),
+        (fast_tally, fast_path.METRIC_TALLIES),
     ],
     ids=["routes", "access-line", "metric-tallies"],
 )
@@ -279,7 +281,7 @@ async def test_a_failed_check_runs_that_part_on_its_stock_path(
 ) -> None:
     caplog.set_level(logging.INFO, logger="otpgate.access")
     monkeypatch.setattr(module, "unavailable", lambda: "changed in this version")
-    monkeypatch.setattr(metric_tally, "_tallies", {})
+    monkeypatch.setattr(fast_tally, "_tallies", {})
     lines: list[Any] = []
     monkeypatch.setattr(middleware, "log_fields", lambda *a: lines.append(a))
     with caplog.at_level(logging.WARNING, logger="otpgate.fast_path"):
@@ -296,7 +298,7 @@ async def test_a_failed_check_runs_that_part_on_its_stock_path(
     assert answer.headers["x-request-id"]
     assert isinstance(app.asgi.app, FastRoutes) == (part is not fast_path.ROUTES)
     assert bool(lines) == (part is not fast_path.ACCESS_LINE)
-    assert bool(metric_tally._tallies) == (part is not fast_path.METRIC_TALLIES)
+    assert bool(fast_tally._tallies) == (part is not fast_path.METRIC_TALLIES)
 
 
 # -- both modes, side by side ------------------------------------------------------------------
@@ -341,7 +343,7 @@ def exchanges(sender: CapturingSender) -> list[tuple[str, str, dict[str, Any]]]:
 
 def counts() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every otpgate counter and histogram count (durations differ from run to run)."""
-    metric_tally.flush_all()
+    fast_tally.flush_all()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in REGISTRY.collect()
@@ -457,8 +459,8 @@ async def test_sns_publish_on_the_stock_path(
     reason: str | None,
 ) -> None:
     """FAST_PATH=false (no reason), or a failed check: aiobotocore's publish sends the SMS."""
-    monkeypatch.setattr(sns_publish, "SnsPublisher", no_publisher)
-    monkeypatch.setattr(sns_publish, "unavailable", lambda: reason)
+    monkeypatch.setattr(fast_sns_publish, "SnsPublisher", no_publisher)
+    monkeypatch.setattr(fast_sns_publish, "unavailable", lambda: reason)
     stub_server.respond = lambda _: publish_ok()
     settings = make_settings(
         tmp_path,
@@ -477,7 +479,7 @@ async def test_sns_publish_on_the_stock_path(
         assert warnings == []
     else:
         [warning] = warnings
-        assert "otpgate.sms.sns_publish" in warning and reason in warning
+        assert "otpgate.delivery.fast_sns_publish" in warning and reason in warning
     sender = SnsSender(config)
     try:
         assert await sender.send(PHONE, "123456 is your code") == "stub-message-1"
@@ -512,32 +514,31 @@ async def test_sns_publish_on_the_fast_path(tmp_path: Path, stub_server: StubSer
 def test_serve_configures_the_protocol(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ours = "otpgate.http.server_protocol:HttpProtocol"
+    ours = "otpgate.http.fast_protocol:HttpProtocol"
     assert uvicorn_config(make_settings(tmp_path), "127.0.0.1", 3000)["http"] == ours
 
-    monkeypatch.setattr(server_protocol, "unavailable", lambda: pytest.fail("checked"))
+    monkeypatch.setattr(fast_protocol, "unavailable", lambda: pytest.fail("checked"))
     stock = uvicorn_config(make_settings(tmp_path, fast_path=False), "127.0.0.1", 3000)
     assert "http" not in stock  # uvicorn's default
 
     monkeypatch.setattr(fast_path, "_reasons", {})
     monkeypatch.setattr(fast_path, "_warned", set())
-    monkeypatch.setattr(server_protocol, "unavailable", lambda: "STATUS_LINE is gone")
+    monkeypatch.setattr(fast_protocol, "unavailable", lambda: "STATUS_LINE is gone")
     with caplog.at_level(logging.WARNING, logger="otpgate.fast_path"):
         fallback = uvicorn_config(make_settings(tmp_path), "127.0.0.1", 3000)
     assert fallback == stock
     [warning] = caplog.records
-    assert "otpgate.http.server_protocol" in warning.getMessage()
+    assert "otpgate.http.fast_protocol" in warning.getMessage()
     assert "STATUS_LINE is gone" in warning.getMessage()
 
 
 def test_check_config_shows_each_fast_path_and_why_one_is_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from otpgate.config_report import describe
-    from otpgate.http import server_protocol
+    from otpgate.cli.config_report import describe
     from tests.conftest import make_settings
 
-    monkeypatch.setattr(server_protocol, "unavailable", lambda: "STATUS_LINE is gone")
+    monkeypatch.setattr(fast_protocol, "unavailable", lambda: "STATUS_LINE is gone")
     report = describe(make_settings(tmp_path))
     assert "(fast path) server protocol      off (STATUS_LINE is gone): uvicorn's own" in report
     assert "(fast path) hot routes           on" in report

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from otpgate import listener
+from otpgate.runtime import listener
 
 
 @pytest.fixture

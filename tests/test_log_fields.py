@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from otpgate.logs import JsonFormatter, TextFormatter, log_fields
+from otpgate.observability.logs import JsonFormatter, TextFormatter, log_fields
 
 FIELDS = {
     "request_id": "r-1",

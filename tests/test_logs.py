@@ -18,10 +18,10 @@ import httpx
 import orjson
 import pytest
 
+from otpgate.delivery.sns import SnsSender
 from otpgate.domain.codes import CodeHasher
 from otpgate.http.app import create_app
-from otpgate.logs import configure_logging
-from otpgate.sms.sns import SnsSender
+from otpgate.observability.logs import configure_logging
 from otpgate.wiring import build_components, sns_config
 from tests.conftest import HASH_SECRET, make_settings
 from tests.fakes import FailingSender

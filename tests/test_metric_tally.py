@@ -8,9 +8,14 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from otpgate import metric_tally
-from otpgate.metric_tally import CounterTally, HistogramTally, counter_tally, histogram_tally
-from otpgate.metrics import _FAST
+from otpgate.observability import fast_tally
+from otpgate.observability.fast_tally import (
+    CounterTally,
+    HistogramTally,
+    counter_tally,
+    histogram_tally,
+)
+from otpgate.observability.metrics import _FAST
 
 
 def same_histogram(tallied: CollectorRegistry, direct: CollectorRegistry) -> None:
@@ -82,14 +87,14 @@ async def test_flush_periodically_flushes_until_cancelled(
     tally = counter_tally(counter)
     tally.inc()
     flushed = asyncio.Event()
-    real_flush = metric_tally.flush_all
+    real_flush = fast_tally.flush_all
 
     def flush_and_tell() -> None:
         real_flush()
         flushed.set()
 
-    monkeypatch.setattr(metric_tally, "flush_all", flush_and_tell)
-    task = asyncio.create_task(metric_tally.flush_periodically(0.01))
+    monkeypatch.setattr(fast_tally, "flush_all", flush_and_tell)
+    task = asyncio.create_task(fast_tally.flush_periodically(0.01))
     await asyncio.wait_for(flushed.wait(), timeout=5)
     assert registry.get_sample_value("periodic_total") == 1
     task.cancel()

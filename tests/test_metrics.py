@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from otpgate.domain.errors import SmsFailed, SmsRejected, SmsUnavailable
-from otpgate.metrics import MeteredSender, MeteredStore
+from otpgate.observability.metrics import MeteredSender, MeteredStore
 from tests.fakes import CapturingSender, FailingSender
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from otpgate.outage import OutageLog
+from otpgate.observability.outage import OutageLog
 from tests.conftest import ServiceFactory
 from tests.http_stub import Reply, StubServer
 from tests.redis_server import PrivateRedis

@@ -22,14 +22,14 @@ import httpx
 import pytest
 from redis.asyncio import Redis as AsyncRedis
 
+from otpgate.config.settings import ConfigError
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import Lockout, Quota
 from otpgate.domain.ports import Issued, RequestWindow, SendRequest
-from otpgate.settings import ConfigError
-from otpgate.store.redis import RedisStore
-from otpgate.store.redis_slot import key_slot
-from otpgate.store.redis_tls import RedisTls
-from otpgate.store.redis_url import HostPort
+from otpgate.store.redis.slot import key_slot
+from otpgate.store.redis.store import RedisStore
+from otpgate.store.redis.tls import RedisTls
+from otpgate.store.redis.url import HostPort
 from otpgate.wiring import check_store
 from tests.conftest import make_settings
 from tests.redis_cluster import Cluster

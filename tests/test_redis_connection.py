@@ -17,15 +17,15 @@ import redis
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import Lockout
 from otpgate.domain.ports import Issued, RequestWindow, SendRequest
-from otpgate.store import redis_connection
-from otpgate.store.redis import RedisStore
-from otpgate.store.redis_client import StockConnection
-from otpgate.store.redis_connection import (
+from otpgate.store.redis import fast_connection
+from otpgate.store.redis.client import StockConnection
+from otpgate.store.redis.fast_connection import (
     PipelinedConnection,
     RedisConnectionError,
     RedisReplyError,
 )
-from otpgate.store.redis_url import parse_redis_url
+from otpgate.store.redis.store import RedisStore
+from otpgate.store.redis.url import parse_redis_url
 from otpgate.wiring import build_store
 from tests.conftest import make_settings
 from tests.redis_server import PrivateRedis
@@ -178,7 +178,7 @@ async def test_store_unavailable_when_server_stops(
 
 
 def test_fast_path_can_run_on_the_installed_libraries() -> None:
-    assert redis_connection.unavailable() is None
+    assert fast_connection.unavailable() is None
 
 
 async def test_store_falls_back_to_redis_py_when_the_fast_path_cannot_run(
@@ -187,7 +187,7 @@ async def test_store_falls_back_to_redis_py_when_the_fast_path_cannot_run(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(redis_connection, "unavailable", lambda: "hiredis 9.9 has no Reader")
+    monkeypatch.setattr(fast_connection, "unavailable", lambda: "hiredis 9.9 has no Reader")
     with caplog.at_level(logging.WARNING, logger="otpgate"):
         store = RedisStore(redis_url, prefix=redis_prefix)
         try:
@@ -217,7 +217,7 @@ async def test_wiring_passes_the_fast_path_setting(
         assert fast_path, "unavailable() consulted with FAST_PATH=false"
         return None
 
-    monkeypatch.setattr(redis_connection, "unavailable", check)
+    monkeypatch.setattr(fast_connection, "unavailable", check)
     settings = make_settings(tmp_path, redis_url="redis://127.0.0.1:1/0", fast_path=fast_path)
     store = build_store(settings)
     try:

@@ -18,14 +18,14 @@ import httpx
 import pytest
 from redis.asyncio import Redis as AsyncRedis
 
+from otpgate.config.settings import ConfigError
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import Lockout
 from otpgate.domain.ports import Issued, RequestWindow, SendRequest
 from otpgate.http.app import create_app
-from otpgate.settings import ConfigError
-from otpgate.store.redis import RedisStore
-from otpgate.store.redis_link import RedisConnectionError
-from otpgate.store.redis_url import parse_redis_url
+from otpgate.store.redis.link import RedisConnectionError
+from otpgate.store.redis.store import RedisStore
+from otpgate.store.redis.url import parse_redis_url
 from otpgate.wiring import build_components, check_store
 from tests.conftest import make_settings
 from tests.fakes import CapturingSender

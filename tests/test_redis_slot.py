@@ -6,7 +6,7 @@ import binascii
 
 import pytest
 
-from otpgate.store.redis_slot import PrefixError, cluster_prefix, hash_tag, key_slot
+from otpgate.store.redis.slot import PrefixError, cluster_prefix, hash_tag, key_slot
 
 
 @pytest.mark.parametrize(

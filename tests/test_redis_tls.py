@@ -19,8 +19,8 @@ import pytest
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import Lockout
 from otpgate.domain.ports import Issued, SendRequest
-from otpgate.store.redis import RedisStore
-from otpgate.store.redis_tls import RedisTls
+from otpgate.store.redis.store import RedisStore
+from otpgate.store.redis.tls import RedisTls
 from tests.redis_server import PrivateRedis, ServerTls
 from tests.service_process import OTPGATE, ServiceProcess, service_env
 from tests.tls_certs import TestAuthority

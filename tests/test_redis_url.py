@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from otpgate.config_report import describe, redact_url
-from otpgate.settings import ConfigError, Settings, load_settings
-from otpgate.store.redis_url import (
+from otpgate.cli.config_report import describe, redact_url
+from otpgate.config.settings import ConfigError, Settings, load_settings
+from otpgate.store.redis.url import (
     ClusterUrl,
     HostPort,
     Login,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from otpgate.delivery.retry import ProviderUnavailable, Retrier, RetryPolicy
 from otpgate.domain.errors import SmsRejected, SmsUnavailable
-from otpgate.sms.retry import ProviderUnavailable, Retrier, RetryPolicy
 
 
 class FakeTime:

@@ -41,8 +41,8 @@ from otpgate.domain.limits import AbusePolicy, PumpingGuard, Quota
 from otpgate.domain.policy import OtpPolicy
 from otpgate.domain.ports import Issued, OtpStore, Refused, SendRequest
 from otpgate.domain.service import OtpService
-from otpgate.store.memory import MemoryStore
-from otpgate.store.redis import RedisStore
+from otpgate.store.redis.store import RedisStore
+from otpgate.store.reference import MemoryStore
 from otpgate.store.sqlite import SqliteStore
 from tests.fakes import CapturingSender, RecordingSigner
 

@@ -43,7 +43,7 @@ import redis
 from otpgate.domain import service as service_module
 from otpgate.domain.errors import SmsFailed, SmsRejected, SmsUnavailable
 from otpgate.http.api import REQUEST_OK, VERIFY_OK
-from otpgate.logs import NOISY_LIBRARIES, quiet_libraries
+from otpgate.observability.logs import NOISY_LIBRARIES, quiet_libraries
 from tests.conftest import Service, ServiceFactory
 from tests.http_stub import HANG, Received, Reply, StubServer, aws_error, publish_ok
 from tests.test_webhook import signature_ok

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import hiredis
 import pytest
 
-from otpgate.store.redis_link import RedisConnectionError, RedisMisconfigured
-from otpgate.store.redis_sentinel import GRACE_SECONDS, Sentinels
-from otpgate.store.redis_url import HostPort
+from otpgate.store.redis.link import RedisConnectionError, RedisMisconfigured
+from otpgate.store.redis.sentinel import GRACE_SECONDS, Sentinels
+from otpgate.store.redis.url import HostPort
 
 NAME = "otp"
 TIMEOUT = 0.5

@@ -18,8 +18,8 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from otpgate.cli import uvicorn_config
+from otpgate.http.fast_protocol import CoalescingTransport, HttpProtocol
 from otpgate.http.respond import RESPOND
-from otpgate.http.server_protocol import CoalescingTransport, HttpProtocol
 from tests.conftest import ServiceFactory, make_settings
 from tests.service_process import ServiceProcess, free_port
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from otpgate.settings import ConfigError, Settings, load_settings
+from otpgate.config.settings import ConfigError, Settings, load_settings
 from tests.conftest import make_settings
 
 SECRET = "s" * 40

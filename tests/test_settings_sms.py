@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from otpgate.config_report import describe, redact_url, shown
-from otpgate.settings import ConfigError, load_settings
+from otpgate.cli.config_report import describe, redact_url, shown
+from otpgate.config.settings import ConfigError, load_settings
 from tests.conftest import HASH_SECRET
 
 WEBHOOK_SECRET = "w" * 32

@@ -11,8 +11,8 @@ from botocore import auth as botocore_auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotocoreCredentials
 
-from otpgate.sms.sigv4 import CONTENT_TYPE, Credentials, FormSigner, host_header, signing_key
-from otpgate.sms.sns_publish import PublishForm, request_url
+from otpgate.delivery.fast_sns_publish import PublishForm, request_url
+from otpgate.delivery.sigv4 import CONTENT_TYPE, Credentials, FormSigner, host_header, signing_key
 
 KEY_ID = "AKIDEXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"

@@ -34,10 +34,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from otpgate.delivery.fast_sns_publish import PublishForm, parse_error
+from otpgate.delivery.retry import RetryPolicy
+from otpgate.delivery.sns import SnsConfig, SnsSender
 from otpgate.domain.errors import SmsFailed, SmsOptedOut, SmsRejected, SmsUnavailable
-from otpgate.sms.retry import RetryPolicy
-from otpgate.sms.sns import SnsConfig, SnsSender
-from otpgate.sms.sns_publish import PublishForm, parse_error
 from tests.http_stub import DROP, RESET, Received, Reply, StubServer, aws_error, publish_ok
 
 PHONE = "+12125550142"

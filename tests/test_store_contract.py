@@ -29,8 +29,8 @@ from otpgate.domain.ports import (
     RequestWindow,
     SendRequest,
 )
-from otpgate.store.memory import MemoryStore
-from otpgate.store.redis import RedisStore
+from otpgate.store.redis.store import RedisStore
+from otpgate.store.reference import MemoryStore
 from otpgate.store.sqlite import SqliteStore
 from tests.redis_server import PrivateRedis
 

@@ -53,8 +53,8 @@ from hypothesis.stateful import (
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import ConversionGuard, DistinctQuota, Lockout, Quota, SurgeGuard
 from otpgate.domain.ports import Attempt, Issued, OtpStore, Refused, RequestWindow, SendRequest
-from otpgate.store.memory import MemoryStore
-from otpgate.store.redis import RedisStore
+from otpgate.store.redis.store import RedisStore
+from otpgate.store.reference import MemoryStore
 from otpgate.store.sqlite import SqliteStore
 
 # Verification records outlive their code this long: short, so runs see them go.

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from otpgate.config_report import describe
+from otpgate.cli.config_report import describe
+from otpgate.config.settings import ConfigError
 from otpgate.domain.catalog import CHANNELS, PARTS, Channel
 from otpgate.domain.message import DEFAULT_TEMPLATE, MessageTemplate
-from otpgate.settings import ConfigError
 from otpgate.templates import SHIPPED, load_catalog
 from otpgate.wiring import build_components, build_message, start_up_warnings
 from tests.conftest import make_settings

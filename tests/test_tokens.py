@@ -22,14 +22,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from otpgate.config.settings import ConfigError
 from otpgate.domain.codes import CodeHasher
 from otpgate.domain.errors import InvalidCode
+from otpgate.domain.fixed_codes import TestNumbers
 from otpgate.domain.limits import AbusePolicy
 from otpgate.domain.policy import OtpPolicy
 from otpgate.domain.service import OtpService
-from otpgate.domain.test_numbers import TestNumbers
-from otpgate.settings import ConfigError
-from otpgate.store.memory import MemoryStore
+from otpgate.store.reference import MemoryStore
 from otpgate.tokens.keys import KeyFileError, KeySet, dev_keys, load_keys, parse_keys
 from otpgate.tokens.signer import JwtSigner, TokenConfig
 from otpgate.wiring import build_components, load_token_keys

@@ -26,11 +26,11 @@ from twilio.http.response import Response as TwilioResponse
 from twilio.rest import Client
 from twilio.rest.verify.v2.service import ServiceContext
 
-from otpgate.config_report import describe
+from otpgate.cli.config_report import describe
+from otpgate.config.settings import ConfigError, load_settings
 from otpgate.domain.errors import SmsUnavailable, StoreUnavailable
 from otpgate.http.app import create_app
 from otpgate.http.twilio_verify import purpose_of
-from otpgate.settings import ConfigError, load_settings
 from otpgate.store.sqlite import SqliteStore
 from otpgate.wiring import build_components
 from tests.conftest import ServiceFactory, make_settings

@@ -15,7 +15,7 @@ from otpgate.domain.policy import OtpPolicy
 from otpgate.domain.ports import SendRequest
 from otpgate.domain.service import OtpService
 from otpgate.domain.voids import PendingVoids
-from otpgate.store.memory import MemoryStore
+from otpgate.store.reference import MemoryStore
 from tests.fakes import CapturingSender, RecordingSigner
 
 PHONE = "+12125550123"

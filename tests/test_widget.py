@@ -16,12 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from otpgate.config_report import describe
+from otpgate.cli.config_report import describe
+from otpgate.config.settings import ConfigError, load_settings
 from otpgate.http import widget
 from otpgate.http.app import create_app
 from otpgate.http.errors import HTTP_CODES, STATUS_BY_CODE
 from otpgate.http.openapi import _ROUTE_CODES
-from otpgate.settings import ConfigError, load_settings
 from otpgate.wiring import build_components, start_up_warnings
 from tests.conftest import make_settings
 from tests.fakes import CapturingSender

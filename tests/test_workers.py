@@ -181,7 +181,7 @@ def test_workers_that_fail_at_start_up_stop_the_supervisor(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Every start failing means every start will: give up rather than loop forever."""
-    from otpgate.workers import MAX_START_FAILURES, Supervisor, listening_sockets
+    from otpgate.runtime.workers import MAX_START_FAILURES, Supervisor, listening_sockets
 
     config = {"app": "tests.no_such_module:app", "log_config": None, "lifespan": "on"}
     sockets = listening_sockets("127.0.0.1", free_port(), 2)

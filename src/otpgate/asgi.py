@@ -9,9 +9,9 @@ from __future__ import annotations
 import gc
 import sys
 
+from otpgate.config.settings import ConfigError, load_settings
 from otpgate.http.app import create_app
-from otpgate.logs import configure_logging
-from otpgate.settings import ConfigError, load_settings
+from otpgate.observability.logs import configure_logging
 from otpgate.wiring import build_components
 
 

@@ -9,31 +9,31 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from otpgate import fast_path
-from otpgate.api_keys import ApiAuth
+from otpgate.config.api_keys import ApiAuth
+from otpgate.config.hash_key import load_hash_key
+from otpgate.config.settings import ConfigError, Settings
+from otpgate.delivery.event_relay import EventRelay, RelayConfig
+from otpgate.delivery.retry import RetryPolicy
 from otpgate.domain.admin import DefenceAdmin
 from otpgate.domain.catalog import FALLBACK_LANGUAGE, TemplateCatalog, uses_purpose
 from otpgate.domain.codes import CodeHasher
+from otpgate.domain.fixed_codes import TestNumbers
 from otpgate.domain.limits import AbusePolicy, Lockout, PumpingGuard
 from otpgate.domain.message import MessageTemplate
 from otpgate.domain.policy import OtpPolicy
 from otpgate.domain.ports import ChannelSender, DefenceStore, EventLog, OtpStore, SmsSender
 from otpgate.domain.request_limit import RequestLimiter
 from otpgate.domain.service import OtpService
-from otpgate.domain.test_numbers import TestNumbers
-from otpgate.events.relay import EventRelay, RelayConfig
-from otpgate.hash_key import load_hash_key
-from otpgate.settings import ConfigError, Settings
-from otpgate.sms.retry import RetryPolicy
+from otpgate.runtime import fast_path
 from otpgate.templates import SHIPPED_ORIGIN, TemplateFileError, load_catalog
 from otpgate.tokens.keys import KeyFileError, KeySet, dev_keys, load_keys
 from otpgate.tokens.signer import JwtSigner, TokenConfig
 
 if TYPE_CHECKING:
-    from otpgate.sms.smtp import SmtpConfig
-    from otpgate.sms.sns import SnsConfig
-    from otpgate.sms.webhook import WebhookConfig
-    from otpgate.store.redis import RedisStore
+    from otpgate.delivery.smtp import SmtpConfig
+    from otpgate.delivery.sns import SnsConfig
+    from otpgate.delivery.webhook import WebhookConfig
+    from otpgate.store.redis.store import RedisStore
 
 log = logging.getLogger("otpgate")
 
@@ -91,8 +91,8 @@ def build_store(settings: Settings) -> Store:
 
 
 def build_redis_store(settings: Settings) -> RedisStore:
-    from otpgate.store.redis import RedisStore
-    from otpgate.store.redis_url import parse_redis_url
+    from otpgate.store.redis.store import RedisStore
+    from otpgate.store.redis.url import parse_redis_url
 
     assert settings.redis_url  # the caller's choice
     return RedisStore(
@@ -148,14 +148,14 @@ def check_store(settings: Settings) -> None:
 
 def build_sender(settings: Settings) -> SmsSender:
     if settings.effective_sms_provider == "console":
-        from otpgate.sms.console import ConsoleSender
+        from otpgate.delivery.console import ConsoleSender
 
         return ConsoleSender()
     if settings.effective_sms_provider == "webhook":
-        from otpgate.sms.webhook import WebhookSender
+        from otpgate.delivery.webhook import WebhookSender
 
         return WebhookSender(webhook_config(settings))
-    from otpgate.sms.sns import SnsSender
+    from otpgate.delivery.sns import SnsSender
 
     return SnsSender(sns_config(settings))
 
@@ -167,11 +167,11 @@ def build_channel_senders(
     the webhook for WEBHOOK_CHANNELS (the SMS sender itself when it is that webhook)."""
     senders: dict[str, ChannelSender] = {}
     if settings.smtp_host is not None:
-        from otpgate.sms.smtp import SmtpSender
+        from otpgate.delivery.smtp import SmtpSender
 
         senders["email"] = SmtpSender(smtp_config(settings))
     if settings.webhook_channels:
-        from otpgate.sms.webhook import WebhookSender
+        from otpgate.delivery.webhook import WebhookSender
 
         webhook = (
             sms_sender
@@ -184,7 +184,7 @@ def build_channel_senders(
 
 
 def smtp_config(settings: Settings) -> SmtpConfig:
-    from otpgate.sms.smtp import SmtpConfig
+    from otpgate.delivery.smtp import SmtpConfig
 
     assert settings.smtp_host and settings.email_from  # checked by settings
     password = settings.smtp_password
@@ -208,7 +208,7 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 
 
 def webhook_config(settings: Settings) -> WebhookConfig:
-    from otpgate.sms.webhook import WebhookConfig
+    from otpgate.delivery.webhook import WebhookConfig
 
     assert settings.sms_webhook_url and settings.sms_webhook_secret  # checked by settings
     return WebhookConfig(
@@ -221,7 +221,7 @@ def webhook_config(settings: Settings) -> WebhookConfig:
 
 
 def sns_config(settings: Settings) -> SnsConfig:
-    from otpgate.sms.sns import SnsConfig
+    from otpgate.delivery.sns import SnsConfig
 
     credentials: dict[str, str] = {}
     if settings.aws_access_key_id and settings.aws_secret_access_key:
@@ -341,7 +341,7 @@ def instrument(
 ) -> tuple[OtpStore, SmsSender]:
     if not settings.metrics_enabled:
         return store, sender
-    from otpgate.metrics import MeteredSender, MeteredStore
+    from otpgate.observability.metrics import MeteredSender, MeteredStore
 
     tallied = fast_path.enabled(fast_path.METRIC_TALLIES, settings.fast_path)
     return MeteredStore(store, tallied=tallied), MeteredSender(sender, tallied=tallied)
@@ -352,7 +352,7 @@ def instrument_channels(
 ) -> dict[str, ChannelSender]:
     if not settings.metrics_enabled:
         return dict(senders)
-    from otpgate.metrics import MeteredChannelSender
+    from otpgate.observability.metrics import MeteredChannelSender
 
     tallied = fast_path.enabled(fast_path.METRIC_TALLIES, settings.fast_path)
     metered: list[tuple[ChannelSender, ChannelSender]] = []  # one wrapper per sender

@@ -7,11 +7,15 @@ a hash or a secret.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from otpgate.domain.ports import WindowHit
-    from otpgate.domain.recipient import Recipient
+from otpgate.domain.windows import WindowHit
+
+
+class Masked(Protocol):
+    """A recipient as the access line names it (``otpgate.domain.recipient``)."""
+
+    def masked(self) -> str: ...
 
 
 class OtpError(Exception):
@@ -31,7 +35,7 @@ class OtpError(Exception):
         self.retry_after = retry_after
         self.window_hit: WindowHit | None = None
         # The recipient the request was about, once it parsed (for the access line).
-        self.phone: Recipient | None = None
+        self.phone: Masked | None = None
         # The verification a failed send opened, so its record can be looked up.
         self.verification_id: str | None = None
         super().__init__(self.message)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from otpgate.domain.fixed_codes import TestNumbers
 from otpgate.domain.message import MessageTemplate
 from otpgate.domain.phone import PhoneCheck
-from otpgate.domain.test_numbers import TestNumbers
 
 
 @dataclass(frozen=True, slots=True)

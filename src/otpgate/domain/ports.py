@@ -1,6 +1,6 @@
 """The ports the use cases talk through, and the values they trade in.
 
-The domain owns these; ``otpgate.store``, ``otpgate.sms`` and ``otpgate.tokens``
+The domain owns these; ``otpgate.store``, ``otpgate.delivery`` and ``otpgate.tokens``
 implement them and import from here, never the reverse. Each store method is one atomic step on
 the backend (a Lua script on Redis, one transaction on SQLite, one critical
 section in memory), so a limit holds across every worker and instance that
@@ -24,7 +24,6 @@ predate email): an E.164 number, or an email address in canonical form
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
@@ -39,32 +38,8 @@ from otpgate.domain.limits import (
     Quota,
     SurgeGuard,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class RequestWindow:
-    """A client's request limit (per IP and route), counted in the same step as the
-    operation it guards, so limiting costs no extra round trip."""
-
-    key: str
-    limit: int
-    window_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class WindowHit:
-    """One hit on a fixed-window counter: the count so far and when it resets."""
-
-    count: int
-    reset_after_ms: int
-
-    def over(self, window: RequestWindow) -> bool:
-        return self.count > window.limit
-
-    @property
-    def reset_seconds(self) -> int:
-        """Whole seconds until the window resets (at least 1): Retry-After's value."""
-        return max(1, math.ceil(self.reset_after_ms / 1000))
+from otpgate.domain.windows import RequestWindow as RequestWindow  # noqa: PLC0414 (re-exported)
+from otpgate.domain.windows import WindowHit as WindowHit  # noqa: PLC0414 (re-exported)
 
 
 @dataclass(frozen=True, slots=True)

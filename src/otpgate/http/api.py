@@ -40,7 +40,7 @@ from otpgate.http.errors import (
 )
 from otpgate.http.rate_limit import RateLimitHeaders
 from otpgate.http.schemas import VERIFICATION_ID_PATTERN, RequestOtpBody, verify_body_model
-from otpgate.request_context import (
+from otpgate.observability.request_context import (
     note_api_key_name,
     note_client_ip,
     note_end_user_ip,

@@ -5,7 +5,7 @@ Starlette (``http/fast_routes.py``); everything else (docs, the widget, probes,
 the token keys, 404/405) is a plain Starlette app. With that fast path off,
 Starlette routes them too. The operators' routes (``/admin/v1/`` and the ``/admin``
 dashboard, while ADMIN_API_KEYS is set) join that app, or with ADMIN_PORT form an
-app of their own that only that port reaches (``http/admin_port.py``). The
+app of their own that only that port reaches (``http/admin/port.py``). The
 observability middleware wraps it all, so every answer is logged and counted.
 """
 
@@ -25,12 +25,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from otpgate import fast_path, metric_tally
-from otpgate.http.admin_api import AdminApi
-from otpgate.http.admin_port import AdminPortSplit
+from otpgate.http.admin.api import AdminApi
+from otpgate.http.admin.dashboard import dashboard_routes
+from otpgate.http.admin.port import AdminPortSplit
 from otpgate.http.api import OtpApi, json_response
 from otpgate.http.client_ip import ClientIpResolver
-from otpgate.http.dashboard import dashboard_routes
 from otpgate.http.docs import docs_routes
 from otpgate.http.errors import HTTP_CODES, error_response
 from otpgate.http.fast_routes import FastRoutes
@@ -41,6 +40,8 @@ from otpgate.http.ops import ops_routes, serves_metrics_in_app
 from otpgate.http.schemas import verify_body_model
 from otpgate.http.twilio_verify import TwilioVerifyApi
 from otpgate.http.widget import widget_routes
+from otpgate.observability import fast_tally
+from otpgate.runtime import fast_path
 from otpgate.wiring import Components
 
 log = logging.getLogger("otpgate.http")
@@ -48,7 +49,7 @@ log = logging.getLogger("otpgate.http")
 
 def create_app(components: Components) -> ASGIApp:
     settings = components.settings
-    # Each fast path, or its stock equivalent (see otpgate/fast_path.py).
+    # Each fast path, or its stock equivalent (see otpgate/runtime/fast_path.py).
     dispatch_first = fast_path.enabled(fast_path.ROUTES, settings.fast_path)
     direct_log = settings.access_log and fast_path.enabled(
         fast_path.ACCESS_LINE, settings.fast_path
@@ -88,7 +89,7 @@ def create_app(components: Components) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        flusher = asyncio.create_task(metric_tally.flush_periodically()) if tallied else None
+        flusher = asyncio.create_task(fast_tally.flush_periodically()) if tallied else None
         if components.relay is not None:
             components.relay.start()
         try:
@@ -98,7 +99,7 @@ def create_app(components: Components) -> ASGIApp:
                 flusher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await flusher
-                metric_tally.flush_all()  # the last requests' counts, before the files close
+                fast_tally.flush_all()  # the last requests' counts, before the files close
             await components.close()
             log.info("stopped: store and SMS client closed")
 

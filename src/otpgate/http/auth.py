@@ -13,7 +13,7 @@ import ipaddress
 
 from starlette.responses import Response
 
-from otpgate.api_keys import ApiAuth
+from otpgate.config.api_keys import ApiAuth
 from otpgate.http.errors import HttpError, http_error_response
 
 MISSING_KEY = "An API key is required: send Authorization: Bearer <key>."

@@ -14,7 +14,7 @@ import orjson
 from starlette.responses import Response
 
 from otpgate.domain.errors import OtpError
-from otpgate.request_context import note_error_code
+from otpgate.observability.request_context import note_error_code
 
 # Status for each machine code a use case can raise. A code missing here is a bug
 # and is answered 500 by the catch-all, never silently as 400.

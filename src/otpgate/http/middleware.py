@@ -17,14 +17,14 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from otpgate import metrics
 from otpgate.domain.errors import RateLimited, TooManyAttempts
 from otpgate.domain.limits import LIMIT_MESSAGES
 from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.respond import RESPOND, Respond
-from otpgate.logs import log_fields, log_record
-from otpgate.metric_tally import Counts, Observes, counter, histogram
-from otpgate.request_context import RequestInfo, current_request
+from otpgate.observability import metrics
+from otpgate.observability.fast_tally import Counts, Observes, counter, histogram
+from otpgate.observability.logs import log_fields, log_record
+from otpgate.observability.request_context import RequestInfo, current_request
 
 access_log = logging.getLogger("otpgate.access")
 

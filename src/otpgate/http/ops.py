@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from otpgate import metric_tally, metrics
+from otpgate.config.settings import Settings
 from otpgate.domain.errors import StoreUnavailable
-from otpgate.settings import Settings
+from otpgate.observability import fast_tally, metrics
 from otpgate.wiring import Components
 
 log = logging.getLogger("otpgate.ready")
@@ -78,7 +78,7 @@ def ops_routes(components: Components, *, flush_tallies: bool) -> list[Route]:
 
     async def metrics_endpoint(_: Request) -> Response:
         if flush_tallies:
-            metric_tally.flush_all()  # this worker's latest counts, on the loop thread
+            fast_tally.flush_all()  # this worker's latest counts, on the loop thread
         # Reading every worker's files is blocking I/O: keep it off the event loop.
         body = await to_thread.run_sync(metrics.render)
         return Response(body, headers=_NO_STORE, media_type=metrics.CONTENT_TYPE)

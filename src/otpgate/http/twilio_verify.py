@@ -45,7 +45,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from otpgate.api_keys import digest_matches
+from otpgate.config.api_keys import digest_matches
 from otpgate.domain.catalog import as_channel
 from otpgate.domain.errors import (
     InvalidCode,
@@ -63,7 +63,12 @@ from otpgate.http.body import BodyTooLarge, read_body
 from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.rate_limit import RateLimitHeaders
 from otpgate.http.schemas import VERIFICATION_ID_PATTERN
-from otpgate.request_context import note_client_ip, note_end_user_ip, note_error_code, note_phone
+from otpgate.observability.request_context import (
+    note_client_ip,
+    note_end_user_ip,
+    note_error_code,
+    note_phone,
+)
 from otpgate.wiring import Components
 
 log = logging.getLogger("otpgate.http")

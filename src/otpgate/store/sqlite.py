@@ -64,7 +64,7 @@ from otpgate.domain.ports import (
     VerificationStatus,
     WindowHit,
 )
-from otpgate.outage import OutageLog
+from otpgate.observability.outage import OutageLog
 
 log = logging.getLogger(__name__)
 

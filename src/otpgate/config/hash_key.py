@@ -1,0 +1,49 @@
+"""Where the code-hashing key comes from.
+
+Production must set OTP_HASH_SECRET (the settings refuse to start without it).
+In development a random key is created once and kept on disk, so codes survive
+a restart and every worker on the host hashes with the same key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+from otpgate.config.settings import Settings
+
+
+def load_hash_key(settings: Settings) -> bytes:
+    if settings.otp_hash_secret is not None:
+        return settings.otp_hash_secret.get_secret_value().encode()
+    return _dev_key(settings.otp_hash_secret_file)
+
+
+def _dev_key(path: Path) -> bytes:
+    try:
+        return _read(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write a temp file, then link it into place: link fails if another worker won
+    # the race, and nobody ever reads a half-written key.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".hash-secret-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+        os.chmod(tmp, 0o600)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+    return _read(path)
+
+
+def _read(path: Path) -> bytes:
+    key = path.read_text().strip().encode()
+    if len(key) < 32:
+        raise ValueError(f"OTP_HASH_SECRET_FILE {path} holds a key shorter than 32 characters")
+    return key

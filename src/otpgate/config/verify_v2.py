@@ -1,0 +1,81 @@
+"""The Verify v2 compatible API's configuration: its account, its token, its services.
+
+``VERIFY_V2_AUTH_TOKEN`` is read as ``API_KEYS`` entries are: a token of 32+ visible
+ASCII characters is hashed as it is read, or ``sha256:<64 hex>`` gives its digest, so
+neither the settings object nor anything printed from it holds the token. A presented
+token is checked by ``api_keys.digest_matches`` (one SHA-256, one constant-time compare).
+
+No error message here echoes any part of a value: a malformed one may be a token.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator
+from pydantic_settings import NoDecode
+
+from otpgate.config.api_keys import key_digest
+from otpgate.config.pairs import split_pairs
+
+ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
+SERVICE_SID = re.compile(r"VA[0-9a-f]{32}")
+MAX_FRIENDLY_NAME = 30  # Twilio's own limit on a service's friendly name
+_FRIENDLY_NAME = re.compile(r"[^\x00-\x1f\x7f,]+")  # printable, no comma (the separator)
+
+
+def _blank_is_unset(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _check_account_sid(value: str | None) -> str | None:
+    if value is not None and not ACCOUNT_SID.fullmatch(value.strip()):
+        raise ValueError("must be AC followed by 32 lowercase hex digits")
+    return value.strip() if value is not None else None
+
+
+def _token_digest(value: object) -> object:
+    """A token, or ``sha256:<hex>``, as the token's hex SHA-256."""
+    if not isinstance(value, str):
+        return value
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        return key_digest(value)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("key", "token")) from None
+
+
+def _split_services(value: object) -> object:
+    """``VA…:Friendly name,VA…:Other`` into ``{service sid: friendly name}``."""
+    if not isinstance(value, str):
+        return value
+    pairs = split_pairs(
+        value, ":", "VA<32 hex>:Friendly name", "the service sid of an earlier entry"
+    )
+    return {sid: name for _, sid, name in pairs}
+
+
+def _check_services(value: dict[str, str]) -> dict[str, str]:
+    for index, (sid, name) in enumerate(value.items(), start=1):
+        if not SERVICE_SID.fullmatch(sid):
+            raise ValueError(
+                f"entry {index}: the sid must be VA followed by 32 lowercase hex digits"
+            )
+        if len(name) > MAX_FRIENDLY_NAME or not _FRIENDLY_NAME.fullmatch(name):
+            raise ValueError(
+                f"entry {index}: the friendly name must be 1 to {MAX_FRIENDLY_NAME}"
+                " printable characters, without a comma"
+            )
+    return value
+
+
+AccountSid = Annotated[
+    str | None, BeforeValidator(_blank_is_unset), AfterValidator(_check_account_sid)
+]
+AuthTokenDigest = Annotated[str | None, BeforeValidator(_token_digest)]
+Services = Annotated[
+    dict[str, str], NoDecode, BeforeValidator(_split_services), AfterValidator(_check_services)
+]

@@ -1,1 +1,0 @@
-"""Delivering the store's queued events to the app's webhook."""

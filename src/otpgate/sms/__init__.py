@@ -1,1 +1,0 @@
-"""How a code reaches a phone: one interface, one module per provider."""
