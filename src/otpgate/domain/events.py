@@ -2,7 +2,7 @@
 
 Events tell an app's backend what happened (a verification approved, a range
 blocked) without polling. The stores queue them in the same step as the change;
-``otpgate.events`` delivers them.
+``otpgate.delivery.event_relay`` delivers them.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ class ObservabilityMiddleware:
         verify_route: str = "/api/v1/verify-otp",
     ) -> None:
         """``direct_log``: write the access line with ``log_fields``, else an ordinary record;
-        ``tallied``: count into per-process tallies (``metric_tally``), else the metrics."""
+        ``tallied``: count into per-process tallies (``fast_tally``), else the metrics."""
         self.app = app
         routes = list(routes)
         self._routes = {path: path for path in routes if "{" not in path}
@@ -117,7 +117,7 @@ class ObservabilityMiddleware:
         extensions: dict[str, Any] | None = scope.get("extensions")
         respond: Respond | None = extensions.get(RESPOND) if extensions else None
         if extensions is not None and respond is not None:
-            # The server's one-call response (see server_protocol), the same way.
+            # The server's one-call response (see fast_protocol), the same way.
             def respond_with_id(code: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
                 nonlocal status
                 status = code

@@ -8,7 +8,7 @@ provider names, store operations, ISO country codes); never a phone number or a
 code. With several worker processes, PROMETHEUS_MULTIPROC_DIR must be set before
 this module is first imported (``otpgate serve`` does it), and every worker's
 numbers are added up at scrape time. Requests count into tallies that are flushed
-into these metrics in batches (``metric_tally``), unless that fast path is off.
+into these metrics in batches (``fast_tally``), unless that fast path is off.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def render() -> bytes:
 class MeteredStore:
     """An OtpStore that times every operation; otherwise the wrapped store, unchanged.
 
-    ``tallied``: time into per-process tallies (``metric_tally``), else the metrics.
+    ``tallied``: time into per-process tallies (``fast_tally``), else the metrics.
     """
 
     def __init__(self, inner: OtpStore, *, tallied: bool) -> None:
@@ -261,7 +261,7 @@ _SEND_OUTCOMES: tuple[tuple[type[Exception], str], ...] = (
 class MeteredSender:
     """An SmsSender that times each send and counts its outcome by country.
 
-    ``tallied``: count into per-process tallies (``metric_tally``), else the metrics.
+    ``tallied``: count into per-process tallies (``fast_tally``), else the metrics.
     """
 
     def __init__(self, inner: SmsSender, *, tallied: bool) -> None:

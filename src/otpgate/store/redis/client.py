@@ -1,12 +1,12 @@
 """The stock way to Redis: redis-py's own asyncio client, behind the store's RedisLink.
 
-It costs more CPU per call than ``redis_connection`` (a connection pool and
+It costs more CPU per call than ``fast_connection`` (a connection pool and
 redis-py's command layer) but uses only redis-py's public API: ``Redis`` for one
 server, ``Sentinel(...).master_for(...)`` for a master found through Sentinel
 (which asks again whenever it connects, and turns a ``-READONLY`` reply into a
 connection error). Its ``discover_master`` is given ``redis_sentinel``'s answer,
 and that module's watch, so both links find and follow the master alike. The
-store uses it with FAST_PATH=false, or when ``redis_connection.unavailable()``
+store uses it with FAST_PATH=false, or when ``fast_connection.unavailable()``
 says the installed hiredis lacks what the fast connection reaches into.
 """
 

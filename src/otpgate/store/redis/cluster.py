@@ -77,7 +77,7 @@ class SlotOwner:
         detail = "; ".join(dict.fromkeys([*map(str, refusals), *silences]))
         if refusals and len(refusals) == len(asked):
             certificates = [r.certificate for r in refusals if r.certificate is not None]
-            if certificates:  # worded as one server's refusal is (redis_connection)
+            if certificates:  # worded as one server's refusal is (fast_connection)
                 raise RedisMisconfigured(
                     f"the server's TLS certificate was refused: {certificates[0]}"
                 )

@@ -26,7 +26,7 @@ Why not redis-py's pool: on this project's hot path a script call cost about
 50 µs of CPU through it and about 6 µs here, and the verify route is one call.
 It reaches into parts of hiredis that are not its documented API;
 ``unavailable()`` says when an installed version lacks one, and the store then
-uses redis-py's own client (``redis_client``) instead.
+uses redis-py's own client (``client``) instead.
 """
 
 from __future__ import annotations

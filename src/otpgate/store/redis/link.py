@@ -1,8 +1,8 @@
 """What the Redis store needs from a connection: send one command, get its reply.
 
-Two implementations: ``redis_connection.PipelinedConnection`` (the fast path, one
+Two implementations: ``fast_connection.PipelinedConnection`` (the fast path, one
 auto-pipelined socket) and redis-py's own asyncio client
-(``redis_client.StockConnection``, ``StockClusterConnection`` on Redis Cluster). Each
+(``client.StockConnection``, ``StockClusterConnection`` on Redis Cluster). Each
 takes a parsed ``redis_url.RedisUrl`` (one server, a master found through Sentinel, or
 Cluster seeds and the one slot every key is in) and ``redis_tls.RedisTls``. The store
 takes whichever it is given and only ever sees the errors below.

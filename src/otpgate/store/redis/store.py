@@ -45,8 +45,8 @@ compute is on the caller's clock (the ``now`` each operation is given, in whole
 ms: ``limits.to_ms``); Redis's own clock only decides when it forgets an expired
 key.
 
-Commands travel over a ``RedisLink``: the auto-pipelined ``redis_connection``
-(``fast_path=True``, the default) or redis-py's own client (``redis_client``),
+Commands travel over a ``RedisLink``: the auto-pipelined ``fast_connection``
+(``fast_path=True``, the default) or redis-py's own client (``client``),
 used with ``fast_path=False`` or when the fast one cannot run on the installed
 libraries (logged once, at construction). Both connect by the parsed REDIS_URL
 (``redis_url``: one server, with TLS for ``rediss://``, the master Sentinel names, or
