@@ -15,7 +15,7 @@ LOWEST_VENV ?= .venv-lowest
 # In a venv built from anything but the lock, installed != locked by design.
 NOT_THE_LOCK := --deselect tests/test_lock.py::test_installed_packages_are_exactly_the_locked_ones
 
-.PHONY: run test test-fast browser node-deps lint typecheck check bench lock upgrade-check lowest-check clean
+.PHONY: run test test-fast browser node-deps lint typecheck docs check bench lock upgrade-check lowest-check clean
 
 # A changed lock rebuilds the venv from scratch, so nothing outside the lock lingers.
 $(STAMP): $(LOCK) pyproject.toml
@@ -29,8 +29,8 @@ $(STAMP): $(LOCK) pyproject.toml
 run: $(STAMP)
 	$(BIN)/otpgate serve
 
-## Run the whole test suite, lint and type checks included (what CI runs)
-test: $(STAMP) browser node-deps lint typecheck
+## Run the whole test suite, lint, type checks and the docs build included (what CI runs)
+test: $(STAMP) browser node-deps lint typecheck docs
 	$(BIN)/pytest
 
 ## The system's Chromium, which the widget's browser tests drive through Playwright (no
@@ -64,6 +64,12 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src
+
+## Build the documentation site into site/ (open site/index.html); strict, so a broken
+## link or a page missing from the nav fails it. Nothing is fetched from the network.
+## (NO_MKDOCS_2_WARNING: the theme's banner about its successor, printed on every build.)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 ## Side-by-side benchmark against the Node service (see bench/README.md)
 bench: $(STAMP)
@@ -109,4 +115,4 @@ lowest-check: $(TOOLS)/bin/uv
 	rm -rf $(LOWEST_VENV)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(UPGRADE_VENV) $(LOWEST_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(UPGRADE_VENV) $(LOWEST_VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -2,7 +2,7 @@
 
 Each provider has a driver: the settings that select it (the service builds the
 sender from them through ``wiring``, as in production) and how to make the
-provider succeed or fail in each way the README's "SMS delivery" table names.
+provider succeed or fail in each way the "SMS delivery" table of docs/channels.md names.
 The tests know nothing of providers. Each runs one outcome through the HTTP API,
 on both stores (``make_service`` parametrises them), and checks what a user and
 an operator see:
@@ -87,7 +87,7 @@ SETTINGS: dict[str, Any] = {
     "sms_retry_max_seconds": RETRY_SECONDS,
 }
 
-# -- what can happen, and what the README says the client gets ---------------------------
+# -- what can happen, and what the docs say the client gets ---------------------------
 
 SUCCESS = "success"
 REJECTED = "number-rejected"
@@ -107,7 +107,7 @@ class Answer:
     retry_after: bool = False
 
 
-# The README's "SMS delivery" table, row by row (statuses and codes as written there).
+# The "SMS delivery" table of docs/channels.md, row by row (statuses and codes as written there).
 UNAVAILABLE = Answer(503, "sms_provider_unavailable", SmsUnavailable.message, retry_after=True)
 ANSWERS: dict[str, Answer] = {
     SUCCESS: Answer(200),
@@ -363,7 +363,7 @@ async def start(make_service: ServiceFactory, driver: Driver, outcome: str) -> S
 
 
 def assert_answer(response: httpx.Response, outcome: str, driver: Driver) -> None:
-    """The one answer the README documents for ``outcome``, nothing else."""
+    """The one answer the docs give for ``outcome``, nothing else."""
     expected = ANSWERS[outcome]
     assert response.status_code == expected.status, f"{outcome}: {response.text}"
     body = response.json()
