@@ -25,7 +25,7 @@ from otpgate.http import fast_protocol, fast_routes, middleware
 from otpgate.http.app import create_app
 from otpgate.http.fast_routes import FastRoutes
 from otpgate.http.middleware import ObservabilityMiddleware
-from otpgate.observability import fast_tally, logs
+from otpgate.observability import fast_log_line, fast_tally
 from otpgate.runtime import fast_path
 from otpgate.runtime.fast_path import PARTS, Part
 from otpgate.wiring import Components, build_components, sns_config
@@ -122,7 +122,7 @@ def test_routes_check(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_access_line_check(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(logging.StreamHandler, "terminator")
-    assert logs.unavailable() == "StreamHandler has no terminator"
+    assert fast_log_line.unavailable() == "StreamHandler has no terminator"
 
 
 def test_metric_tallies_check(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -225,7 +225,7 @@ async def test_stock_mode_makes_no_fast_path_object(
     monkeypatch.setattr(middleware, "log_fields", lambda *a: pytest.fail("direct line"))
     flushers: list[None] = []
     monkeypatch.setattr(fast_tally, "flush_periodically", lambda: flushers.append(None))
-    for module in (fast_protocol, fast_routes, logs, fast_tally, fast_sns_publish):
+    for module in (fast_protocol, fast_routes, fast_log_line, fast_tally, fast_sns_publish):
         monkeypatch.setattr(module, "unavailable", lambda: pytest.fail("checked"))
 
     app = build(fast_path=False)
@@ -267,7 +267,7 @@ async def test_fast_mode_makes_them(
     ("module", "part"),
     [
         (fast_routes, fast_path.ROUTES),
-        (logs, fast_path.ACCESS_LINE),
+        (fast_log_line, fast_path.ACCESS_LINE),
         (fast_tally, fast_path.METRIC_TALLIES),
     ],
     ids=["routes", "access-line", "metric-tallies"],

@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from otpgate.observability.logs import JsonFormatter, TextFormatter, log_fields
+from otpgate.observability.fast_log_line import log_fields
+from otpgate.observability.logs import JsonFormatter, TextFormatter
 
 FIELDS = {
     "request_id": "r-1",

@@ -22,8 +22,9 @@ from otpgate.domain.limits import LIMIT_MESSAGES
 from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.respond import RESPOND, Respond
 from otpgate.observability import metrics
+from otpgate.observability.fast_log_line import log_fields
 from otpgate.observability.fast_tally import Counts, Observes, counter, histogram
-from otpgate.observability.logs import log_fields, log_record
+from otpgate.observability.logs import log_record
 from otpgate.observability.request_context import RequestInfo, current_request
 
 access_log = logging.getLogger("otpgate.access")

@@ -14,8 +14,8 @@ request time.
 - ``ROUTES`` (``http/fast_routes.py``): the API routes and /health by exact
   method and path, answered through ``RESPOND`` when offered.
   Stock: Starlette's routing, answers sent as ASGI messages.
-- ``ACCESS_LINE`` (``observability/logs.py``, ``log_fields``): the JSON line written straight
-  to the sole handler's stream. Stock: ``logger.log(..., extra=...)``.
+- ``ACCESS_LINE`` (``observability/fast_log_line.py``): the JSON line written
+  straight to the sole handler's stream. Stock: ``logger.log(..., extra=...)``.
 - ``METRIC_TALLIES`` (``observability/fast_tally.py``): per-process tallies, flushed once a
   second into the Histogram children's private fields.
   Stock: ``inc()`` and ``observe()`` on the metrics, per request.
@@ -53,7 +53,7 @@ SERVER_PROTOCOL = Part(
     "server protocol", "otpgate.http.fast_protocol", "uvicorn's own HTTP protocol"
 )
 ROUTES = Part("hot routes", "otpgate.http.fast_routes", "Starlette's routing")
-ACCESS_LINE = Part("access line", "otpgate.observability.logs", "an ordinary log record")
+ACCESS_LINE = Part("access line", "otpgate.observability.fast_log_line", "an ordinary log record")
 METRIC_TALLIES = Part(
     "metric tallies", "otpgate.observability.fast_tally", "inc() and observe() on the metrics"
 )
