@@ -13,8 +13,8 @@ Environment = Literal["development", "production"]
 
 class RuntimeSettings(Section):
     """The process that serves the API: which environment it runs as, where it listens,
-    how many workers share the store, and how it stops. `otpgate serve --host/--port/
-    --workers` override the matching variables for one run."""
+    how many workers share the store, and how it stops. The options --host, --port and
+    --workers of `otpgate serve` override the matching variables for one run."""
 
     SECTION_TITLE: ClassVar[str] = "Runtime"
 
@@ -24,7 +24,7 @@ class RuntimeSettings(Section):
         description="development or production. production turns on every fail-loud check:"
         " it refuses a missing OTP_HASH_SECRET, TOKEN_SIGNING_KEYS_FILE, ALLOWED_COUNTRIES or"
         " API_AUTH, the console SMS sender, and plain-http webhooks and widget origins."
-        " Production sets it to production.",
+        " Set it to production in production.",
     )
     host: str = Field(
         "127.0.0.1",
