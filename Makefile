@@ -15,7 +15,7 @@ LOWEST_VENV ?= .venv-lowest
 # In a venv built from anything but the lock, installed != locked by design.
 NOT_THE_LOCK := --deselect tests/test_lock.py::test_installed_packages_are_exactly_the_locked_ones
 
-.PHONY: run test test-fast browser node-deps lint typecheck docs check bench lock upgrade-check lowest-check clean
+.PHONY: run test test-fast browser node-deps lint typecheck docs check bench settings-reference lock upgrade-check lowest-check clean
 
 # A changed lock rebuilds the venv from scratch, so nothing outside the lock lingers.
 $(STAMP): $(LOCK) pyproject.toml
@@ -61,6 +61,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard bench)
 	$(BIN)/ruff format --check src tests $(wildcard bench)
 	$(BIN)/lint-imports
+	$(BIN)/python -m otpgate.config.reference --check
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src
@@ -70,6 +71,11 @@ typecheck: $(STAMP)
 ## (NO_MKDOCS_2_WARNING: the theme's banner about its successor, printed on every build.)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+## Write .env.example and docs/reference/settings.md from the settings models
+## (src/otpgate/config/); `make lint` fails while either differs from them
+settings-reference: $(STAMP)
+	$(BIN)/python -m otpgate.config.reference
 
 ## Side-by-side benchmark against the Node service (see bench/README.md)
 bench: $(STAMP)

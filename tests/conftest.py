@@ -163,12 +163,13 @@ class Service:
     client: httpx.AsyncClient
     components: Components
     app: Any = None
+    settings: Any = None  # what the components were built from
 
     def from_ip(self, ip: str) -> Service:
         """The same app, seen from another client address."""
         transport = httpx.ASGITransport(app=self.app, client=(ip, 40000))
         client = httpx.AsyncClient(transport=transport, base_url="http://otpgate.test")
-        return Service(client, self.components, self.app)
+        return Service(client, self.components, self.app, self.settings)
 
     async def request(self, phone: str, **kw: Any) -> httpx.Response:
         return await self.client.post("/api/v1/request-otp", json={"phoneNumber": phone}, **kw)
@@ -221,7 +222,7 @@ async def make_service(
         app = create_app(components)
         transport = httpx.ASGITransport(app=app)
         client = httpx.AsyncClient(transport=transport, base_url="http://otpgate.test")
-        service = Service(client, components, app)
+        service = Service(client, components, app, settings)
         opened.append(service)
         return service
 

@@ -197,7 +197,7 @@ def _written(settings: Any) -> str:
 
 def _store_dump(svc: Any) -> bytes:
     """Every byte the store holds, whichever backend it is."""
-    settings = svc.components.settings
+    settings = svc.settings
     if settings.redis_url:
         client = _redis_holding(settings.redis_url, settings.redis_key_prefix)
         try:

@@ -413,7 +413,7 @@ async def charges_left(service: Service) -> list[str]:
     deadline = time.monotonic() + 10
     while len(voids) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)  # polling a condition, bounded
-    settings = service.components.settings
+    settings = service.settings
     if settings.redis_url:
         client = redis.Redis.from_url(settings.redis_url)
         prefix = settings.redis_key_prefix

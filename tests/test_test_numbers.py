@@ -54,7 +54,7 @@ async def test_cooldown_and_quota_apply(make_service: ServiceFactory) -> None:
         otp_resend_cooldown_seconds=0,
         phone_send_limit=2,
         rate_limit_max_requests=100,
-        sqlite_path=service.components.settings.sqlite_path.with_name("quota.sqlite3"),
+        sqlite_path=service.settings.sqlite_path.with_name("quota.sqlite3"),
     )
     assert [(await quota.request("+447911123456")).status_code for _ in range(3)] == [
         200,

@@ -6,9 +6,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from otpgate.components import AdminConfig, Components, HttpConfig, VerifyV2Config
 from otpgate.config.api_keys import ApiAuth
 from otpgate.config.hash_key import load_hash_key
 from otpgate.config.settings import ConfigError, Settings
@@ -41,45 +41,6 @@ log = logging.getLogger("otpgate")
 class Store(OtpStore, DefenceStore, EventLog, Protocol):
     """What every store backend offers: the request path's steps, what operators see
     and undo of the defences, and the queue of events."""
-
-
-@dataclass(slots=True)
-class Components:
-    settings: Settings
-    store: OtpStore
-    sender: SmsSender
-    service: OtpService
-    rate_limiter: RequestLimiter
-    api_auth: ApiAuth
-    token_keys: KeySet  # published at /.well-known/jwks.json
-    admin: DefenceAdmin  # the /admin/v1/ use cases, on the same store
-    admin_auth: ApiAuth  # ADMIN_API_KEYS; no key at all while unset
-    clock: Callable[[], float] = time.time  # what the use cases read the time from
-    relay: EventRelay | None = None  # delivers events while EVENT_WEBHOOK_URL is set
-    # The sender of each channel besides SMS that is enabled (one webhook may serve several,
-    # and SMS too).
-    channel_senders: dict[str, ChannelSender] = field(default_factory=dict)
-
-    def other_senders(self) -> list[tuple[str, ChannelSender]]:
-        """Each channel sender that is not the SMS sender, once, with its first channel."""
-        seen: list[object] = [self.sender]
-        found = []
-        for channel, sender in self.channel_senders.items():
-            if not any(sender is other for other in seen):
-                seen.append(sender)
-                found.append((channel, sender))
-        return found
-
-    async def close(self) -> None:
-        try:
-            if self.relay is not None:
-                await self.relay.close()
-            await self.service.close()
-            await self.sender.close()
-            for _, sender in self.other_senders():
-                await sender.close()
-        finally:
-            await self.store.close()
 
 
 def build_store(settings: Settings) -> Store:
@@ -473,7 +434,7 @@ def build_components(
         fallback=settings.channel_fallback,
     )
     return Components(
-        settings=settings,
+        http=http_config(settings),
         store=store,
         sender=sender,
         service=service,
@@ -489,6 +450,37 @@ def build_components(
         relay=build_relay(settings, store, clock),
         channel_senders=channel_senders,
     )
+
+
+def http_config(settings: Settings) -> HttpConfig:
+    """The HTTP layer's view of the settings: the values its routes and middleware read."""
+    return HttpConfig(
+        otp_length=settings.otp_length,
+        max_body_bytes=settings.max_body_bytes,
+        trusted_proxies=tuple(settings.trusted_proxies),
+        ipv6_prefix_length=settings.ipv6_prefix_length,
+        widget_allowed_origins=tuple(settings.widget_allowed_origins),
+        access_log=settings.access_log,
+        metrics_enabled=settings.metrics_enabled,
+        metrics_on_api_port=settings.metrics_enabled and settings.metrics_port is None,
+        fast_path=settings.fast_path,
+        store_backend="redis" if settings.redis_url else "sqlite",
+        admin=AdminConfig(
+            port=settings.admin_port,
+            send_limit=settings.phone_send_limit,
+            send_window_seconds=settings.phone_send_window_seconds,
+            max_attempts=settings.otp_max_attempts,
+        ),
+        verify_v2=verify_v2_config(settings),
+    )
+
+
+def verify_v2_config(settings: Settings) -> VerifyV2Config | None:
+    """VERIFY_V2_*, or None while they are unset (the settings refuse only some set)."""
+    sid, token = settings.verify_v2_account_sid, settings.verify_v2_auth_token
+    if sid is None or token is None or not settings.verify_v2_services:
+        return None
+    return VerifyV2Config(sid, bytes.fromhex(token), dict(settings.verify_v2_services))
 
 
 def build_relay(

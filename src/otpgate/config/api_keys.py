@@ -17,12 +17,13 @@ import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_settings import NoDecode
 
 from otpgate.config.pairs import split_pairs
+from otpgate.config.section import SECRET, Section
 
 AuthMode = Literal["off", "optional", "required"]
 
@@ -101,6 +102,40 @@ ApiKeyDigests = Annotated[
     BeforeValidator(_split_entries),
     AfterValidator(_check_digests),
 ]
+
+
+class ApiKeySettings(Section):
+    """Who may call the API (/api/v1/) and the operators' routes (/admin/v1/ and the
+    /admin dashboard). Keys are sent as `Authorization: Bearer <key>`; only each key's
+    name and SHA-256 are kept, never printed."""
+
+    SECTION_TITLE: ClassVar[str] = "API keys"
+
+    api_keys: ApiKeyDigests = Field(
+        default_factory=dict,
+        json_schema_extra=SECRET,
+        description="Comma-separated name:key entries (key: 32+ visible ASCII characters)"
+        " or name:sha256:<hex> (the key's SHA-256, 64 lowercase hex digits, so that the"
+        ' configuration holds no key: printf %s "$KEY" | sha256sum). Names unique, of'
+        " A-Z a-z 0-9 _ . -; a caller with a key may name its end user in X-End-User-IP.",
+    )
+    api_auth: ApiAuthSetting = Field(
+        None,
+        description="off, optional or required: whether API routes need a key (required"
+        " needs API_KEYS); a key that is sent must be valid in every mode. Unset: off in"
+        " development; production must set it.",
+    )
+    admin_api_keys: ApiKeyDigests = Field(
+        default_factory=dict,
+        json_schema_extra=SECRET,
+        description="Comma-separated name:key or name:sha256:<hex> entries, as API_KEYS: the"
+        " operators' keys for /admin/v1/ and the dashboard, which are off (404) while it is"
+        " unset. None of them may also be an API key or VERIFY_V2_AUTH_TOKEN.",
+    )
+
+    @property
+    def effective_api_auth(self) -> AuthMode:
+        return self.api_auth or "off"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,14 @@ No error message here echoes any part of a value: a malformed one may be a token
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, ClassVar
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_settings import NoDecode
 
 from otpgate.config.api_keys import key_digest
 from otpgate.config.pairs import split_pairs
+from otpgate.config.section import SECRET, Section
 
 ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
 SERVICE_SID = re.compile(r"VA[0-9a-f]{32}")
@@ -79,3 +80,32 @@ AuthTokenDigest = Annotated[str | None, BeforeValidator(_token_digest)]
 Services = Annotated[
     dict[str, str], NoDecode, BeforeValidator(_split_services), AfterValidator(_check_services)
 ]
+
+
+class VerifyV2Settings(Section):
+    """The Twilio Verify v2 compatible API (/v2/Services/...), for clients moving from
+    Twilio: off (404) until all three variables are set, and refused with only some."""
+
+    SECTION_TITLE: ClassVar[str] = "Verify v2 compatible API"
+
+    verify_v2_account_sid: AccountSid = Field(
+        None,
+        description="AC and 32 lowercase hex digits: the account sid callers authenticate"
+        " as (HTTP Basic, with VERIFY_V2_AUTH_TOKEN).",
+    )
+    verify_v2_auth_token: AuthTokenDigest = Field(
+        None,
+        json_schema_extra=SECRET,
+        description="The account's auth token (32+ visible ASCII characters) or"
+        " sha256:<hex> of it; only its SHA-256 is kept, never logged nor shown.",
+    )
+    verify_v2_services: Services = Field(
+        default_factory=dict,
+        description="Comma-separated VA<32 lowercase hex>:Friendly name entries (name 1 to"
+        " 30 characters, no comma): the services served; the friendly name is {app} in"
+        " that service's SMS.",
+    )
+
+    @property
+    def verify_v2_enabled(self) -> bool:
+        return self.verify_v2_account_sid is not None

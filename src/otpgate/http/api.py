@@ -23,6 +23,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Scope
 
+from otpgate.components import Components
 from otpgate.domain.catalog import Channel, as_channel
 from otpgate.domain.errors import OtpError, RateLimited, StoreUnavailable, VerificationNotFound
 from otpgate.domain.ports import RequestWindow, Verification, WindowHit
@@ -46,7 +47,6 @@ from otpgate.observability.request_context import (
     note_end_user_ip,
     note_phone,
 )
-from otpgate.wiring import Components
 
 log = logging.getLogger("otpgate.http")
 
@@ -64,7 +64,6 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 class OtpApi:
     def __init__(self, components: Components, client_ip: ClientIpResolver) -> None:
-        settings = components.settings
         self._service = components.service
         self._limiter = components.rate_limiter
         self._headers = RateLimitHeaders(components.rate_limiter.max_requests)
@@ -72,8 +71,8 @@ class OtpApi:
         self._auth_required = components.api_auth.required
         self._resolve_ip = client_ip.resolve
         self._limit_key = client_ip.limit_key
-        self._max_body = settings.max_body_bytes
-        self._verify_model: type[BaseModel] = verify_body_model(settings.otp_length)
+        self._max_body = components.http.max_body_bytes
+        self._verify_model: type[BaseModel] = verify_body_model(components.http.otp_length)
 
     def routes(self) -> dict[str, Handler]:
         """The two hot routes, POST each, dispatched by exact path on either HTTP path."""

@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from otpgate.components import Components
 from otpgate.http.admin.api import AdminApi
 from otpgate.http.admin.dashboard import dashboard_routes
 from otpgate.http.admin.port import AdminPortSplit
@@ -36,37 +37,34 @@ from otpgate.http.fast_routes import FastRoutes
 from otpgate.http.jwks import jwks_route
 from otpgate.http.middleware import ObservabilityMiddleware
 from otpgate.http.openapi import build_openapi
-from otpgate.http.ops import ops_routes, serves_metrics_in_app
+from otpgate.http.ops import ops_routes
 from otpgate.http.schemas import verify_body_model
 from otpgate.http.twilio_verify import TwilioVerifyApi
 from otpgate.http.widget import widget_routes
 from otpgate.observability import fast_tally
 from otpgate.runtime import fast_path
-from otpgate.wiring import Components
 
 log = logging.getLogger("otpgate.http")
 
 
 def create_app(components: Components) -> ASGIApp:
-    settings = components.settings
+    config = components.http
     # Each fast path, or its stock equivalent (see otpgate/runtime/fast_path.py).
-    dispatch_first = fast_path.enabled(fast_path.ROUTES, settings.fast_path)
-    direct_log = settings.access_log and fast_path.enabled(
-        fast_path.ACCESS_LINE, settings.fast_path
+    dispatch_first = fast_path.enabled(fast_path.ROUTES, config.fast_path)
+    direct_log = config.access_log and fast_path.enabled(fast_path.ACCESS_LINE, config.fast_path)
+    tallied = config.metrics_enabled and fast_path.enabled(
+        fast_path.METRIC_TALLIES, config.fast_path
     )
-    tallied = settings.metrics_enabled and fast_path.enabled(
-        fast_path.METRIC_TALLIES, settings.fast_path
-    )
-    client_ip = ClientIpResolver(settings.trusted_proxies, settings.ipv6_prefix_length)
+    client_ip = ClientIpResolver(config.trusted_proxies, config.ipv6_prefix_length)
     otp_api = OtpApi(components, client_ip)
     api = otp_api.routes()
     # Off (no routes, so 404) while VERIFY_V2_* is unset.
     verify_v2 = TwilioVerifyApi(components, client_ip).routes()
-    verify_model = verify_body_model(settings.otp_length)
+    verify_model = verify_body_model(config.otp_length)
     openapi_doc = orjson.dumps(
         build_openapi(
             verify_model,
-            metrics=serves_metrics_in_app(settings),
+            metrics=config.metrics_on_api_port,
             auth_required=components.api_auth.required,
         )
     )
@@ -107,7 +105,7 @@ def create_app(components: Components) -> ASGIApp:
     if admin:
         admin += dashboard_routes()
     # With ADMIN_PORT, the admin routes are an app of their own, which only that port reaches.
-    apart, on_main = (admin, []) if settings.admin_port is not None else ([], admin)
+    apart, on_main = (admin, []) if config.admin.port is not None else ([], admin)
     app = Starlette(
         routes=[
             *(Route(path, handler, methods=["POST"]) for path, handler in api.items()),
@@ -120,7 +118,7 @@ def create_app(components: Components) -> ASGIApp:
             Route("/openapi.json", openapi, methods=["GET"]),
             jwks_route(components.token_keys),
             *docs_routes("/openapi.json"),
-            *widget_routes(settings.widget_allowed_origins, settings.otp_length),
+            *widget_routes(config.widget_allowed_origins, config.otp_length),
             *ops_routes(components, flush_tallies=tallied),
             *on_main,
         ],
@@ -132,19 +130,19 @@ def create_app(components: Components) -> ASGIApp:
         fast = {("POST", path): handler for path, handler in api.items()}
         fast["GET", "/health"] = health
         served = FastRoutes(fast, app)
-    if apart and settings.admin_port is not None:
+    if apart and config.admin.port is not None:
         admin_app = Starlette(
             routes=apart,
             exception_handlers={HTTPException: http_exception, Exception: unexpected},
         )
-        served = AdminPortSplit(served, admin_app, settings.admin_port)
+        served = AdminPortSplit(served, admin_app, config.admin.port)
     # Outermost, so that a 500 too gets its request id, access line and count.
     return ObservabilityMiddleware(
         served,
         routes=[route.path for route in [*app.routes, *apart] if isinstance(route, Route)],
         client_ip=client_ip,
-        access_log_enabled=settings.access_log,
-        metrics_enabled=settings.metrics_enabled,
+        access_log_enabled=config.access_log,
+        metrics_enabled=config.metrics_enabled,
         direct_log=direct_log,
         tallied=tallied,
     )

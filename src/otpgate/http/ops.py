@@ -17,10 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from otpgate.config.settings import Settings
+from otpgate.components import Components
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.observability import fast_tally, metrics
-from otpgate.wiring import Components
 
 log = logging.getLogger("otpgate.ready")
 
@@ -40,7 +39,7 @@ def _json(body: object, status: int = 200) -> Response:
 async def readiness_reasons(components: Components) -> list[str]:
     """Why this instance should not get traffic now; empty when it should."""
     reasons: list[str] = []
-    backend = "redis" if components.settings.redis_url else "sqlite"
+    backend = components.http.store_backend
     try:
         await asyncio.wait_for(components.store.ping(), READY_TIMEOUT_SECONDS)
     except StoreUnavailable:
@@ -84,10 +83,6 @@ def ops_routes(components: Components, *, flush_tallies: bool) -> list[Route]:
         return Response(body, headers=_NO_STORE, media_type=metrics.CONTENT_TYPE)
 
     routes = [Route("/ready", ready, methods=["GET"])]
-    if serves_metrics_in_app(components.settings):
+    if components.http.metrics_on_api_port:
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     return routes
-
-
-def serves_metrics_in_app(settings: Settings) -> bool:
-    return settings.metrics_enabled and settings.metrics_port is None

@@ -45,6 +45,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from otpgate.components import Components, VerifyV2Config
 from otpgate.config.api_keys import digest_matches
 from otpgate.domain.catalog import as_channel
 from otpgate.domain.errors import (
@@ -69,7 +70,6 @@ from otpgate.observability.request_context import (
     note_error_code,
     note_phone,
 )
-from otpgate.wiring import Components
 
 log = logging.getLogger("otpgate.http")
 
@@ -166,34 +166,16 @@ def purpose_of(amount: str | None, payee: str | None) -> str | None:
     return f"twilio:{digest[:32]}"
 
 
-@dataclass(frozen=True, slots=True)
-class VerifyV2Config:
-    account_sid: str
-    token_digest: bytes
-    services: dict[str, str]  # service sid: friendly name
-
-
 class TwilioVerifyApi:
     def __init__(self, components: Components, client_ip: ClientIpResolver) -> None:
-        settings = components.settings
         self._service = components.service
         self._clock = components.clock  # the use cases' clock, for answers built here
         self._limiter = components.rate_limiter
         self._headers = RateLimitHeaders(components.rate_limiter.max_requests)
         self._resolve_ip = client_ip.resolve
         self._limit_key = client_ip.limit_key
-        self._max_body = settings.max_body_bytes
-        self._config: VerifyV2Config | None = None
-        if (
-            settings.verify_v2_account_sid is not None
-            and settings.verify_v2_auth_token is not None
-            and settings.verify_v2_services
-        ):
-            self._config = VerifyV2Config(
-                settings.verify_v2_account_sid,
-                bytes.fromhex(settings.verify_v2_auth_token),
-                dict(settings.verify_v2_services),
-            )
+        self._max_body = components.http.max_body_bytes
+        self._config = components.http.verify_v2
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         """(method, path, handler) of each route; none while the API is not configured."""

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from otpgate.components import Components
 from otpgate.domain.admin import BlockNotFound, InvalidOverride, is_override_entry
 from otpgate.domain.errors import OtpError
 from otpgate.domain.phone import mask
@@ -31,7 +32,6 @@ from otpgate.http.api import json_response
 from otpgate.http.auth import CHALLENGE, key_name
 from otpgate.http.errors import STATUS_BY_CODE, HttpError, error_response, http_error_response
 from otpgate.observability.request_context import note_api_key_name, note_phone
-from otpgate.wiring import Components
 
 audit_log = logging.getLogger("otpgate.audit")
 
@@ -57,10 +57,10 @@ class AdminApi:
         self._admin = components.admin
         self._auth = components.admin_auth
         self._clock = components.clock
-        settings = components.settings
-        self._send_limit = settings.phone_send_limit
-        self._send_window = settings.phone_send_window_seconds
-        self._max_attempts = settings.otp_max_attempts
+        config = components.http.admin
+        self._send_limit = config.send_limit
+        self._send_window = config.send_window_seconds
+        self._max_attempts = config.max_attempts
 
     def routes(self) -> list[BaseRoute]:
         """Every admin route; none while ADMIN_API_KEYS is unset."""
