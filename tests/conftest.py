@@ -103,6 +103,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "app_env": "development",
         "sqlite_path": tmp_path / "otpgate.sqlite3",
+        "send_journal_dir": tmp_path / "sends",
         "otp_hash_secret": HASH_SECRET,
         "sms_provider": "console",
         "redis_url": None,

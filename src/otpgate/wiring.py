@@ -21,7 +21,14 @@ from otpgate.domain.fixed_codes import TestNumbers
 from otpgate.domain.limits import AbusePolicy, Lockout, PumpingGuard
 from otpgate.domain.message import MessageTemplate
 from otpgate.domain.policy import OtpPolicy
-from otpgate.domain.ports import ChannelSender, DefenceStore, EventLog, OtpStore, SmsSender
+from otpgate.domain.ports import (
+    ChannelSender,
+    DefenceStore,
+    EventLog,
+    OtpStore,
+    SendJournal,
+    SmsSender,
+)
 from otpgate.domain.request_limit import RequestLimiter
 from otpgate.domain.service import OtpService
 from otpgate.runtime import fast_path
@@ -49,6 +56,12 @@ def build_store(settings: Settings) -> Store:
     from otpgate.store.sqlite import SqliteStore
 
     return SqliteStore(settings.sqlite_path, events=settings.events_on)
+
+
+def build_journal(settings: Settings) -> SendJournal:
+    from otpgate.store.journal import FileJournal
+
+    return FileJournal(settings.send_journal_dir)
 
 
 def build_redis_store(settings: Settings) -> RedisStore:
@@ -432,6 +445,7 @@ def build_components(
         clock=clock,
         channels=instrument_channels(settings, channel_senders),
         fallback=settings.channel_fallback,
+        journal=build_journal(settings),
     )
     return Components(
         http=http_config(settings),

@@ -25,6 +25,14 @@ class StoreSettings(Section):
         description="The SQLite store's file, while REDIS_URL is unset; its directory is"
         " created when missing.",
     )
+    send_journal_dir: Path = Field(
+        Path(".otpgate/sends"),
+        description="Where each worker journals the sends whose outcome it does not know"
+        " yet (two short appends per send, no fsync), so that when a worker dies mid-send,"
+        " or the service stops with a send's store step still queued, another worker"
+        " voids its charges: a send answered with an error is never charged. One"
+        " directory per host, for the workers sharing one store; created when missing.",
+    )
     redis_url: str | None = Field(
         None,
         description="Selects the Redis store: redis://host:6379/0, rediss:// (TLS, always"

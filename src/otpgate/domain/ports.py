@@ -298,6 +298,25 @@ class OtpStore(Protocol):
     async def close(self) -> None: ...
 
 
+class SendJournal(Protocol):
+    """Sends whose outcome is not settled yet, kept where they outlive the process
+    (``otpgate.store.journal``): what another process voids when this one dies
+    before it knows whether the message went out."""
+
+    def opened(self, request: SendRequest, now: float) -> None:
+        """The send's charge is about to be asked for, at ``now``."""
+
+    def settled(self, send_id: str) -> None:
+        """Its outcome is known: delivered (charged), refused (nothing charged) or
+        voided."""
+
+    def orphans(self) -> list[tuple[SendRequest, float]]:
+        """Take over the unsettled sends of processes that are gone (each with its
+        issue's ``now``); from now on they are this journal's."""
+
+    def close(self) -> None: ...
+
+
 class DefenceStore(Protocol):
     """What operators see and undo of the defences, through the store every instance
     shares. Not on any request's path, so reads may take several round trips."""

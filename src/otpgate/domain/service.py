@@ -48,6 +48,7 @@ from otpgate.domain.ports import (
     OtpStore,
     Refused,
     RequestWindow,
+    SendJournal,
     SendRequest,
     SmsSender,
     TokenSigner,
@@ -120,10 +121,12 @@ class OtpService:
         *,
         channels: Mapping[str, ChannelSender] | None = None,
         fallback: Mapping[str, Sequence[str]] | None = None,
+        journal: SendJournal | None = None,
     ) -> None:
         """``sender`` delivers SMS; ``channels`` each other channel that is enabled (a
         channel without one is refused); ``fallback`` what each channel falls back to,
-        in order (phone channels only, each enabled)."""
+        in order (phone channels only, each enabled); ``journal`` keeps each send until
+        its outcome is settled, where another process finds it if this one dies."""
         self._store = store
         self._sender = sender
         self._hasher = hasher
@@ -131,7 +134,8 @@ class OtpService:
         self._limits = limits
         self._signer = signer
         self._clock = clock
-        self._voids = PendingVoids(store)
+        self._voids = PendingVoids(store, journal)
+        self._journal = self._voids.journal
         self._channels: dict[str, ChannelSender] = dict(channels or {})
         self._chains = _chains(set(self._channels) | {"sms"}, fallback or {})
         # With a phone channel besides SMS, a verify looks up which one delivered its code
@@ -146,6 +150,12 @@ class OtpService:
     @property
     def pending_voids(self) -> PendingVoids:
         return self._voids
+
+    async def start(self) -> None:
+        """Void what processes that are gone left unsettled, then keep looking for
+        such sends in the background (before this process serves)."""
+        await self._voids.recover()
+        self._voids.watch()
 
     async def close(self) -> None:
         """Stop voiding in the background (before the store closes)."""
@@ -217,6 +227,7 @@ class OtpService:
             request = self._phone_request(recipient, code, client_ip, purpose, options)
         await self._voids.settle(request.phone)
         now = self._clock()
+        self._journal.opened(request, now)
         try:
             outcome = await self._store.issue(request, now, window)
         except (StoreUnavailable, asyncio.CancelledError):
@@ -224,12 +235,14 @@ class OtpService:
             self._voids.add(request, now)
             raise
         if isinstance(outcome, Refused):
+            self._journal.settled(request.send_id)  # nothing was charged
             raise _with_hit(
                 refusal(outcome.kind, outcome.retry_after, email=email), outcome.window_hit
             )
         vid = outcome.verification_id
         if fixed_code is not None:
             # A test number: stored and limited like any other, but no SMS goes out.
+            self._journal.settled(request.send_id)
             return CodeSent(
                 recipient,
                 str(uuid.uuid4()),
@@ -241,13 +254,19 @@ class OtpService:
         try:
             message_id, channel = await self._deliver(chain, recipient.key, code, purpose, options)
         except OtpError as exc:
-            await self._void(request, now)
+            await self._voids.void(request, now)
             exc.window_hit = outcome.window_hit
             exc.verification_id = vid  # its record says "failed"
             raise
         except Exception:
-            await self._void(request, now)
+            await self._voids.void(request, now)
             raise
+        except asyncio.CancelledError:
+            # Cut off while the provider had it: the message may be out, so it stays
+            # charged.
+            self._journal.settled(request.send_id)
+            raise
+        self._journal.settled(request.send_id)  # handed to the provider: it stays charged
         if channel != options.channel and vid:
             # A fallback delivered it: the verification says which channel did.
             with contextlib.suppress(StoreUnavailable):
@@ -346,12 +365,6 @@ class OtpService:
                     extra={"channel": channel, "error_code": exc.code},
                 )
         raise AssertionError("unreachable: a chain has at least one channel")
-
-    async def _void(self, request: SendRequest, now: float) -> None:
-        try:
-            await self._store.void_issue(request, now)
-        except StoreUnavailable:
-            self._voids.add(request, now)  # once the store answers again
 
     async def verify_code(
         self,

@@ -90,6 +90,7 @@ def create_app(components: Components) -> ASGIApp:
         flusher = asyncio.create_task(fast_tally.flush_periodically()) if tallied else None
         if components.relay is not None:
             components.relay.start()
+        await components.service.start()  # voids what a stopped process left charged
         try:
             yield
         finally:
