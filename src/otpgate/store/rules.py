@@ -137,6 +137,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from otpgate.domain import ports
 from otpgate.domain.events import EVENT_NAMES, block_data, verification_data
 from otpgate.domain.limits import (
     DAY_BUCKETS_KEPT,
@@ -165,16 +166,11 @@ from otpgate.domain.ports import (
     SENDS_KEPT,
     Attempt,
     Block,
-    Event,
     Issued,
-    OverrideList,
     PhoneState,
     RangeStats,
     Refused,
-    RequestWindow,
-    SendRequest,
     Verification,
-    VerificationStatus,
     WindowHit,
 )
 from otpgate.store.state import Code, Record, State
@@ -232,7 +228,7 @@ def range_key(scope: str, which: str, bucket: int) -> str:
 
 # -- issue -------------------------------------------------------------------------------
 def issue(
-    s: State, request: SendRequest, now: float, window: RequestWindow | None = None
+    s: State, request: ports.SendRequest, now: float, window: ports.RequestWindow | None = None
 ) -> Issued | Refused | None:
     """None: the send was voided before it ran (the caller raises ``StoreUnavailable``);
     the window's hit stays counted, nothing else is."""
@@ -245,7 +241,7 @@ def issue(
     return replace(outcome, window_hit=hit)
 
 
-def _refusal(s: State, request: SendRequest, now: float) -> Refused | None:
+def _refusal(s: State, request: ports.SendRequest, now: float) -> Refused | None:
     """The checks, in order; the first refusal wins (the Redis issue script's order)."""
     lists = s.listed(request.overrides) if request.overrides else set()
     if "deny" in lists:
@@ -346,7 +342,7 @@ def _count_range(s: State, scope: str, which: str, sent_at: float, now: float, b
             s.decrement(key)
 
 
-def _charge(s: State, request: SendRequest, now: float) -> Issued:
+def _charge(s: State, request: ports.SendRequest, now: float) -> Issued:
     if request.cooldown_seconds > 0:
         s.put_counter(cooldown_key(request.phone), 1, now + request.cooldown_seconds)
     now_ms = to_ms(now)
@@ -414,7 +410,7 @@ def _supersede(s: State, phone: str, now: float) -> None:
         emit(s, "verification.canceled", verification_data(seen), now)
 
 
-def _resumable(s: State, request: SendRequest, now: float) -> Record | None:
+def _resumable(s: State, request: ports.SendRequest, now: float) -> Record | None:
     """The pending verification this send continues (``request.resume``), if any."""
     if not (request.resume and request.verification_id):
         return None
@@ -427,7 +423,7 @@ def _resumable(s: State, request: SendRequest, now: float) -> Record | None:
     return record if same and v.status == "pending" and v.expires_at > now else None
 
 
-def void_issue(s: State, request: SendRequest, now: float) -> None:
+def void_issue(s: State, request: ports.SendRequest, now: float) -> None:
     code = s.code(request.phone)
     if code is None or code.send_id != request.send_id:
         # Not issued yet (or consumed, or replaced): make sure it never is.
@@ -458,7 +454,7 @@ def begin_verify(
     ttl_seconds: int,
     now: float,
     lockout: Lockout,
-    window: RequestWindow | None = None,
+    window: ports.RequestWindow | None = None,
 ) -> Attempt:
     hit = hit_window(s, window, now) if window is not None else None
     if hit is not None and window is not None and hit.over(window):
@@ -536,7 +532,7 @@ def get_verification(s: State, verification_id: str, now: float) -> Verification
 
 
 def finish_verification(
-    s: State, verification_id: str, status: VerificationStatus, now: float
+    s: State, verification_id: str, status: ports.VerificationStatus, now: float
 ) -> Verification | None:
     seen = get_verification(s, verification_id, now)
     if seen is None or seen.status != "pending":
@@ -547,7 +543,7 @@ def finish_verification(
     return replace(seen, status=status, updated_at=now)
 
 
-def _finish(s: State, verification_id: str, status: VerificationStatus, now: float) -> None:
+def _finish(s: State, verification_id: str, status: ports.VerificationStatus, now: float) -> None:
     """Set a final status, and tell of it (while the record is kept)."""
     record = s.record(verification_id)
     if record is None:
@@ -567,7 +563,7 @@ def set_channel(s: State, verification_id: str, channel: str) -> None:
         s.put_record(Record(v, record.expires_at))
 
 
-def hit_window(s: State, window: RequestWindow, now: float) -> WindowHit:
+def hit_window(s: State, window: ports.RequestWindow, now: float) -> WindowHit:
     counter = s.bump(window_key(window.key), now + window.window_ms / 1000, now, extend=False)
     # Rounded, not truncated: the float seconds of a whole-ms instant are inexact.
     return WindowHit(counter.count, reset_after_ms=max(0, round((counter.expires_at - now) * 1000)))
@@ -621,12 +617,12 @@ def phone_state(s: State, phone: str, now: float, sends: Quota) -> PhoneState:
     )
 
 
-def set_override(s: State, which: OverrideList, entry: str, present: bool) -> bool:
+def set_override(s: State, which: ports.OverrideList, entry: str, present: bool) -> bool:
     return s.set_listed(which, entry, present)
 
 
-def overrides(s: State) -> dict[OverrideList, list[str]]:
-    lists: dict[OverrideList, list[str]] = {"exempt": [], "deny": []}
+def overrides(s: State) -> dict[ports.OverrideList, list[str]]:
+    lists: dict[ports.OverrideList, list[str]] = {"exempt": [], "deny": []}
     for which, entry in sorted(s.list_entries()):
         lists[which].append(entry)
     return lists
@@ -661,7 +657,7 @@ def emit(s: State, type: str, data: dict[str, Any], now: float) -> None:
 
 def next_events(
     s: State, owner: str, now: float, lease_seconds: float, limit: int
-) -> list[Event] | None:
+) -> list[ports.Event] | None:
     lease = s.lease()
     delivered = lease[2] if lease is not None else 0
     if lease is not None and lease[0] != owner and lease[1] > now:

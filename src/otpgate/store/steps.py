@@ -10,23 +10,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from otpgate.domain import ports
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import Lockout, Quota
-from otpgate.domain.ports import (
-    Attempt,
-    Block,
-    Event,
-    Issued,
-    OverrideList,
-    PhoneState,
-    RangeStats,
-    Refused,
-    RequestWindow,
-    SendRequest,
-    Verification,
-    VerificationStatus,
-    WindowHit,
-)
 from otpgate.store import rules
 from otpgate.store.state import State
 
@@ -45,14 +31,14 @@ class RuleSteps(ABC):
 
     # -- OtpStore ----------------------------------------------------------------------
     async def issue(
-        self, request: SendRequest, now: float, window: RequestWindow | None = None
-    ) -> Issued | Refused:
+        self, request: ports.SendRequest, now: float, window: ports.RequestWindow | None = None
+    ) -> ports.Issued | ports.Refused:
         outcome = await self._step(rules.issue, request, now, window)
         if outcome is None:  # voided before it ran
             raise StoreUnavailable()
         return outcome
 
-    async def void_issue(self, request: SendRequest, now: float) -> None:
+    async def void_issue(self, request: ports.SendRequest, now: float) -> None:
         await self._step(rules.void_issue, request, now)
 
     async def begin_verify(
@@ -61,8 +47,8 @@ class RuleSteps(ABC):
         ttl_seconds: int,
         now: float,
         lockout: Lockout,
-        window: RequestWindow | None = None,
-    ) -> Attempt:
+        window: ports.RequestWindow | None = None,
+    ) -> ports.Attempt:
         return await self._step(rules.begin_verify, phone, ttl_seconds, now, lockout, window)
 
     async def consume(
@@ -75,37 +61,37 @@ class RuleSteps(ABC):
     ) -> bool:
         return await self._step(rules.consume, phone, code_hash, now, verification_id, ranges)
 
-    async def get_verification(self, verification_id: str, now: float) -> Verification | None:
+    async def get_verification(self, verification_id: str, now: float) -> ports.Verification | None:
         return await self._step(rules.get_verification, verification_id, now)
 
     async def finish_verification(
-        self, verification_id: str, status: VerificationStatus, now: float
-    ) -> Verification | None:
+        self, verification_id: str, status: ports.VerificationStatus, now: float
+    ) -> ports.Verification | None:
         return await self._step(rules.finish_verification, verification_id, status, now)
 
     async def set_channel(self, verification_id: str, channel: str) -> None:
         await self._step(rules.set_channel, verification_id, channel)
 
-    async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
+    async def hit_window(self, window: ports.RequestWindow, now: float) -> ports.WindowHit:
         return await self._step(rules.hit_window, window, now)
 
     # -- what operators see and undo (DefenceStore) ------------------------------------
-    async def blocks(self, now: float) -> list[Block]:
+    async def blocks(self, now: float) -> list[ports.Block]:
         return await self._step(rules.blocks, now)
 
-    async def lift_block(self, kind: str, scope: str, now: float) -> Block | None:
+    async def lift_block(self, kind: str, scope: str, now: float) -> ports.Block | None:
         return await self._step(rules.lift_block, kind, scope, now)
 
-    async def phone_state(self, phone: str, now: float, sends: Quota) -> PhoneState:
+    async def phone_state(self, phone: str, now: float, sends: Quota) -> ports.PhoneState:
         return await self._step(rules.phone_state, phone, now, sends)
 
-    async def set_override(self, which: OverrideList, entry: str, present: bool) -> bool:
+    async def set_override(self, which: ports.OverrideList, entry: str, present: bool) -> bool:
         return await self._step(rules.set_override, which, entry, present)
 
-    async def overrides(self) -> dict[OverrideList, list[str]]:
+    async def overrides(self) -> dict[ports.OverrideList, list[str]]:
         return await self._step(rules.overrides)
 
-    async def range_stats(self, now: float) -> list[RangeStats]:
+    async def range_stats(self, now: float) -> list[ports.RangeStats]:
         return await self._step(rules.range_stats, now)
 
     # -- events (EventLog) -------------------------------------------------------------
@@ -114,7 +100,7 @@ class RuleSteps(ABC):
 
     async def next_events(
         self, owner: str, now: float, lease_seconds: float, limit: int
-    ) -> list[Event] | None:
+    ) -> list[ports.Event] | None:
         return await self._step(rules.next_events, owner, now, lease_seconds, limit)
 
     async def ack_event(self, owner: str, event_id: str) -> None:
