@@ -112,9 +112,10 @@ class _Dicts:
         if not log:
             self.logs.pop(key, None)
 
-    def members(self, key: str, now: float) -> set[str]:
+    def membership(self, key: str, member: str, now: float) -> tuple[bool, int]:
         found = _live(self.sets, key, now)
-        return set(found.members) if found is not None else set()
+        held = found.members if found is not None else set()
+        return (True, 0) if member in held else (False, len(held))
 
     def add_member(self, key: str, member: str, expires_at: float) -> bool:
         found = self.sets.setdefault(key, _Members(set(), expires_at))

@@ -269,8 +269,9 @@ def _refusal(s: State, request: ports.SendRequest, now: float) -> Refused | None
             return Refused(q.kind, retry_seconds(wait_ms))
 
     for d in request.distinct:
-        known = s.members(set_key(d.kind, d.key, window_index(now, d.window_seconds)), now)
-        if d.member not in known and len(known) >= d.limit:
+        key = set_key(d.kind, d.key, window_index(now, d.window_seconds))
+        known, size = s.membership(key, d.member, now)
+        if not known and size >= d.limit:
             return Refused(d.kind, seconds_until_window_ends(now, d.window_seconds))
     return _guard_refusal(s, surges, conversions, now)
 

@@ -233,9 +233,17 @@ class _Sql:
     def log_remove(self, key: str, send_id: str) -> None:
         self.run("DELETE FROM send_log WHERE key = ? AND send_id = ?", (key, send_id))
 
-    def members(self, key: str, now: float) -> set[str]:
-        rows = self.run("SELECT member FROM members WHERE key = ? AND expires_at > ?", (key, now))
-        return {member for (member,) in rows}
+    def membership(self, key: str, member: str, now: float) -> tuple[bool, int]:
+        known = self.run(
+            "SELECT 1 FROM members WHERE key = ? AND member = ? AND expires_at > ?",
+            (key, member, now),
+        ).fetchone()
+        if known:
+            return True, 0
+        (size,) = self.run(
+            "SELECT COUNT(*) FROM members WHERE key = ? AND expires_at > ?", (key, now)
+        ).fetchone()
+        return False, int(size)
 
     def add_member(self, key: str, member: str, expires_at: float) -> bool:
         return (

@@ -87,7 +87,9 @@ class State(Protocol):
     def log_remove(self, key: str, send_id: str) -> None: ...
 
     # -- member sets ---------------------------------------------------------------------
-    def members(self, key: str, now: float) -> set[str]: ...
+    def membership(self, key: str, member: str, now: float) -> tuple[bool, int]:
+        """Whether ``member`` is in the live set and, when it is not, how many the set
+        holds (0 when it is: the count is only needed for a newcomer)."""
 
     def add_member(self, key: str, member: str, expires_at: float) -> bool:
         """True when the member was new to the set."""
