@@ -1,7 +1,8 @@
 """Embedded SQLite store: the zero-dependency default, one file on disk.
 
-Every operation runs as one transaction (``BEGIN IMMEDIATE``) on a private
-thread, so it is atomic within a process, and SQLite's file lock makes it
+Every operation is one step of the store rules (``otpgate.store.rules``) over the
+SQL primitives here (``_Sql``), run as one transaction (``BEGIN IMMEDIATE``) on a
+private thread, so it is atomic within a process, and SQLite's file lock makes it
 atomic across the workers that open the same file. WAL mode lets readers and
 the single writer overlap; ``busy_timeout`` bounds how long a worker waits.
 """
@@ -19,55 +20,19 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from otpgate.domain.errors import StoreUnavailable
-from otpgate.domain.events import EVENT_NAMES, block_data, verification_data
-from otpgate.domain.limits import (
-    DAY_BUCKETS_KEPT,
-    HOUR,
-    RANGE_DENIED,
-    STAT_BUCKET_SECONDS,
-    STAT_BUCKETS_KEPT,
-    ConversionGuard,
-    Lockout,
-    Quota,
-    SurgeGuard,
-    bucket_index,
-    bucket_leaves,
-    buckets_counted,
-    buckets_wait,
-    day_bucket,
-    log_wait,
-    retry_seconds,
-    seconds_until_window_ends,
-    settled_buckets,
-    stat_bucket,
-    to_ms,
-    window_index,
-)
-from otpgate.domain.ports import (
-    SENDS_KEPT,
-    Attempt,
-    Block,
-    Event,
-    Issued,
-    OverrideList,
-    PhoneState,
-    RangeStats,
-    Refused,
-    RequestWindow,
-    SendRequest,
-    Verification,
-    VerificationStatus,
-    WindowHit,
-)
+from otpgate.domain.ports import Block, Event, OverrideList, Verification
 from otpgate.observability.outage import OutageLog
+from otpgate.store.state import Code, Counter, Record, State
+from otpgate.store.steps import RuleSteps
 
 log = logging.getLogger(__name__)
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -195,33 +160,259 @@ def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
     return error
 
 
-class _Connection(sqlite3.Connection):
-    """The store's connection, knowing whether its steps queue events (``_emit``)."""
+class _Sql:
+    """The store rules' primitives (``otpgate.store.state.State``) over the tables above,
+    inside the transaction of the step that calls them."""
 
-    events_on = False
+    def __init__(self, conn: sqlite3.Connection, events: bool) -> None:
+        self.run = conn.execute
+        self.events = events
 
+    def counter(self, key: str, now: float) -> Counter | None:
+        row = self.run(
+            "SELECT count, expires_at, updated_at FROM counters WHERE key = ? AND expires_at > ?",
+            (key, now),
+        ).fetchone()
+        return Counter(*row) if row else None
 
-def _emit(conn: sqlite3.Connection, type: str, data: dict[str, Any], now: float) -> None:
-    if getattr(conn, "events_on", False):
-        conn.execute(
-            "INSERT INTO events (type, at, data) VALUES (?, ?, ?)",
-            (type, now, json.dumps(data, sort_keys=True)),
+    def counts(self, keys: Sequence[str], now: float) -> list[int]:
+        if not keys:
+            return []
+        marks = ",".join("?" * len(keys))
+        found = dict(
+            self.run(
+                f"SELECT key, count FROM counters WHERE key IN ({marks}) AND expires_at > ?",  # noqa: S608
+                (*keys, now),
+            ).fetchall()
+        )
+        return [int(found.get(key, 0)) for key in keys]
+
+    def counters_under(self, prefix: str, now: float) -> list[tuple[str, int]]:
+        return self.run(
+            "SELECT key, count FROM counters WHERE substr(key, 1, ?) = ? AND expires_at > ?",
+            (len(prefix), prefix, now),
+        ).fetchall()
+
+    def put_counter(self, key: str, count: int, expires_at: float, updated_at: float = 0.0) -> None:
+        self.run(
+            "INSERT OR REPLACE INTO counters (key, count, expires_at, updated_at)"
+            " VALUES (?, ?, ?, ?)",
+            (key, count, expires_at, updated_at),
         )
 
+    def bump(self, key: str, expires_at: float, now: float, *, extend: bool) -> Counter:
+        row = self.run(
+            "INSERT INTO counters (key, count, expires_at) VALUES (?, 1, ?)"
+            " ON CONFLICT(key) DO UPDATE SET"
+            " count = CASE WHEN expires_at <= ? THEN 1 ELSE count + 1 END,"
+            " expires_at = CASE WHEN ? OR expires_at <= ? THEN excluded.expires_at"
+            " ELSE expires_at END"
+            " RETURNING count, expires_at, updated_at",
+            (key, expires_at, now, extend, now),
+        ).fetchone()
+        return Counter(*row)
 
-def _finish(
-    conn: sqlite3.Connection, verification_id: str, status: VerificationStatus, now: float
-) -> None:
-    """Set a final status, and tell of it."""
-    _set_status(conn, verification_id, status, now)
-    if getattr(conn, "events_on", False):
-        conn.execute("DELETE FROM awaiting WHERE id = ?", (verification_id,))
-        record = _verification(conn, verification_id, now, raw=True)
-        if record is not None:
-            _emit(conn, f"verification.{EVENT_NAMES[status]}", verification_data(record), now)
+    def decrement(self, key: str) -> None:
+        self.run("UPDATE counters SET count = count - 1 WHERE key = ?", (key,))
+        self.run("DELETE FROM counters WHERE key = ? AND count <= 0", (key,))
+
+    def drop_counter(self, key: str) -> None:
+        self.run("DELETE FROM counters WHERE key = ?", (key,))
+
+    def log_times(self, key: str, after_ms: int) -> list[int]:
+        self.run("DELETE FROM send_log WHERE key = ? AND at_ms <= ?", (key, after_ms))
+        rows = self.run("SELECT at_ms FROM send_log WHERE key = ? ORDER BY at_ms", (key,))
+        return [int(at) for (at,) in rows]
+
+    def log_add(self, key: str, send_id: str, at_ms: int, expires_at: float) -> None:
+        self.run(
+            "INSERT OR REPLACE INTO send_log (key, send_id, at_ms, expires_at) VALUES (?, ?, ?, ?)",
+            (key, send_id, at_ms, expires_at),
+        )
+
+    def log_remove(self, key: str, send_id: str) -> None:
+        self.run("DELETE FROM send_log WHERE key = ? AND send_id = ?", (key, send_id))
+
+    def membership(self, key: str, member: str, now: float) -> tuple[bool, int]:
+        known = self.run(
+            "SELECT 1 FROM members WHERE key = ? AND member = ? AND expires_at > ?",
+            (key, member, now),
+        ).fetchone()
+        if known:
+            return True, 0
+        (size,) = self.run(
+            "SELECT COUNT(*) FROM members WHERE key = ? AND expires_at > ?", (key, now)
+        ).fetchone()
+        return False, int(size)
+
+    def add_member(self, key: str, member: str, expires_at: float) -> bool:
+        return (
+            self.run(
+                "INSERT OR IGNORE INTO members (key, member, expires_at) VALUES (?, ?, ?)",
+                (key, member, expires_at),
+            ).rowcount
+            == 1
+        )
+
+    def remove_member(self, key: str, member: str) -> None:
+        self.run("DELETE FROM members WHERE key = ? AND member = ?", (key, member))
+
+    def code(self, phone: str, now: float | None = None) -> Code | None:
+        row = self.run(
+            "SELECT code_hash, attempts, expires_at, send_id, new_members, verification_id,"
+            " sent_at FROM codes WHERE phone = ? AND expires_at > ?",
+            (phone, -math.inf if now is None else now),
+        ).fetchone()
+        if row is None:
+            return None
+        flags = tuple(flag == "1" for flag in row[4] or "")
+        return Code(row[0], int(row[1]), row[2], row[3] or "", flags, row[5] or "", row[6])
+
+    def put_code(self, phone: str, code: Code) -> None:
+        self.run(
+            "INSERT OR REPLACE INTO codes (phone, code_hash, attempts, expires_at, send_id,"
+            " new_members, verification_id, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                phone,
+                code.code_hash,
+                code.attempts,
+                code.expires_at,
+                code.send_id or None,
+                "".join("1" if new else "0" for new in code.new_members),
+                code.verification_id or None,
+                code.sent_at,
+            ),
+        )
+
+    def drop_code(self, phone: str) -> None:
+        self.run("DELETE FROM codes WHERE phone = ?", (phone,))
+
+    def record(self, verification_id: str) -> Record | None:
+        row = self.run(
+            "SELECT phone, status, channel, purpose, created_at, updated_at, code_expires_at,"
+            " details, send_times, expires_at FROM verifications WHERE id = ?",
+            (verification_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        phone, status, channel, purpose, created, updated, ends, details, times, kept = row
+        sends = tuple(float(t) for t in times.split(",")) if times else ()
+        v = Verification(
+            verification_id, phone, status, channel, purpose, created, updated, ends, details, sends
+        )
+        return Record(v, kept)
+
+    def put_record(self, record: Record) -> None:
+        v = record.verification
+        self.run(
+            "INSERT OR REPLACE INTO verifications (id, phone, status, channel, purpose,"
+            " created_at, updated_at, code_expires_at, expires_at, details, send_times)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                v.id,
+                v.phone,
+                v.status,
+                v.channel,
+                v.purpose,
+                v.created_at,
+                v.updated_at,
+                v.expires_at,
+                record.expires_at,
+                v.details,
+                ",".join(repr(t) for t in v.send_times),
+            ),
+        )
+
+    def block_records(self, now: float) -> list[Block]:
+        rows = self.run(
+            "SELECT kind, scope, reason, started_at, ends_at, counts FROM blocks WHERE ends_at > ?",
+            (now,),
+        )
+        return [
+            Block(k, s, why, start, end, json.loads(counts))
+            for k, s, why, start, end, counts in rows
+        ]
+
+    def put_block(self, block: Block) -> None:
+        self.run(
+            "INSERT OR REPLACE INTO blocks (kind, scope, reason, started_at, ends_at, counts)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                block.kind,
+                block.scope,
+                block.reason,
+                block.started_at,
+                block.ends_at,
+                json.dumps(block.counts, sort_keys=True),
+            ),
+        )
+
+    def drop_blocks(self, scope: str, kind: str | None = None) -> None:
+        self.run("DELETE FROM blocks WHERE scope = ? AND coalesce(?, kind) = kind", (scope, kind))
+
+    def listed(self, entries: Sequence[str]) -> set[OverrideList]:
+        marks = ",".join("?" * len(entries))
+        rows = self.run(
+            "SELECT DISTINCT list FROM overrides"  # noqa: S608
+            f" WHERE list IN ('deny', 'exempt') AND entry IN ({marks})",
+            tuple(entries),
+        )
+        return {which for (which,) in rows}
+
+    def set_listed(self, which: OverrideList, entry: str, present: bool) -> bool:
+        if present:
+            sql = "INSERT OR IGNORE INTO overrides (list, entry) VALUES (?, ?)"
+        else:
+            sql = "DELETE FROM overrides WHERE list = ? AND entry = ?"
+        return bool(self.run(sql, (which, entry)).rowcount)
+
+    def list_entries(self) -> list[tuple[OverrideList, str]]:
+        return self.run("SELECT list, entry FROM overrides").fetchall()
+
+    def push_event(self, type: str, at: float, data: dict[str, Any]) -> None:
+        self.run(
+            "INSERT INTO events (type, at, data) VALUES (?, ?, ?)",
+            (type, at, json.dumps(data, sort_keys=True)),
+        )
+
+    def events_after(self, seq: int, limit: int) -> list[Event]:
+        rows = self.run(
+            "SELECT seq, type, at, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, limit),
+        )
+        return [Event(str(n), type, at, json.loads(data)) for n, type, at, data in rows]
+
+    def drop_events(self, through: int) -> None:
+        self.run("DELETE FROM events WHERE seq <= ?", (through,))
+
+    def lease(self) -> tuple[str, float, int] | None:
+        row = self.run("SELECT owner, until, delivered FROM event_lease").fetchone()
+        return (row[0], row[1], int(row[2])) if row else None
+
+    def put_lease(self, owner: str, until: float, delivered: int) -> None:
+        self.run(
+            "INSERT OR REPLACE INTO event_lease (id, owner, until, delivered) VALUES (1, ?, ?, ?)",
+            (owner, until, delivered),
+        )
+
+    def await_end(self, verification_id: str, ends_at: float) -> None:
+        self.run(
+            "INSERT OR REPLACE INTO awaiting (id, expires_at) VALUES (?, ?)",
+            (verification_id, ends_at),
+        )
+
+    def drop_awaiting(self, verification_id: str) -> None:
+        self.run("DELETE FROM awaiting WHERE id = ?", (verification_id,))
+
+    def due(self, now: float, limit: int) -> list[str]:
+        rows = self.run(
+            "SELECT id FROM awaiting WHERE expires_at <= ? ORDER BY expires_at, id LIMIT ?",
+            (now, limit),
+        )
+        return [vid for (vid,) in rows]
 
 
-class SqliteStore:
+class SqliteStore(RuleSteps):
     def __init__(
         self, path: Path | str, *, busy_timeout_ms: int = 2000, events: bool = False
     ) -> None:
@@ -256,9 +447,7 @@ class SqliteStore:
                     timeout=self._timeout,
                     isolation_level=None,
                     check_same_thread=False,
-                    factory=_Connection,
                 )
-                conn.events_on = self._events_on
                 try:
                     conn.execute("PRAGMA journal_mode=WAL")
                     conn.execute("PRAGMA synchronous=NORMAL")
@@ -371,232 +560,11 @@ class SqliteStore:
         conn.execute("DELETE FROM verifications WHERE expires_at <= ?", (now,))
         conn.execute("DELETE FROM blocks WHERE ends_at <= ?", (now,))
 
-    # -- operations --------------------------------------------------------------------
-    async def issue(
-        self, request: SendRequest, now: float, window: RequestWindow | None = None
-    ) -> Issued | Refused:
-        def tx(conn: sqlite3.Connection) -> Issued | Refused | None:
-            hit = _count_window(conn, window, now) if window else None
-            if hit and window and hit.over(window):
-                return Refused("rate_limited", hit.reset_seconds, hit)
-            if _until(conn, _void_key(request.phone, request.send_id), now):
-                return None  # voided: the window's hit stays counted, nothing else
-            outcome = _refusal(conn, request, now) or _charge(conn, request, now)
-            return replace(outcome, window_hit=hit)
-
-        outcome = await self._call(tx)
-        if outcome is None:
-            raise StoreUnavailable()
-        return outcome
-
-    async def void_issue(self, request: SendRequest, now: float) -> None:
-        await self._call(lambda conn: _void(conn, request, now))
-
-    async def begin_verify(
-        self,
-        phone: str,
-        ttl_seconds: int,
-        now: float,
-        lockout: Lockout,
-        window: RequestWindow | None = None,
-    ) -> Attempt:
-        def tx(conn: sqlite3.Connection) -> Attempt:
-            hit = _count_window(conn, window, now) if window else None
-            if hit and window and hit.over(window):
-                return Attempt(attempts=0, code_hash=None, window_hit=hit)
-            return replace(_begin_verify(conn, phone, ttl_seconds, now, lockout), window_hit=hit)
-
-        return await self._call(tx)
-
-    async def consume(
-        self,
-        phone: str,
-        code_hash: bytes,
-        now: float,
-        verification_id: str = "",
-        ranges: Sequence[str] = (),
-    ) -> bool:
-        def tx(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
-                "DELETE FROM codes WHERE phone = ? AND code_hash = ? AND expires_at > ?"
-                " RETURNING verification_id, sent_at",
-                (phone, code_hash, now),
-            ).fetchone()
-            if row is None:
-                return False
-            conn.execute("DELETE FROM counters WHERE key = ?", (_fails_key(phone),))
-            conn.execute("DELETE FROM blocks WHERE scope = ?", (phone,))
-            if row[1] is not None:
-                for scope in ranges:
-                    _count_range(conn, scope, "a", float(row[1]), now, 1)
-            if verification_id and row[0] == verification_id:
-                pending = conn.execute(
-                    "SELECT 1 FROM verifications WHERE id = ? AND status = 'pending'",
-                    (verification_id,),
-                ).fetchone()
-                if pending:
-                    _finish(conn, verification_id, "approved", now)
-            return True
-
-        return await self._call(tx)
-
-    async def get_verification(self, verification_id: str, now: float) -> Verification | None:
-        return await self._call(lambda conn: _verification(conn, verification_id, now))
-
-    async def finish_verification(
-        self, verification_id: str, status: VerificationStatus, now: float
-    ) -> Verification | None:
-        def tx(conn: sqlite3.Connection) -> Verification | None:
-            seen = _verification(conn, verification_id, now)
-            if seen is None or seen.status != "pending":
-                return seen
-            if status in ("canceled", "approved"):
-                conn.execute("DELETE FROM codes WHERE phone = ?", (seen.phone,))
-            _finish(conn, verification_id, status, now)
-            return replace(seen, status=status, updated_at=now)
-
-        return await self._call(tx)
-
-    # -- events (EventLog) ---------------------------------------------------------------
-    async def append_event(self, type: str, data: dict[str, Any], now: float) -> None:
-        await self._call(lambda conn: _emit(conn, type, data, now))
-
-    async def next_events(
-        self, owner: str, now: float, lease_seconds: float, limit: int
-    ) -> list[Event] | None:
-        def tx(conn: sqlite3.Connection) -> list[Event] | None:
-            row = conn.execute("SELECT owner, until, delivered FROM event_lease").fetchone()
-            delivered = int(row[2]) if row else 0
-            if row and row[0] != owner and row[1] > now:
-                return None
-            conn.execute(
-                "INSERT OR REPLACE INTO event_lease (id, owner, until, delivered)"
-                " VALUES (1, ?, ?, ?)",
-                (owner, now + lease_seconds, delivered),
-            )
-            return [
-                Event(str(seq), type, at, json.loads(data))
-                for seq, type, at, data in conn.execute(
-                    "SELECT seq, type, at, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (delivered, limit),
-                )
-            ]
-
-        return await self._call(tx)
-
-    async def ack_event(self, owner: str, event_id: str) -> None:
-        def tx(conn: sqlite3.Connection) -> None:
-            done = conn.execute(
-                "UPDATE event_lease SET delivered = max(delivered, ?) WHERE owner = ?",
-                (int(event_id), owner),
-            ).rowcount
-            if done:
-                conn.execute("DELETE FROM events WHERE seq <= ?", (int(event_id),))
-
-        await self._call(tx)
-
-    async def sweep_expired(self, now: float, limit: int) -> int:
-        def tx(conn: sqlite3.Connection) -> int:
-            due = conn.execute(
-                "SELECT id FROM awaiting WHERE expires_at <= ? ORDER BY expires_at, id LIMIT ?",
-                (now, limit),
-            ).fetchall()
-            for (vid,) in due:
-                conn.execute("DELETE FROM awaiting WHERE id = ?", (vid,))
-                record = _verification(conn, vid, now, raw=True)
-                if record is not None and record.status == "pending":
-                    seen = replace(record, status="expired")
-                    _emit(conn, "verification.expired", verification_data(seen), now)
-            return len(due)
-
-        return await self._call(tx)
-
-    async def set_channel(self, verification_id: str, channel: str) -> None:
-        def tx(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE verifications SET channel = ? WHERE id = ?", (channel, verification_id)
-            )
-
-        await self._call(tx)
-
-    # -- what operators see and undo (DefenceStore) ------------------------------------
-    async def blocks(self, now: float) -> list[Block]:
-        return await self._call(lambda conn: _blocks(conn, now))
-
-    async def lift_block(self, kind: str, scope: str, now: float) -> Block | None:
-        def tx(conn: sqlite3.Connection) -> Block | None:
-            found = [b for b in _blocks(conn, now) if (b.kind, b.scope) == (kind, scope)]
-            if not found:
-                return None
-            conn.execute("DELETE FROM blocks WHERE kind = ? AND scope = ?", (kind, scope))
-            # Until it would have ended, the range's guards let it be (a count of 0).
-            graced = conn.execute(
-                "UPDATE counters SET count = 0 WHERE key = ?", (_block_key(kind, scope),)
-            ).rowcount
-            if not graced:  # a lockout
-                conn.execute("DELETE FROM counters WHERE key = ?", (_fails_key(scope),))
-            return found[0]
-
-        return await self._call(tx)
-
-    async def phone_state(self, phone: str, now: float, sends: Quota) -> PhoneState:
-        def read(conn: sqlite3.Connection) -> PhoneState:
-            code = conn.execute(
-                "SELECT code_hash IS NOT NULL, expires_at, attempts, verification_id"
-                " FROM codes WHERE phone = ? AND expires_at > ?",
-                (phone, now),
-            ).fetchone()
-            pending = bool(code and code[0])
-            cooldown = _until(conn, _cooldown_key(phone), now)
-            fails = conn.execute(
-                "SELECT count, updated_at FROM counters WHERE key = ? AND expires_at > ?",
-                (_fails_key(phone), now),
-            ).fetchone()
-            (logged,) = conn.execute(
-                "SELECT COUNT(*) FROM send_log WHERE key = ? AND at_ms > ?",
-                (_log_key(sends.kind, sends.key), to_ms(now) - sends.window_ms),
-            ).fetchone()
-            record = _verification(conn, code[3], now) if code and code[3] else None
-            return PhoneState(
-                phone=phone,
-                code_pending=pending,
-                code_expires_at=float(code[1]) if pending else None,
-                attempts=int(code[2]) if pending else 0,
-                cooldown_until=cooldown or None,
-                sends_in_window=int(logged),
-                failures=int(fails[0]) if fails else 0,
-                last_failure_at=float(fails[1]) if fails else None,
-                verification=record,
-            )
-
-        return await self._call(read)
-
-    async def set_override(self, which: OverrideList, entry: str, present: bool) -> bool:
-        def tx(conn: sqlite3.Connection) -> bool:
-            if present:
-                sql = "INSERT OR IGNORE INTO overrides (list, entry) VALUES (?, ?)"
-            else:
-                sql = "DELETE FROM overrides WHERE list = ? AND entry = ?"
-            return bool(conn.execute(sql, (which, entry)).rowcount)
-
-        return await self._call(tx)
-
-    async def overrides(self) -> dict[OverrideList, list[str]]:
-        def read(conn: sqlite3.Connection) -> dict[OverrideList, list[str]]:
-            lists: dict[OverrideList, list[str]] = {"exempt": [], "deny": []}
-            for which, entry in conn.execute(
-                "SELECT list, entry FROM overrides ORDER BY list, entry"
-            ):
-                lists[which].append(entry)
-            return lists
-
-        return await self._call(read)
-
-    async def range_stats(self, now: float) -> list[RangeStats]:
-        return await self._call(lambda conn: _range_stats(conn, now))
-
-    async def hit_window(self, window: RequestWindow, now: float) -> WindowHit:
-        return await self._call(lambda conn: _count_window(conn, window, now))
+    async def _step(
+        self, fn: Callable[Concatenate[State, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        events = self._events_on
+        return await self._call(lambda conn: fn(_Sql(conn, events), *args, **kwargs))
 
     async def ping(self) -> None:
         await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
@@ -615,530 +583,3 @@ class SqliteStore:
 
         await asyncio.get_running_loop().run_in_executor(self._executor, shut)
         self._executor.shutdown(wait=True)
-
-
-def _cooldown_key(phone: str) -> str:
-    return f"cd:{phone}"
-
-
-def _fails_key(phone: str) -> str:
-    return f"fails:{phone}"
-
-
-def _void_key(phone: str, send_id: str) -> str:
-    return f"void:{phone}:{send_id}"
-
-
-def _counter_key(kind: str, scope: str, index: int) -> str:
-    """A surge guard's fixed window ``index``."""
-    return f"q:{kind}:{scope}:{index}"
-
-
-def _bucket_key(kind: str, scope: str, index: int) -> str:
-    """A quota's sub-window ``index``."""
-    return f"s:{kind}:{scope}:{index}"
-
-
-def _log_key(kind: str, scope: str) -> str:
-    """A quota's sliding log, in the send_log table."""
-    return f"{kind}:{scope}"
-
-
-def _set_key(kind: str, scope: str, index: int) -> str:
-    return f"d:{kind}:{scope}:{index}"
-
-
-def _block_key(kind: str, scope: str) -> str:
-    return f"b:{kind}:{scope}"
-
-
-def _count(conn: sqlite3.Connection, key: str, now: float) -> int:
-    row = conn.execute(
-        "SELECT count FROM counters WHERE key = ? AND expires_at > ?", (key, now)
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _until(conn: sqlite3.Connection, key: str, now: float) -> float:
-    """End of a live marker (cooldown, block), or 0."""
-    row = conn.execute(
-        "SELECT expires_at FROM counters WHERE key = ? AND expires_at > ?", (key, now)
-    ).fetchone()
-    return float(row[0]) if row else 0.0
-
-
-def _mark_until(conn: sqlite3.Connection, key: str, until: float) -> None:
-    conn.execute(
-        "INSERT OR REPLACE INTO counters (key, count, expires_at) VALUES (?, 1, ?)", (key, until)
-    )
-
-
-def _incr(conn: sqlite3.Connection, key: str, expires_at: float, now: float) -> None:
-    conn.execute(
-        "INSERT INTO counters (key, count, expires_at) VALUES (?, 1, ?)"
-        " ON CONFLICT(key) DO UPDATE SET"
-        " count = CASE WHEN expires_at <= ? THEN 1 ELSE count + 1 END,"
-        " expires_at = excluded.expires_at",
-        (key, expires_at, now),
-    )
-
-
-def _decr(conn: sqlite3.Connection, key: str) -> None:
-    conn.execute("UPDATE counters SET count = count - 1 WHERE key = ?", (key,))
-    conn.execute("DELETE FROM counters WHERE key = ? AND count <= 0", (key,))
-
-
-def _quota_wait(conn: sqlite3.Connection, q: Quota, now: float) -> int:
-    """ms until one more send fits under ``q`` (0: it fits now)."""
-    now_ms = to_ms(now)
-    if not q.buckets:
-        key = _log_key(q.kind, q.key)
-        # The sends that have left the window leave the log.
-        conn.execute(
-            "DELETE FROM send_log WHERE key = ? AND at_ms <= ?", (key, now_ms - q.window_ms)
-        )
-        times = [
-            int(row[0])
-            for row in conn.execute(
-                "SELECT at_ms FROM send_log WHERE key = ? ORDER BY at_ms", (key,)
-            )
-        ]
-        return log_wait(times, q.limit, q.window_ms, now_ms)
-    counted = buckets_counted(now_ms, q.window_ms, q.buckets)
-    counts = [_count(conn, _bucket_key(q.kind, q.key, j), now) for j in counted]
-    return buckets_wait(counts, counted.start, q.limit, q.window_ms, q.buckets, now_ms)
-
-
-def _listed(conn: sqlite3.Connection, which: str, entries: Sequence[str]) -> bool:
-    if not entries:
-        return False
-    marks = ",".join("?" * len(entries))
-    row = conn.execute(
-        f"SELECT 1 FROM overrides WHERE list = ? AND entry IN ({marks}) LIMIT 1",  # noqa: S608
-        (which, *entries),
-    ).fetchone()
-    return row is not None
-
-
-def _refusal(conn: sqlite3.Connection, request: SendRequest, now: float) -> Refused | None:
-    """The same checks, in the same order, as the Redis store's issue script."""
-    if _listed(conn, "deny", request.overrides):
-        return Refused(RANGE_DENIED, 0)
-    exempt = _listed(conn, "exempt", request.overrides)
-    surges = () if exempt else tuple(request.surges)
-    conversions = () if exempt else tuple(request.conversions)
-    graced = set()
-    for kind, key in [(g.kind, g.key) for g in surges] + [(c.kind, c.key) for c in conversions]:
-        row = conn.execute(
-            "SELECT count, expires_at FROM counters WHERE key = ? AND expires_at > ?",
-            (_block_key(kind, key), now),
-        ).fetchone()
-        if row and row[0]:
-            return Refused(kind, max(1, math.ceil(row[1] - now)))
-        if row:
-            graced.add((kind, key))  # lifted: a count of 0 until it would have ended
-    surges = tuple(g for g in surges if (g.kind, g.key) not in graced)
-    conversions = tuple(c for c in conversions if (c.kind, c.key) not in graced)
-
-    until = _until(conn, _cooldown_key(request.phone), now)
-    if until:
-        return Refused("resend_cooldown", max(1, math.ceil(until - now)))
-
-    for q in request.quotas:
-        wait_ms = _quota_wait(conn, q, now)
-        if wait_ms > 0:
-            return Refused(q.kind, retry_seconds(wait_ms))
-
-    for d in request.distinct:
-        key = _set_key(d.kind, d.key, window_index(now, d.window_seconds))
-        known = conn.execute(
-            "SELECT 1 FROM members WHERE key = ? AND member = ? AND expires_at > ?",
-            (key, d.member, now),
-        ).fetchone()
-        if not known:
-            (size,) = conn.execute(
-                "SELECT COUNT(*) FROM members WHERE key = ? AND expires_at > ?", (key, now)
-            ).fetchone()
-            if size >= d.limit:
-                return Refused(d.kind, seconds_until_window_ends(now, d.window_seconds))
-
-    return _guard_refusal(conn, surges, conversions, now)
-
-
-def _guard_refusal(
-    conn: sqlite3.Connection,
-    surges: Sequence[SurgeGuard],
-    conversions: Sequence[ConversionGuard],
-    now: float,
-) -> Refused | None:
-    """The range rules, last: a surge or a low conversion refuses and blocks."""
-    for g in surges:
-        idx = window_index(now, g.window_seconds)
-        prev = _count(conn, _counter_key(g.kind, g.key, idx - 1), now)
-        cur = _count(conn, _counter_key(g.kind, g.key, idx), now)
-        if cur + 1 > g.allowed(prev):
-            counts = {"sends": cur + 1, "previous": prev}
-            return _block(conn, g.kind, g.key, "surge", now, g.block_seconds, counts)
-
-    for c in conversions:
-        weighed = settled_buckets(to_ms(now), c.settle_seconds * 1000)
-        sends = sum(_count(conn, _range_key(c.key, "s", j), now) for j in weighed)
-        approvals = sum(_count(conn, _range_key(c.key, "a", j), now) for j in weighed)
-        if c.too_low(sends, approvals):
-            counts = {"sends": sends, "approvals": approvals}
-            return _block(conn, c.kind, c.key, "conversion", now, c.block_seconds, counts)
-    return None
-
-
-def _block(
-    conn: sqlite3.Connection,
-    kind: str,
-    key: str,
-    reason: str,
-    now: float,
-    seconds: int,
-    counts: dict[str, int],
-) -> Refused:
-    _mark_until(conn, _block_key(kind, key), now + seconds)
-    _record_block(conn, Block(kind, key, reason, now, now + seconds, counts))
-    return Refused(kind, seconds)
-
-
-def _record_block(conn: sqlite3.Connection, block: Block) -> None:
-    _store_block(conn, block)
-    _emit(conn, "block.created", block_data(block), block.started_at)
-
-
-def _store_block(conn: sqlite3.Connection, block: Block) -> None:
-    conn.execute(
-        "INSERT OR REPLACE INTO blocks (kind, scope, reason, started_at, ends_at, counts)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            block.kind,
-            block.scope,
-            block.reason,
-            block.started_at,
-            block.ends_at,
-            json.dumps(block.counts, sort_keys=True),
-        ),
-    )
-
-
-def _range_key(scope: str, which: str, bucket: int) -> str:
-    """A range's count: ``s``/``a`` sends/approvals per stat bucket, ``S``/``A`` per hour."""
-    return f"r:{which}:{scope}:{bucket}"
-
-
-def _count_range(
-    conn: sqlite3.Connection, scope: str, which: str, sent_at: float, now: float, by: int
-) -> None:
-    """Count a send (``s``) or approval (``a``) in the range's buckets of ``sent_at``."""
-    j, h = stat_bucket(sent_at), day_bucket(sent_at)
-    keys = (
-        (_range_key(scope, which, j), (j + STAT_BUCKETS_KEPT) * STAT_BUCKET_SECONDS),
-        (_range_key(scope, which.upper(), h), (h + DAY_BUCKETS_KEPT) * HOUR),
-    )
-    for key, until in keys:
-        if until <= now:
-            continue
-        if by > 0:
-            _incr(conn, key, until, now)
-        else:
-            _decr(conn, key)
-
-
-def _charge(conn: sqlite3.Connection, request: SendRequest, now: float) -> Issued:
-    if request.cooldown_seconds > 0:
-        _mark_until(conn, _cooldown_key(request.phone), now + request.cooldown_seconds)
-    now_ms = to_ms(now)
-    for q in request.quotas:
-        if q.buckets:
-            j = bucket_index(now_ms, q.window_ms, q.buckets)
-            leaves_ms = bucket_leaves(j, q.window_ms, q.buckets)
-            _incr(conn, _bucket_key(q.kind, q.key, j), leaves_ms / 1000, now)
-        else:
-            conn.execute(
-                "INSERT OR REPLACE INTO send_log (key, send_id, at_ms, expires_at)"
-                " VALUES (?, ?, ?, ?)",
-                (_log_key(q.kind, q.key), request.send_id, now_ms, (now_ms + q.window_ms) / 1000),
-            )
-    for g in request.surges:
-        idx = window_index(now, g.window_seconds)
-        # Lives through the next window too, where it is the baseline.
-        _incr(conn, _counter_key(g.kind, g.key, idx), (idx + 2) * g.window_seconds, now)
-    added = []
-    for d in request.distinct:
-        idx = window_index(now, d.window_seconds)
-        cursor = conn.execute(
-            "INSERT OR IGNORE INTO members (key, member, expires_at) VALUES (?, ?, ?)",
-            (_set_key(d.kind, d.key, idx), d.member, (idx + 1) * d.window_seconds),
-        )
-        added.append(cursor.rowcount == 1)
-    for scope in request.ranges:
-        _count_range(conn, scope, "s", now, now, 1)
-    expires_at = now + request.ttl_seconds
-    resumed = _resumable(conn, request, now)  # before the code is replaced
-    if resumed is None:
-        _supersede(conn, request.phone, now)
-    vid = resumed[0] if resumed is not None else request.verification_id
-    if vid and getattr(conn, "events_on", False):
-        conn.execute(
-            "INSERT OR REPLACE INTO awaiting (id, expires_at) VALUES (?, ?)", (vid, expires_at)
-        )
-    conn.execute(
-        "INSERT OR REPLACE INTO codes (phone, code_hash, attempts, expires_at, send_id,"
-        " new_members, verification_id, sent_at) VALUES (?, ?, 0, ?, ?, ?, ?, ?)",
-        (
-            request.phone,
-            request.code_hash,
-            expires_at,
-            request.send_id,
-            "".join("1" if new else "0" for new in added),
-            vid or None,
-            now,
-        ),
-    )
-    if resumed is not None:
-        conn.execute(
-            "UPDATE verifications SET updated_at = ?, code_expires_at = ?, expires_at = ?,"
-            " send_times = ? WHERE id = ?",
-            (
-                now,
-                expires_at,
-                expires_at + request.retention_seconds,
-                _join_times((*resumed[1], now)[-SENDS_KEPT:]),
-                vid,
-            ),
-        )
-    elif vid:
-        conn.execute(
-            "INSERT OR REPLACE INTO verifications (id, phone, status, channel, purpose,"
-            " created_at, updated_at, code_expires_at, expires_at, details, send_times)"
-            " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                vid,
-                request.phone,
-                request.channel,
-                request.purpose,
-                now,
-                now,
-                expires_at,
-                expires_at + request.retention_seconds,
-                request.details,
-                _join_times((now,)),
-            ),
-        )
-    return Issued(request, now, verification_id=vid)
-
-
-def _supersede(conn: sqlite3.Connection, phone: str, now: float) -> None:
-    """A newer send replaces the phone's live code: its pending verification is
-    canceled from now on (``Verification.seen_at``); with events on, say so."""
-    if not getattr(conn, "events_on", False):
-        return
-    row = conn.execute(
-        "SELECT verification_id FROM codes WHERE phone = ? AND expires_at > ?"
-        " AND verification_id IS NOT NULL",
-        (phone, now),
-    ).fetchone()
-    record = _verification(conn, row[0], now, raw=True) if row else None
-    if record is not None and record.status == "pending":
-        conn.execute("DELETE FROM awaiting WHERE id = ?", (record.id,))
-        seen = replace(record, status="canceled")
-        _emit(conn, "verification.canceled", verification_data(seen), now)
-
-
-def _resumable(
-    conn: sqlite3.Connection, request: SendRequest, now: float
-) -> tuple[str, tuple[float, ...]] | None:
-    """The pending verification this send continues (``request.resume``): its id and
-    send times."""
-    if not (request.resume and request.verification_id):
-        return None
-    row = conn.execute(
-        "SELECT v.id, v.send_times FROM codes AS c JOIN verifications AS v"
-        " ON v.id = c.verification_id"
-        " WHERE c.phone = ? AND c.expires_at > ? AND v.status = 'pending'"
-        " AND v.code_expires_at > ? AND v.purpose IS ? AND v.channel = ? AND v.details IS ?",
-        (request.phone, now, now, request.purpose, request.channel, request.details),
-    ).fetchone()
-    return None if row is None else (row[0], _split_times(row[1]))
-
-
-def _join_times(times: tuple[float, ...]) -> str:
-    return ",".join(repr(t) for t in times)
-
-
-def _split_times(text: str | None) -> tuple[float, ...]:
-    return tuple(float(t) for t in text.split(",")) if text else ()
-
-
-def _set_status(
-    conn: sqlite3.Connection, verification_id: str, status: VerificationStatus, now: float
-) -> None:
-    conn.execute(
-        "UPDATE verifications SET status = ?, updated_at = ? WHERE id = ?",
-        (status, now, verification_id),
-    )
-
-
-def _verification(
-    conn: sqlite3.Connection, verification_id: str, now: float, *, raw: bool = False
-) -> Verification | None:
-    """The record as of ``now`` (``Verification.seen_at``); ``raw``: as stored."""
-    row = conn.execute(
-        "SELECT v.phone, v.status, v.channel, v.purpose, v.created_at, v.updated_at,"
-        " v.code_expires_at, c.verification_id IS NOT NULL AND c.expires_at > ?,"
-        " v.details, v.send_times"
-        " FROM verifications AS v LEFT JOIN codes AS c"
-        " ON c.phone = v.phone AND c.verification_id = v.id"
-        " WHERE v.id = ? AND v.expires_at > ?",
-        (now, verification_id, now),
-    ).fetchone()
-    if row is None:
-        return None
-    record = Verification(
-        id=verification_id,
-        phone=row[0],
-        status=row[1],
-        channel=row[2],
-        purpose=row[3],
-        created_at=row[4],
-        updated_at=row[5],
-        expires_at=row[6],
-        details=row[8],
-        send_times=_split_times(row[9]),
-    )
-    return record if raw else record.seen_at(now, bool(row[7]))
-
-
-def _blocks(conn: sqlite3.Connection, now: float) -> list[Block]:
-    """Recorded blocks still in force: a range's block marker, or a phone's failures."""
-    live = []
-    for kind, scope, reason, started, ends, counts in conn.execute(
-        "SELECT kind, scope, reason, started_at, ends_at, counts FROM blocks"
-        " WHERE ends_at > ? ORDER BY started_at, kind, scope",
-        (now,),
-    ).fetchall():
-        marker = _block_key(kind, scope) if reason != "failures" else _fails_key(scope)
-        row = conn.execute(
-            "SELECT count FROM counters WHERE key = ? AND expires_at > ?", (marker, now)
-        ).fetchone()
-        if row and row[0]:  # a lifted block is graced, at 0
-            live.append(Block(kind, scope, reason, started, ends, json.loads(counts)))
-    return live
-
-
-def _range_stats(conn: sqlite3.Connection, now: float) -> list[RangeStats]:
-    j, h = stat_bucket(now), day_bucket(now)
-    counts: dict[str, dict[str, int]] = {}
-    rows = conn.execute(
-        "SELECT key, count FROM counters WHERE key LIKE 'r:%' AND expires_at > ?", (now,)
-    )
-    for key, count in rows:
-        _, which, rest = key.split(":", 2)
-        scope, _, bucket = rest.rpartition(":")
-        b = int(bucket)
-        in_hour = which in "sa" and j - 11 <= b <= j
-        in_day = which in "SA" and h - 23 <= b <= h
-        if in_hour or in_day:
-            scope_counts = counts.setdefault(scope, {})
-            scope_counts[which] = scope_counts.get(which, 0) + int(count)
-    return [
-        RangeStats(scope, c.get("s", 0), c.get("a", 0), c.get("S", 0), c.get("A", 0))
-        for scope, c in sorted(counts.items())
-        if c.get("S", 0)
-    ]
-
-
-def _void(conn: sqlite3.Connection, request: SendRequest, now: float) -> None:
-    row = conn.execute(
-        "DELETE FROM codes WHERE phone = ? AND send_id = ? RETURNING new_members, verification_id",
-        (request.phone, request.send_id),
-    ).fetchone()
-    if row is None:
-        # Not issued yet (or consumed, or replaced): make sure it never is.
-        _mark_until(conn, _void_key(request.phone, request.send_id), now + request.reach_seconds)
-        return
-    for scope in request.ranges:
-        _count_range(conn, scope, "s", now, now, -1)
-    new_members = [flag == "1" for flag in row[0] or ""]
-    if row[1]:
-        _finish(conn, row[1], "failed", now)
-    conn.execute("DELETE FROM counters WHERE key = ?", (_cooldown_key(request.phone),))
-    for q in request.quotas:
-        if q.buckets:
-            j = bucket_index(to_ms(now), q.window_ms, q.buckets)
-            _decr(conn, _bucket_key(q.kind, q.key, j))
-        else:
-            conn.execute(
-                "DELETE FROM send_log WHERE key = ? AND send_id = ?",
-                (_log_key(q.kind, q.key), request.send_id),
-            )
-    for g in request.surges:
-        _decr(conn, _counter_key(g.kind, g.key, window_index(now, g.window_seconds)))
-    for d, new in zip(request.distinct, new_members, strict=False):
-        if new:
-            conn.execute(
-                "DELETE FROM members WHERE key = ? AND member = ?",
-                (_set_key(d.kind, d.key, window_index(now, d.window_seconds)), d.member),
-            )
-
-
-def _count_window(conn: sqlite3.Connection, window: RequestWindow, now: float) -> WindowHit:
-    row = conn.execute(
-        "INSERT INTO counters (key, count, expires_at) VALUES (?, 1, ?)"
-        " ON CONFLICT(key) DO UPDATE SET"
-        " count = CASE WHEN expires_at <= ? THEN 1 ELSE count + 1 END,"
-        " expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at"
-        " ELSE expires_at END"
-        " RETURNING count, expires_at",
-        (f"w:{window.key}", now + window.window_ms / 1000, now, now),
-    ).fetchone()
-    # Rounded, not truncated: the float seconds of a whole-ms instant are inexact, and
-    # truncating made 9999 ms left come out as 9998.
-    return WindowHit(count=int(row[0]), reset_after_ms=max(0, round((row[1] - now) * 1000)))
-
-
-def _begin_verify(
-    conn: sqlite3.Connection, phone: str, ttl_seconds: int, now: float, lockout: Lockout
-) -> Attempt:
-    row = conn.execute(
-        "SELECT count, updated_at, expires_at FROM counters WHERE key = ? AND expires_at > ?",
-        (_fails_key(phone), now),
-    ).fetchone()
-    failures, last, fails_until = (
-        (int(row[0]), float(row[1]), float(row[2])) if row else (0, 0.0, 0.0)
-    )
-    wait = lockout.wait_seconds(failures)
-    if wait and last + wait > now:
-        return Attempt(attempts=0, code_hash=None, locked_for=max(1, math.ceil(last + wait - now)))
-    # An expired row starts over as "no code", so a guess at an expired code
-    # counts like a guess at a phone that never had one.
-    code = conn.execute(
-        "INSERT INTO codes (phone, code_hash, attempts, expires_at) VALUES (?, NULL, 1, ?)"
-        " ON CONFLICT(phone) DO UPDATE SET"
-        " code_hash = CASE WHEN expires_at <= ? THEN NULL ELSE code_hash END,"
-        " attempts = CASE WHEN expires_at <= ? THEN 1 ELSE attempts + 1 END,"
-        " send_id = CASE WHEN expires_at <= ? THEN NULL ELSE send_id END,"
-        " verification_id = CASE WHEN expires_at <= ? THEN NULL ELSE verification_id END,"
-        " expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at ELSE expires_at END"
-        " RETURNING attempts, code_hash, verification_id",
-        (phone, now + ttl_seconds, now, now, now, now, now),
-    ).fetchone()
-    # Failures against a live code are remembered long; a guess at a phone with no
-    # code only as long as a code would live (as in the Redis store).
-    if code[1] is not None:
-        fails_until = now + lockout.memory_seconds
-    else:
-        fails_until = max(fails_until, now + ttl_seconds)
-    conn.execute(
-        "INSERT OR REPLACE INTO counters (key, count, expires_at, updated_at) VALUES (?, ?, ?, ?)",
-        (_fails_key(phone), failures + 1, fails_until, now),
-    )
-    locked = lockout.wait_seconds(failures + 1)
-    if locked:
-        # A failure that locks the phone: operators see it among the blocks.
-        counts = {"failures": failures + 1}
-        _record_block(conn, Block(lockout.kind, phone, "failures", now, now + locked, counts))
-    return Attempt(attempts=int(code[0]), code_hash=code[1], verification_id=code[2] or "")

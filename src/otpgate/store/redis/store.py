@@ -37,6 +37,10 @@ used as given, and the braces below are plain characters:
 A send also touches counters of other scopes (IP, country, global) and the
 operators' shared state; on Cluster the prefix's tag keeps them in the send's slot.
 
+The scripts keep the store rules written in Python in ``otpgate.store.rules`` (which
+the memory and SQLite stores run): the same checks in the same order, the same
+charges and refunds; the equivalence test requires the same answers of all three.
+
 The scripts are the ``lua/*.lua`` files next to this module, read once at import;
 each documents its KEYS, ARGV and reply. ``window.lua`` is the head of the three
 that count the client's request window; ``limits.lua`` mirrors the window

@@ -1,5 +1,5 @@
 -- The sliding-window arithmetic of otpgate.domain.limits, mirrored line for line: the
--- memory and SQLite stores call those functions, this script runs these, and the
+-- store rules (otpgate.store.rules) call those functions, this script runs these, and the
 -- equivalence test requires the same answers. Change one, change the other.
 -- Integer milliseconds; Lua's numbers are doubles, exact for integers far past any
 -- epoch in ms, and math.floor(a / b) floors as Python's a // b does for them.
