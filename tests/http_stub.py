@@ -33,6 +33,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    peer: tuple[str, int] = ("", 0)  # the client's address and port
 
     @property
     def form(self) -> dict[str, str]:
@@ -99,6 +100,7 @@ class StubServer:
                     path=self.path,
                     headers={k.lower(): v for k, v in self.headers.items()},
                     body=self.rfile.read(length),
+                    peer=self.client_address[:2],
                 )
                 with stub._lock:
                     stub.received.append(request)

@@ -120,6 +120,28 @@ def check_store(settings: Settings) -> None:
         raise ConfigError(f"REDIS_URL: {problem}")
 
 
+def recover_sends(settings: Settings) -> int:
+    """Before any worker starts: void the sends that workers of an earlier run left
+    unsettled (killed mid-send, or stopped with a send's store step still queued), so
+    a retry is answered as if they never happened. What the store does not answer
+    stays in the journal, for the workers to void. How many were taken over."""
+    from otpgate.domain.errors import StoreUnavailable
+    from otpgate.domain.voids import PendingVoids
+
+    async def recover() -> int:
+        store = build_store(settings)
+        voids = PendingVoids(store, build_journal(settings))
+        try:
+            return await voids.recover()
+        except StoreUnavailable:
+            return 0
+        finally:
+            await voids.close()
+            await store.close()
+
+    return asyncio.run(recover())
+
+
 def build_sender(settings: Settings) -> SmsSender:
     if settings.effective_sms_provider == "console":
         from otpgate.delivery.console import ConsoleSender

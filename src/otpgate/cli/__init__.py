@@ -82,7 +82,7 @@ def _check_config(settings: Settings) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from otpgate.config.hash_key import load_hash_key
     from otpgate.observability.logs import configure_logging
-    from otpgate.wiring import check_store, load_templates, load_token_keys
+    from otpgate.wiring import check_store, load_templates, load_token_keys, recover_sends
 
     # This process's own lines (a fast path turned off, a worker replaced) look like
     # the workers'.
@@ -98,6 +98,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"otpgate: {exc}", file=sys.stderr)
         return 2
+    recover_sends(settings)  # before any worker serves a retry of one of them
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers or os.cpu_count() or 1

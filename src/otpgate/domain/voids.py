@@ -93,10 +93,17 @@ class PendingVoids:
             # them, for the next process.
             self._forget(next(iter(self._pending.values())))
             self._dropped += 1
-        send_id = request.send_id
-        if send_id not in self._pending:
-            self._pending[send_id] = _Void(request, now)
-            self._by_phone.setdefault(request.phone, set()).add(send_id)
+        self._queue(request, now)
+        self._start_draining()
+
+    def _queue(self, request: SendRequest, now: float) -> _Void:
+        entry = self._pending.get(request.send_id)
+        if entry is None:
+            entry = self._pending[request.send_id] = _Void(request, now)
+            self._by_phone.setdefault(request.phone, set()).add(request.send_id)
+        return entry
+
+    def _start_draining(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._drain())
 
@@ -119,15 +126,19 @@ class PendingVoids:
                 self._done(entry)
 
     async def recover(self) -> int:
-        """Take over the sends of processes that are gone and void them, at once where
-        the store answers (the rest stay queued); how many were taken over."""
+        """Take over the sends of processes that are gone and void them, batch after
+        batch while the store answers (what it does not stays queued); how many were
+        taken over."""
         taken = self.journal.orphans()
-        if taken:
-            log.warning("voiding %d sends left unsettled by a process that stopped", len(taken))
-            for request, now in taken:
-                self.add(request, now)
-            with contextlib.suppress(StoreUnavailable):
-                await self._void_batch(list(self._pending.values())[:BATCH])
+        if not taken:
+            return 0
+        log.warning("voiding %d sends left unsettled by a process that stopped", len(taken))
+        entries = [self._queue(request, now) for request, now in taken]
+        with contextlib.suppress(StoreUnavailable):
+            while left := [e for e in entries if e.request.send_id in self._pending]:
+                await self._void_batch(left[:BATCH])
+        if self._pending:
+            self._start_draining()
         return len(taken)
 
     def watch(self) -> None:
