@@ -38,6 +38,27 @@ def test_one_error_per_outage_and_one_line_when_it_ends(
     assert not outage.down
 
 
+def test_a_configuration_the_dependency_refuses_is_said_once_even_mid_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [100.0]
+    outage = OutageLog(logging.getLogger("test.outage"), "the store", clock=lambda: now[0])
+    with caplog.at_level(logging.DEBUG, logger="test.outage"):
+        outage.failed("connection lost")  # the server went away...
+        for _ in range(5):  # ...and came back wanting a client certificate
+            outage.refused("set REDIS_TLS_CERT_FILE")
+        now[0] += 2
+        outage.ok()
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == [
+        "the store unavailable: connection lost; requests that need it are refused until it"
+        " answers",
+        "the store cannot be used as configured: set REDIS_TLS_CERT_FILE; requests that need"
+        " it are refused until the configuration is fixed",
+        "the store available again after 2.0s; 6 operation(s) failed meanwhile",
+    ]
+
+
 async def test_an_sms_outage_writes_two_lines_whatever_the_traffic(
     make_service: ServiceFactory, stub_server: StubServer, caplog: pytest.LogCaptureFixture
 ) -> None:

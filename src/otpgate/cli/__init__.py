@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
         "check-config",
         help="validate the environment and .env, print the result",
         description="Validate the environment and .env and print the effective settings,"
-        " secrets redacted. Exits 2 when a setting is invalid, naming the variable.",
+        " secrets redacted. Exits 2 when a setting is invalid, naming the variable; with"
+        " REDIS_URL, also when the server can never work as configured.",
     )
     return parser
 
