@@ -13,11 +13,16 @@ from tests.redis_server import PrivateRedis
 from tests.test_webhook import accepted, receiver, webhook_at
 
 
+def store_outage(now: list[float]) -> OutageLog:
+    """The store's outage log, on a clock the test moves (``now[0]``)."""
+    return OutageLog(logging.getLogger("test.outage"), "the store", clock=lambda: now[0])
+
+
 def test_one_error_per_outage_and_one_line_when_it_ends(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     now = [100.0]
-    outage = OutageLog(logging.getLogger("test.outage"), "the store", clock=lambda: now[0])
+    outage = store_outage(now)
     with caplog.at_level(logging.DEBUG, logger="test.outage"):
         outage.ok()  # nothing was down: nothing to say
         for _ in range(50):
@@ -36,6 +41,27 @@ def test_one_error_per_outage_and_one_line_when_it_ends(
     ]
     assert loud[1].failed_operations == 50  # type: ignore[attr-defined]
     assert not outage.down
+
+
+def test_a_configuration_the_dependency_refuses_is_said_once_even_mid_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [100.0]
+    outage = store_outage(now)
+    with caplog.at_level(logging.DEBUG, logger="test.outage"):
+        outage.failed("connection lost")  # the server went away...
+        for _ in range(5):  # ...and came back wanting a client certificate
+            outage.refused("set REDIS_TLS_CERT_FILE")
+        now[0] += 2
+        outage.ok()
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == [
+        "the store unavailable: connection lost; requests that need it are refused until it"
+        " answers",
+        "the store cannot be used as configured: set REDIS_TLS_CERT_FILE; requests that need"
+        " it are refused until the configuration is fixed",
+        "the store available again after 2.0s; 6 operation(s) failed meanwhile",
+    ]
 
 
 async def test_an_sms_outage_writes_two_lines_whatever_the_traffic(

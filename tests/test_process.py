@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from otpgate.domain.errors import SentBeforeShutdown
 from tests.http_stub import Received, Reply, StubServer, publish_ok
 from tests.service_process import OTPGATE, ServiceProcess, service_env
 
@@ -181,5 +182,9 @@ def test_sigterm_past_the_timeout_answers_every_request_and_refuses_new_ones(
     for answer in answers:
         assert isinstance(answer, httpx.Response)
         if answer.status_code == 503:
+            # Every send had reached the provider: each answer says its code was sent,
+            # and to wait out the resend cooldown (OTP_RESEND_COOLDOWN_SECONDS, 60).
             assert answer.json()["code"] == "shutting_down"
+            assert answer.json()["message"] == SentBeforeShutdown.message
+            assert 50 <= int(answer.headers["retry-after"]) <= 60, answer.headers
     assert "Traceback" not in out and "Exception in ASGI application" not in out, out

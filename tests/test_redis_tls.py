@@ -3,11 +3,15 @@
 A CA made by the test signs the server's certificate (for 127.0.0.1) and a client's.
 The store does a request/verify round over TLS, mutual TLS too; a CA that did not sign
 the server's certificate, or a certificate for another host name, stops start-up with
-a one-line reason, the same from both links, at the store and from `otpgate serve`.
+a one-line reason, the same from both links, at the store and from `otpgate serve`. So
+does a server that wants a client certificate (`tls-auth-clients yes`) when none is
+configured, naming REDIS_TLS_CERT_FILE, from `otpgate serve` and `otpgate check-config`;
+after start-up it is logged once as that, not as an outage.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import time
@@ -19,6 +23,7 @@ import pytest
 from otpgate.domain.errors import StoreUnavailable
 from otpgate.domain.limits import Lockout
 from otpgate.domain.ports import Issued, SendRequest
+from otpgate.store.redis.link import ClientCertificateRequired
 from otpgate.store.redis.store import RedisStore
 from otpgate.store.redis.tls import RedisTls
 from tests.redis_server import PrivateRedis, ServerTls
@@ -30,6 +35,7 @@ pytestmark = pytest.mark.integration  # every test here starts a redis-server
 LINKS = [pytest.param(True, id="fast"), pytest.param(False, id="stock")]
 PHONE = "+12125550142"
 REFUSED = "REDIS_URL: the server's TLS certificate was refused: "
+WANTS_CERTIFICATE = str(ClientCertificateRequired())
 
 
 @pytest.fixture
@@ -116,6 +122,42 @@ async def test_mutual_tls_presents_the_client_certificate(
         await anonymous.close()
 
 
+@pytest.mark.parametrize("fast_path", LINKS)
+async def test_a_server_that_wants_a_client_certificate_is_a_configuration_problem(
+    tmp_path: Path,
+    servers: list[PrivateRedis],
+    authority: TestAuthority,
+    fast_path: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = tls_redis(tmp_path, servers, authority, mutual=True)
+    store = RedisStore(
+        server.url, timeout=0.5, fast_path=fast_path, tls=RedisTls(authority.ca_file)
+    )
+    now = time.time()
+    request = SendRequest(PHONE, b"\x42" * 32, ttl_seconds=300, cooldown_seconds=0, send_id="m")
+    try:
+        assert await store.configuration_problem() == WANTS_CERTIFICATE
+        assert "REDIS_TLS_CERT_FILE" in WANTS_CERTIFICATE
+        assert "REDIS_TLS_KEY_FILE" in WANTS_CERTIFICATE
+        # After start-up: each request is a 503, and the reason is logged once, as itself.
+        with caplog.at_level(logging.INFO, logger="otpgate"):
+            for _ in range(3):
+                with pytest.raises(StoreUnavailable):
+                    await store.issue(request, now)
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(errors) == 1, errors
+        assert WANTS_CERTIFICATE in errors[0]
+        assert "cannot be used as configured" in errors[0]
+        # The server gone is an outage again, not a missing certificate.
+        server.stop()
+        with pytest.raises(StoreUnavailable) as gone:
+            await store.configuration_problem()
+        assert not isinstance(gone.value.__cause__, ClientCertificateRequired)
+    finally:
+        await store.close()
+
+
 async def refusals(url: str, tls: RedisTls) -> list[str | None]:
     """What each link's start-up check says; each also answers a request with 503."""
     said = []
@@ -168,9 +210,11 @@ async def test_a_certificate_for_another_host_is_refused_by_both_links(
 # -- `otpgate serve` ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fast_path", ["true", "false"])
 def test_serve_over_tls_sends_and_verifies_a_code(
-    tmp_path: Path, servers: list[PrivateRedis], authority: TestAuthority
+    tmp_path: Path, servers: list[PrivateRedis], authority: TestAuthority, fast_path: str
 ) -> None:
+    """On a server that wants a client certificate (`tls-auth-clients yes`), given one."""
     redis = tls_redis(tmp_path, servers, authority, mutual=True)
     client = authority.issue("client", client=True)
     service = ServiceProcess(
@@ -179,6 +223,7 @@ def test_serve_over_tls_sends_and_verifies_a_code(
         REDIS_TLS_CA_FILE=str(authority.ca_file),
         REDIS_TLS_CERT_FILE=str(client.cert),
         REDIS_TLS_KEY_FILE=str(client.key),
+        FAST_PATH=fast_path,
     )
     try:
         service.wait_ready()
@@ -192,6 +237,7 @@ def test_serve_over_tls_sends_and_verifies_a_code(
     finally:
         out = service.stop()
     assert "Traceback" not in out, out
+    assert "not reachable" not in out, out
 
 
 @pytest.mark.parametrize(
@@ -235,3 +281,41 @@ def test_serve_refuses_to_start_on_a_certificate_it_cannot_trust(
     ) in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert time.monotonic() - started < 15
+
+
+def otpgate_run(tmp_path: Path, command: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*OTPGATE, command],
+        env=service_env(tmp_path, PORT="1", **env),  # never listened on
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("fast_path", ["true", "false"])
+@pytest.mark.parametrize("command", ["serve", "check-config"])
+def test_start_up_refuses_a_server_that_wants_a_client_certificate(
+    tmp_path: Path,
+    servers: list[PrivateRedis],
+    authority: TestAuthority,
+    fast_path: str,
+    command: str,
+) -> None:
+    redis = tls_redis(tmp_path, servers, authority, mutual=True)
+    env = {"REDIS_URL": redis.url, "REDIS_TLS_CA_FILE": str(authority.ca_file)}
+    proc = otpgate_run(tmp_path, command, FAST_PATH=fast_path, **env)
+    assert proc.returncode == 2, proc.stderr
+    assert f"otpgate: REDIS_URL: {WANTS_CERTIFICATE}" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "not reachable" not in proc.stderr
+    if command == "check-config":
+        # With the certificate and its key, the same server is fine.
+        client = authority.issue("client", client=True)
+        given = {"REDIS_TLS_CERT_FILE": str(client.cert), "REDIS_TLS_KEY_FILE": str(client.key)}
+        proc = otpgate_run(tmp_path, command, FAST_PATH=fast_path, **env, **given)
+        assert proc.returncode == 0, proc.stderr
+        assert "configuration OK" in proc.stdout
+        assert "not reachable" not in proc.stderr

@@ -94,9 +94,10 @@ def check_store(settings: Settings) -> None:
     """Before any worker starts: ConfigError when the store can never work as configured.
 
     Redis only (SQLite's file is opened by each worker). A certificate that does not
-    verify, or a master name no sentinel knows, stops start-up naming REDIS_URL; Redis
-    unreachable is an outage, not a configuration error: a warning, and 503s until it
-    answers.
+    verify, a master name no sentinel knows, or a server that wants a client certificate
+    when REDIS_TLS_CERT_FILE is unset stops start-up naming REDIS_URL (and the setting to
+    change); Redis unreachable is an outage, not a configuration error: a warning, and
+    503s until it answers.
     """
     if not settings.redis_url:
         return

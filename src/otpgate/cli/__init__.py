@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
         "check-config",
         help="validate the environment and .env, print the result",
         description="Validate the environment and .env and print the effective settings,"
-        " secrets redacted. Exits 2 when a setting is invalid, naming the variable.",
+        " secrets redacted. Exits 2 when a setting is invalid, naming the variable; with"
+        " REDIS_URL, also when the server can never work as configured.",
     )
     return parser
 
@@ -69,10 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check_config(settings: Settings) -> int:
     from otpgate.cli.config_report import describe
+    from otpgate.wiring import check_store
 
     try:
         report = describe(settings)
-    except ConfigError as exc:  # the signing key file or a template cannot be used
+        # As `serve` would: a Redis that can never work as configured is refused here
+        # too; one that does not answer now is an outage, warned about on stderr.
+        check_store(settings)
+    except ConfigError as exc:  # the signing key file, a template or Redis cannot be used
         print(f"otpgate: {exc}", file=sys.stderr)
         return 2
     print(report)
@@ -94,7 +99,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     try:
         load_token_keys(settings)
         load_templates(settings)
-        check_store(settings)  # a refused certificate stops here, not in every worker
+        # A refused certificate, or one the server wants and was not given, stops here,
+        # not in every worker.
+        check_store(settings)
     except ConfigError as exc:
         print(f"otpgate: {exc}", file=sys.stderr)
         return 2

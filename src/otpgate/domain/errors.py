@@ -7,6 +7,7 @@ a hash or a secret.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from otpgate.domain.windows import WindowHit
@@ -122,6 +123,23 @@ class RangeDenied(OtpError):
 
     code = "range_denied"
     message = "Sending codes to this number range is not allowed."
+
+
+class SentBeforeShutdown(asyncio.CancelledError):
+    """A send cut off by the service's shutdown once its code was handed to the provider.
+
+    Still a cancellation (whoever awaits the send stops as before), carrying what the
+    answer should say: the code stands, stored and (most likely) on its way, and so does
+    the recipient's resend cooldown, ``retry_after`` more seconds, so asking again sooner
+    would only be refused with ``resend_cooldown``.
+    """
+
+    code = "shutting_down"
+    message = "The service is restarting, but the code was sent. Wait before asking for another."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(self.message)
+        self.retry_after = retry_after
 
 
 class StoreUnavailable(OtpError):

@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from otpgate.domain.catalog import CHANNELS, Channel
@@ -36,6 +37,7 @@ from otpgate.domain.errors import (
     NoPendingCode,
     OtpError,
     RateLimited,
+    SentBeforeShutdown,
     StoreUnavailable,
     TooManyAttempts,
     VerificationNotFound,
@@ -251,27 +253,41 @@ class OtpService:
                 vid,
                 options.channel,
             )
-        try:
-            message_id, channel = await self._deliver(chain, recipient.key, code, purpose, options)
-        except OtpError as exc:
-            await self._voids.void(request, now)
-            exc.window_hit = outcome.window_hit
-            exc.verification_id = vid  # its record says "failed"
-            raise
-        except Exception:
-            await self._voids.void(request, now)
-            raise
-        except asyncio.CancelledError:
-            # Cut off while the provider had it: the message may be out, so it stays
-            # charged.
-            self._journal.settled(request.send_id)
-            raise
-        self._journal.settled(request.send_id)  # handed to the provider: it stays charged
-        if channel != options.channel and vid:
-            # A fallback delivered it: the verification says which channel did.
-            with contextlib.suppress(StoreUnavailable):
-                await self._store.set_channel(vid, channel)
+        with self._handed_over(request, now):
+            try:
+                message_id, channel = await self._deliver(
+                    chain, recipient.key, code, purpose, options
+                )
+            except OtpError as exc:
+                await self._voids.void(request, now)
+                exc.window_hit = outcome.window_hit
+                exc.verification_id = vid  # its record says "failed"
+                raise
+            except Exception:
+                await self._voids.void(request, now)
+                raise
+            except asyncio.CancelledError:
+                # Cut off while the provider had it: the message may be out, so it stays
+                # charged.
+                self._journal.settled(request.send_id)
+                raise
+            self._journal.settled(request.send_id)  # handed to the provider: stays charged
+            if channel != options.channel and vid:
+                # A fallback delivered it: the verification says which channel did.
+                with contextlib.suppress(StoreUnavailable):
+                    await self._store.set_channel(vid, channel)
         return CodeSent(recipient, message_id, policy.ttl_seconds, outcome.window_hit, vid, channel)
+
+    @contextlib.contextmanager
+    def _handed_over(self, request: SendRequest, now: float) -> Iterator[None]:
+        """From the provider call on, a cancellation (the shutdown timeout running out)
+        voids nothing: the message may be out. It leaves as SentBeforeShutdown, with the
+        cooldown the store started at ``now``, so the answer says so."""
+        try:
+            yield
+        except asyncio.CancelledError as exc:
+            left = request.cooldown_seconds - (self._clock() - now)
+            raise SentBeforeShutdown(max(1, math.ceil(left))) from exc
 
     def _phone_request(
         self, phone: Phone, code: str, client_ip: str, purpose: str | None, options: SendOptions

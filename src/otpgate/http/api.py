@@ -35,6 +35,7 @@ from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.errors import (
     HTTP_CODES,
     HttpError,
+    cut_off,
     error_response,
     http_error_response,
     otp_error_response,
@@ -142,15 +143,10 @@ class OtpApi:
                 return otp_error_response(exc, self._headers(exc.window_hit))
             except ClientDisconnect:
                 return Response(status_code=499)  # nobody is listening any more
-            except asyncio.CancelledError:
-                # The server's shutdown timeout ran out with this request in flight: the
-                # client gets a clean 503 instead of a bare 500 and a traceback. A send
-                # already handed to the provider is not undone, so its code stays valid.
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
-                log.warning("cut off by the shutdown timeout", extra={"route": route})
-                return http_error_response(HttpError("shutting_down"), {"retry-after": "1"})
+            except asyncio.CancelledError as exc:
+                # The server's shutdown timeout ran out with this request in flight.
+                message, headers = cut_off(exc, route)
+                return http_error_response(HttpError("shutting_down", message), headers)
             except Exception as exc:
                 log.error("unhandled error", exc_info=exc)
                 return error_response(500, "internal_error", HTTP_CODES["internal_error"][1])

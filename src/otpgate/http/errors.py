@@ -6,6 +6,8 @@ The body keeps the Node service's ``{"statusCode","error","message"}`` and adds
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from functools import lru_cache
 from http import HTTPStatus
@@ -13,8 +15,10 @@ from http import HTTPStatus
 import orjson
 from starlette.responses import Response
 
-from otpgate.domain.errors import OtpError
+from otpgate.domain.errors import OtpError, SentBeforeShutdown
 from otpgate.observability.request_context import note_error_code
+
+log = logging.getLogger("otpgate.http")
 
 # Status for each machine code a use case can raise. A code missing here is a bug
 # and is answered 500 by the catch-all, never silently as 400.
@@ -118,3 +122,22 @@ def otp_error_response(exc: OtpError, headers: dict[str, str] | None = None) -> 
 
 def http_error_response(exc: HttpError, headers: Mapping[str, str] | None = None) -> Response:
     return error_response(exc.status, exc.code, exc.message, headers)
+
+
+def cut_off(exc: asyncio.CancelledError, route: str) -> tuple[str, dict[str, str]]:
+    """A request the server's shutdown timeout cancelled: the task goes on (to answer a
+    clean 503 instead of a bare 500 and a traceback), and the answer's message and
+    headers. A send already handed to the provider is not undone: its answer says the
+    code was sent, and Retry-After is what is left of the recipient's resend cooldown
+    (sooner, the retry would be refused with ``resend_cooldown``)."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    if isinstance(exc, SentBeforeShutdown):
+        log.warning(
+            "cut off by the shutdown timeout after the code was handed to the provider",
+            extra={"route": route},
+        )
+        return exc.message, {"retry-after": str(exc.retry_after)}
+    log.warning("cut off by the shutdown timeout", extra={"route": route})
+    return HTTP_CODES["shutting_down"][1], {"retry-after": "1"}

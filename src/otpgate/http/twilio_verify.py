@@ -62,6 +62,7 @@ from otpgate.domain.ports import RequestWindow, Verification, WindowHit
 from otpgate.domain.service import OtpService, SendOptions
 from otpgate.http.body import BodyTooLarge, read_body
 from otpgate.http.client_ip import ClientIpResolver
+from otpgate.http.errors import cut_off
 from otpgate.http.rate_limit import RateLimitHeaders
 from otpgate.http.schemas import VERIFICATION_ID_PATTERN
 from otpgate.observability.request_context import (
@@ -251,13 +252,10 @@ class TwilioVerifyApi:
                 return self._otp_error(exc)
             except ClientDisconnect:
                 return Response(status_code=499)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
-                log.warning("cut off by the shutdown timeout", extra={"route": route})
-                error = TwilioError(503, 20503, "The service is restarting. Please try again.")
-                return error_response(error, {"retry-after": "1"}, machine_code="shutting_down")
+            except asyncio.CancelledError as exc:
+                message, headers = cut_off(exc, route)
+                error = TwilioError(503, 20503, message)
+                return error_response(error, headers, machine_code="shutting_down")
             except Exception as exc:
                 log.error("unhandled error", exc_info=exc)
                 error = TwilioError(500, 20500, "Internal server error")

@@ -29,6 +29,7 @@ class OutageLog:
         self._lock = threading.Lock()  # the SQLite store reports from its own thread
         self._since: float | None = None
         self._failures = 0
+        self._refusal: str | None = None  # the last one logged, during this outage
 
     @property
     def down(self) -> bool:
@@ -49,6 +50,27 @@ class OutageLog:
             extra={"dependency": self._what},
         )
 
+    def refused(self, reason: str) -> None:
+        """An operation failed because the dependency cannot be used as configured
+        (``reason`` says which setting to change): counted as any failure, and logged once
+        as an error of its own, even when the outage began as a plain one (a server that
+        came back demanding what it did not before). A changed reason is logged again."""
+        with self._lock:
+            self._failures += 1
+            if self._since is None:
+                self._since = self._clock()
+            repeated, self._refusal = self._refusal == reason, reason
+        if repeated:
+            self._log.debug("%s still unusable: %s", self._what, reason)
+            return
+        self._log.error(
+            "%s cannot be used as configured: %s; requests that need it are refused"
+            " until the configuration is fixed",
+            self._what,
+            reason,
+            extra={"dependency": self._what},
+        )
+
     def ok(self) -> None:
         """An operation succeeded: if an outage was under way, it is over."""
         if self._since is None:  # the common case, without the lock
@@ -57,7 +79,7 @@ class OutageLog:
             if self._since is None:
                 return
             lasted, failures = self._clock() - self._since, self._failures
-            self._since, self._failures = None, 0
+            self._since, self._failures, self._refusal = None, 0, None
         self._log.warning(
             "%s available again after %.1fs; %d operation(s) failed meanwhile",
             self._what,

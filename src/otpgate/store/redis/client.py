@@ -32,9 +32,20 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisPyConnectionError
 from redis.exceptions import TimeoutError as RedisPyTimeoutError
 
-from otpgate.store.redis.link import RedisConnectionError, RedisMisconfigured, RedisReplyError
+from otpgate.store.redis.link import (
+    ClientCertificateRequired,
+    RedisConnectionError,
+    RedisMisconfigured,
+    RedisReplyError,
+)
 from otpgate.store.redis.sentinel import Sentinels, SentinelWatch
-from otpgate.store.redis.tls import RedisTls, certificate_refused, refusal_text
+from otpgate.store.redis.tls import (
+    RedisTls,
+    certificate_refused,
+    demands_client_certificate,
+    refusal_text,
+    wants_client_certificate,
+)
 from otpgate.store.redis.url import ClusterUrl, HostPort, SentinelUrl, ServerUrl
 
 
@@ -68,6 +79,10 @@ class StockConnection:
             "password": url.login.password,
             "db": url.login.db,
         }
+        self._tls = tls
+        self._timeout = timeout
+        # Asked when a TLS connection is lost without a reason (ClientCertificateRequired).
+        self._tls_server = url.tls_address if isinstance(url, ServerUrl) else None
         self._sentinel: _AskingSentinel | None = None
         self._watch: SentinelWatch | None = None
         self._client: Redis
@@ -105,12 +120,20 @@ class StockConnection:
         except ResponseError as exc:
             raise RedisReplyError(str(exc)) from exc
         except (RedisPyConnectionError, RedisPyTimeoutError) as exc:
-            refused = certificate_refused(exc)
-            if refused is not None:
-                raise RedisMisconfigured(
-                    f"the server's TLS certificate was refused: {refusal_text(refused)}"
-                ) from exc
-            raise RedisConnectionError(f"{type(exc).__name__}: {exc}") from exc
+            error = _connection_error(exc, self._tls)
+            if type(error) is RedisConnectionError and await self._wants_certificate(exc):
+                error = ClientCertificateRequired()
+            raise error from exc
+
+    async def _wants_certificate(self, exc: Exception) -> bool:
+        """Whether a TLS connection lost without a reason was a server that wants a client
+        certificate, its alert lost to the reset our first command caused."""
+        at = self._tls_server
+        if at is None or isinstance(exc, RedisPyTimeoutError):
+            return False
+        return await demands_client_certificate(
+            at.host, at.port, self._tls, self._timeout, patient=False
+        )
 
     async def close(self) -> None:
         if self._watch is not None:
@@ -149,6 +172,7 @@ class StockClusterConnection:
         )
         self._timeout = timeout
         self._slot = slot
+        self._tls = tls
 
     async def execute(self, *args: Any) -> Any:
         try:
@@ -171,12 +195,7 @@ class StockClusterConnection:
             RedisClusterException,
             ClusterError,
         ) as exc:
-            refused = certificate_refused(exc)
-            if refused is not None:
-                raise RedisMisconfigured(
-                    f"the server's TLS certificate was refused: {refusal_text(refused)}"
-                ) from exc
-            raise RedisConnectionError(f"{type(exc).__name__}: {exc}") from exc
+            raise _connection_error(exc, self._tls) from exc
         except TimeoutError as exc:
             raise RedisConnectionError(f"no answer within {self._timeout:g}s") from exc
         except Exception as exc:
@@ -187,3 +206,16 @@ class StockClusterConnection:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _connection_error(exc: Exception, tls: RedisTls | None) -> RedisConnectionError:
+    """What redis-py's connection error means: a certificate refused either way, or an
+    outage that may pass."""
+    refused = certificate_refused(exc)
+    if refused is not None:
+        return RedisMisconfigured(
+            f"the server's TLS certificate was refused: {refusal_text(refused)}"
+        )
+    if wants_client_certificate(exc, tls):
+        return ClientCertificateRequired()
+    return RedisConnectionError(f"{type(exc).__name__}: {exc}")

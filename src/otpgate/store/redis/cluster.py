@@ -24,18 +24,34 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisPyConnectionError
 from redis.exceptions import TimeoutError as RedisPyTimeoutError
 
-from otpgate.store.redis.link import RedisConnectionError, RedisMisconfigured
-from otpgate.store.redis.tls import RedisTls, certificate_refused, refusal_text
+from otpgate.store.redis.link import (
+    ClientCertificateRequired,
+    RedisConnectionError,
+    RedisMisconfigured,
+)
+from otpgate.store.redis.tls import (
+    RedisTls,
+    certificate_refused,
+    refusal_text,
+    wants_client_certificate,
+)
 from otpgate.store.redis.url import ClusterUrl, HostPort
 
 
 class _Refused(Exception):
-    """The node answered with an error (wants a password, or is no cluster node), or
-    its TLS certificate was refused (``certificate``: what OpenSSL found wrong)."""
+    """The node answered with an error (wants a password, or is no cluster node), its
+    TLS certificate was refused (``certificate``: what OpenSSL found wrong), or it wants
+    a client certificate (``misconfigured``: the error start-up stops on)."""
 
-    def __init__(self, message: str, certificate: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        certificate: str | None = None,
+        misconfigured: RedisMisconfigured | None = None,
+    ) -> None:
         super().__init__(message)
         self.certificate = certificate
+        self.misconfigured = misconfigured
 
 
 class SlotOwner:
@@ -57,6 +73,7 @@ class SlotOwner:
         }
         if url.tls:
             self._options |= (tls or RedisTls()).redis_py_options()
+        self._tls = tls
         self._serving: tuple[HostPort, ...] = ()  # the slot's master and replicas, last seen
         self._clients: dict[HostPort, Redis] = {}
 
@@ -76,6 +93,9 @@ class SlotOwner:
             return serving[0]
         detail = "; ".join(dict.fromkeys([*map(str, refusals), *silences]))
         if refusals and len(refusals) == len(asked):
+            for refusal in refusals:
+                if refusal.misconfigured is not None:
+                    raise refusal.misconfigured
             certificates = [r.certificate for r in refusals if r.certificate is not None]
             if certificates:  # worded as one server's refusal is (fast_connection)
                 raise RedisMisconfigured(
@@ -138,6 +158,9 @@ class SlotOwner:
             if refused is not None:
                 reason = refusal_text(refused)
                 raise _Refused(f"{node}: its TLS certificate was refused", reason) from None
+            if wants_client_certificate(exc, self._tls):
+                wanted = ClientCertificateRequired()
+                raise _Refused(f"{node}: {wanted}", misconfigured=wanted) from None
             raise RedisConnectionError(f"{node}: {type(exc).__name__}") from None
         try:
             return _serving(ranges, self.slot, node)

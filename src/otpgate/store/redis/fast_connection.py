@@ -38,9 +38,19 @@ import time
 from typing import Any, cast
 
 from otpgate.store.redis.cluster import SlotOwner
-from otpgate.store.redis.link import RedisConnectionError, RedisMisconfigured, RedisReplyError
+from otpgate.store.redis.link import (
+    ClientCertificateRequired,
+    RedisConnectionError,
+    RedisMisconfigured,
+    RedisReplyError,
+)
 from otpgate.store.redis.sentinel import Sentinels, SentinelWatch
-from otpgate.store.redis.tls import RedisTls, refusal_text
+from otpgate.store.redis.tls import (
+    RedisTls,
+    demands_client_certificate,
+    refusal_text,
+    wants_client_certificate,
+)
 from otpgate.store.redis.url import ClusterUrl, HostPort, RedisUrl, SentinelUrl, ServerUrl
 
 try:
@@ -94,6 +104,8 @@ class _Protocol(asyncio.Protocol):
         self._owner = owner
         self._reader = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
+        # Why the connection ended (None: closed, by either side, without an error).
+        self.ended: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream's transport (uvloop's are not asyncio.Transport subclasses).
@@ -124,7 +136,9 @@ class _Protocol(asyncio.Protocol):
             self._owner._lost(self, "every reply in, moving to another node")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._owner._lost(self, "connection lost")
+        if not self.ended.done():
+            self.ended.set_result(exc)
+        self._owner._lost(self, "connection lost", exc)
 
 
 class PipelinedConnection:
@@ -151,6 +165,11 @@ class PipelinedConnection:
             )
         if login.db:
             self._hello.append(("SELECT", login.db))
+        if self._ssl is not None and not self._hello:
+            # A TLS 1.3 server checks the client's certificate after the handshake: one
+            # round trip before any caller's command tells a refusal from a connection.
+            self._hello.append(("PING",))
+        self._tls = tls
         self._timeout = timeout
         self._sentinels: Sentinels | None = None
         self._watch: SentinelWatch | None = None
@@ -254,7 +273,6 @@ class PipelinedConnection:
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + self._timeout
         factory = lambda: _Protocol(self)  # noqa: E731
-        url = self._url
         address: HostPort | None
         async with asyncio.timeout(self._timeout):
             if self._left is not None:
@@ -272,23 +290,45 @@ class PipelinedConnection:
                 opening = loop.create_unix_connection(factory, self._socket_path)
             transport, protocol = await opening
         # Callers wait for this attempt until the connection is proven: no command of
-        # theirs reaches a server before AUTH, SELECT and (with Sentinel) ROLE.
+        # theirs reaches a server before AUTH, SELECT, (with Sentinel) ROLE, or over TLS
+        # at least a PING.
         self._protocol = protocol
         try:
-            for command in self._hello:
-                await self._send(command, deadline, transport)
-            if isinstance(url, SentinelUrl):
-                role = await self._send(("ROLE",), deadline, transport)
-                if role[0] != b"master":
-                    raise RedisConnectionError(
-                        f"{address} is a {role[0].decode()} now, not the master"
-                    )
+            await self._prove(transport, address, deadline)
+        except RedisConnectionError as exc:
+            transport.abort()
+            if await self._wants_certificate(protocol, address, deadline):
+                raise ClientCertificateRequired() from exc
+            raise
         except BaseException:
             transport.abort()
             raise
         self._transport, self._address = transport, address
         if self._watch is not None:
             self._watch.start()
+
+    async def _prove(
+        self, transport: asyncio.Transport, address: HostPort | None, deadline: float
+    ) -> None:
+        for command in self._hello:
+            await self._send(command, deadline, transport)
+        if isinstance(self._url, SentinelUrl):
+            role = await self._send(("ROLE",), deadline, transport)
+            if role[0] != b"master":
+                raise RedisConnectionError(f"{address} is a {role[0].decode()} now, not the master")
+
+    async def _wants_certificate(
+        self, protocol: _Protocol, address: HostPort | None, deadline: float
+    ) -> bool:
+        """Whether a connection lost while being proven was the server refusing a client
+        without a certificate: its alert, or (the alert lost to a reset) a second, silent
+        connection's."""
+        if self._ssl is None or address is None:
+            return False
+        if wants_client_certificate(await _end_of(protocol, deadline), self._tls):
+            return True
+        left = deadline - time.monotonic()
+        return await demands_client_certificate(address.host, address.port, self._tls, left)
 
     def _connected_to(self) -> HostPort | None:
         return self._address if self._transport is not None else None
@@ -335,7 +375,8 @@ class PipelinedConnection:
             _WATCHDOG_SECONDS, self._check_deadlines
         )
 
-    def _lost(self, protocol: _Protocol, reason: str) -> None:
+    def _lost(self, protocol: _Protocol, reason: str, cause: Exception | None = None) -> None:
+        """``cause``: the error the connection ended with, when the server ended it."""
         if protocol is not self._protocol:
             return  # an old connection's late news
         if protocol.transport is not None:
@@ -346,9 +387,12 @@ class PipelinedConnection:
             left.set_result(None)
         self._outgoing = []
         pending, self._pending = self._pending, collections.deque()
+        refused = wants_client_certificate(cause, self._tls)
         for future, _ in pending:
             if not future.done():
-                future.set_exception(RedisConnectionError(reason))
+                future.set_exception(
+                    ClientCertificateRequired() if refused else RedisConnectionError(reason)
+                )
 
     async def close(self) -> None:
         if self._watch is not None:
@@ -362,3 +406,13 @@ class PipelinedConnection:
             await self._sentinels.close()
         if self._slot_owner is not None:
             await self._slot_owner.close()
+
+
+async def _end_of(protocol: _Protocol, deadline: float) -> Exception | None:
+    """The error ``protocol``'s connection ended with, once it has (it was aborted), or
+    None if it ended cleanly or not by ``deadline``."""
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            return await asyncio.shield(protocol.ended)
+    except TimeoutError:
+        return None

@@ -18,9 +18,20 @@ class RedisConnectionError(Exception):
 
 
 class RedisMisconfigured(RedisConnectionError):
-    """Not an outage that may pass: the server's certificate was refused, no sentinel
-    knows the master's name, or no cluster node will say where the slot is. Start-up
-    stops on it."""
+    """Not an outage that may pass: the server's certificate was refused, the server
+    wants a client certificate, no sentinel knows the master's name, or no cluster node
+    will say where the slot is. Start-up stops on it."""
+
+
+class ClientCertificateRequired(RedisMisconfigured):
+    """The server dropped the TLS connection for want of a client certificate, and none
+    is configured (its TLS 1.3 alert, "certificate required")."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the server requires a client certificate (mutual TLS) and none is configured:"
+            " set REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE"
+        )
 
 
 class RedisReplyError(Exception):

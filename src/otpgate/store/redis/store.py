@@ -108,6 +108,7 @@ from otpgate.observability.outage import OutageLog
 from otpgate.store.redis import fast_connection
 from otpgate.store.redis.cluster import SlotOwner
 from otpgate.store.redis.link import (
+    ClientCertificateRequired,
     RedisConnectionError,
     RedisLink,
     RedisMisconfigured,
@@ -115,8 +116,14 @@ from otpgate.store.redis.link import (
 )
 from otpgate.store.redis.sentinel import Sentinels
 from otpgate.store.redis.slot import cluster_prefix, key_slot
-from otpgate.store.redis.tls import RedisTls
-from otpgate.store.redis.url import ClusterUrl, RedisUrl, SentinelUrl, parse_redis_url
+from otpgate.store.redis.tls import RedisTls, demands_client_certificate
+from otpgate.store.redis.url import (
+    ClusterUrl,
+    RedisUrl,
+    SentinelUrl,
+    ServerUrl,
+    parse_redis_url,
+)
 
 # The logger name log lines carry, as before the module moved.
 log = logging.getLogger("otpgate.store.redis")
@@ -564,7 +571,7 @@ class RedisStore:
         try:
             phone = await self._conn.execute("HGET", record, "ph")
         except (RedisConnectionError, RedisReplyError) as exc:
-            self._outage.failed(str(exc))
+            self._failed(exc)
             raise StoreUnavailable() from exc
         if phone is None:
             return None
@@ -633,7 +640,7 @@ class RedisStore:
         try:
             reply = await self._conn.execute(*args)
         except (RedisConnectionError, RedisReplyError) as exc:
-            self._outage.failed(str(exc))
+            self._failed(exc)
             raise StoreUnavailable() from exc
         self._outage.ok()
         return reply
@@ -799,12 +806,36 @@ class RedisStore:
             await self._conn.execute("PING")
         except RedisMisconfigured as exc:
             return str(exc)
-        except (RedisConnectionError, RedisReplyError) as exc:
+        except RedisConnectionError as exc:
+            if await self._wants_certificate():
+                return str(ClientCertificateRequired())
+            raise StoreUnavailable() from exc
+        except RedisReplyError as exc:
             raise StoreUnavailable() from exc
         return None
 
+    async def _wants_certificate(self) -> bool:
+        """Whether a TLS server that dropped the connection did so for want of a client
+        certificate, its alert lost to a reset (redis-py's link only sees the alert when
+        it arrives first; the pipelined link asks this itself)."""
+        url = self._url
+        if not (isinstance(url, ServerUrl) and url.tls and url.address is not None):
+            return False
+        address = url.address
+        return await demands_client_certificate(
+            address.host, address.port, self._tls, self._timeout
+        )
+
     async def close(self) -> None:
         await self._conn.close()
+
+    def _failed(self, exc: RedisConnectionError | RedisReplyError) -> None:
+        """One error per outage; one more, naming what to change, when the server cannot
+        be used as configured (a client certificate it wants and was not given, say)."""
+        if isinstance(exc, RedisMisconfigured):
+            self._outage.refused(str(exc))
+        else:
+            self._outage.failed(str(exc))
 
     async def _run(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -816,7 +847,7 @@ class RedisStore:
                 # First call since the server started: EVAL also caches the script.
                 reply = await self._conn.execute("EVAL", script.source, len(keys), *keys, *args)
         except RedisConnectionError as exc:
-            self._outage.failed(str(exc))
+            self._failed(exc)
             raise StoreUnavailable() from exc
         except RedisReplyError as exc:
             self._outage.failed(f"a store script was refused: {exc}")

@@ -50,6 +50,11 @@ class ServerUrl:
     tls: bool
     login: Login
 
+    @property
+    def tls_address(self) -> HostPort | None:
+        """Where the server is, when it is reached over TLS."""
+        return self.address if self.tls else None
+
 
 @dataclass(frozen=True, slots=True)
 class SentinelUrl:
