@@ -97,6 +97,10 @@ class Server(uvicorn.Server):
             math.inf if timeout is None else timeout
         )
         connections = self.connections
+        log.info(
+            "not listening any more; serving the open connections until they close",
+            extra={"connections": len(connections)},
+        )
         connections.drain()
         if not await connections.wait_closed(deadline):
             connections.close_idle()
