@@ -209,8 +209,8 @@ def worker_rss(pids: list[int]) -> dict[int, int]:
 async def slow_client(port: int, interval: float) -> tuple[float, bytes]:
     """Headers at one byte per ``interval``: seconds until the service closed, and what
     it said first."""
+    opened = time.monotonic()  # before the handshake: the time measured errs long
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    opened = time.monotonic()
     answer = asyncio.ensure_future(reader.read())  # everything until the service's close
     try:
         for byte in HEALTH:
