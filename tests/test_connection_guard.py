@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any, cast
 
+import pytest
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -93,10 +94,20 @@ async def test_a_drained_idle_connection_serves_its_next_request_then_closes() -
     connections.stop()
 
 
-async def test_late_headers_are_answered_408_and_the_connection_lingers() -> None:
-    connections = started(header_timeout=1)
+@pytest.mark.parametrize(
+    ("limit", "arrived"),
+    [
+        ("header_timeout", b"GET / HT"),
+        ("body_timeout", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12"),
+    ],
+    ids=["headers", "body"],
+)
+async def test_a_late_request_is_answered_408_and_the_connection_lingers(
+    limit: str, arrived: bytes
+) -> None:
+    connections = started(**{limit: 1})
     guard, sock, _ = connect(connections)
-    guard.data_received(b"GET / HT")
+    guard.data_received(arrived)
     guard.check(time.monotonic() + 0.5, connections.limits)
     assert sock.writes == []
     guard.check(time.monotonic() + 1.5, connections.limits)
@@ -109,17 +120,6 @@ async def test_a_connection_that_never_sent_a_byte_is_closed_without_an_answer()
     guard, sock, _ = connect(connections)
     guard.check(time.monotonic() + 1.5, connections.limits)
     assert sock.writes == [] and sock.eof_written
-    connections.stop()
-
-
-async def test_a_late_body_is_answered_408() -> None:
-    connections = started(body_timeout=1)
-    guard, sock, _ = connect(connections)
-    guard.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12")
-    guard.check(time.monotonic() + 0.5, connections.limits)
-    assert sock.writes == []
-    guard.check(time.monotonic() + 1.5, connections.limits)
-    assert sock.writes == [TIMED_OUT] and sock.eof_written
     connections.stop()
 
 
