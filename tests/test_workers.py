@@ -15,40 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service_process import ServiceProcess, free_port, service_env
+from tests.service_process import ServiceProcess, free_port, service_env, workers_of
 
 pytestmark = pytest.mark.integration  # every test here starts `otpgate serve`
 
 OTPGATE = [sys.executable, "-m", "otpgate"]
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            # The parent pid is the 2nd field after the parenthesised command name.
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def workers_of(server: ServiceProcess) -> list[int]:
-    # The spawn context's resource tracker is a child too; workers hold sockets.
-    return [pid for pid in children(server.proc.pid) if socket_count(pid) > 0]
-
-
-def socket_count(pid: int) -> int:
-    count = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-        except OSError:
-            continue
-    return count
 
 
 def accepted_by(workers: list[int], port: int, client_ports: set[int]) -> dict[int, int]:

@@ -17,10 +17,13 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otpgate import __version__
 from otpgate.config.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from otpgate.runtime.connections import ConnectionLimits
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -120,23 +123,26 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if settings.admin_port is not None:
         admin = (settings.admin_host or host, settings.admin_port)
     config = uvicorn_config(settings, host, port)
+    limits = connection_limits(settings)
     _announce(settings, host, port, workers)
     with _metrics_dir(settings, workers), _metrics_server(settings, host):
         if workers == 1:
-            return _run_one(config, (host, port), admin)
-        return _run_workers(config, (host, port), admin, workers, settings)
+            return _run_one(config, limits, (host, port), admin)
+        return _run_workers(config, limits, (host, port), admin, workers, settings)
 
 
 Address = tuple[str, int]
 
 
-def _run_one(config: dict[str, Any], api: Address, admin: Address | None) -> int:
+def _run_one(
+    config: dict[str, Any], limits: ConnectionLimits, api: Address, admin: Address | None
+) -> int:
     """One uvicorn server in this process; with ADMIN_PORT, on both sockets."""
     import uvicorn
 
     from otpgate.runtime.server import Server
 
-    server = Server(uvicorn.Config(**config))
+    server = Server(uvicorn.Config(**config), limits=limits)
     if admin is None:
         server.run()
     else:
@@ -161,6 +167,7 @@ def _bound(host: str, port: int) -> socket.socket:
 
 def _run_workers(
     config: dict[str, Any],
+    limits: ConnectionLimits,
     api: Address,
     admin: Address | None,
     workers: int,
@@ -183,7 +190,7 @@ def _run_workers(
         print(f"otpgate: cannot listen on {at[0]}:{at[1]}: {exc}", file=sys.stderr)
         return 1
     grace = settings.effective_shutdown_timeout
-    return Supervisor(config, sockets, grace, admin_sockets).run()
+    return Supervisor(config, sockets, grace, admin_sockets, limits).run()
 
 
 def _announce(settings: Settings, host: str, port: int, workers: int) -> None:
@@ -225,11 +232,25 @@ def uvicorn_config(settings: Settings, host: str, port: int) -> dict[str, Any]:
         "proxy_headers": False,
         "timeout_graceful_shutdown": math.ceil(settings.effective_shutdown_timeout),
         "loop": "auto",
+        # No route speaks WebSocket, and an upgraded connection would leave the guard
+        # that keeps its deadlines and its drain (otpgate.runtime.connections).
+        "ws": "none",
     }
     # Decided here, once, before any worker starts: each worker is given the choice.
     if fast_path.enabled(fast_path.SERVER_PROTOCOL, settings.fast_path):
         config["http"] = "otpgate.http.fast_protocol:HttpProtocol"
     return config
+
+
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """What each worker holds its connections to (HTTP_HEADER_TIMEOUT_SECONDS...)."""
+    from otpgate.runtime.connections import ConnectionLimits
+
+    return ConnectionLimits(
+        header_timeout=settings.http_header_timeout_seconds,
+        body_timeout=settings.http_body_timeout_seconds,
+        max_connections=settings.http_max_connections_per_worker,
+    )
 
 
 @contextlib.contextmanager

@@ -14,7 +14,8 @@ from otpgate.config.section import Section
 
 
 class HttpSettings(Section):
-    """How the API reads requests and who a client is (behind which proxies), which
+    """How the API reads requests (how long one may take to arrive, and how many
+    connections a worker holds) and who a client is (behind which proxies), which
     origins may embed the drop-in widget (/widget), and where the operators' routes
     (/admin/v1/ and /admin, on while ADMIN_API_KEYS is set) are served."""
 
@@ -25,6 +26,34 @@ class HttpSettings(Section):
         ge=256,
         le=1_048_576,
         description="The largest request body read, in bytes; a larger one is answered 413.",
+    )
+    http_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds a request's headers may take to arrive: from the connection's"
+        " opening for its first request, from its first byte for a later one. A client"
+        " slower than that is answered 408 and its connection closed. An idle keep-alive"
+        " connection between requests is closed after uvicorn's 5 second keep-alive timeout"
+        " instead.",
+    )
+    http_body_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds a request's body may take to arrive once its headers have;"
+        " past that the request is answered 408 (unless it was answered already) and its"
+        " connection closed.",
+    )
+    http_max_connections_per_worker: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Open connections each worker holds at most. A connection past the cap"
+        " is answered 503 (code too_many_connections, Retry-After: 1, Connection: close) as"
+        " soon as its request's headers arrive, without running the request, and closed;"
+        " a load balancer retries it on another instance. Keep it below the open-files"
+        " limit (ulimit -n) divided by the workers.",
     )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

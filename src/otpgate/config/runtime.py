@@ -43,7 +43,9 @@ class RuntimeSettings(Section):
         None,
         gt=0,
         le=600,
-        description="Seconds SIGTERM waits for requests in flight; by default the worst case"
+        description="Seconds SIGTERM waits for requests in flight, and serves the requests"
+        " that still arrive on connections already open (each answered with Connection:"
+        " close, the connection closed after it); by default the worst case"
         " of one send (SMS_RETRY_MAX_SECONDS plus both SMS timeouts, times the longest"
         " CHANNEL_FALLBACK chain, or SMTP_TIMEOUT_SECONDS) plus 5 seconds. Shorter than one"
         " send's worst case is warned about at start-up.",

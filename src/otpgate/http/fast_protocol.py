@@ -11,7 +11,10 @@ call with status, headers and the whole body writes the response, instead of two
 ASGI messages through uvicorn's general send (header checks, chunking, state
 machine): 4% fewer instructions per verify. The headers given must already be
 valid (the app builds them from fixed names and checked values). Nothing else
-changes: parsing, keep-alive, pipelining and shutdown stay uvicorn's.
+changes: parsing, keep-alive, pipelining and shutdown stay uvicorn's. The
+deadlines, the cap per worker and the drain at shutdown are not this protocol's:
+``otpgate.runtime.connections`` wraps it as it wraps uvicorn's own, so
+``FAST_PATH=false`` behaves the same.
 """
 
 from __future__ import annotations
@@ -37,18 +40,8 @@ _HEAD_END = b"\r\n\r\n"
 
 
 # What HttpProtocol and _respond use of uvicorn beyond its ASGI interface.
-_HOOKS = (
-    "connection_made",
-    "data_received",
-    "on_headers_complete",
-    "on_response_complete",
-    "shutdown",
-)
-_PROTOCOL_FIELDS = ("transport", "cycle", "scope", "loop")
-
-# At shutdown, how long a connection accepted in the server's last turn (no byte
-# received yet) is given to send its first request, rather than being closed on it.
-FIRST_REQUEST_GRACE_SECONDS = 1.0
+_HOOKS = ("connection_made", "on_headers_complete", "on_response_complete")
+_PROTOCOL_FIELDS = ("transport", "cycle", "scope")
 _CYCLE_FIELDS = (
     "scope",
     "transport",
@@ -140,33 +133,10 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = cast(asyncio.Transport, CoalescingTransport(self.transport))
-        self._fresh = True  # nothing received on it yet
-        self._stopping = False
-
-    def data_received(self, data: bytes) -> None:
-        self._fresh = False
-        super().data_received(data)
-
-    def shutdown(self) -> None:
-        """uvicorn closes every connection without a request in flight. One accepted in
-        the server's last turn before it stopped listening has its request on the way:
-        closed now, the client would see a reset. It gets a short grace to send it and
-        is answered, with ``connection: close``; an idle keep-alive closes at once."""
-        self._stopping = True
-        if self._fresh and not self.transport.is_closing():
-            self.loop.call_later(FIRST_REQUEST_GRACE_SECONDS, self._close_if_still_fresh)
-            return
-        super().shutdown()
-
-    def _close_if_still_fresh(self) -> None:
-        if self._fresh:
-            self.transport.close()
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         cycle = self.cycle
-        if self._stopping and cycle is not None:
-            cycle.keep_alive = False
         # Not after an upgrade request, which makes no cycle of its own.
         if cycle is not None and cycle.scope is self.scope:
             extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))

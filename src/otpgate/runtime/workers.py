@@ -19,8 +19,9 @@ The parent only supervises:
 - SIGTERM/SIGINT: the parent closes its copies of the listening sockets at once
   and passes the signal on; each worker stops taking new connections, accepts the
   ones already queued, closes its socket (``otpgate.runtime.server``), so new connections
-  are refused (a load balancer retries those), never reset; then it drains its
-  requests, as uvicorn does.
+  are refused (a load balancer retries those), never reset; then it drains the
+  connections already open: what arrives on them is served and answered with
+  ``connection: close``, and each closes once idle, without a reset.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event
 from typing import Any
+
+from otpgate.runtime.connections import ConnectionLimits
 
 log = logging.getLogger("otpgate.workers")
 
@@ -69,14 +72,17 @@ def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> 
 
 
 def _worker(
-    config: dict[str, Any], sockets: list[socket.socket], ready: Event
+    config: dict[str, Any],
+    sockets: list[socket.socket],
+    ready: Event,
+    limits: ConnectionLimits | None,
 ) -> None:  # pragma: no cover
     """A worker process: one uvicorn server on its own sockets; ``ready`` once serving."""
     import uvicorn
 
     from otpgate.runtime.server import Server
 
-    Server(uvicorn.Config(**config), on_ready=ready.set).run(sockets=sockets)
+    Server(uvicorn.Config(**config), on_ready=ready.set, limits=limits).run(sockets=sockets)
 
 
 @dataclass
@@ -99,11 +105,13 @@ class Supervisor:
         sockets: list[socket.socket],
         grace: float,
         admin_sockets: Sequence[socket.socket] = (),
+        limits: ConnectionLimits | None = None,
     ):
         """``admin_sockets``: none, or one per socket in ``sockets`` (ADMIN_PORT)."""
         if admin_sockets and len(admin_sockets) != len(sockets):
             raise ValueError("one admin socket per worker")
         self._config = config
+        self._limits = limits
         admin = [[sock] for sock in admin_sockets] or [[] for _ in sockets]
         self._slots = [_Slot([sock, *own]) for sock, own in zip(sockets, admin, strict=True)]
         self._grace = grace
@@ -127,7 +135,7 @@ class Supervisor:
     def _start(self, slot: _Slot) -> None:
         ready = self._context.Event()
         process = self._context.Process(
-            target=_worker, args=(self._config, slot.sockets, ready), daemon=False
+            target=_worker, args=(self._config, slot.sockets, ready, self._limits), daemon=False
         )
         process.start()
         slot.process, slot.ready, slot.announced = process, ready, False
