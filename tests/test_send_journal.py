@@ -253,3 +253,25 @@ def test_the_service_journals_through_its_voids(tmp_path: Path) -> None:
     assert isinstance(components.service, OtpService)
     assert isinstance(components.service.pending_voids.journal, FileJournal)
     asyncio.run(components.close())
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+async def test_a_send_that_never_reached_redis_leaves_nothing_to_void(
+    tmp_path: Path, fast_path: bool
+) -> None:
+    """Nothing listens at the store's address: the step was never sent, so after a
+    Redis restart there is no queue of voids to work through. redis-py's client (the
+    stock path) does not tell a refused connection from a lost answer: it queues."""
+    settings = make_settings(
+        tmp_path, redis_url="redis://127.0.0.1:1/0", redis_timeout_seconds=0.2, fast_path=fast_path
+    )
+    components = build_components(settings)
+    try:
+        with pytest.raises(StoreUnavailable) as failed:
+            await components.service.request_code(PHONE, "203.0.113.9")
+        assert failed.value.may_have_run is not fast_path
+        voids = components.service.pending_voids
+        assert len(voids) == (0 if fast_path else 1)
+        assert len(voids.journal) == len(voids)  # type: ignore[arg-type]
+    finally:
+        await components.close()

@@ -143,8 +143,16 @@ class SentBeforeShutdown(asyncio.CancelledError):
 
 
 class StoreUnavailable(OtpError):
+    """The store did not answer. ``may_have_run`` is False only when the store knows the
+    step never reached the backend (no connection to send it on, a transaction rolled
+    back), so there is nothing of it to undo."""
+
     code = "store_unavailable"
     message = "The OTP service is temporarily unavailable. Please try again later."
+
+    def __init__(self, message: str | None = None, *, may_have_run: bool = True) -> None:
+        super().__init__(message)
+        self.may_have_run = may_have_run
 
 
 # What a provider's failure means, whatever the channel: the recipient is the problem

@@ -47,6 +47,7 @@ from otpgate.domain.phone import Phone, parse_phone
 from otpgate.domain.policy import OtpPolicy
 from otpgate.domain.ports import (
     ChannelSender,
+    Issued,
     OtpStore,
     Refused,
     RequestWindow,
@@ -227,20 +228,8 @@ class OtpService:
             fixed_code = policy.test_numbers.code_for(recipient.e164)
             code = fixed_code or generate_code(policy.length)
             request = self._phone_request(recipient, code, client_ip, purpose, options)
-        await self._voids.settle(request.phone)
-        now = self._clock()
-        self._journal.opened(request, now)
-        try:
-            outcome = await self._store.issue(request, now, window)
-        except (StoreUnavailable, asyncio.CancelledError):
-            # The step may still run on the backend, or have run with its answer lost.
-            self._voids.add(request, now)
-            raise
-        if isinstance(outcome, Refused):
-            self._journal.settled(request.send_id)  # nothing was charged
-            raise _with_hit(
-                refusal(outcome.kind, outcome.retry_after, email=email), outcome.window_hit
-            )
+        outcome = await self._issue(request, window, email)
+        now = outcome.now
         vid = outcome.verification_id
         if fixed_code is not None:
             # A test number: stored and limited like any other, but no SMS goes out.
@@ -277,6 +266,33 @@ class OtpService:
                 with contextlib.suppress(StoreUnavailable):
                     await self._store.set_channel(vid, channel)
         return CodeSent(recipient, message_id, policy.ttl_seconds, outcome.window_hit, vid, channel)
+
+    async def _issue(
+        self, request: SendRequest, window: RequestWindow | None, email: bool
+    ) -> Issued:
+        """Charge the send in the store (``Issued.now``: when), journaled until its
+        outcome is settled; a refusal is raised as its error."""
+        await self._voids.settle(request.phone)
+        now = self._clock()
+        self._journal.opened(request, now)
+        try:
+            outcome = await self._store.issue(request, now, window)
+        except StoreUnavailable as exc:
+            if exc.may_have_run:
+                # The step may still run on the backend, or have run with its answer lost.
+                self._voids.add(request, now)
+            else:
+                self._journal.settled(request.send_id)  # it never reached the store
+            raise
+        except asyncio.CancelledError:
+            self._voids.add(request, now)
+            raise
+        if isinstance(outcome, Refused):
+            self._journal.settled(request.send_id)  # nothing was charged
+            raise _with_hit(
+                refusal(outcome.kind, outcome.retry_after, email=email), outcome.window_hit
+            )
+        return outcome
 
     @contextlib.contextmanager
     def _handed_over(self, request: SendRequest, now: float) -> Iterator[None]:

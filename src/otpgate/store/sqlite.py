@@ -520,7 +520,7 @@ class SqliteStore(RuleSteps):
                 live = [op for op in batch if not op.expired()]
                 for op in batch:
                     if op.expired():
-                        op.error = StoreUnavailable()
+                        op.error = StoreUnavailable(may_have_run=False)  # never begun
                 if live:
                     self._transaction(conn, live)
         except sqlite3.Error as exc:

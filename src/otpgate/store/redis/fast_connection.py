@@ -42,6 +42,7 @@ from otpgate.store.redis.link import (
     ClientCertificateRequired,
     RedisConnectionError,
     RedisMisconfigured,
+    RedisNotSent,
     RedisReplyError,
 )
 from otpgate.store.redis.sentinel import Sentinels, SentinelWatch
@@ -230,7 +231,7 @@ class PipelinedConnection:
     ) -> asyncio.Future[Any]:
         transport = transport or self._transport
         if transport is None or transport.is_closing():
-            raise RedisConnectionError("not connected")
+            raise RedisNotSent("not connected")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         # Queue the command and its caller with no await in between: replies come back
@@ -267,7 +268,7 @@ class PipelinedConnection:
                 f"the server's TLS certificate was refused: {refusal_text(exc)}"
             ) from exc
         except (OSError, TimeoutError) as exc:
-            raise RedisConnectionError(f"cannot connect: {type(exc).__name__}") from exc
+            raise RedisNotSent(f"cannot connect: {type(exc).__name__}") from exc
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()

@@ -17,6 +17,11 @@ class RedisConnectionError(Exception):
     """The server could not be reached or did not answer in time."""
 
 
+class RedisNotSent(RedisConnectionError):
+    """The command was never sent: there was no connection to send it on (the server
+    refused or did not answer the connection). Nothing of it can run later."""
+
+
 class RedisMisconfigured(RedisConnectionError):
     """Not an outage that may pass: the server's certificate was refused, the server
     wants a client certificate, no sentinel knows the master's name, or no cluster node

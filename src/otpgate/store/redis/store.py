@@ -112,6 +112,7 @@ from otpgate.store.redis.link import (
     RedisConnectionError,
     RedisLink,
     RedisMisconfigured,
+    RedisNotSent,
     RedisReplyError,
 )
 from otpgate.store.redis.sentinel import Sentinels
@@ -848,7 +849,7 @@ class RedisStore:
                 reply = await self._conn.execute("EVAL", script.source, len(keys), *keys, *args)
         except RedisConnectionError as exc:
             self._failed(exc)
-            raise StoreUnavailable() from exc
+            raise StoreUnavailable(may_have_run=not isinstance(exc, RedisNotSent)) from exc
         except RedisReplyError as exc:
             self._outage.failed(f"a store script was refused: {exc}")
             raise StoreUnavailable() from exc
