@@ -28,6 +28,8 @@ from tests.fakes import CapturingSender
 
 TEST_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 HASH_SECRET = "test-secret-" + "x" * 40
+# FACTOR_ENCRYPTION_KEYS for settings in production (one 32-byte key, in base64).
+FACTOR_KEYS = "k1:ZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY="
 
 pytest_plugins = [
     "tests.sns_emulator",
