@@ -119,10 +119,7 @@ class SqlCredentialStore:
                 )
                 .values(**values)
             )
-            won = result.rowcount == 1
-            if won:
-                await _clear_failures(db, identity)
-            return won
+            return await _won(db, result, identity)
 
     async def delete_factor(self, identity: str, factor_id: str) -> bool:
         async with self._tx() as db:
@@ -157,10 +154,7 @@ class SqlCredentialStore:
                 )
                 .values(used_at=now)
             )
-            won = result.rowcount == 1
-            if won:
-                await _clear_failures(db, identity)
-            return won
+            return await _won(db, result, identity)
 
     async def recovery_codes_left(self, identity: str) -> int:
         async with self._tx() as db:
@@ -223,8 +217,13 @@ class SqlCredentialStore:
         await self._engine.dispose()
 
 
-async def _clear_failures(db: AsyncConnection, identity: str) -> None:
+async def _won(db: AsyncConnection, result: Any, identity: str) -> bool:
+    """Whether a compare-and-set changed its row; if it did, a success: the identity's
+    failures are forgotten in the same transaction."""
+    if result.rowcount != 1:
+        return False
     await db.execute(delete(identity_failures).where(identity_failures.c.identity == identity))
+    return True
 
 
 async def _first_failure(db: AsyncConnection, identity: str, now: float) -> bool:

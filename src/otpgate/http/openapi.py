@@ -61,6 +61,20 @@ _EXAMPLE_JWK = {
     "use": "sig",
 }
 
+# What every factor route can answer with; each adds its own (``_ROUTE_CODES``).
+_FACTOR_CODES: tuple[str, ...] = (
+    "invalid_json",
+    "invalid_body",
+    "unsupported_media_type",
+    "payload_too_large",
+    "invalid_end_user_ip",
+    "invalid_api_key",
+    "rate_limited",
+    "invalid_identity",
+    "store_unavailable",
+    "credentials_unavailable",
+)
+
 # Which machine codes each route can answer with, grouped by status in the doc.
 _ROUTE_CODES: dict[str, tuple[str, ...]] = {
     "request-otp": (
@@ -114,46 +128,14 @@ _ROUTE_CODES: dict[str, tuple[str, ...]] = {
         "shutting_down",
     ),
     # The factor routes (http/factors.py): a key always, and the credential database.
-    "factors": (
-        "invalid_json",
-        "invalid_body",
-        "unsupported_media_type",
-        "payload_too_large",
-        "invalid_end_user_ip",
-        "invalid_api_key",
-        "rate_limited",
-        "invalid_identity",
-        "store_unavailable",
-        "credentials_unavailable",
-    ),
-    "factor": (
-        "invalid_json",
-        "invalid_body",
-        "unsupported_media_type",
-        "payload_too_large",
-        "invalid_end_user_ip",
-        "invalid_api_key",
-        "rate_limited",
-        "invalid_identity",
-        "factor_not_found",
-        "store_unavailable",
-        "credentials_unavailable",
-    ),
+    "factors": _FACTOR_CODES,
+    "factor": (*_FACTOR_CODES, "factor_not_found"),
     "factor-code": (
-        "invalid_json",
-        "invalid_body",
-        "unsupported_media_type",
-        "payload_too_large",
-        "invalid_end_user_ip",
-        "invalid_api_key",
-        "rate_limited",
-        "invalid_identity",
-        "invalid_code",
+        *_FACTOR_CODES,
         "factor_not_found",
+        "invalid_code",
         "factor_already_verified",
         "too_many_attempts",
-        "store_unavailable",
-        "credentials_unavailable",
     ),
     # Looking one up and cancelling it fail alike.
     "verification": (

@@ -20,7 +20,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from otpgate.domain.codes import CodeHasher
@@ -130,17 +130,7 @@ class FactorService:
         identity = parse_identity(raw_identity)
         factor_id = check_factor_id(raw_factor_id)
         factor, step = await self._check(identity, factor_id, code, activate=True)
-        verified = Factor(
-            id=factor.id,
-            identity=identity,
-            kind=factor.kind,
-            status="verified",
-            config=factor.config,
-            created_at=factor.created_at,
-            verified_at=self._clock(),
-            last_step=step,
-            name=factor.name,
-        )
+        verified = replace(factor, status="verified", verified_at=self._clock(), last_step=step)
         await self._emit("factor.verified", _factor_data(verified), self._clock())
         return verified
 
