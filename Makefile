@@ -25,8 +25,10 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-## Run the service on its embedded defaults (SQLite store, console SMS) at http://127.0.0.1:3000
+## Run the service on its embedded defaults (SQLite store and credential database, console
+## SMS) at http://127.0.0.1:3000, the credential database's schema brought up to date first
 run: $(STAMP)
+	$(BIN)/otpgate migrate
 	$(BIN)/otpgate serve
 
 ## Run the whole test suite, lint, type checks and the docs build included (what CI runs)
