@@ -143,7 +143,8 @@ async def test_the_code_input_is_marked_for_autofill(client: httpx.AsyncClient) 
     assert page.attribute("code", "inputmode") == "numeric"
     assert page.attribute("phone", "type") == "tel"
     labelled = {attrs.get("for") for tag, attrs in page.tags if tag == "label"}
-    assert labelled == {"country", "phone", "code"}
+    assert labelled == {"phone", "code"}
+    assert page.attribute("country", "aria-label") == "Country"
     assert page.attribute("error", "role") == "alert"
     assert page.attribute("status", "role") == "status"
 
