@@ -494,6 +494,11 @@ async def test_with_admin_port_only_that_port_serves_the_admin_routes(build: Bui
         assert_error(await admin.request(BURST[0]), 404, "not_found")
         for path in ("/health", "/ready", "/docs", "/widget", "/metrics"):
             assert_error(await admin.client.get(path), 404, "not_found")
+        # The icon the dashboard links to, and the one browsers ask for, are there too.
+        for path in ("/favicon.svg", "/favicon.ico"):
+            icon = await admin.client.get(path)
+            assert icon.status_code == 200, path
+            assert icon.headers["content-type"] == "image/svg+xml"
         assert (await main.request("+442079460000")).status_code == 200
         assert (await main.client.get("/health")).status_code == 200
     finally:
@@ -522,6 +527,8 @@ async def test_the_dashboard_is_served_under_a_strict_policy(build: Build) -> No
     assert re.findall(r"<script[^>]*>", markup) == ['<script src="admin/dashboard.js" defer>']
     assert "<style" not in markup and " style=" not in markup
     assert not re.search(r"\son[a-z]+\s*=", markup)  # no event handler attributes
+    assert '<link rel="icon" href="favicon.svg" type="image/svg+xml">' in markup
+    assert (await service.client.get("/favicon.svg")).status_code == 200
     for path, kind in (("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
         asset = await service.client.get(f"/admin/{path}")
         assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)

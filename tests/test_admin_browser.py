@@ -1,7 +1,9 @@
 """The operators' dashboard in a real browser: Debian's Chromium driven by Playwright.
 
-A pumping burst blocks a prefix; the dashboard, pasted an admin key, shows the block;
-the operator lifts it with its button, and the next send to the range goes out.
+A pumping burst blocks a prefix; the dashboard, pasted an admin key, shows the block and
+each country's conversion, every bar labelled with its figures; the operator's lift asks
+first (a cancel keeps the block), and once confirmed the next send to the range goes out.
+No page logs an error to the console.
 
 The server is the real app under uvicorn, on two listening sockets as ``otpgate serve``
 gives it with ADMIN_PORT, run in this process on the in-memory store with a clock the
@@ -24,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect
 
 from otpgate.http.app import create_app
 from otpgate.store.reference import MemoryStore
@@ -36,6 +38,9 @@ from tests.test_admin_api import ADMIN_KEY, BURST, PREFIX, Clock
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "admin"
 PUMP_WINDOW = 60
+# A country whose one code was never entered: its bars are 0%.
+UNVERIFIED = "+447400123456"
+FIGURES = re.compile(r"^(\d+%|no sends) · \d+ of \d+$")
 
 expect.set_options(timeout=10_000)
 
@@ -119,11 +124,9 @@ def request_otp(service: Running, phone: str) -> httpx.Response:
 
 
 def test_an_operator_lifts_a_pumping_block_from_the_dashboard(page: Page, service: Running) -> None:
-    refused = []
-    page.on(
-        "console",
-        lambda m: refused.append(m.text) if _is_policy_violation(m) else None,
-    )
+    logged = watch_console(page)
+    deletes: list[Request] = []
+    page.on("request", lambda r: deletes.append(r) if r.method == "DELETE" else None)
     # The burst: three sends pass, the fourth trips the surge guard and blocks the prefix.
     answers = [request_otp(service, phone) for phone in BURST[:5]]
     assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
@@ -133,6 +136,7 @@ def test_an_operator_lifts_a_pumping_block_from_the_dashboard(page: Page, servic
         f"{service.api}/api/v1/verify-otp", json={"phoneNumber": BURST[0], "otp": code}, timeout=5
     )
     assert verified.status_code == 200  # one of the three codes sent is entered
+    assert request_otp(service, UNVERIFIED).status_code == 200
 
     page.goto(f"{service.admin}/admin")
     page.get_by_label("Admin key").fill(ADMIN_KEY)
@@ -144,7 +148,14 @@ def test_an_operator_lifts_a_pumping_block_from_the_dashboard(page: Page, servic
     # A third of the country's codes verified: a third of the bar's 360 units.
     bar = page.locator('#chart g[data-scope="country:US"] rect.hour')
     expect(bar).to_have_attribute("width", "120")
-    expect(page.locator("#chart")).to_contain_text("33% (1 of 3)")
+    expect(page.locator("#chart")).to_contain_text("33% · 1 of 3")
+    # A 0% bar is not an empty track: it says so, and out of how many.
+    for period in ("hour", "day"):
+        figures = page.locator(f'#chart g[data-scope="country:GB"] text[data-period="{period}"]')
+        expect(figures).to_have_text("0% · 0 of 1")
+    labels = page.locator("#chart text.figures").all_text_contents()
+    assert len(labels) == 2 * page.locator("#chart g.country").count() == 4
+    assert all(FIGURES.match(label) for label in labels), labels
 
     page.get_by_label("Phone number").fill(BURST[1])
     page.get_by_role("button", name="Look up").click()
@@ -158,27 +169,70 @@ def test_an_operator_lifts_a_pumping_block_from_the_dashboard(page: Page, servic
     assert page.evaluate("localStorage.length") == 0
     assert ADMIN_KEY not in page.url
 
-    page.get_by_role("button", name=f"Lift prefix_blocked on {PREFIX}").click()
-    expect(page.get_by_role("status")).to_have_text(f"Lifted prefix_blocked on {PREFIX}.")
+    # A lift asks first; cancelled, nothing is sent and the block stays.
+    block = f"prefix_blocked on {PREFIX}"
+    lift = page.get_by_role("button", name=f"Lift {block}")
+    lift.click()
+    expect(row).to_contain_text("Lift?")
+    cancel = page.get_by_role("button", name=f"Cancel, keep {block}")
+    expect(cancel).to_be_focused()
+    shot(page, "2-asks-before-lifting")
+    cancel.click()
+    expect(lift).to_be_focused()
+    expect(row).not_to_contain_text("Lift?")
+    page.get_by_role("button", name="Refresh").click()
+    expect(row).to_contain_text("prefix_blocked")
+    assert deletes == []
+    listed = httpx.get(
+        f"{service.admin}/admin/v1/blocks", headers={"authorization": f"Bearer {ADMIN_KEY}"}
+    )
+    assert PREFIX in [b["scope"] for b in listed.json()["blocks"]]
+
+    # Asked again, and confirmed: it goes.
+    lift.click()
+    page.get_by_role("button", name=f"Yes, lift {block}").click()
+    expect(page.get_by_role("status")).to_have_text(f"Lifted {block}.")
+    assert [r.url.removeprefix(service.admin) for r in deletes] == [
+        f"/admin/v1/blocks/prefix_blocked/{PREFIX.replace(':', '%3A')}"
+    ]
     expect(page.get_by_text("No block is in force.")).to_be_visible()
     expect(row).to_have_count(0)
-    shot(page, "2-lifted")
+    shot(page, "3-lifted")
 
     # Lifted, the range is in grace until the block would have ended: the very next
     # send goes out, though the surge rule still counts this window's burst.
     after = request_otp(service, BURST[6])
     assert after.status_code == 200, after.text
-    assert refused == [], refused
+    assert logged == [], logged
 
 
 def test_a_refused_key_asks_for_another(page: Page, service: Running) -> None:
+    logged = watch_console(page)
     page.goto(f"{service.admin}/admin")
     page.get_by_label("Admin key").fill("not-" + ADMIN_KEY)
     page.get_by_role("button", name="Use key").click()
     expect(page.get_by_role("alert")).to_have_text(re.compile("That key was refused"))
     expect(page.get_by_label("Admin key")).to_be_visible()
     assert page.evaluate("sessionStorage.length") == 0
+    # The 401s themselves (the blocks and the figures, asked at once) are the only errors
+    # the browser logs: no favicon missing, no script error.
+    assert sorted(logged) == [
+        f"{REFUSED_LOAD} 401 (Unauthorized) ({service.admin}/admin/v1/{path})"
+        for path in ("blocks", "stats")
+    ]
 
 
-def _is_policy_violation(message: ConsoleMessage) -> bool:
-    return "Content Security Policy" in message.text
+REFUSED_LOAD = "Failed to load resource: the server responded with a status of"
+
+
+def watch_console(page: Page) -> list[str]:
+    """Every error the page logs (a refused policy, a missing resource) or throws."""
+    logged: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error" or "Content Security Policy" in message.text:
+            logged.append(f"{message.text} ({message.location.get('url', '')})")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: logged.append(f"uncaught: {error}"))
+    return logged

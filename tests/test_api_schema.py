@@ -26,6 +26,7 @@ from starlette.routing import Route
 from otpgate.http.app import create_app
 from otpgate.http.openapi import build_openapi
 from otpgate.http.schemas import verify_body_model
+from otpgate.http.static_page import ICON_PATHS
 from otpgate.wiring import build_components
 from tests.conftest import make_settings
 from tests.fakes import CapturingSender
@@ -72,8 +73,11 @@ def test_every_route_is_documented(app: Any) -> None:
     served = {
         (route.path, method.lower())
         for route in starlette_app.routes
-        # The docs page's and the widget's own scripts and assets are not part of the API.
-        if isinstance(route, Route) and not route.path.startswith(("/docs/", "/widget/"))
+        # The docs page's and the widget's own scripts and assets, and the pages' icon, are
+        # not part of the API.
+        if isinstance(route, Route)
+        and not route.path.startswith(("/docs/", "/widget/"))
+        and route.path not in ICON_PATHS
         for method in route.methods or ()
         if method != "HEAD"
     }
@@ -130,6 +134,8 @@ async def test_docs_page_works_offline(app: Any) -> None:
         assert page.headers["content-type"].startswith("text/html")
         assert "script-src" not in page.headers["content-security-policy"]  # default-src 'self'
         links = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert "/favicon.svg" in links  # the service's icon, which every page links
+        links.remove("/favicon.svg")
         assert links and all(link.startswith("/docs/") for link in links), links
         assert "<script>" not in page.text
         for link in links:

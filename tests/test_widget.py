@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import phonenumbers
 import pytest
 
 from otpgate.cli.config_report import describe
@@ -117,10 +118,15 @@ async def test_the_page_has_a_strict_csp_and_no_inline_script(client: httpx.Asyn
 async def test_the_page_carries_its_configuration_escaped(client: httpx.AsyncClient) -> None:
     page = parse((await client.get("/widget")).text)
     config = json.loads(page.attribute("otpgate-widget", "data-config") or "")
+    countries = config.pop("countries")
     assert config == {
         "allowedOrigins": ["https://app.example.com", "http://127.0.0.1:8080"],
         "otpLength": 6,
     }
+    # ALLOWED_COUNTRIES unset: every country, each with what E.164 is built from.
+    assert len(countries) == len(phonenumbers.SUPPORTED_REGIONS)
+    assert {"region": "GB", "callingCode": 44, "nationalPrefix": "0"} in countries
+    assert {"region": "IT", "callingCode": 39, "nationalPrefix": None} in countries
     # Not reachable through the setting (an origin has no quote), but the escaping holds.
     markup = widget.page_html(['https://x"><script>alert(1)</script>'], 6)
     hostile = parse(markup)
@@ -138,8 +144,33 @@ async def test_the_code_input_is_marked_for_autofill(client: httpx.AsyncClient) 
     assert page.attribute("phone", "type") == "tel"
     labelled = {attrs.get("for") for tag, attrs in page.tags if tag == "label"}
     assert labelled == {"phone", "code"}
+    assert page.attribute("country", "aria-label") == "Country"
     assert page.attribute("error", "role") == "alert"
     assert page.attribute("status", "role") == "status"
+
+
+@pytest.mark.parametrize("client", [{"allowed_countries": "gb, US,CA"}], indirect=True)
+async def test_the_country_choices_are_the_allowed_countries(client: httpx.AsyncClient) -> None:
+    config = json.loads(
+        parse((await client.get("/widget")).text).attribute("otpgate-widget", "data-config") or ""
+    )
+    assert config["countries"] == [
+        {"region": "GB", "callingCode": 44, "nationalPrefix": "0"},
+        {"region": "US", "callingCode": 1, "nationalPrefix": "1"},
+        {"region": "CA", "callingCode": 1, "nationalPrefix": "1"},
+    ]
+
+
+async def test_the_icon_is_served_where_browsers_look(client: httpx.AsyncClient) -> None:
+    page = parse((await client.get("/widget")).text)
+    assert {"rel": "icon", "href": "favicon.svg", "type": "image/svg+xml"} in [
+        attrs for tag, attrs in page.tags if tag == "link"
+    ]
+    for path in ("/favicon.svg", "/favicon.ico"):
+        answer = await client.get(path)
+        assert answer.status_code == 200, path
+        assert answer.headers["content-type"] == "image/svg+xml"
+        assert answer.text.startswith("<svg")
 
 
 @pytest.mark.parametrize("client", [{}], indirect=True)
@@ -194,6 +225,7 @@ def test_the_assets_are_package_data() -> None:
             continue
         relative = f"http/widget/{asset.name}"
         assert any(fnmatch(relative, glob) for glob in globs), relative
+    assert any(fnmatch("http/favicon.svg", glob) for glob in globs)
 
 
 # --- WIDGET_ALLOWED_ORIGINS ------------------------------------------------------------------

@@ -4,6 +4,8 @@
 Chromium is the system's (``make browser`` installs it; Playwright downloads
 nothing). When it cannot be started these tests fail, saying so; they never skip.
 A screenshot of each state is kept in ``test-artifacts/widget/`` (ignored by git).
+No page may log an error to the console (a missing favicon, a refused script...);
+only the API's own refusals that a test provokes are expected there.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import base64
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,8 @@ import jwt
 import pytest
 from playwright.sync_api import (
     Browser,
+    ConsoleMessage,
+    Frame,
     FrameLocator,
     Page,
     Request,
@@ -33,7 +39,9 @@ from tests.browser import chromium_for
 from tests.service_process import ServiceProcess
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "widget"
-COOLDOWN_SECONDS = 3
+# Long enough that a resend, a wrong code and the right one fit inside it on a busy machine.
+COOLDOWN_SECONDS = 8
+ALLOWED_COUNTRIES = "US,CA,GB"
 # Test numbers (TEST_PHONE_NUMBERS): fixed codes, no SMS. One per test, so that one
 # test's cooldown never meets another's.
 NUMBERS = {
@@ -42,7 +50,18 @@ NUMBERS = {
     "cooldown": ("+12125550103", "333333"),
     "wrong": ("+12125550104", "444444"),
     "verification_id": ("+12125550105", "555555"),
+    "fit-420x420": ("+12125550106", "666666"),
+    "fit-360x640": ("+447400123457", "777777"),
 }
+# What the user types in each fitting test, in the country the browser's language gives.
+NATIONAL = {
+    "fit-420x420": ("en-US", "US +1", "2125550106", "212 555 0106"),
+    "fit-360x640": ("en-GB", "GB +44", "07400123457", "0 740 012 3457"),
+}
+# How Chromium logs an answer the API refused (the widget shows it in words).
+API_REFUSAL = re.compile(
+    r"^Failed to load resource: .*\(http://[^)]*/api/v1/(request|verify)-otp\)$"
+)
 JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 
 expect.set_options(timeout=15_000)  # a busy 2-core machine; waits end as soon as they hold
@@ -51,9 +70,11 @@ expect.set_options(timeout=15_000)  # a busy 2-core machine; waits end as soon a
 # --- the embedding site: another origin, with an iframe and a postMessage listener -----------
 
 # What an app embedding the widget writes (the README's example): the iframe, and a
-# listener that takes the message only from the widget's origin.
+# listener that takes the message only from the widget's origin. (An empty icon: this
+# site has no /favicon.ico, and the console must stay clean.)
 EMBED_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Shop: sign in</title>
+<link rel="icon" href="data:,">
 <style>code { word-break: break-all; }</style></head>
 <body>
 <h1>Shop</h1>
@@ -65,8 +86,8 @@ EMBED_PAGE = """<!doctype html>
   frame.id = "otpgate";
   frame.title = "Verify your phone number";
   frame.allow = "otp-credentials";
-  frame.width = 480;
-  frame.height = 460;
+  frame.width = 420;  // docs/widget.md's snippet
+  frame.height = 420;
   frame.src = widget.origin + "/widget?origin=" + encodeURIComponent(location.origin);
   window.received = [];
   window.addEventListener("message", (event) => {
@@ -82,7 +103,8 @@ EMBED_PAGE = """<!doctype html>
 """
 
 CALLBACK_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Shop: verified</title></head>
+<html lang="en"><head><meta charset="utf-8"><title>Shop: verified</title>
+<link rel="icon" href="data:,"></head>
 <body><h1>Back at the shop</h1><p>Fragment: <code id="fragment"></code></p>
 <script>document.getElementById("fragment").textContent = location.hash;</script>
 </body></html>
@@ -129,6 +151,7 @@ def widget_server(
         tmp_path_factory.mktemp("widget-server"),
         WIDGET_ALLOWED_ORIGINS=embedder,
         TEST_PHONE_NUMBERS=",".join(f"{phone}={code}" for phone, code in NUMBERS.values()),
+        ALLOWED_COUNTRIES=ALLOWED_COUNTRIES,
         OTP_RESEND_COOLDOWN_SECONDS=str(COOLDOWN_SECONDS),
         RATE_LIMIT_MAX_REQUESTS="1000",
     )
@@ -146,16 +169,60 @@ def chromium() -> Iterator[Browser]:
         yield browser
 
 
+class Console:
+    """Every error a page logs or throws; ``allow`` names the ones a test provokes."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.allowed: list[re.Pattern[str]] = []
+
+    def watch(self, page: Page) -> None:
+        page.on("console", self._logged)
+        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+
+    def _logged(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(f"{message.text} ({message.location.get('url', '')})")
+
+    def allow(self, pattern: re.Pattern[str]) -> None:
+        self.allowed.append(pattern)
+
+    def unexpected(self) -> list[str]:
+        return [e for e in self.errors if not any(p.search(e) for p in self.allowed)]
+
+
 @pytest.fixture
-def page(chromium: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
-    context = chromium.new_context(viewport={"width": 640, "height": 560})
+def console() -> Console:
+    return Console()
+
+
+@contextmanager
+def browsing(
+    chromium: Browser,
+    console: Console,
+    test: str,
+    width: int = 640,
+    height: int = 560,
+    **options: Any,
+) -> Iterator[Page]:
+    """A page in a fresh context of that viewport, its console watched; no unexpected
+    error may be logged by the end."""
+    context = chromium.new_context(viewport={"width": width, "height": height}, **options)
     context.set_default_timeout(15_000)
     page = context.new_page()
+    console.watch(page)
     try:
         yield page
     finally:
-        shot(page, request.node.name, "end")  # the state it ended in, passed or not
+        shot(page, test, "end")  # the state it ended in, passed or not
         context.close()
+    assert console.unexpected() == [], "errors in the browser's console"
+
+
+@pytest.fixture
+def page(chromium: Browser, request: pytest.FixtureRequest, console: Console) -> Iterator[Page]:
+    with browsing(chromium, console, request.node.name) as page:
+        yield page
 
 
 def shot(page: Page, test: str, state: str) -> None:
@@ -275,7 +342,10 @@ def test_a_return_url_gets_the_token_in_its_fragment(
 # --- (2) the resend cooldown: a live countdown, then the button again -------------------------
 
 
-def test_a_second_send_counts_down_the_cooldown(page: Page, widget_server: ServiceProcess) -> None:
+def test_a_second_send_counts_down_the_cooldown(
+    page: Page, widget_server: ServiceProcess, console: Console
+) -> None:
+    console.allow(API_REFUSAL)
     phone, _ = NUMBERS["cooldown"]
     page.goto(f"{widget_server.base}/widget")
     send_code(page, phone)
@@ -292,11 +362,11 @@ def test_a_second_send_counts_down_the_cooldown(page: Page, widget_server: Servi
     expect(page.get_by_role("alert")).to_have_text(
         "A code was sent to this number a moment ago. Please wait before asking for another one."
     )
-    expect(countdown).to_have_text(re.compile(r"^You can try again in [1-3] seconds?\.$"))
+    expect(countdown).to_have_text(re.compile(rf"^You can try again in 0:0[1-{wait}]\.$"))
     expect(resend).to_be_disabled()
     shot(page, "cooldown", "1-counting-down")
     if wait > 1:  # it counts: the number it shows goes down while it waits
-        expect(countdown).to_have_text(re.compile(rf"^You can try again in [1-{wait - 1}] "))
+        expect(countdown).to_have_text(re.compile(rf"^You can try again in 0:0[1-{wait - 1}]\."))
 
     expect(resend).to_be_enabled(timeout=(COOLDOWN_SECONDS + 10) * 1000)
     expect(countdown).to_be_hidden()
@@ -312,7 +382,10 @@ def test_a_second_send_counts_down_the_cooldown(page: Page, widget_server: Servi
 # --- (3) a wrong code, and a number the service refuses: words, never JSON --------------------
 
 
-def test_a_wrong_code_is_explained(page: Page, widget_server: ServiceProcess) -> None:
+def test_a_wrong_code_is_explained(
+    page: Page, widget_server: ServiceProcess, console: Console
+) -> None:
+    console.allow(API_REFUSAL)
     phone, code = NUMBERS["wrong"]
     page.goto(f"{widget_server.base}/widget")
     send_code(page, phone)
@@ -324,8 +397,7 @@ def test_a_wrong_code_is_explained(page: Page, widget_server: ServiceProcess) ->
 
     alert = page.get_by_role("alert")
     expect(alert).to_have_text(
-        "That code is wrong or has expired. Check the text message and try again, "
-        "or ask for a new code."
+        "That code is wrong or has expired. Check it, or ask for a new code."
     )
     shot(page, "wrong-code", "explained")
     assert "{" not in page.locator("body").inner_text()
@@ -333,8 +405,9 @@ def test_a_wrong_code_is_explained(page: Page, widget_server: ServiceProcess) ->
 
 
 def test_a_number_the_service_refuses_is_explained(
-    page: Page, widget_server: ServiceProcess
+    page: Page, widget_server: ServiceProcess, console: Console
 ) -> None:
+    console.allow(API_REFUSAL)
     page.goto(f"{widget_server.base}/widget")
     page.get_by_label("Phone number").fill("+1 212 555")  # E.164 in shape, not a real number
     with page.expect_response(is_api("/api/v1/request-otp")) as answer:
@@ -373,8 +446,9 @@ def test_an_unlisted_destination_is_refused(
 
 
 def test_an_unlisted_site_cannot_frame_it(
-    page: Page, widget_server: ServiceProcess, embedder: str
+    page: Page, widget_server: ServiceProcess, embedder: str, console: Console
 ) -> None:
+    console.allow(re.compile("frame-ancestors"))  # the refusal this test is about
     # The same embedding page from an origin that is not listed: localhost, not 127.0.0.1.
     unlisted = embedder.replace("127.0.0.1", "localhost")
     with page.expect_console_message(lambda m: "frame-ancestors" in m.text) as blocked:
@@ -412,3 +486,126 @@ def test_a_purpose_from_the_address_is_requested_verified_and_signed(
     claims = jwt.decode(answer.json()["token"], options={"verify_signature": False})
     assert (claims["purpose"], claims["jti"]) == ("login", verification_id)
     check_signature(widget_server, answer.json()["token"], phone)
+
+
+# --- every state fits the frame, unscrolled; a national number; the countdown stops ---------
+
+# Each element the user can see, inside the viewport: nothing is reached only by scrolling.
+OUTSIDE_THE_VIEWPORT = """() => {
+  const root = document.documentElement;
+  const outside = [];
+  for (const element of document.body.querySelectorAll("*")) {
+    const box = element.getBoundingClientRect();
+    if (box.width === 0 || box.height === 0) continue;
+    if (getComputedStyle(element).visibility === "hidden") continue;
+    const right = root.clientWidth, bottom = root.clientHeight;
+    if (box.left < 0 || box.top < 0 || box.right > right || box.bottom > bottom) {
+      outside.push(element.tagName.toLowerCase() + "#" + element.id + " " +
+        JSON.stringify([box.left, box.top, box.right, box.bottom]));
+    }
+  }
+  if (root.scrollHeight > root.clientHeight || root.scrollWidth > root.clientWidth) {
+    outside.push("the page scrolls: " + root.scrollWidth + "x" + root.scrollHeight);
+  }
+  return outside;
+}"""
+
+
+def fits(page: Page | Frame, test: str, state: str) -> None:
+    assert page.evaluate(OUTSIDE_THE_VIEWPORT) == [], f"{state}: outside the viewport"
+    if isinstance(page, Page):
+        shot(page, test, state)
+
+
+@pytest.mark.parametrize("size", ["420x420", "360x640"])
+def test_every_state_fits_and_the_countdown_stops_once_verified(
+    chromium: Browser, widget_server: ServiceProcess, console: Console, size: str
+) -> None:
+    """The documented frame (420x420) and a phone (360x640), each in a browser whose
+    language names an allowed country: the number typed as at home reaches the service
+    in E.164, and every state, the longest messages with a countdown among them, shows
+    whole."""
+    console.allow(API_REFUSAL)
+    test = f"fit-{size}"
+    phone, code = NUMBERS[test]
+    language, shown, typed, formatted = NATIONAL[test]
+    width, height = (int(side) for side in size.split("x"))
+    with browsing(chromium, console, test, width, height, locale=language) as page:
+        page.goto(f"{widget_server.base}/widget")
+        country = page.get_by_label("Country")
+        expect(country).to_have_value(language.partition("-")[2])  # the browser's region
+        offered = country.locator("option").evaluate_all("options => options.map(o => o.value)")
+        assert sorted(offered) == sorted(ALLOWED_COUNTRIES.split(","))
+        expect(page.locator("#country-shown")).to_have_text(shown)
+        number = page.get_by_label("Phone number")
+        number.press_sequentially(typed)
+        expect(number).to_have_value(formatted)
+        fits(page, test, "1-request")
+
+        with page.expect_response(is_api("/api/v1/request-otp")) as requested:
+            page.get_by_role("button", name="Send code").click()
+        assert requested.value.status == 200
+        assert requested.value.request.post_data_json == {"phoneNumber": phone}
+        expect(page.get_by_text(f"We sent a code to {phone}. It expires in 5:00.")).to_be_visible()
+        fits(page, test, "2-code-sent")
+
+        resend = page.get_by_role("button", name="Send a new code")
+        with page.expect_response(is_api("/api/v1/request-otp")) as refused:
+            resend.click()
+        assert refused.value.status == 429
+        cooldown_ends = time.monotonic() + int(refused.value.headers["retry-after"])
+        countdown = page.get_by_role("timer")
+        expect(countdown).to_have_text(re.compile(r"^You can try again in 0:0[1-8]\.$"))
+        fits(page, test, "3-cooldown-resend")
+
+        page.get_by_label("Verification code").fill("000000")
+        with page.expect_response(is_api("/api/v1/verify-otp")) as wrong:
+            page.get_by_role("button", name="Verify").click()
+        assert wrong.value.json()["code"] == "invalid_code"
+        expect(page.get_by_role("alert")).to_contain_text("That code is wrong")
+        expect(countdown).to_be_visible()  # still counting the resend's cooldown
+        fits(page, test, "4-wrong-code")
+
+        page.get_by_label("Verification code").fill(code)
+        with page.expect_response(is_api("/api/v1/verify-otp")) as verified:
+            page.get_by_role("button", name="Verify").click()
+        status = page.get_by_role("status")
+        expect(status).to_have_text("Your phone number is verified.")
+        expect(countdown).to_be_hidden()
+        fits(page, test, "5-verified")
+        # What the service verified: the E.164 number, the token's subject.
+        claims = jwt.decode(verified.value.json()["token"], options={"verify_signature": False})
+        assert claims["sub"] == phone
+
+        # Past the end of the cooldown: no countdown came back, no "try again".
+        page.wait_for_timeout(max(0.0, cooldown_ends - time.monotonic()) * 1000 + 1200)
+        expect(countdown).to_be_hidden()
+        expect(status).to_have_text("Your phone number is verified.")
+        expect(page.locator("#error")).to_be_empty()
+
+
+def test_the_documented_frame_shows_the_whole_widget(
+    page: Page, widget_server: ServiceProcess, embedder: str
+) -> None:
+    page.goto(f"{embedder}/embed?widget={quote(widget_server.base)}")
+    frame = page.frame_locator("iframe#otpgate")
+    expect(frame.get_by_role("button", name="Send code")).to_be_visible()
+    widget = page.frame(url=re.compile(r"/widget\?"))
+    assert widget is not None
+    assert widget.evaluate("[innerWidth, innerHeight]") == [420, 420]
+    fits(widget, "framed", "request")
+
+
+@pytest.mark.parametrize("path", ["/widget", "/docs"])
+def test_pages_have_an_icon_and_log_no_error(
+    page: Page, widget_server: ServiceProcess, path: str
+) -> None:
+    """The console check itself is the page fixture's: a missing /favicon.ico would fail it."""
+    page.goto(f"{widget_server.base}{path}", wait_until="networkidle")
+    icon = page.locator('link[rel="icon"]')
+    expect(icon).to_have_attribute("type", "image/svg+xml")
+    for url in (icon.evaluate("link => link.href"), f"{widget_server.base}/favicon.ico"):
+        answer = page.request.get(url)
+        assert answer.status == 200, url
+        assert answer.headers["content-type"] == "image/svg+xml"
+        assert answer.text().startswith("<svg")

@@ -51,6 +51,8 @@ class HttpConfig:
     trusted_proxies: tuple[str, ...]  # CIDRs whose X-Forwarded-For is believed
     ipv6_prefix_length: int
     widget_allowed_origins: tuple[str, ...]  # in a browser's origin form
+    # ALLOWED_COUNTRIES, the widget's country choices; None: every country.
+    allowed_countries: tuple[str, ...] | None
     access_log: bool
     metrics_enabled: bool
     metrics_on_api_port: bool  # /metrics served by the app (no METRICS_PORT)

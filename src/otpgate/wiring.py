@@ -574,6 +574,13 @@ def check_credentials(settings: Settings) -> None:
         )
 
 
+def _configured_countries(settings: Settings) -> tuple[str, ...] | None:
+    """ALLOWED_COUNTRIES in the order written, None for every country."""
+    if settings.allowed_regions is None or settings.allowed_countries is None:
+        return None
+    return tuple(settings.allowed_countries.split(","))
+
+
 def http_config(settings: Settings) -> HttpConfig:
     """The HTTP layer's view of the settings: the values its routes and middleware read."""
     return HttpConfig(
@@ -582,6 +589,7 @@ def http_config(settings: Settings) -> HttpConfig:
         trusted_proxies=tuple(settings.trusted_proxies),
         ipv6_prefix_length=settings.ipv6_prefix_length,
         widget_allowed_origins=tuple(settings.widget_allowed_origins),
+        allowed_countries=_configured_countries(settings),
         access_log=settings.access_log,
         metrics_enabled=settings.metrics_enabled,
         metrics_on_api_port=settings.metrics_enabled and settings.metrics_port is None,

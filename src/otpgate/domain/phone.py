@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
 import phonenumbers
+from phonenumbers.phonemetadata import PhoneMetadata
 
 from otpgate.domain.errors import InvalidPhoneNumber
 
@@ -106,3 +108,25 @@ def _known_valid(e164: str) -> tuple[str, str | None, int] | None:
 
 
 _COUNTRY_CODES = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+
+
+@dataclass(frozen=True, slots=True)
+class Dialling:
+    """How a country's numbers are dialled: what a form needs to build E.164 from a
+    national number (``+`` calling code, then the number without its trunk prefix)."""
+
+    region: str  # ISO 3166-1 alpha-2
+    calling_code: int
+    national_prefix: str | None  # the trunk prefix dialled at home ("0", "1"), if any
+
+
+def dialling(regions: Iterable[str] | None = None) -> list[Dialling]:
+    """Each of ``regions`` (every region libphonenumber knows when None), in that order."""
+    chosen = sorted(phonenumbers.SUPPORTED_REGIONS) if regions is None else regions
+    found = []
+    for region in chosen:
+        metadata = PhoneMetadata.metadata_for_region(region)
+        if metadata is None or metadata.country_code is None:
+            continue
+        found.append(Dialling(region, metadata.country_code, metadata.national_prefix))
+    return found

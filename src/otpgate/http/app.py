@@ -40,6 +40,7 @@ from otpgate.http.middleware import ObservabilityMiddleware
 from otpgate.http.openapi import build_openapi
 from otpgate.http.ops import ops_routes
 from otpgate.http.schemas import verify_body_model
+from otpgate.http.static_page import icon_routes
 from otpgate.http.twilio_verify import TwilioVerifyApi
 from otpgate.http.widget import widget_routes
 from otpgate.observability import fast_tally
@@ -122,8 +123,11 @@ def create_app(components: Components) -> ASGIApp:
             Route("/openapi.json", openapi, methods=["GET"]),
             jwks_route(components.token_keys),
             *docs_routes("/openapi.json"),
-            *widget_routes(config.widget_allowed_origins, config.otp_length),
+            *widget_routes(
+                config.widget_allowed_origins, config.otp_length, config.allowed_countries
+            ),
             *ops_routes(components, flush_tallies=tallied),
+            *icon_routes(),
             *on_main,
         ],
         exception_handlers={HTTPException: http_exception, Exception: unexpected},
@@ -136,7 +140,7 @@ def create_app(components: Components) -> ASGIApp:
         served = FastRoutes(fast, app)
     if apart and config.admin.port is not None:
         admin_app = Starlette(
-            routes=apart,
+            routes=[*apart, *icon_routes()],
             exception_handlers={HTTPException: http_exception, Exception: unexpected},
         )
         served = AdminPortSplit(served, admin_app, config.admin.port)

@@ -17,6 +17,7 @@ ASSETS = "/docs/assets"
 _PAGE = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>otpgate API</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="/favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="{ASSETS}/swagger-ui.css"></head>
 <body><div id="ui"></div>
 <script src="{ASSETS}/swagger-ui-bundle.js"></script>

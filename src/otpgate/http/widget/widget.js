@@ -2,8 +2,9 @@
  * token to the page that embedded the widget (postMessage) or to a return_url.
  *
  * No framework, no build step. The server writes its configuration (the origins that
- * may receive a token, the code length) into the data-config attribute of the main
- * element, and its Content-Security-Policy forbids any inline script or style.
+ * may receive a token, the code length, the countries the number may be in) into the
+ * data-config attribute of the main element, and its Content-Security-Policy forbids any
+ * inline script or style.
  */
 (function () {
   "use strict";
@@ -12,9 +13,12 @@
   var config = readConfig(root);
   var allowedOrigins = config.allowedOrigins;
   var otpLength = config.otpLength;
+  var countries = config.countries;
 
   var phoneForm = document.getElementById("phone-step");
   var phoneInput = document.getElementById("phone");
+  var countrySelect = document.getElementById("country");
+  var countryShown = document.getElementById("country-shown");
   var sendButton = document.getElementById("send");
   var codeForm = document.getElementById("code-step");
   var codeInput = document.getElementById("code");
@@ -33,9 +37,8 @@
   // One human sentence for each machine code the API can answer; "{wait}" becomes the
   // time left (Retry-After), shown as a live countdown.
   var MESSAGES = {
-    invalid_phone_number:
-      "That is not a valid phone number. Enter it in international format: + then the country code and the number, for example +12125550123.",
-    invalid_code: "That code is wrong or has expired. Check the text message and try again, or ask for a new code.",
+    invalid_phone_number: "That is not a valid phone number. Please check the country and the number.",
+    invalid_code: "That code is wrong or has expired. Check it, or ask for a new code.",
     too_many_attempts: "Too many wrong codes were entered. Please ask for a new code.",
     resend_cooldown: "A code was sent to this number a moment ago. Please wait before asking for another one.",
     rate_limited: "Too many requests from your network. Please wait a little before trying again.",
@@ -99,7 +102,11 @@
     return; // no form at all: nothing this page does can leave it
   }
   phoneForm.hidden = false;
+  fillCountries();
   phoneForm.addEventListener("submit", onSend);
+  countrySelect.addEventListener("change", showCountry);
+  phoneInput.addEventListener("input", onPhoneTyped);
+  phoneInput.addEventListener("change", function () { showFormatted(true); });
   codeForm.addEventListener("submit", onVerify);
   resendButton.addEventListener("click", onResend);
   changeButton.addEventListener("click", onChangeNumber);
@@ -123,7 +130,9 @@
     }
     return {
       allowedOrigins: Array.isArray(parsed.allowedOrigins) ? parsed.allowedOrigins : [],
-      otpLength: typeof parsed.otpLength === "number" ? parsed.otpLength : null
+      otpLength: typeof parsed.otpLength === "number" ? parsed.otpLength : null,
+      // [{region: "GB", callingCode: 44, nationalPrefix: "0"}, ...]: ALLOWED_COUNTRIES, or all.
+      countries: Array.isArray(parsed.countries) ? parsed.countries : []
     };
   }
 
@@ -172,7 +181,7 @@
 
   function onSend(event) {
     event.preventDefault();
-    var number = normalisePhone(phoneInput.value);
+    var number = toE164(phoneInput.value, selectedCountry());
     if (!E164.test(number)) {
       showError(MESSAGES.invalid_phone_number);
       phoneInput.setAttribute("aria-invalid", "true");
@@ -247,6 +256,7 @@
         return;
       }
       stopSmsListener();
+      stopCountdown(true); // whatever it was counting down to no longer matters
       deliver(token);
     });
   }
@@ -367,16 +377,16 @@
     countdownButton = null;
   }
 
+  // One wording for every time left: 0:05, 1:00, 59:59, 1:00:00.
   function formatWait(seconds) {
-    if (seconds < 60) return seconds + (seconds === 1 ? " second" : " seconds");
-    if (seconds < 3600) {
-      var minutes = Math.floor(seconds / 60);
-      var rest = seconds % 60;
-      return minutes + " min" + (rest ? " " + rest + " s" : "");
-    }
     var hours = Math.floor(seconds / 3600);
-    var mins = Math.floor((seconds % 3600) / 60);
-    return hours + " h" + (mins ? " " + mins + " min" : "");
+    var minutes = Math.floor((seconds % 3600) / 60);
+    var rest = seconds % 60;
+    return (hours ? hours + ":" + twoDigits(minutes) : String(minutes)) + ":" + twoDigits(rest);
+  }
+
+  function twoDigits(n) {
+    return (n < 10 ? "0" : "") + n;
   }
 
   // --- WebOTP: fill in the code from the SMS, where the browser can ---------------------
@@ -404,12 +414,110 @@
     smsListener = null;
   }
 
-  // --- small helpers --------------------------------------------------------------------
+  // --- the number: a country, and the national number as dialled at home ----------------
 
-  function normalisePhone(text) {
-    var compact = text.replace(/[\s().\-\u00a0]/g, "");
-    return compact.indexOf("00") === 0 ? "+" + compact.slice(2) : compact;
+  function fillCountries() {
+    var names = regionNames();
+    var options = countries.map(function (country) {
+      var name = (names && names.of(country.region)) || country.region;
+      return { country: country, name: name };
+    });
+    options.sort(function (a, b) { return a.name.localeCompare(b.name); });
+    options.forEach(function (entry) {
+      var option = document.createElement("option");
+      option.value = entry.country.region;
+      option.textContent = entry.name + " (+" + entry.country.callingCode + ")";
+      countrySelect.appendChild(option);
+    });
+    var home = browserRegion();
+    if (countries.length) countrySelect.value = home !== null ? home : countries[0].region;
+    countrySelect.closest(".country").hidden = countries.length === 0;
+    showCountry();
   }
+
+  function regionNames() {
+    try {
+      return new Intl.DisplayNames(navigator.languages || [navigator.language], { type: "region" });
+    } catch (ignored) {
+      return null; // an older browser: the codes themselves
+    }
+  }
+
+  // The first of the browser's languages whose region is one of the choices ("en-GB": GB;
+  // "fr": FR, its likeliest region), else null.
+  function browserRegion() {
+    var languages = navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language];
+    for (var i = 0; i < languages.length; i++) {
+      var region = null;
+      try {
+        region = new Intl.Locale(languages[i]).maximize().region || null;
+      } catch (ignored) {
+        region = null;
+      }
+      if (region !== null && countryOf(region) !== null) return region;
+    }
+    return null;
+  }
+
+  function countryOf(region) {
+    for (var i = 0; i < countries.length; i++) {
+      if (countries[i].region === region) return countries[i];
+    }
+    return null;
+  }
+
+  function selectedCountry() {
+    return countryOf(countrySelect.value);
+  }
+
+  function showCountry() {
+    var country = selectedCountry();
+    countryShown.textContent = country ? country.region + " +" + country.callingCode : "";
+  }
+
+  // E.164 from what was typed: as it stands when it starts with + (or 00); else the
+  // country's calling code and the national number without its trunk prefix (the 0 of
+  // 020 in GB, the 1 of 1 212 in the US). The service's parse has the last word.
+  function toE164(text, country) {
+    var compact = text.replace(/[\s().\-\u00a0]/g, "");
+    if (compact.charAt(0) === "+") return compact;
+    if (compact.indexOf("00") === 0) return "+" + compact.slice(2);
+    if (country === null || !/^[0-9]+$/.test(compact)) return compact;
+    var trunk = country.nationalPrefix;
+    var national = trunk && compact.indexOf(trunk) === 0 ? compact.slice(trunk.length) : compact;
+    return "+" + country.callingCode + national;
+  }
+
+  function onPhoneTyped() {
+    // Only while typing at the end, so a correction in the middle keeps its caret.
+    showFormatted(phoneInput.selectionStart === phoneInput.value.length);
+  }
+
+  function showFormatted(atEnd) {
+    if (!atEnd) return;
+    var text = phoneInput.value;
+    if (/^\s*(\+|00)/.test(text) || /[^0-9\s().\-\u00a0]/.test(text)) return; // international, or not a number
+    var formatted = groupDigits(text.replace(/\D/g, ""), selectedCountry());
+    if (formatted !== text) phoneInput.value = formatted;
+  }
+
+  // "0 740 012 3457", "212 555 0123": the trunk prefix apart, then threes, ending in up to four.
+  function groupDigits(digits, country) {
+    var groups = [];
+    var trunk = country && country.nationalPrefix;
+    if (trunk && digits.length > trunk.length && digits.indexOf(trunk) === 0) {
+      groups.push(trunk);
+      digits = digits.slice(trunk.length);
+    }
+    while (digits.length > 4) {
+      groups.push(digits.slice(0, 3));
+      digits = digits.slice(3);
+    }
+    if (digits) groups.push(digits);
+    return groups.join(" ");
+  }
+
+  // --- small helpers --------------------------------------------------------------------
 
   function showStatus(text) {
     errorLine.textContent = "";

@@ -1,5 +1,6 @@
-/* otpgate operators' dashboard: the blocks in force (each with a lift button), conversion
- * per country as a chart, and a phone lookup, all through /admin/v1/.
+/* otpgate operators' dashboard: the blocks in force (each with a lift button, which asks
+ * before it lifts), conversion per country as a chart whose every bar says its figures,
+ * and a phone lookup, all through /admin/v1/.
  *
  * No framework, no build step, no library: the chart is SVG drawn here. The admin key is
  * pasted once and kept in sessionStorage, so it lives as long as this tab and no other
@@ -32,6 +33,7 @@
   var phoneResult = document.getElementById("phone-result");
 
   var timer = null;
+  var confirming = null; // the block whose lift awaits a yes, as "kind scope"
 
   keyForm.addEventListener("submit", onKey);
   forgetButton.addEventListener("click", forgetKey);
@@ -193,15 +195,55 @@
         row.appendChild(cell);
       });
       var action = document.createElement("td");
-      var lift = document.createElement("button");
-      lift.type = "button";
-      lift.textContent = "Lift";
-      lift.setAttribute("aria-label", "Lift " + block.kind + " on " + block.scope);
-      lift.addEventListener("click", function () { liftBlock(block, lift); });
-      action.appendChild(lift);
+      action.className = "action";
       row.appendChild(action);
       blocksBody.appendChild(row);
+      if (confirming === blockKey(block)) askToLift(block, action);
+      else offerLift(block, action, false);
     });
+  }
+
+  function blockKey(block) {
+    return block.kind + " " + block.scope;
+  }
+
+  function button(text, label, className, onClick) {
+    var element = document.createElement("button");
+    element.type = "button";
+    element.textContent = text;
+    element.setAttribute("aria-label", label);
+    if (className) element.className = className;
+    element.addEventListener("click", onClick);
+    return element;
+  }
+
+  // The Lift button; a click asks first, in the row itself.
+  function offerLift(block, cell, focus) {
+    var what = block.kind + " on " + block.scope;
+    var lift = button("Lift", "Lift " + what, "", function () {
+      confirming = blockKey(block);
+      askToLift(block, cell);
+    });
+    cell.textContent = "";
+    cell.appendChild(lift);
+    if (focus) lift.focus();
+  }
+
+  function askToLift(block, cell) {
+    var what = block.kind + " on " + block.scope;
+    var question = document.createElement("span");
+    question.className = "question";
+    question.textContent = "Lift?";
+    var yes = button("Yes", "Yes, lift " + what, "", function () { liftBlock(block, yes, no); });
+    var no = button("Cancel", "Cancel, keep " + what, "secondary", function () {
+      confirming = null;
+      offerLift(block, cell, true);
+    });
+    cell.textContent = "";
+    cell.appendChild(question);
+    cell.appendChild(yes);
+    cell.appendChild(no);
+    no.focus(); // the safe answer is the one Enter gives
   }
 
   function describeCounts(counts) {
@@ -210,19 +252,19 @@
     }).join(", ");
   }
 
-  function liftBlock(block, button) {
-    button.disabled = true;
+  function liftBlock(block, yes, no) {
+    yes.disabled = true;
+    no.disabled = true;
     var path = "blocks/" + encodeURIComponent(block.kind) + "/" + encodeURIComponent(block.scope);
     call("DELETE", path).then(function (answer) {
+      confirming = null;
       if (answer.ok) {
         showError("");
         setStatus("Lifted " + block.kind + " on " + block.scope + ".");
       } else if (answer.status === 404) {
         setStatus("That block had already ended.");
       } else {
-        button.disabled = false;
         failure(answer, "the lift");
-        return;
       }
       loadBlocks();
     });
@@ -245,8 +287,10 @@
   var SVG = "http://www.w3.org/2000/svg";
   var LABEL_W = 80;
   var BAR_W = 360;
-  var ROW_H = 34;
+  var BAR_H = 15;
+  var ROW_H = 40;
   var TOP = 28;
+  var FIGURES_W = 120; // room a bar's figures take, "100% · 10000 of 10000" at 12px
 
   function svg(name, attributes, text) {
     var element = document.createElementNS(SVG, name);
@@ -261,7 +305,7 @@
     chart.textContent = "";
     chartEmpty.hidden = countries.length > 0;
     if (countries.length === 0) return;
-    var width = LABEL_W + BAR_W + 260;
+    var width = LABEL_W + BAR_W + 16;
     var height = TOP + countries.length * ROW_H + 8;
     var root = svg("svg", {
       viewBox: "0 0 " + width + " " + height,
@@ -280,27 +324,36 @@
       var row = svg("g", { "class": "country", "data-scope": range.scope });
       row.appendChild(svg("title", {}, country + ": " + describeRate(range.hour) + " in the last hour, " +
         describeRate(range.day) + " in the last day"));
-      row.appendChild(svg("text", { x: 0, y: y + 19 }, country));
+      row.appendChild(svg("text", { x: 0, y: y + 21 }, country));
       bar(row, "hour", y + 2, range.hour);
-      bar(row, "day", y + 16, range.day);
+      bar(row, "day", y + 2 + BAR_H + 2, range.day);
       root.appendChild(row);
     });
     root.appendChild(svg("line", { x1: LABEL_W, y1: TOP - 4, x2: LABEL_W, y2: height - 4, "class": "axis" }));
     chart.appendChild(root);
   }
 
+  // A bar and its figures, written on it: past the filled part while there is room (so a
+  // 0% bar reads "0% · 0 of 120"), else inside its end.
   function bar(row, period, y, figures) {
-    row.appendChild(svg("rect", { x: LABEL_W, y: y, width: BAR_W, height: 12, "class": "track" }));
+    row.appendChild(svg("rect", { x: LABEL_W, y: y, width: BAR_W, height: BAR_H, "class": "track" }));
     var rate = figures.conversion === null ? 0 : Math.max(0, Math.min(1, figures.conversion));
-    row.appendChild(svg("rect", {
-      x: LABEL_W, y: y, width: Math.round(rate * BAR_W), height: 12, "class": period
-    }));
-    row.appendChild(svg("text", { x: LABEL_W + BAR_W + 8, y: y + 10 }, describeRate(figures)));
+    var filled = Math.round(rate * BAR_W);
+    row.appendChild(svg("rect", { x: LABEL_W, y: y, width: filled, height: BAR_H, "class": period }));
+    var outside = filled + FIGURES_W <= BAR_W;
+    row.appendChild(svg("text", {
+      x: LABEL_W + (outside ? filled + 6 : filled - 6),
+      y: y + BAR_H - 3,
+      "text-anchor": outside ? "start" : "end",
+      "class": outside ? "figures" : "figures on-bar",
+      "data-period": period
+    }, describeRate(figures)));
   }
 
   function describeRate(figures) {
-    if (figures.conversion === null) return "no sends";
-    return Math.round(figures.conversion * 100) + "% (" + figures.approvals + " of " + figures.sends + ")";
+    var counts = figures.approvals + " of " + figures.sends;
+    if (figures.conversion === null) return "no sends · " + counts;
+    return Math.round(figures.conversion * 100) + "% · " + counts;
   }
 
   // --- one phone -------------------------------------------------------------------------
