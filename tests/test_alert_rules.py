@@ -28,6 +28,7 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 RULES = DEPLOY / "prometheus" / "otpgate.rules.yml"
 RULES_TESTS = DEPLOY / "prometheus" / "otpgate.rules.test.yml"
 DASHBOARD = DEPLOY / "grafana" / "otpgate.json"
+OPERATING = DEPLOY.parent / "docs" / "operating.md"
 
 # PromQL words that are not metric names: operators, modifiers, literals.
 _KEYWORDS = frozenset(
@@ -92,7 +93,7 @@ def test_promtool_passes_the_rules(command: tuple[str, str, Path]) -> None:
     assert "SUCCESS" in result.stdout
 
 
-def test_every_alert_has_a_wait_a_severity_and_its_words() -> None:
+def test_every_alert_has_a_wait_a_severity_its_words_and_a_runbook() -> None:
     groups = yaml.safe_load(RULES.read_text())["groups"]
     alerts = [rule for group in groups for rule in group["rules"]]
     assert len(alerts) >= 10
@@ -100,6 +101,9 @@ def test_every_alert_has_a_wait_a_severity_and_its_words() -> None:
         assert rule.get("for"), rule["alert"]
         assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
         assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule["alert"]
+        # Its runbook: a section of docs/operating.md under the alert's name.
+        assert rule["annotations"]["runbook"] == f"docs/operating.md#{rule['alert'].lower()}"
+        assert f"\n### {rule['alert']}\n" in OPERATING.read_text(), rule["alert"]
 
 
 def test_metric_names_are_read_from_an_expression() -> None:
