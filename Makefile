@@ -45,8 +45,10 @@ $(STAMP): $(RUNTIME_STAMP)
 	$(VENV_INSTALL) --require-hashes -r $(LOCK)
 	touch $(STAMP)
 
-## Run the service on its embedded defaults (SQLite store, console SMS) at http://127.0.0.1:3000
+## Run the service on its embedded defaults (SQLite store and credential database, console
+## SMS) at http://127.0.0.1:3000, the credential database's schema brought up to date first
 run: $(RUNTIME_STAMP)
+	$(BIN)/otpgate migrate
 	$(BIN)/otpgate serve
 
 ## Run the whole test suite, lint, type checks, the docs build and the alert rules'

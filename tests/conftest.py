@@ -27,6 +27,8 @@ from otpgate.wiring import Components, build_components
 from tests.fakes import CapturingSender
 
 HASH_SECRET = "test-secret-" + "x" * 40
+# FACTOR_ENCRYPTION_KEYS for settings in production (one 32-byte key, in base64).
+FACTOR_KEYS = "k1:ZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY="
 
 pytest_plugins = [
     "tests.sns_emulator",
@@ -35,6 +37,7 @@ pytest_plugins = [
     "tests.redis_cluster",
     "tests.http_stub",
     "tests.smtp_server",
+    "tests.credential_db",
 ]
 
 
@@ -54,6 +57,7 @@ INTEGRATION_FIXTURES = frozenset(
         "serve_two_workers",
         "widget_server",  # tests/test_widget_browser.py: the service, and ...
         "chromium",  # ... the system's Chromium (make browser)
+        "postgres_database",  # tests/credential_db.py: a database on the PostgreSQL server
     }
 )
 
@@ -62,9 +66,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
         params = callspec.params if callspec is not None else {}
-        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())) or params.get(
-            "store_kind"
-        ) in ("redis", "redis-cluster"):
+        if (
+            INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or params.get("store_kind") in ("redis", "redis-cluster")
+            or params.get("database_url") == "postgresql"
+        ):
             item.add_marker(pytest.mark.integration)
 
 
@@ -93,6 +99,9 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "log_level": "debug",
         # The development signing key, created at the first build (like a fresh checkout's).
         "token_dev_key_file": tmp_path / "token-signing-key.pem",
+        # The credential database and its development key, beside the hot store's file.
+        "database_url": f"sqlite:///{tmp_path / 'credentials.sqlite3'}",
+        "factor_encryption_key_file": tmp_path / "factor-encryption-key",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

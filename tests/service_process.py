@@ -35,6 +35,9 @@ def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env.update(
         APP_ENV="development",
         SQLITE_PATH=str(tmp_path / "db.sqlite3"),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'credentials.sqlite3'}",
+        DATABASE_MIGRATE_ON_START="true",
+        FACTOR_ENCRYPTION_KEY_FILE=str(tmp_path / "factor-encryption-key"),
         OTP_HASH_SECRET="p" * 40,
         LOG_LEVEL="info",
         HOST="127.0.0.1",

@@ -20,6 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import FACTOR_KEYS
 from tests.signing_keys import new_key, pem, thumbprint, write_keys
 
 HASH_SECRET = "cli-test-hash-secret-" + "s" * 40
@@ -29,7 +30,13 @@ REDIS_PASSWORD = "hunter2-redis-password"
 
 
 def base_env(cwd: Path) -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), "LANG": "C.UTF-8"}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(cwd),
+        "LANG": "C.UTF-8",
+        # The credential database (under cwd) made at start, as `make run` makes it.
+        "DATABASE_MIGRATE_ON_START": "true",
+    }
 
 
 def otpgate(
@@ -68,6 +75,7 @@ def test_check_config_prints_effective_settings_with_secrets_redacted(tmp_path: 
         "check-config",
         env={
             "APP_ENV": "production",
+            "FACTOR_ENCRYPTION_KEYS": FACTOR_KEYS,
             "OTP_HASH_SECRET": HASH_SECRET,
             "TOKEN_SIGNING_KEYS_FILE": str(keys_file),
             "TOKEN_AUDIENCE": "shop-api",

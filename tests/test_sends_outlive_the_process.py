@@ -105,6 +105,22 @@ def pid_of_connection(local_port: int, pids: list[int]) -> int:
     raise AssertionError(f"no worker holds the connection from port {local_port}")
 
 
+def group(service: ServiceProcess) -> list[int]:
+    """Every live process of the service (its own session and process group): the
+    supervisor and its workers, whether or not a worker has said it is ready yet."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == service.proc.pid and fields[0] != "Z":  # pgid; not a zombie
+                pids.append(int(entry))
+    return pids
+
+
 @pytest.fixture(params=["sqlite", "redis"])
 def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
     if request.param == "sqlite":
@@ -146,8 +162,7 @@ def _kill_mid_send(
     first = threading.Thread(target=lambda: answers.append(_answer(service, phone)))
     first.start()
     until(lambda: len(receiver.held) == held + 1, 10, "the provider call held")
-    workers = [pid for pid in service.ready_workers() if os.path.exists(f"/proc/{pid}")]
-    os.kill(pid_of_connection(receiver.held[-1].peer[1], workers), signal.SIGKILL)
+    os.kill(pid_of_connection(receiver.held[-1].peer[1], group(service)), signal.SIGKILL)
     first.join(timeout=15)
     assert answers and answers[0] != 200, answers  # no answer, or an error
 

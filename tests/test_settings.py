@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from otpgate.config.settings import ConfigError, Settings, load_settings
-from tests.conftest import make_settings
+from tests.conftest import FACTOR_KEYS, make_settings
 
 SECRET = "s" * 40
 KEYS_FILE = "/etc/otpgate/token-signing-keys.pem"  # settings only name it; wiring reads it
@@ -48,6 +48,7 @@ def test_node_service_names_keep_working(monkeypatch: pytest.MonkeyPatch) -> Non
     s = load(
         monkeypatch,
         NODE_ENV="production",
+        FACTOR_ENCRYPTION_KEYS=FACTOR_KEYS,
         OTP_HASH_SECRET=SECRET,
         TOKEN_SIGNING_KEYS_FILE=KEYS_FILE,
         ALLOWED_COUNTRIES="US,CA",
@@ -123,6 +124,7 @@ def test_production_requires_a_signing_keys_file(monkeypatch: pytest.MonkeyPatch
         load(
             monkeypatch,
             APP_ENV="production",
+            FACTOR_ENCRYPTION_KEYS=FACTOR_KEYS,
             OTP_HASH_SECRET=SECRET,
             ALLOWED_COUNTRIES="US",
             API_AUTH="off",
@@ -131,6 +133,7 @@ def test_production_requires_a_signing_keys_file(monkeypatch: pytest.MonkeyPatch
     s = load(
         monkeypatch,
         APP_ENV="production",
+        FACTOR_ENCRYPTION_KEYS=FACTOR_KEYS,
         OTP_HASH_SECRET=SECRET,
         ALLOWED_COUNTRIES="US",
         API_AUTH="off",
@@ -141,16 +144,27 @@ def test_production_requires_a_signing_keys_file(monkeypatch: pytest.MonkeyPatch
 
 def test_production_refuses_short_hash_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="OTP_HASH_SECRET") as info:
-        load(monkeypatch, APP_ENV="production", OTP_HASH_SECRET="short")
+        load(
+            monkeypatch,
+            APP_ENV="production",
+            FACTOR_ENCRYPTION_KEYS=FACTOR_KEYS,
+            OTP_HASH_SECRET="short",
+        )
     assert "short" not in str(info.value).replace("shorter", "")
 
 
 def test_production_requires_an_explicit_country_list(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="ALLOWED_COUNTRIES"):
-        load(monkeypatch, APP_ENV="production", OTP_HASH_SECRET=SECRET)
+        load(
+            monkeypatch,
+            APP_ENV="production",
+            FACTOR_ENCRYPTION_KEYS=FACTOR_KEYS,
+            OTP_HASH_SECRET=SECRET,
+        )
     everywhere = load(
         monkeypatch,
         APP_ENV="production",
+        FACTOR_ENCRYPTION_KEYS=FACTOR_KEYS,
         OTP_HASH_SECRET=SECRET,
         ALLOWED_COUNTRIES="*",
         API_AUTH="off",
@@ -168,12 +182,23 @@ def test_country_budgets_parse(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_production_refuses_console_sender(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="SMS_PROVIDER"):
-        load(monkeypatch, APP_ENV="production", OTP_HASH_SECRET=SECRET, SMS_PROVIDER="console")
+        load(
+            monkeypatch,
+            APP_ENV="production",
+            FACTOR_ENCRYPTION_KEYS=FACTOR_KEYS,
+            OTP_HASH_SECRET=SECRET,
+            SMS_PROVIDER="console",
+        )
 
 
 def test_error_never_echoes_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as info:
-        load(monkeypatch, APP_ENV="production", OTP_HASH_SECRET="tiny-secret-value")
+        load(
+            monkeypatch,
+            APP_ENV="production",
+            FACTOR_ENCRYPTION_KEYS=FACTOR_KEYS,
+            OTP_HASH_SECRET="tiny-secret-value",
+        )
     assert "tiny-secret-value" not in str(info.value)
 
 
@@ -289,6 +314,7 @@ def test_production_refuses_to_start_until_api_auth_is_chosen(
 ) -> None:
     ready = {
         "APP_ENV": "production",
+        "FACTOR_ENCRYPTION_KEYS": FACTOR_KEYS,
         "OTP_HASH_SECRET": SECRET,
         "ALLOWED_COUNTRIES": "US",
         "TOKEN_SIGNING_KEYS_FILE": KEYS_FILE,

@@ -10,11 +10,12 @@ import pytest
 
 from otpgate.cli.config_report import describe, redact_url, shown
 from otpgate.config.settings import ConfigError, load_settings
-from tests.conftest import HASH_SECRET
+from tests.conftest import FACTOR_KEYS, HASH_SECRET
 
 WEBHOOK_SECRET = "w" * 32
 PRODUCTION = {
     "app_env": "production",
+    "factor_encryption_keys": FACTOR_KEYS,
     "otp_hash_secret": HASH_SECRET,
     "token_signing_keys_file": "/etc/otpgate/token-signing-keys.pem",
     "sms_provider": "sns",

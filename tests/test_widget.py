@@ -23,7 +23,7 @@ from otpgate.http.app import create_app
 from otpgate.http.errors import HTTP_CODES, STATUS_BY_CODE
 from otpgate.http.openapi import _ROUTE_CODES
 from otpgate.wiring import build_components, start_up_warnings
-from tests.conftest import make_settings
+from tests.conftest import FACTOR_KEYS, make_settings
 from tests.fakes import CapturingSender
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,6 +248,7 @@ def test_anything_but_an_origin_is_refused(clean_env: pytest.MonkeyPatch, value:
 def test_production_wants_https_origins(clean_env: pytest.MonkeyPatch) -> None:
     for name, value in {
         "APP_ENV": "production",
+        "FACTOR_ENCRYPTION_KEYS": FACTOR_KEYS,
         "OTP_HASH_SECRET": "s" * 40,
         "TOKEN_SIGNING_KEYS_FILE": "keys.pem",  # read at start-up, not by the settings
         "ALLOWED_COUNTRIES": "US",

@@ -15,6 +15,8 @@ from typing import Literal
 from otpgate.config.api_keys import ApiAuth
 from otpgate.delivery.event_relay import EventRelay
 from otpgate.domain.admin import DefenceAdmin
+from otpgate.domain.factors.ports import CredentialStore
+from otpgate.domain.factors.service import FactorService
 from otpgate.domain.ports import ChannelSender, OtpStore, SmsSender
 from otpgate.domain.request_limit import RequestLimiter
 from otpgate.domain.service import OtpService
@@ -69,6 +71,8 @@ class Components:
     token_keys: KeySet  # published at /.well-known/jwks.json
     admin: DefenceAdmin  # the /admin/v1/ use cases, on the same store
     admin_auth: ApiAuth  # ADMIN_API_KEYS; no key at all while unset
+    factors: FactorService  # authenticator apps and recovery codes
+    credentials: CredentialStore  # DATABASE_URL, where the factors are kept
     clock: Callable[[], float] = time.time  # what the use cases read the time from
     relay: EventRelay | None = None  # delivers events while EVENT_WEBHOOK_URL is set
     # The sender of each channel besides SMS that is enabled (one webhook may serve several,
@@ -94,4 +98,7 @@ class Components:
             for _, sender in self.other_senders():
                 await sender.close()
         finally:
-            await self.store.close()
+            try:
+                await self.credentials.close()
+            finally:
+                await self.store.close()

@@ -17,6 +17,9 @@ from otpgate.delivery.retry import RetryPolicy
 from otpgate.domain.admin import DefenceAdmin
 from otpgate.domain.catalog import FALLBACK_LANGUAGE, TemplateCatalog, uses_purpose
 from otpgate.domain.codes import CodeHasher
+from otpgate.domain.factors.ports import CredentialStore
+from otpgate.domain.factors.service import FactorPolicy, FactorService
+from otpgate.domain.factors.values import TotpConfig
 from otpgate.domain.fixed_codes import TestNumbers
 from otpgate.domain.limits import AbusePolicy, Lockout, PumpingGuard
 from otpgate.domain.message import MessageTemplate
@@ -37,6 +40,7 @@ from otpgate.tokens.keys import KeyFileError, KeySet, dev_keys, load_keys
 from otpgate.tokens.signer import JwtSigner, TokenConfig
 
 if TYPE_CHECKING:
+    from otpgate.credentials.schema import SchemaState
     from otpgate.delivery.smtp import SmtpConfig
     from otpgate.delivery.sns import SnsConfig
     from otpgate.delivery.webhook import WebhookConfig
@@ -458,13 +462,16 @@ def build_components(
     # The use cases get timed versions; Components keeps the plain ones (readiness, close).
     used_store, used_sender = instrument(settings, store, sender)
     limits = build_limits(settings)
+    hasher = CodeHasher(load_hash_key(settings))
+    signer = JwtSigner(token_keys.signing, token_config(settings))
+    credentials = build_credentials(settings)
     service = OtpService(
         used_store,
         used_sender,
-        CodeHasher(load_hash_key(settings)),
+        hasher,
         build_policy(settings),
         limits,
-        JwtSigner(token_keys.signing, token_config(settings)),
+        signer,
         clock=clock,
         channels=instrument_channels(settings, channel_senders),
         fallback=settings.channel_fallback,
@@ -483,10 +490,88 @@ def build_components(
         # Untimed: operators' reads are not the request path the store metrics watch.
         admin=DefenceAdmin(store, limits, clock),
         admin_auth=admin_auth(settings),
+        factors=FactorService(
+            credentials, store, signer, hasher, factor_policy(settings, limits), clock
+        ),
+        credentials=credentials,
         clock=clock,
         relay=build_relay(settings, store, clock),
         channel_senders=channel_senders,
     )
+
+
+def build_credentials(settings: Settings) -> CredentialStore:
+    """The credential database (DATABASE_URL), its secrets under FACTOR_ENCRYPTION_KEYS
+    (or in development the key kept at FACTOR_ENCRYPTION_KEY_FILE). Nothing connects
+    until the first use."""
+    from otpgate.config.factor_keys import load_factor_keys
+    from otpgate.credentials.cipher import SecretCipher
+    from otpgate.credentials.engine import create_engine
+    from otpgate.credentials.store import SqlCredentialStore
+
+    try:
+        keys = load_factor_keys(settings)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"FACTOR_ENCRYPTION_KEY_FILE: {exc}") from None
+    engine = create_engine(settings.database_url, settings.database_timeout_seconds)
+    return SqlCredentialStore(engine, SecretCipher(keys))
+
+
+def factor_policy(settings: Settings, limits: AbusePolicy) -> FactorPolicy:
+    """The factors' settings; wrong codes lock an identity out as they lock a phone."""
+    return FactorPolicy(
+        issuer=settings.totp_issuer,
+        totp=TotpConfig(skew=settings.totp_skew_steps),
+        recovery_codes=settings.recovery_code_count,
+        lockout=limits.lockout,
+    )
+
+
+class SchemaBehind(ConfigError):
+    """The credential database's schema is older than this version's."""
+
+
+async def credential_schema(settings: Settings, *, migrate: bool) -> SchemaState:
+    """Where the credential database's schema stands (after migrating it, with
+    ``migrate``). A database that does not answer raises the driver's error."""
+    from otpgate.credentials import schema
+    from otpgate.credentials.engine import create_engine
+
+    engine = create_engine(settings.database_url, settings.database_timeout_seconds)
+    try:
+        if migrate:
+            await schema.migrate(engine)
+        return await schema.schema_state(engine)
+    finally:
+        await engine.dispose()
+
+
+def check_credentials(settings: Settings) -> None:
+    """Before any worker starts: the credential database's schema is this version's, or
+    (with DATABASE_MIGRATE_ON_START) is made so; SchemaBehind, naming the command that
+    brings it up to date, when it is behind. A database that does not answer is an
+    outage, not a configuration error: a warning, and 503s on the factor routes."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from otpgate.credentials.engine import redacted
+
+    try:
+        state = asyncio.run(credential_schema(settings, migrate=settings.database_migrate_on_start))
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        log.warning(
+            "credential database %s not reachable at start-up (%s); the factor routes"
+            " answer 503 until it is",
+            redacted(settings.database_url),
+            type(exc).__name__,
+        )
+        return
+    if state.behind:
+        at = state.current or "empty"
+        raise SchemaBehind(
+            f"DATABASE_URL: the credential database's schema is behind (at {at}, this"
+            f" version needs {state.head}): run `otpgate migrate` (or set"
+            " DATABASE_MIGRATE_ON_START=true)"
+        )
 
 
 def http_config(settings: Settings) -> HttpConfig:

@@ -1,4 +1,4 @@
-"""The ``otpgate`` command: ``serve`` and ``check-config``.
+"""The ``otpgate`` command: ``serve``, ``check-config`` and ``migrate``.
 
 Settings come from the environment and ``.env`` (see .env.example); the few
 options below override them for one run.
@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
         " secrets redacted. Exits 2 when a setting is invalid, naming the variable; with"
         " REDIS_URL, also when the server can never work as configured.",
     )
+    sub.add_parser(
+        "migrate",
+        help="create or upgrade the credential database's schema (DATABASE_URL)",
+        description="Apply the schema migrations the credential database (DATABASE_URL) has"
+        " not had yet; nothing when it is up to date. Safe to run from several hosts at"
+        " once. Exits 1 when the database does not answer.",
+    )
     return parser
 
 
@@ -68,7 +75,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "check-config":
         return _check_config(settings)
+    if args.command == "migrate":
+        return _migrate(settings)
     return _serve(settings, args)
+
+
+def _migrate(settings: Settings) -> int:
+    import asyncio
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from otpgate.credentials.engine import redacted
+    from otpgate.wiring import credential_schema
+
+    where = redacted(settings.database_url)
+    try:
+        state = asyncio.run(credential_schema(settings, migrate=True))
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        print(f"otpgate: cannot migrate {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"credential database {where}: schema at {state.current}")
+    return 0
 
 
 def _check_config(settings: Settings) -> int:
@@ -90,7 +117,13 @@ def _check_config(settings: Settings) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from otpgate.config.hash_key import load_hash_key
     from otpgate.observability.logs import configure_logging
-    from otpgate.wiring import check_store, load_templates, load_token_keys, recover_sends
+    from otpgate.wiring import (
+        check_credentials,
+        check_store,
+        load_templates,
+        load_token_keys,
+        recover_sends,
+    )
 
     # This process's own lines (a fast path turned off, a worker replaced) look like
     # the workers'.
@@ -105,6 +138,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # A refused certificate, or one the server wants and was not given, stops here,
         # not in every worker.
         check_store(settings)
+        # A credential schema that is behind stops here (or is migrated, when asked).
+        check_credentials(settings)
     except ConfigError as exc:
         print(f"otpgate: {exc}", file=sys.stderr)
         return 2

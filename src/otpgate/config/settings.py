@@ -20,6 +20,7 @@ from otpgate.config import delivery
 from otpgate.config.api_keys import ApiKeySettings
 from otpgate.config.channels import ChannelSettings
 from otpgate.config.codes import CodeSettings
+from otpgate.config.credentials import CredentialSettings
 from otpgate.config.events import EventSettings
 from otpgate.config.http import HttpSettings
 from otpgate.config.limits import LimitSettings
@@ -46,6 +47,7 @@ SECTIONS: tuple[type[Section], ...] = (
     CodeSettings,
     TokenSettings,
     StoreSettings,
+    CredentialSettings,
     LimitSettings,
     SmsSettings,
     ChannelSettings,
@@ -67,6 +69,7 @@ class Settings(
     ChannelSettings,
     SmsSettings,
     LimitSettings,
+    CredentialSettings,
     StoreSettings,
     TokenSettings,
     CodeSettings,
@@ -161,6 +164,11 @@ class Settings(
             problems.append("OTP_HASH_SECRET: required when APP_ENV=production (32+ random bytes)")
         elif len(self.otp_hash_secret.get_secret_value()) < 32:
             problems.append("OTP_HASH_SECRET: must be at least 32 characters")
+        if self.factor_encryption_keys is None:
+            problems.append(
+                "FACTOR_ENCRYPTION_KEYS: required when APP_ENV=production"
+                " (id:key entries, each key 32 random bytes in base64; the first encrypts)"
+            )
         if self.token_signing_keys_file is None:
             problems.append(
                 "TOKEN_SIGNING_KEYS_FILE: required when APP_ENV=production"

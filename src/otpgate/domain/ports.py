@@ -428,7 +428,9 @@ class TokenSigner(Protocol):
         channel: str | None = "sms",
     ) -> str:
         """A token saying ``subject`` (E.164, or an email address) proved control of it
-        at ``now``, with a code delivered on ``channel`` (None: not known).
+        at ``now``, with a code delivered on ``channel`` (None: not known); or, with
+        ``channel`` ``totp`` or ``recovery``, that ``subject`` (an app's identity) gave
+        a right authenticator-app or recovery code (``domain.factors``).
 
         ``token_id`` is unique per token (its ``jti``); ``purpose``, when given, says
         what the verify was for. Pure computation: no I/O, never fails on valid input.

@@ -78,8 +78,8 @@ class OtpApi:
     def routes(self) -> dict[str, Handler]:
         """The two hot routes, POST each, dispatched by exact path on either HTTP path."""
         return {
-            "/api/v1/request-otp": self._limited("request-otp", self._request_otp),
-            "/api/v1/verify-otp": self._limited("verify-otp", self._verify_otp),
+            "/api/v1/request-otp": self.limited("request-otp", self._request_otp),
+            "/api/v1/verify-otp": self.limited("verify-otp", self._verify_otp),
         }
 
     def verification_routes(self) -> list[tuple[str, str, Handler]]:
@@ -88,16 +88,16 @@ class OtpApi:
             (
                 "GET",
                 "/api/v1/verifications/{verification_id}",
-                self._limited("verification", self._verification),
+                self.limited("verification", self._verification),
             ),
             (
                 "POST",
                 "/api/v1/verifications/{verification_id}/cancel",
-                self._limited("verification-cancel", self._cancel, key_required=True),
+                self.limited("verification-cancel", self._cancel, key_required=True),
             ),
         ]
 
-    def _limited(
+    def limited(
         self,
         route: str,
         handle: Callable[[Request, str, RequestWindow], Awaitable[Outcome]],

@@ -33,6 +33,7 @@ from otpgate.http.api import OtpApi, json_response
 from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.docs import docs_routes
 from otpgate.http.errors import HTTP_CODES, error_response
+from otpgate.http.factors import FactorApi
 from otpgate.http.fast_routes import FastRoutes
 from otpgate.http.jwks import jwks_route
 from otpgate.http.middleware import ObservabilityMiddleware
@@ -58,6 +59,7 @@ def create_app(components: Components) -> ASGIApp:
     client_ip = ClientIpResolver(config.trusted_proxies, config.ipv6_prefix_length)
     otp_api = OtpApi(components, client_ip)
     api = otp_api.routes()
+    factor_routes = FactorApi(components, otp_api).starlette_routes()
     # Off (no routes, so 404) while VERIFY_V2_* is unset.
     verify_v2 = TwilioVerifyApi(components, client_ip).routes()
     verify_model = verify_body_model(config.otp_length)
@@ -115,6 +117,7 @@ def create_app(components: Components) -> ASGIApp:
                 for method, path, handler in otp_api.verification_routes()
             ),
             *(Route(path, handler, methods=[method]) for method, path, handler in verify_v2),
+            *factor_routes,
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             jwks_route(components.token_keys),

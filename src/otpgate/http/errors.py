@@ -52,6 +52,11 @@ STATUS_BY_CODE: dict[str, int] = {
     "email_send_limit": 429,
     "ip_email_limit": 429,
     "email_domain_budget": 429,
+    # Second factors (authenticator apps, recovery codes) on the credential database.
+    "invalid_identity": 400,
+    "factor_not_found": 404,
+    "factor_already_verified": 409,
+    "credentials_unavailable": 503,
 }
 
 # Errors raised by the HTTP layer itself, before any use case runs.

@@ -15,8 +15,20 @@ from pydantic.json_schema import models_json_schema
 
 from otpgate import __version__
 from otpgate.domain.errors import OtpError, RateLimited
+from otpgate.domain.factors.values import FACTOR_ID_PATTERN, IDENTITY_PATTERN
 from otpgate.domain.limits import LIMIT_MESSAGES
 from otpgate.http.errors import HTTP_CODES, STATUS_BY_CODE
+from otpgate.http.factor_schemas import (
+    ChallengeBody,
+    ChallengeResponse,
+    EnrolFactorBody,
+    EnrolmentResponse,
+    FactorCodeBody,
+    FactorListResponse,
+    FactorResponse,
+    RecoveryCodesResponse,
+    RecoveryCountResponse,
+)
 from otpgate.http.schemas import (
     ErrorBody,
     HealthResponse,
@@ -48,6 +60,20 @@ _EXAMPLE_JWK = {
     "alg": "ES256",
     "use": "sig",
 }
+
+# What every factor route can answer with; each adds its own (``_ROUTE_CODES``).
+_FACTOR_CODES: tuple[str, ...] = (
+    "invalid_json",
+    "invalid_body",
+    "unsupported_media_type",
+    "payload_too_large",
+    "invalid_end_user_ip",
+    "invalid_api_key",
+    "rate_limited",
+    "invalid_identity",
+    "store_unavailable",
+    "credentials_unavailable",
+)
 
 # Which machine codes each route can answer with, grouped by status in the doc.
 _ROUTE_CODES: dict[str, tuple[str, ...]] = {
@@ -100,6 +126,16 @@ _ROUTE_CODES: dict[str, tuple[str, ...]] = {
         "phone_locked",
         "store_unavailable",
         "shutting_down",
+    ),
+    # The factor routes (http/factors.py): a key always, and the credential database.
+    "factors": _FACTOR_CODES,
+    "factor": (*_FACTOR_CODES, "factor_not_found"),
+    "factor-code": (
+        *_FACTOR_CODES,
+        "factor_not_found",
+        "invalid_code",
+        "factor_already_verified",
+        "too_many_attempts",
     ),
     # Looking one up and cancelling it fail alike.
     "verification": (
@@ -310,6 +346,15 @@ def build_openapi(
         NotReadyResponse,
         JwksResponse,
         VerificationResponse,
+        EnrolFactorBody,
+        FactorCodeBody,
+        ChallengeBody,
+        FactorResponse,
+        EnrolmentResponse,
+        FactorListResponse,
+        ChallengeResponse,
+        RecoveryCodesResponse,
+        RecoveryCountResponse,
     ]
     _, schemas = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
     paths: dict[str, Any] = {
@@ -550,6 +595,7 @@ def build_openapi(
             }
         },
     }
+    paths.update(_factor_paths())
     if metrics:
         paths["/metrics"] = {
             "get": {
@@ -585,6 +631,10 @@ def build_openapi(
         "tags": [
             {"name": "otp", "description": "Send and check codes"},
             {"name": "tokens", "description": "Keys to check a verify's token with"},
+            {
+                "name": "factors",
+                "description": "Authenticator apps and recovery codes for your users' ids",
+            },
             {"name": "operations", "description": "Probes, metrics and documentation"},
             {"name": "widget", "description": "A verification page to embed"},
         ],
@@ -592,5 +642,161 @@ def build_openapi(
         "components": {
             "schemas": schemas.get("$defs", {}),
             "securitySchemes": _SECURITY_SCHEMES,
+        },
+    }
+
+
+_IDENTITY_PARAM: dict[str, Any] = {
+    "name": "identity",
+    "in": "path",
+    "required": True,
+    "description": "Your own id for the user: 1 to 128 letters, digits or `_ . @ : + -`.",
+    "schema": {"type": "string", "pattern": IDENTITY_PATTERN},
+    "example": "user-42",
+}
+_FACTOR_ID_PARAM: dict[str, Any] = {
+    "name": "factor_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": FACTOR_ID_PATTERN},
+    "example": "YF0123456789abcdef0123456789abcdef",
+}
+_FACTOR_EXAMPLE: dict[str, Any] = {
+    "id": "YF0123456789abcdef0123456789abcdef",
+    "identity": "user-42",
+    "type": "totp",
+    "status": "verified",
+    "name": "Work phone",
+    "digits": 6,
+    "period": 30,
+    "algorithm": "SHA1",
+    "createdAt": "2026-11-30T12:00:00.000Z",
+    "verifiedAt": "2026-11-30T12:00:30.000Z",
+}
+_NO_STORE_HEADER: dict[str, Any] = {
+    "Cache-Control": {"description": "Never cached.", "schema": {"const": "no-store"}}
+}
+
+
+def _factor_op(
+    operation_id: str,
+    summary: str,
+    description: str,
+    codes: str,
+    ok: tuple[str, str, dict[str, Any]],
+    *,
+    body: tuple[type[BaseModel], Any] | None = None,
+    factor: bool = False,
+) -> dict[str, Any]:
+    status, what, content = ok
+    params = [_IDENTITY_PARAM, *([_FACTOR_ID_PARAM] if factor else [])]
+    op: dict[str, Any] = {
+        "operationId": operation_id,
+        "security": [{SECURITY_SCHEME: []}],
+        "summary": summary,
+        "description": description + " Needs a valid API key whatever `API_AUTH` says.",
+        "tags": ["factors"],
+        "parameters": [*params, _REQUEST_ID_PARAM, _END_USER_IP_PARAM],
+        "responses": {
+            status: {
+                "description": what,
+                "headers": {**_REQUEST_ID_HEADER, **_LIMIT_HEADERS, **_NO_STORE_HEADER},
+                **({"content": content} if content else {}),
+            },
+            **_error_responses(codes),
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": _json(body[0], body[1])}
+    return op
+
+
+def _factor_paths() -> dict[str, Any]:
+    """The factor routes (``http/factors.py``)."""
+    base = "/api/v1/identities/{identity}"
+    enrolled = {
+        **_FACTOR_EXAMPLE,
+        "status": "unverified",
+        "verifiedAt": None,
+        "secret": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+        "uri": "otpauth://totp/otpgate:user-42?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+        "&issuer=otpgate",
+        "qrSvg": "<svg ...>...</svg>",
+    }
+    token = {"success": True, "token": _EXAMPLE_JWT, "method": "totp", "factorId": enrolled["id"]}
+    return {
+        f"{base}/factors": {
+            "post": _factor_op(
+                "enrolFactor",
+                "Enrol an authenticator app",
+                "A new TOTP factor (RFC 6238: SHA-1, 6 digits, 30 seconds), `unverified` until"
+                " a first code activates it. The answer is the only one that holds the secret:"
+                " base32, as an otpauth:// URI, and as a QR code (SVG).",
+                "factors",
+                ("201", "The factor, with its secret", _json(EnrolmentResponse, enrolled)),
+                body=(EnrolFactorBody, {"type": "totp", "name": "Work phone"}),
+            ),
+            "get": _factor_op(
+                "listFactors",
+                "The identity's factors",
+                "Never a secret.",
+                "factors",
+                ("200", "The factors", _json(FactorListResponse, {"factors": [_FACTOR_EXAMPLE]})),
+            ),
+        },
+        f"{base}/factors/{{factor_id}}/verify": {
+            "post": _factor_op(
+                "verifyFactor",
+                "Activate a factor with its first code",
+                "The first right code turns it `verified`; wrong codes count toward the"
+                " identity's lockout.",
+                "factor-code",
+                ("200", "The verified factor", _json(FactorResponse, _FACTOR_EXAMPLE)),
+                body=(FactorCodeBody, {"code": "492039"}),
+                factor=True,
+            ),
+        },
+        f"{base}/factors/{{factor_id}}": {
+            "delete": _factor_op(
+                "deleteFactor",
+                "Delete a factor",
+                "Its codes stop working at once.",
+                "factor",
+                ("204", "Deleted", {}),
+                factor=True,
+            ),
+        },
+        f"{base}/challenges": {
+            "post": _factor_op(
+                "challenge",
+                "Check an authenticator app's code, or a recovery code",
+                "A code of a verified factor (`factorId`, `code`), each time step's at most"
+                " once, or a `recoveryCode`, each at most once. A right one answers the signed"
+                " token a verified code does. Wrong, replayed and used codes all get"
+                " `invalid_code`; past the lockout, `too_many_attempts` with Retry-After.",
+                "factor-code",
+                ("200", "The token", _json(ChallengeResponse, token)),
+                body=(ChallengeBody, {"factorId": enrolled["id"], "code": "492039"}),
+            ),
+        },
+        f"{base}/recovery-codes": {
+            "post": _factor_op(
+                "newRecoveryCodes",
+                "Make a new set of recovery codes",
+                "Shown this once, kept only as keyed hashes; every earlier code is void.",
+                "factors",
+                (
+                    "201",
+                    "The new set",
+                    _json(RecoveryCodesResponse, {"codes": ["7k4m-q2xh"], "remaining": 1}),
+                ),
+            ),
+            "get": _factor_op(
+                "recoveryCodesLeft",
+                "How many recovery codes are left",
+                "Never a code.",
+                "factors",
+                ("200", "The count", _json(RecoveryCountResponse, {"remaining": 7})),
+            ),
         },
     }

@@ -1,5 +1,5 @@
-"""``TokenSigner`` with ES256: a JWT that says which phone (or email address) was
-verified, when, and by a code sent how.
+"""``TokenSigner`` with ES256: a JWT that says which phone (or email address, or an
+app's identity) was verified, when, and how.
 
 Everything that does not change per token (the key, the header, the algorithm
 registry) is prepared once; a signature is the only real work per verify.
@@ -19,12 +19,16 @@ from otpgate.tokens.keys import ALGORITHM, SigningKey
 AMR = ("sms",)
 # ``amr`` by the channel that delivered the code: RFC 8176's ``sms`` and ``tel`` (a
 # telephone call); ``email`` and ``whatsapp``, which it does not register, by their
-# names; ``otp`` (a one-time password, RFC 8176) when the channel is not known.
+# names; ``otp`` (a one-time password, RFC 8176) when the channel is not known. A second
+# factor that costs no message: ``otp`` for an authenticator app's code (RFC 8176), and
+# ``rec`` for a recovery code, which RFC 8176 does not register.
 AMR_BY_CHANNEL: dict[str | None, str] = {
     "sms": "sms",
     "call": "tel",
     "email": "email",
     "whatsapp": "whatsapp",
+    "totp": "otp",
+    "recovery": "rec",
 }
 UNKNOWN_CHANNEL_AMR = "otp"
 

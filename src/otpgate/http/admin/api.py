@@ -5,7 +5,11 @@ keys are (``api_keys.ApiAuth``); while that is unset there are no routes at all 
 The admin keys are never API keys (settings refuse one that is), so a backend's key
 cannot lift a block. Answers hold phone numbers, so none may be cached.
 
-Each change an operator makes (a block lifted, an override list edited) writes one
+An identity's second factors can be listed (never a secret) and one deleted, for a user
+who lost the phone and their recovery codes.
+
+Each change an operator makes (a block lifted, an override list edited, a factor
+deleted) writes one
 line on the ``otpgate.audit`` logger: who (the key's configured name, never the key),
 what, and when. A phone number in a block's scope is masked there, as in every log.
 """
@@ -31,6 +35,7 @@ from otpgate.domain.recipient import is_email_key, mask_key
 from otpgate.http.api import json_response
 from otpgate.http.auth import CHALLENGE, key_name
 from otpgate.http.errors import STATUS_BY_CODE, HttpError, error_response, http_error_response
+from otpgate.http.factors import factor_body
 from otpgate.observability.request_context import note_api_key_name, note_phone
 
 audit_log = logging.getLogger("otpgate.audit")
@@ -55,6 +60,7 @@ _NO_STORE = {"cache-control": "no-store"}
 class AdminApi:
     def __init__(self, components: Components) -> None:
         self._admin = components.admin
+        self._factors = components.factors
         self._auth = components.admin_auth
         self._clock = components.clock
         config = components.http.admin
@@ -73,6 +79,16 @@ class AdminApi:
             Route(f"{PREFIX}/phones/{{phone}}", self._keyed(self._phone), methods=["GET"]),
             Route(f"{PREFIX}/overrides", self._keyed(self._overrides), methods=["GET"]),
             Route(f"{PREFIX}/stats", self._keyed(self._stats), methods=["GET"]),
+            Route(
+                f"{PREFIX}/identities/{{identity}}/factors",
+                self._keyed(self._identity_factors),
+                methods=["GET"],
+            ),
+            Route(
+                f"{PREFIX}/identities/{{identity}}/factors/{{factor_id}}",
+                self._keyed(self._delete_factor),
+                methods=["DELETE"],
+            ),
         ]
         for which in get_args(OverrideList):
             routes.append(
@@ -171,6 +187,17 @@ class AdminApi:
     async def _stats(self, request: Request, who: str) -> Response:
         ranges = sorted(await self._admin.stats(), key=lambda r: r.scope)
         return json_response({"ranges": [_range(r) for r in ranges]})
+
+    # -- second factors --------------------------------------------------------------------
+    async def _identity_factors(self, request: Request, who: str) -> Response:
+        found = await self._factors.factors(request.path_params["identity"])
+        return json_response({"factors": [factor_body(f) for f in found]})
+
+    async def _delete_factor(self, request: Request, who: str) -> Response:
+        identity, factor_id = request.path_params["identity"], request.path_params["factor_id"]
+        await self._factors.delete(identity, factor_id, by=who)
+        self._audit(who, "delete_factor", identity=identity, factor_id=factor_id)
+        return json_response({"deleted": factor_id})
 
     def _audit(self, who: str, action: str, **what: Any) -> None:
         fields = {"admin_key_name": who, "action": action, **what, "at": _iso(self._clock())}

@@ -53,6 +53,11 @@
     sms_number_opted_out: "This number has opted out of our text messages, so no code was sent.",
     sms_provider_unavailable: "The text message service is temporarily unavailable. Please try again in a moment.",
     sms_provider_error: "We could not send the text message. Please try again later.",
+    // Second factors (the widget does not call their routes yet; kept complete for when it does).
+    invalid_identity: "The verification service could not read the request. Please reload the page and try again.",
+    factor_not_found: "This authenticator app is no longer set up for your account.",
+    factor_already_verified: "This authenticator app is already set up.",
+    credentials_unavailable: "The verification service is temporarily unavailable. Please try again in a moment.",
     // The other channels (the widget itself asks for SMS; a page may be served a code of theirs).
     invalid_email: "That is not a valid email address. Please check it and try again.",
     invalid_channel: "The verification service could not read the request. Please reload the page and try again.",

@@ -12,8 +12,6 @@ work (no cluster at all, a refused password or certificate) from one that is dow
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +22,7 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisPyConnectionError
 from redis.exceptions import TimeoutError as RedisPyTimeoutError
 
+from otpgate.store.redis.asking import Asking
 from otpgate.store.redis.link import (
     ClientCertificateRequired,
     RedisConnectionError,
@@ -113,35 +112,22 @@ class SlotOwner:
     ) -> tuple[tuple[HostPort, ...], list[_Refused], list[str]]:
         """The first answer naming the slot's nodes (or ()), else each refusal, and why
         the others did not answer."""
-        tasks = [asyncio.ensure_future(self._ask(node)) for node in asked]
-        asking = set(tasks)
         refusals: list[_Refused] = []
         silences: list[str] = []
-        deadline = time.monotonic() + self._timeout
-        try:
-            while asking:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    silences.append(f"no answer within {self._timeout:g}s")
-                    break
-                done, asking = await asyncio.wait(
-                    asking, timeout=left, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in done:
-                    try:
-                        serving = task.result()
-                    except _Refused as exc:
-                        refusals.append(exc)
-                    except RedisConnectionError as exc:
-                        silences.append(str(exc))
-                    else:
-                        if serving:
-                            return serving, refusals, silences
-                        silences.append(f"no node serves slot {self.slot}")
-        finally:
-            for task in asking:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)  # every outcome retrieved
+        async with Asking([self._ask(node) for node in asked], self._timeout) as asking:
+            async for task in asking:
+                try:
+                    serving = task.result()
+                except _Refused as exc:
+                    refusals.append(exc)
+                except RedisConnectionError as exc:
+                    silences.append(str(exc))
+                else:
+                    if serving:
+                        return serving, refusals, silences
+                    silences.append(f"no node serves slot {self.slot}")
+            if asking.timed_out:
+                silences.append(f"no answer within {self._timeout:g}s")
         return (), refusals, silences
 
     async def _ask(self, node: HostPort) -> tuple[HostPort, ...]:

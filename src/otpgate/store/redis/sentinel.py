@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisPyConnectionError
 from redis.exceptions import TimeoutError as RedisPyTimeoutError
 
+from otpgate.store.redis.asking import Asking
 from otpgate.store.redis.link import RedisConnectionError, RedisMisconfigured
 from otpgate.store.redis.url import HostPort
 
@@ -81,38 +81,27 @@ class Sentinels:
     ) -> tuple[list[tuple[int, HostPort]], list[str | None], list[str]]:
         """Each sentinel's epoch and address, or refusal (None: "no such master"), or why
         it did not answer; the others get GRACE_SECONDS after the first answer."""
-        asking = {asyncio.ensure_future(self._ask(*pair)) for pair in self._clients.items()}
         answers: list[tuple[int, HostPort]] = []
         refusals: list[str | None] = []
         silences: list[str] = []
-        deadline = time.monotonic() + self._timeout
-        try:
-            while asking:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    silences.append(f"no answer within {self._timeout:g}s")
-                    break
-                done, asking = await asyncio.wait(
-                    asking, timeout=left, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in done:
-                    try:
-                        answer = task.result()
-                    except _Refused as exc:
-                        refusals.append(str(exc))
-                    except RedisConnectionError as exc:
-                        silences.append(str(exc))
-                    else:
-                        if answer is None:
-                            refusals.append(None)
-                            continue
-                        if not answers:
-                            deadline = min(deadline, time.monotonic() + GRACE_SECONDS)
-                        answers.append(answer)
-        finally:
-            for task in asking:
-                task.cancel()
-            await asyncio.gather(*asking, return_exceptions=True)
+        questions = [self._ask(*pair) for pair in self._clients.items()]
+        async with Asking(questions, self._timeout) as asking:
+            async for task in asking:
+                try:
+                    answer = task.result()
+                except _Refused as exc:
+                    refusals.append(str(exc))
+                except RedisConnectionError as exc:
+                    silences.append(str(exc))
+                else:
+                    if answer is None:
+                        refusals.append(None)
+                        continue
+                    if not answers:
+                        asking.shorten(GRACE_SECONDS)
+                    answers.append(answer)
+            if asking.timed_out:
+                silences.append(f"no answer within {self._timeout:g}s")
         return answers, refusals, silences
 
     async def _ask(self, where: HostPort, client: Redis) -> tuple[int, HostPort] | None:

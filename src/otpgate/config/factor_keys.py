@@ -1,0 +1,46 @@
+"""Where the factor secrets' encryption keys come from.
+
+Production must set FACTOR_ENCRYPTION_KEYS (the settings refuse to start without it).
+In development a random key is created once and kept on disk, as the hash key is
+(``hash_key.py``), so enrolled factors survive a restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+from otpgate.config.credentials import parse_encryption_keys
+from otpgate.config.settings import Settings
+from otpgate.credentials.cipher import KEY_BYTES
+
+DEV_KEY_ID = "dev"
+
+
+def load_factor_keys(settings: Settings) -> dict[str, bytes]:
+    if settings.factor_encryption_keys is not None:
+        return parse_encryption_keys(settings.factor_encryption_keys.get_secret_value())
+    return {DEV_KEY_ID: _dev_key(settings.factor_encryption_key_file)}
+
+
+def _dev_key(path: Path) -> bytes:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Linked into place: a worker that loses the race reads the winner's key.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".factor-key-")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode())
+            os.chmod(tmp, 0o600)
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    key = base64.b64decode(path.read_text().strip())
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"FACTOR_ENCRYPTION_KEY_FILE {path} does not hold a 32-byte key")
+    return key
