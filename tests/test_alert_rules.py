@@ -72,13 +72,17 @@ def dashboard_expressions() -> list[str]:
 
 
 def promtool() -> str:
-    found = os.environ.get("PROMTOOL") or shutil.which("promtool")
-    if found is None and Path("/usr/bin/promtool").exists():
-        found = "/usr/bin/promtool"
+    named = os.environ.get("PROMTOOL")
+    found = (
+        shutil.which(named)
+        if named
+        else shutil.which("promtool") or shutil.which("/usr/bin/promtool")
+    )
     if found is None:
         pytest.fail(
-            "promtool is not installed; the alert rules' checks need it. `make system-deps`"
-            " installs it (apt-get install prometheus), or point PROMTOOL at one.",
+            f"promtool is not installed{f' at PROMTOOL={named}' if named else ''}; the alert"
+            " rules' checks need it. `make system-deps` installs it (apt-get install"
+            " prometheus), or point PROMTOOL at one.",
             pytrace=False,
         )
     return found
