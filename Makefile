@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := requirements-dev.lock
 PROMTOOL ?= promtool
 RULES  := deploy/prometheus/otpgate.rules.yml
-# The resolver that writes the lock files; only `make lock` needs it.
+# The resolver that writes the lock files (`make lock`), and the installer of .venv.
 UV_VERSION := 0.13.9
 TOOLS  := .venv-tools
 UPGRADE_VENV ?= .venv-upgrade
