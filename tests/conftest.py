@@ -1,13 +1,13 @@
-"""Shared fixtures: settings, both stores, a Redis that must exist, an SNS emulator.
+"""Shared fixtures: settings, both stores, a Redis, an SNS emulator.
 
 Redis-backed tests use the server at REDIS_URL (default redis://127.0.0.1:6379/0)
-under a unique key prefix that is deleted afterwards. When Redis cannot be
-reached they fail with a message; they never skip.
+under a unique key prefix that is deleted afterwards. When none answers there, the
+session starts a redis-server of its own on a free loopback port (and says so), and
+stops it at the end; without redis-server they fail with a message, never skip.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -26,14 +26,13 @@ from otpgate.store.sqlite import SqliteStore
 from otpgate.wiring import Components, build_components
 from tests.fakes import CapturingSender
 
-TEST_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 HASH_SECRET = "test-secret-" + "x" * 40
 # FACTOR_ENCRYPTION_KEYS for settings in production (one 32-byte key, in base64).
 FACTOR_KEYS = "k1:ZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY="
 
 pytest_plugins = [
     "tests.sns_emulator",
-    "tests.redis_server",
+    "tests.redis_server",  # redis_url: REDIS_URL's Redis, or a redis-server of its own
     "tests.redis_sentinel",
     "tests.redis_cluster",
     "tests.http_stub",
@@ -73,22 +72,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             or params.get("database_url") == "postgresql"
         ):
             item.add_marker(pytest.mark.integration)
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.fail(
-            f"Redis is required for these tests and is not reachable at {TEST_REDIS_URL} "
-            f"({exc}). Start one, or point REDIS_URL at one.",
-            pytrace=False,
-        )
-    finally:
-        client.close()
-    return TEST_REDIS_URL
 
 
 @pytest.fixture

@@ -1,12 +1,16 @@
-"""A private redis-server on a free loopback port, for tests that stop and restart it.
+"""A private redis-server on a free loopback port, for tests that stop and restart it,
+and the session's Redis (``redis_url``).
 
-The shared Redis on 6379 is never stopped by tests; outage tests use this one, and
-so do the TLS and Sentinel tests (``ServerTls``; a config file first for a sentinel).
+The shared Redis at REDIS_URL (default redis://127.0.0.1:6379/0) is never stopped by
+tests; when none answers there, ``redis_url`` starts a private one for the session.
+Outage tests use a private one of their own, and so do the TLS and Sentinel tests
+(``ServerTls``; a config file first for a sentinel).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -20,6 +24,8 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+TEST_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def free_port() -> int:
@@ -160,3 +166,56 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
+
+
+def redis_problem(url: str) -> str | None:
+    """Why the Redis at ``url`` does not answer a PING, or None when it does."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return str(exc) or type(exc).__name__
+    finally:
+        client.close()
+    return None
+
+
+@pytest.fixture(scope="session")
+def redis_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """REDIS_URL when a Redis answers there; else a redis-server of this session's own,
+    on a free loopback port, stopped at the session's end."""
+    problem = redis_problem(TEST_REDIS_URL)
+    if problem is None:
+        yield TEST_REDIS_URL
+        return
+    if shutil.which("redis-server") is None:
+        pytest.fail(
+            f"Redis is required for these tests: none answers at {TEST_REDIS_URL} ({problem})"
+            " and redis-server is not installed to start one (`make system-deps` installs"
+            " it). Install it, or point REDIS_URL at a Redis.",
+            pytrace=False,
+        )
+    server = PrivateRedis(tmp_path_factory.mktemp("session-redis"))
+    server.start()
+    _say(
+        request.config,
+        f"no Redis answers at {TEST_REDIS_URL} ({problem}): these tests use a"
+        f" redis-server of their own at {server.url} (pid {server.pid})",
+    )
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    """One line on the terminal, past the output capture (none in an xdist worker)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        reporter.ensure_newline()
+        reporter.write_line(line, yellow=True)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from otpgate.domain.errors import SmsFailed, SmsRejected, SmsUnavailable
+from otpgate.domain.errors import SmsFailed, SmsRejected, SmsUnavailable, StoreUnavailable
 from otpgate.observability.metrics import MeteredSender, MeteredStore
 from tests.fakes import CapturingSender, FailingSender
 
@@ -187,3 +187,22 @@ async def test_limit_refusals_counted_whatever_their_status(make_service: Any) -
     # A refusal that is not a limit is not counted as one.
     await svc.request("+1212")
     assert delta(after, await scrape(svc), "otpgate_limit_refusals_total", kind="invalid_body") == 0
+
+
+async def test_store_unavailable_answers_counted(
+    make_service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The series the store alert reads (deploy/prometheus/otpgate.rules.yml); there at 0
+    before any such answer, so a rate over it starts from the first one."""
+    svc = await make_service()
+    before = await scrape(svc)
+    assert ("otpgate_store_unavailable_answers_total", ()) in before.values
+
+    async def unavailable(*_: Any, **__: Any) -> None:
+        raise StoreUnavailable()
+
+    monkeypatch.setattr(svc.components.store, "begin_verify", unavailable)
+    refused = await svc.verify("+12125550167", "123456")
+    assert refused.json()["code"] == "store_unavailable"
+    after = await scrape(svc)
+    assert delta(before, after, "otpgate_store_unavailable_answers_total") == 1

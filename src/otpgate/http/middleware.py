@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from otpgate.domain.errors import RateLimited, TooManyAttempts
+from otpgate.domain.errors import RateLimited, StoreUnavailable, TooManyAttempts
 from otpgate.domain.limits import LIMIT_MESSAGES
 from otpgate.http.client_ip import ClientIpResolver
 from otpgate.http.respond import RESPOND, Respond
@@ -85,6 +85,7 @@ class ObservabilityMiddleware:
             o: counter(metrics.VERIFICATIONS.labels(o), tallied=tallied)
             for o in metrics.VERIFY_OUTCOMES
         }
+        self._store_unavailable = counter(metrics.STORE_UNAVAILABLE, tallied=tallied)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -211,6 +212,8 @@ class ObservabilityMiddleware:
                     metrics.LIMIT_REFUSALS.labels(code), tallied=self._tallied
                 )
             refusal.inc()
+        elif code == StoreUnavailable.code:
+            self._store_unavailable.inc()
         if route == self._verify_route:
             outcome = _verify_outcome(status, info)
             if outcome is not None:

@@ -95,6 +95,11 @@ LIMIT_REFUSALS = Counter(
     "Requests refused by a limit, by the limit's machine code.",
     ["kind"],
 )
+STORE_UNAVAILABLE = Counter(
+    "otpgate_store_unavailable_answers",
+    "Requests answered store_unavailable: the store could not be reached or did not answer"
+    " in time. Without labels, so it is there (at 0) from the start.",
+)
 SMS_DURATION = Histogram(
     "otpgate_sms_send_duration_seconds",
     "Time the provider took to accept (or refuse) a message (every channel's, by the"
