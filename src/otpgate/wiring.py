@@ -290,6 +290,7 @@ def build_policy(settings: Settings) -> OtpPolicy:
         max_attempts=settings.otp_max_attempts,
         verification_retention_seconds=settings.verification_retention_seconds,
         phone_check=settings.phone_number_check,
+        texts_to_landlines=settings.sms_to_landlines,
         message=build_message(settings),
         test_numbers=TestNumbers.from_mapping(
             {n: c.get_secret_value() for n, c in settings.test_phone_numbers.items()}

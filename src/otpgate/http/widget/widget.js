@@ -35,6 +35,7 @@
   var MESSAGES = {
     invalid_phone_number:
       "That is not a valid phone number. Enter it in international format: + then the country code and the number, for example +12125550123.",
+    landline_not_supported: "This is a landline number, which cannot receive text messages. Please use a mobile number.",
     invalid_code: "That code is wrong or has expired. Check the text message and try again, or ask for a new code.",
     too_many_attempts: "Too many wrong codes were entered. Please ask for a new code.",
     resend_cooldown: "A code was sent to this number a moment ago. Please wait before asking for another one.",
