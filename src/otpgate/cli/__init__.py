@@ -1,4 +1,4 @@
-"""The ``otpgate`` command: ``serve`` and ``check-config``.
+"""The ``otpgate`` command: ``serve``, ``check-config`` and ``init``.
 
 Settings come from the environment and ``.env`` (see .env.example); the few
 options below override them for one run.
@@ -56,11 +56,29 @@ def _parser() -> argparse.ArgumentParser:
         " secrets redacted. Exits 2 when a setting is invalid, naming the variable; with"
         " REDIS_URL, also when the server can never work as configured.",
     )
+    init = sub.add_parser(
+        "init",
+        help="write production's secrets into DIR, print the settings to add",
+        description="Write what production needs into files of mode 0600 in DIR (created"
+        " 0700): the code-hashing key, an ES256 signing key, an API key and an admin key"
+        " (and with --verify-v2 a Verify v2 token). Never overwrites a file: when one"
+        " exists, nothing is written and it is named (exit 2). Prints the settings to add,"
+        " which name the files or hold the keys' SHA-256, never a secret.",
+    )
+    init.add_argument("directory", metavar="DIR", type=Path, help="where the files go")
+    init.add_argument(
+        "--verify-v2",
+        metavar="NAME",
+        help="also an account, a token and a service of this friendly name for the"
+        " Verify v2 compatible API",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "init":
+        return _init(args.directory, args.verify_v2)
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -69,6 +87,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return _check_config(settings)
     return _serve(settings, args)
+
+
+def _init(directory: Path, verify_v2: str | None) -> int:
+    from otpgate.cli.init import InitError, init
+
+    try:
+        print(init(directory, verify_v2=verify_v2))
+    except InitError as exc:
+        print(f"otpgate: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _check_config(settings: Settings) -> int:
