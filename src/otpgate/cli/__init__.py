@@ -119,7 +119,14 @@ def _check_config(settings: Settings) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from otpgate.config.hash_key import load_hash_key
     from otpgate.observability.logs import configure_logging
-    from otpgate.wiring import check_store, load_templates, load_token_keys, recover_sends
+    from otpgate.wiring import (
+        START_UP_WARNED_ENV,
+        check_store,
+        load_templates,
+        load_token_keys,
+        log_start_up_warnings,
+        recover_sends,
+    )
 
     # This process's own lines (a fast path turned off, a worker replaced) look like
     # the workers'.
@@ -138,6 +145,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         print(f"otpgate: {exc}", file=sys.stderr)
         return 2
     recover_sends(settings)  # before any worker serves a retry of one of them
+    # Once for the service, here; every worker (and any that replaces one) inherits the
+    # variable that tells it not to log them again.
+    log_start_up_warnings(settings)
+    os.environ[START_UP_WARNED_ENV] = "1"
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers or os.cpu_count() or 1
