@@ -194,6 +194,7 @@ def smtp_config(settings: Settings) -> SmtpConfig:
         starttls=settings.effective_smtp_starttls,
         tls=settings.smtp_tls,
         timeout=settings.smtp_timeout_seconds,
+        ca_file=str(settings.smtp_tls_ca_file) if settings.smtp_tls_ca_file else None,
     )
 
 

@@ -12,7 +12,9 @@ stops start-up with the variable's name. ``docs/reference/settings.md`` and
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 from pydantic import ValidationError, model_validator
@@ -333,6 +335,7 @@ def smtp_problems(settings: Settings) -> list[str]:
         "SMTP_PASSWORD": settings.smtp_password is not None,
         "SMTP_STARTTLS": settings.smtp_starttls is not None,
         "SMTP_TLS": settings.smtp_tls,
+        "SMTP_TLS_CA_FILE": settings.smtp_tls_ca_file is not None,
         "EMAIL_FROM": settings.email_from is not None,
     }
     if settings.smtp_host is None:
@@ -357,12 +360,31 @@ def smtp_problems(settings: Settings) -> list[str]:
             " start; STARTTLS upgrades a plain one)"
         )
     plain = not settings.smtp_tls and not settings.effective_smtp_starttls
+    if settings.smtp_tls_ca_file is not None:
+        problems += smtp_ca_problems(settings.smtp_tls_ca_file, plain)
     if plain and settings.production and not delivery.is_loopback(settings.smtp_host):
         problems.append(
             "SMTP_STARTTLS: refused as false when APP_ENV=production, unless SMTP_TLS is set"
             " or SMTP_HOST is a loopback address; the emails carry the codes"
         )
     return problems
+
+
+def smtp_ca_problems(ca_file: Path, plain: bool) -> list[str]:
+    """SMTP_TLS_CA_FILE loaded as the sender will load it, once, at start-up."""
+    if plain:
+        return [
+            "SMTP_TLS_CA_FILE: set, but the connection is plain (SMTP_STARTTLS=false"
+            " without SMTP_TLS); a CA is for TLS"
+        ]
+    from otpgate.delivery.smtp import tls_context
+
+    try:
+        tls_context(str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc.__class__.__name__
+        return [f"SMTP_TLS_CA_FILE: cannot load CA certificates from {ca_file} ({why})"]
+    return []
 
 
 def _store_problems(settings: Settings) -> list[str]:
