@@ -16,7 +16,8 @@ import pytest
 from otpgate.domain.phone import _known_valid, is_landline, parse_phone
 from tests.conftest import ServiceFactory
 from tests.fakes import CapturingSender
-from tests.http_stub import StubServer
+from tests.http_stub import Reply, StubServer
+from tests.test_sender_contract import charges_left
 from tests.test_twilio_verify import ACCOUNT_SID, AUTH_TOKEN, CREATE, V2_SETTINGS
 from tests.test_webhook import SECRET, accepted, payload, receiver
 
@@ -141,6 +142,34 @@ async def test_a_fallback_to_calls_is_offered_too(
     assert answer.status_code == 400, answer.text
     assert "channel: call" in answer.json()["message"]
     assert sender.sent == [] and stub_server.received == []
+
+
+async def test_a_call_to_a_landline_falls_back_to_no_text(
+    make_service: ServiceFactory, stub_server: StubServer
+) -> None:
+    """call>sms: when the call's provider is down, a mobile gets the SMS; a landline, which
+    no SMS reaches, gets the call's error and nothing is charged."""
+    receiver(stub_server, lambda r: Reply(503))
+    sender = CapturingSender()
+    service = await make_service(
+        sender, **calls_too(stub_server.url, webhook_channels="call", channel_fallback="call>sms")
+    )
+
+    async def call(number: str) -> Any:
+        return await service.client.post(
+            "/api/v1/request-otp", json={"phoneNumber": number, "channel": "call"}
+        )
+
+    landline = await call(UK_LANDLINE)
+    assert landline.status_code == 503, landline.text
+    assert landline.json()["code"] == "provider_unavailable"
+    assert sender.sent == []
+    assert await charges_left(service) == []
+    mobile = await call(UK_MOBILE)
+    assert mobile.status_code == 200, mobile.text
+    assert mobile.json()["channel"] == "sms"
+    assert [to for to, _ in sender.sent] == [UK_MOBILE]
+    assert len(stub_server.received) == 2  # a call was tried for each
 
 
 async def test_verify_v2_answers_twilio_s_landline_error(make_service: ServiceFactory) -> None:

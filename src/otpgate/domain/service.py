@@ -228,7 +228,7 @@ class OtpService:
             try:
                 limits.check_country(recipient)
                 if fixed_code is None:  # a test number is sent nothing
-                    self._check_landline(recipient, chain[0])
+                    chain = self._landline_chain(recipient, chain)
             except OtpError as exc:
                 raise await self._counted(exc, window) from None
             code = fixed_code or generate_code(policy.length)
@@ -272,16 +272,18 @@ class OtpService:
                     await self._store.set_channel(vid, channel)
         return CodeSent(recipient, message_id, policy.ttl_seconds, outcome.window_hit, vid, channel)
 
-    def _check_landline(self, phone: Phone, channel: Channel) -> None:
-        """A text to a number libphonenumber types a fixed line is refused, before it is
-        charged: it would fail, or be paid for and never arrive. The check runs on the
-        channel asked for, as a fallback is for a provider's failure, not the number's."""
-        if (
-            channel in TEXT_CHANNELS
-            and not self._policy.texts_to_landlines
-            and is_landline(phone.e164)
-        ):
+    def _landline_chain(self, phone: Phone, chain: tuple[Channel, ...]) -> tuple[Channel, ...]:
+        """``chain``, for a number libphonenumber types a fixed line without its texts: a
+        text would fail, or be paid for and never arrive. A text asked for is refused
+        before it is charged (a fallback is for a provider's failure, not the number's);
+        a call falls back to no text."""
+        if self._policy.texts_to_landlines or not any(c in TEXT_CHANNELS for c in chain):
+            return chain
+        if not is_landline(phone.e164):
+            return chain
+        if chain[0] in TEXT_CHANNELS:
             raise LandlineNotSupported(voice="call" in self._chains)
+        return tuple(c for c in chain if c not in TEXT_CHANNELS)
 
     async def _issue(
         self, request: SendRequest, window: RequestWindow | None, email: bool
