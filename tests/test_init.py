@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from otpgate.config.hash_key import load_hash_key
+from otpgate.config.settings import Settings
 from otpgate.tokens.keys import load_keys
 from tests.test_cli import otpgate
 
@@ -157,3 +159,17 @@ def test_production_reads_the_hash_key_file_it_is_given_and_never_makes_one(
     )
     assert short.returncode == 2
     assert "shorter than 32 characters" in short.stderr
+
+
+def test_production_reads_the_key_file_and_never_writes_one(tmp_path: Path) -> None:
+    """Development makes a missing key file; production, where every instance sharing the
+    store needs the same key, refuses instead (a file gone after start-up checks)."""
+    made = otpgate(tmp_path, "init", "secrets")
+    env = {k.lower(): v for k, v in settings_of(made.stdout).items()}
+    settings = Settings(_env_file=None, **{**env, "allowed_countries": "*"})  # type: ignore[arg-type]
+    key_file = tmp_path / "secrets" / "hash-secret"
+    assert load_hash_key(settings) == key_file.read_text().strip().encode()
+    key_file.unlink()
+    with pytest.raises(FileNotFoundError):
+        load_hash_key(settings)
+    assert not key_file.exists()
