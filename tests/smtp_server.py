@@ -3,7 +3,9 @@
 It runs in a thread of its own (aiosmtpd's ``Controller``), keeps every message it
 accepts, parsed, and can be told to refuse a recipient with any reply, to take its
 time over RCPT (a slow server: the client gives up first, and nothing is delivered),
-or to want AUTH with a given user and password. ``refused_smtp_port`` is a port where
+or to want AUTH with a given user and password. Given a certificate (tests/tls_certs.py),
+it offers STARTTLS (and requires it), or with ``implicit_tls`` speaks TLS from the first
+byte. ``refused_smtp_port`` is a port where
 nothing listens: a server that is down.
 
 aiosmtpd is a development dependency (requirements-dev.lock): without it this module
@@ -16,6 +18,7 @@ import asyncio
 import logging
 import re
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email import message_from_bytes, policy
@@ -23,6 +26,8 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
+
+from tests.tls_certs import Issued
 
 try:
     from aiosmtpd.controller import Controller
@@ -71,9 +76,18 @@ def free_port() -> int:
 
 
 class SmtpServer:
-    def __init__(self, *, user: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        certificate: Issued | None = None,
+        implicit_tls: bool = False,
+    ) -> None:
         """With ``user``, AUTH is required (over plain SMTP: this is loopback, and
-        pyproject's filterwarnings quiets aiosmtpd's warning about it)."""
+        pyproject's filterwarnings quiets aiosmtpd's warning about it). With
+        ``certificate``, STARTTLS is offered and required, or with ``implicit_tls`` the
+        connection is TLS from the start."""
         self.received: list[Delivered] = []
         self.refuse: dict[str, str] = {}  # recipient (lowercase): the RCPT reply
         self.rcpt_delay = 0.0  # seconds before answering RCPT
@@ -87,6 +101,16 @@ class SmtpServer:
                 "auth_require_tls": False,
                 "authenticator": self._authenticate,
             }
+        self.tls: str | None = None  # "starttls" or "tls", with a certificate
+        if certificate is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(certificate.cert, certificate.key)
+            if implicit_tls:
+                auth["ssl_context"] = context
+                self.tls = "tls"
+            else:
+                auth.update(tls_context=context, require_starttls=True)
+                self.tls = "starttls"
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port, **auth)
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
@@ -94,7 +118,8 @@ class SmtpServer:
         values: dict[str, Any] = {
             "smtp_host": "127.0.0.1",
             "smtp_port": self.port,
-            "smtp_starttls": False,
+            "smtp_starttls": self.tls == "starttls",
+            "smtp_tls": self.tls == "tls",
             "email_from": "Acme <otp@example.com>",
             "smtp_timeout_seconds": 2.0,
         }

@@ -8,7 +8,7 @@ from tests.conftest import STORES_AND_CLUSTER, ServiceFactory
 from tests.fakes import CapturingSender
 
 PHONE = "+12125550150"
-UK = "+442071838750"
+UK = "+447400183750"
 OPEN = {"rate_limit_max_requests": 1000, "otp_resend_cooldown_seconds": 0}
 
 
@@ -125,7 +125,7 @@ async def test_global_budget_stops_sends(make_service: ServiceFactory) -> None:
     svc = await make_service(sender=sender, global_sms_per_hour=3, **OPEN)
     for i in range(3):
         assert (await svc.from_ip(f"198.51.100.{i}").request(f"+1212555017{i}")).status_code == 200
-    r = await svc.from_ip("198.51.100.200").request("+442071838751")
+    r = await svc.from_ip("198.51.100.200").request("+447400183751")
     assert r.status_code == 503
     assert r.json()["code"] == "global_budget"
     assert int(r.headers["retry-after"]) >= 1
@@ -135,9 +135,9 @@ async def test_global_budget_stops_sends(make_service: ServiceFactory) -> None:
 async def test_country_budget_stops_one_country_only(make_service: ServiceFactory) -> None:
     sender = CapturingSender()
     svc = await make_service(sender=sender, country_sms_budgets="GB=2", **OPEN)
-    for phone in ("+442071838751", "+442071838752"):
+    for phone in ("+447400183751", "+447400183752"):
         assert (await svc.request(phone)).status_code == 200
-    r = await svc.request("+442071838753")
+    r = await svc.request("+447400183753")
     assert r.status_code == 429
     assert r.json()["code"] == "country_budget"
     assert (await svc.request(PHONE)).status_code == 200

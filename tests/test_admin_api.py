@@ -445,7 +445,7 @@ async def test_stats_give_sends_approvals_and_conversion_per_range(build: Build)
     for phone in BURST[:2]:
         await first.request(phone)
     await first.verify(BURST[0], sender_of(first).last_code(BURST[0]))
-    assert (await first.request("+442079460000")).status_code == 200
+    assert (await first.request("+447400946000")).status_code == 200
 
     ranges = (await second.client.get("/admin/v1/stats", headers=KEYED)).json()["ranges"]
     half = {"sends": 2, "approvals": 1, "conversion": 0.5}
@@ -454,7 +454,7 @@ async def test_stats_give_sends_approvals_and_conversion_per_range(build: Build)
         {"scope": "country:GB", "kind": "country", "hour": none, "day": none},
         {"scope": "country:US", "kind": "country", "hour": half, "day": half},
         {"scope": PREFIX, "kind": "prefix", "hour": half, "day": half},
-        {"scope": "prefix:4420794", "kind": "prefix", "hour": none, "day": none},
+        {"scope": "prefix:4474009", "kind": "prefix", "hour": none, "day": none},
     ]
 
 
@@ -490,16 +490,19 @@ async def test_with_admin_port_only_that_port_serves_the_admin_routes(build: Bui
                 "override_not_found",
             ), on_admin.text
         assert (await admin.client.get("/admin/v1/blocks")).status_code == 401
-        # ... and nothing else: not the API, not the probes or the docs.
+        # ... and its liveness, for a load balancer in front of it ...
+        health = await admin.client.get("/health")
+        assert (health.status_code, health.json()) == (200, {"status": "ok"})
+        # ... and nothing else: not the API, not the readiness, the docs or the widget.
         assert_error(await admin.request(BURST[0]), 404, "not_found")
-        for path in ("/health", "/ready", "/docs", "/widget", "/metrics"):
+        for path in ("/ready", "/docs", "/widget", "/metrics"):
             assert_error(await admin.client.get(path), 404, "not_found")
         # The icon the dashboard links to, and the one browsers ask for, are there too.
         for path in ("/favicon.svg", "/favicon.ico"):
             icon = await admin.client.get(path)
             assert icon.status_code == 200, path
             assert icon.headers["content-type"] == "image/svg+xml"
-        assert (await main.request("+442079460000")).status_code == 200
+        assert (await main.request("+447400946000")).status_code == 200
         assert (await main.client.get("/health")).status_code == 200
     finally:
         await admin.client.aclose()

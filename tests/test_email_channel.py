@@ -7,20 +7,24 @@ nothing left charged, and the limits an address shares with a phone.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 
+from otpgate.config.settings import ConfigError, load_settings
 from otpgate.domain.errors import DeliveryFailed, DeliveryRejected, DeliveryUnavailable
 from otpgate.http.api import REQUEST_OK_EMAIL
 from tests.conftest import Service, ServiceFactory
 from tests.smtp_server import SmtpServer
 from tests.test_sender_contract import charges_left
+from tests.tls_certs import TestAuthority
 
 EMAIL = "Jane.Doe@Example.COM"
 ADDRESS = "jane.doe@example.com"  # as the service keeps it, and sends to it
 OTHER = "sam@example.com"
+UNTRUSTED = "email provider (smtp): smtp: the server's certificate is not trusted"
 
 
 @pytest.fixture
@@ -294,3 +298,66 @@ async def test_a_server_that_does_not_fit_the_settings_is_502_and_unready(
         assert ready.json()["reasons"] == [reason]
     finally:
         server.stop()
+
+
+# -- SMTP_TLS_CA_FILE: a server whose certificate a private CA issued -------------------------
+
+
+@pytest.mark.parametrize("implicit_tls", [False, True], ids=["starttls", "tls"])
+async def test_a_private_ca_lets_the_email_go_out_over_tls(
+    make_service: ServiceFactory, tmp_path: Path, implicit_tls: bool
+) -> None:
+    authority = TestAuthority(tmp_path, "smtp")
+    certificate = authority.issue("smtp-server", hosts=("127.0.0.1",))
+    server = SmtpServer(certificate=certificate, implicit_tls=implicit_tls)
+    server.start()
+    try:
+        # Without the CA, the server's certificate is not trusted: nothing goes out.
+        untrusting = await make_service(**server.settings())
+        assert_error(await request(untrusting, email=EMAIL), 502, "provider_error")
+        assert await charges_left(untrusting) == []
+        ready = await untrusting.client.get("/ready")
+        assert ready.json()["reasons"] == [UNTRUSTED]
+        assert server.received == []
+
+        service = await make_service(**server.settings(smtp_tls_ca_file=authority.ca_file))
+        sent = await request(service, email=EMAIL)
+        assert sent.status_code == 200, sent.text
+        verified = await verify(service, email=EMAIL, otp=server.last(ADDRESS).code)
+        assert verified.status_code == 200, verified.text
+    finally:
+        server.stop()
+
+
+async def test_the_ca_does_not_vouch_for_another_name(
+    make_service: ServiceFactory, tmp_path: Path
+) -> None:
+    """The host name is checked against the certificate, private CA or not."""
+    authority = TestAuthority(tmp_path, "smtp")
+    certificate = authority.issue("smtp-server", hosts=("mail.example.com",))
+    server = SmtpServer(certificate=certificate)
+    server.start()
+    try:
+        service = await make_service(**server.settings(smtp_tls_ca_file=authority.ca_file))
+        assert_error(await request(service, email=EMAIL), 502, "provider_error")
+        assert server.received == []
+    finally:
+        server.stop()
+
+
+def test_an_unusable_ca_file_stops_start_up(tmp_path: Path) -> None:
+    base = {"smtp_host": "smtp.example.com", "email_from": "otp@example.com"}
+    not_pem = tmp_path / "not-a-ca.pem"
+    not_pem.write_text("not a certificate\n")
+    for ca_file, why in [
+        (tmp_path / "missing.pem", "cannot load CA certificates from"),
+        (not_pem, "cannot load CA certificates from"),
+    ]:
+        with pytest.raises(ConfigError, match=f"SMTP_TLS_CA_FILE: {why} {ca_file}"):
+            load_settings(_env_file=None, smtp_tls_ca_file=ca_file, **base)
+    ca = TestAuthority(tmp_path, "smtp").ca_file
+    with pytest.raises(ConfigError, match="SMTP_TLS_CA_FILE: set, but the connection is plain"):
+        load_settings(_env_file=None, smtp_tls_ca_file=ca, smtp_starttls=False, **base)
+    with pytest.raises(ConfigError, match="SMTP_TLS_CA_FILE: set without SMTP_HOST"):
+        load_settings(_env_file=None, smtp_tls_ca_file=ca)
+    assert load_settings(_env_file=None, smtp_tls_ca_file=ca, **base).smtp_tls_ca_file == ca

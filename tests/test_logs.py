@@ -311,3 +311,31 @@ async def test_a_refused_request_names_its_phone_masked(
         ("invalid_code", "+4420***8750"),
         ("invalid_phone_number", None),  # nothing parsed, so nothing to name
     ]
+
+
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "text"])
+async def test_an_email_verification_names_its_address_as_email(
+    make_service: Any,
+    capfd: pytest.CaptureFixture[str],
+    logging_restored: None,
+    as_json: bool,
+) -> None:
+    """A masked address is not a phone: its access line says ``email``."""
+    configure_logging("info", json_lines=as_json)
+    svc = await make_service()
+    wrong = await svc.client.post(
+        "/api/v1/verify-otp", json={"email": "jane@example.com", "otp": "000000"}
+    )
+    assert wrong.json()["code"] == "invalid_code"
+    assert (await svc.verify("+12125550146", "000000")).json()["code"] == "invalid_code"
+    err = capfd.readouterr().err
+    if as_json:
+        lines = access_lines(json_lines(err))
+        assert [(line.get("email"), line.get("phone")) for line in lines] == [
+            ("j***@example.com", None),
+            (None, "+1212***0146"),
+        ]
+    else:
+        email_line, phone_line = [line for line in err.splitlines() if "verify-otp" in line]
+        assert "email=j***@example.com" in email_line and "phone=" not in email_line
+        assert "phone=+1212***0146" in phone_line and "email=" not in phone_line

@@ -129,7 +129,7 @@ async def test_failed_sends_counted_by_outcome(
     before = await scrape(svc)
     # The in-process client re-raises a bug after its 500 is sent.
     with contextlib.suppress(RuntimeError):
-        await svc.request("+442071838750")
+        await svc.request("+447400183750")
     after = await scrape(svc)
     labels = {"provider": "failing", "outcome": outcome, "country": "GB"}
     assert delta(before, after, "otpgate_otp_sends_total", **labels) == 1

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -72,6 +73,26 @@ def test_connections_are_spread_over_workers(tmp_path: Path) -> None:
         assert min(accepted.values()) >= 8, accepted
     finally:
         server.stop()
+
+
+def wait_until(done: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_start_up_warnings_are_logged_once_not_once_per_worker(tmp_path: Path) -> None:
+    server = ServiceProcess(tmp_path, workers=2, TEST_PHONE_NUMBERS="+12125550100=123456")
+    try:
+        server.wait_ready()
+        wait_until(lambda: len(server.ready_workers()) == 2)
+        # A worker that replaces a dead one does not log them either.
+        os.kill(server.ready_workers()[0], signal.SIGKILL)
+        wait_until(lambda: len(server.ready_workers()) == 3)
+    finally:
+        out = server.stop()
+    assert out.count("TEST_PHONE_NUMBERS: test numbers active") == 1, out
 
 
 def test_a_dead_worker_is_replaced_on_its_socket(tmp_path: Path) -> None:

@@ -7,19 +7,22 @@ connection and client from the same environment.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 
 from otpgate.config.settings import ConfigError, load_settings
 from otpgate.http.app import create_app
 from otpgate.observability.logs import configure_logging
-from otpgate.wiring import build_components
+from otpgate.wiring import START_UP_WARNED_ENV, build_components
 
 
 def _build() -> object:
     try:
         settings = load_settings()
         configure_logging(settings.log_level, json_lines=settings.log_json)
-        components = build_components(settings)  # reads the signing keys
+        # Under `otpgate serve`, which warned once for all its workers: not again here.
+        warned = bool(os.environ.get(START_UP_WARNED_ENV))
+        components = build_components(settings, warn=not warned)  # reads the signing keys
     except ConfigError as exc:
         print(f"otpgate: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -198,6 +198,7 @@ def smtp_config(settings: Settings) -> SmtpConfig:
         starttls=settings.effective_smtp_starttls,
         tls=settings.smtp_tls,
         timeout=settings.smtp_timeout_seconds,
+        ca_file=str(settings.smtp_tls_ca_file) if settings.smtp_tls_ca_file else None,
     )
 
 
@@ -294,6 +295,7 @@ def build_policy(settings: Settings) -> OtpPolicy:
         max_attempts=settings.otp_max_attempts,
         verification_retention_seconds=settings.verification_retention_seconds,
         phone_check=settings.phone_number_check,
+        texts_to_landlines=settings.sms_to_landlines,
         message=build_message(settings),
         test_numbers=TestNumbers.from_mapping(
             {n: c.get_secret_value() for n, c in settings.test_phone_numbers.items()}
@@ -441,6 +443,16 @@ def start_up_warnings(settings: Settings) -> list[str]:
     return warnings
 
 
+# Set by `otpgate serve` once it has logged the start-up warnings, for its workers
+# (which inherit it) not to log them again, each of them.
+START_UP_WARNED_ENV = "OTPGATE_START_UP_WARNED"
+
+
+def log_start_up_warnings(settings: Settings) -> None:
+    for warning in start_up_warnings(settings):
+        log.warning(warning)
+
+
 def build_components(
     settings: Settings,
     *,
@@ -448,11 +460,13 @@ def build_components(
     sender: SmsSender | None = None,
     clock: Callable[[], float] = time.time,
     channels: Mapping[str, ChannelSender] | None = None,
+    warn: bool = True,
 ) -> Components:
     """``clock`` is what every use case reads the time from (a test moves it);
-    ``channels``, when given, are the senders of the channels besides SMS."""
-    for warning in start_up_warnings(settings):
-        log.warning(warning)
+    ``channels``, when given, are the senders of the channels besides SMS; ``warn``
+    logs the start-up warnings (a worker of `otpgate serve` leaves them to it)."""
+    if warn:
+        log_start_up_warnings(settings)
     token_keys = load_token_keys(settings)
     store = store or build_store(settings)
     sender = sender or build_sender(settings)

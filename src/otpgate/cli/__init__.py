@@ -1,4 +1,4 @@
-"""The ``otpgate`` command: ``serve``, ``check-config`` and ``migrate``.
+"""The ``otpgate`` command: ``serve``, ``check-config``, ``migrate`` and ``init``.
 
 Settings come from the environment and ``.env`` (see .env.example); the few
 options below override them for one run.
@@ -63,11 +63,29 @@ def _parser() -> argparse.ArgumentParser:
         " not had yet; nothing when it is up to date. Safe to run from several hosts at"
         " once. Exits 1 when the database does not answer.",
     )
+    init = sub.add_parser(
+        "init",
+        help="write production's secrets into DIR, print the settings to add",
+        description="Write what production needs into files of mode 0600 in DIR (created"
+        " 0700): the code-hashing key, an ES256 signing key, an API key and an admin key"
+        " (and with --verify-v2 a Verify v2 token). Never overwrites a file: when one"
+        " exists, nothing is written and it is named (exit 2). Prints the settings to add,"
+        " which name the files or hold the keys' SHA-256, never a secret.",
+    )
+    init.add_argument("directory", metavar="DIR", type=Path, help="where the files go")
+    init.add_argument(
+        "--verify-v2",
+        metavar="NAME",
+        help="also an account, a token and a service of this friendly name for the"
+        " Verify v2 compatible API",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "init":
+        return _init(args.directory, args.verify_v2)
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -98,6 +116,17 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
+def _init(directory: Path, verify_v2: str | None) -> int:
+    from otpgate.cli.init import InitError, init
+
+    try:
+        print(init(directory, verify_v2=verify_v2))
+    except InitError as exc:
+        print(f"otpgate: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _check_config(settings: Settings) -> int:
     from otpgate.cli.config_report import describe
     from otpgate.wiring import check_store
@@ -118,10 +147,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from otpgate.config.hash_key import load_hash_key
     from otpgate.observability.logs import configure_logging
     from otpgate.wiring import (
+        START_UP_WARNED_ENV,
         check_credentials,
         check_store,
         load_templates,
         load_token_keys,
+        log_start_up_warnings,
         recover_sends,
     )
 
@@ -144,6 +175,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         print(f"otpgate: {exc}", file=sys.stderr)
         return 2
     recover_sends(settings)  # before any worker serves a retry of one of them
+    # Once for the service, here; every worker (and any that replaces one) inherits the
+    # variable that tells it not to log them again.
+    log_start_up_warnings(settings)
+    os.environ[START_UP_WARNED_ENV] = "1"
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers or os.cpu_count() or 1

@@ -3,6 +3,7 @@ and the fallback from one phone channel to another."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
@@ -45,6 +46,12 @@ class ChannelSettings(Section):
     smtp_tls: bool = Field(
         False,
         description="TLS from the first byte (usually port 465); not with SMTP_STARTTLS=true.",
+    )
+    smtp_tls_ca_file: Path | None = Field(
+        None,
+        description="With SMTP_STARTTLS or SMTP_TLS: CA certificates (PEM) trusted besides"
+        " the system's, for a server whose certificate a private CA issued; read at"
+        " start-up.",
     )
     smtp_timeout_seconds: float = Field(
         10.0, gt=0, le=60, description="Seconds one email's whole SMTP exchange may take."

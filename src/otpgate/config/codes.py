@@ -39,12 +39,14 @@ class CodeSettings(Section):
         None,
         description="The HMAC key codes are hashed with, 32+ random characters (e.g."
         ' `python3 -c "import secrets; print(secrets.token_urlsafe(48))"`). Required in'
-        " production; every instance sharing a store needs the same one.",
+        " production (or OTP_HASH_SECRET_FILE); every instance sharing a store needs the"
+        " same one.",
     )
     otp_hash_secret_file: Path = Field(
         Path(".otpgate/hash-secret"),
-        description="Development only, without OTP_HASH_SECRET: a key generated once and"
-        " kept in this file.",
+        description="Without OTP_HASH_SECRET, the file that holds the key (32+ characters;"
+        " otpgate init writes one). Production reads it only when set, and never creates"
+        " it; development generates a key once and keeps it here.",
     )
     phone_number_check: Literal["valid", "possible"] = Field(
         "valid",

@@ -71,8 +71,10 @@ class CredentialSettings(Section):
     )
     factor_encryption_key_file: Path = Field(
         Path(".otpgate/factor-encryption-key"),
-        description="Development only, without FACTOR_ENCRYPTION_KEYS: a key generated once"
-        " and kept in this file.",
+        description="Without FACTOR_ENCRYPTION_KEYS: one key (32 bytes in base64, key id"
+        " dev) kept in this file. In development it is generated once; production reads it"
+        " when this is set (as `otpgate init` writes it) and never creates it. To rotate,"
+        " move to FACTOR_ENCRYPTION_KEYS with a new key first and this one as dev:<key>.",
     )
     totp_issuer: str = Field(
         "otpgate",

@@ -24,7 +24,10 @@ DEV_KEY_ID = "dev"
 def load_factor_keys(settings: Settings) -> dict[str, bytes]:
     if settings.factor_encryption_keys is not None:
         return parse_encryption_keys(settings.factor_encryption_keys.get_secret_value())
-    return {DEV_KEY_ID: _dev_key(settings.factor_encryption_key_file)}
+    path = settings.factor_encryption_key_file
+    if settings.production and not path.exists():
+        raise ValueError(f"{path} does not exist (production never makes a key)")
+    return {DEV_KEY_ID: _dev_key(path)}
 
 
 def _dev_key(path: Path) -> bytes:

@@ -22,8 +22,9 @@ class RuntimeSettings(Section):
         "development",
         validation_alias=AliasChoices("APP_ENV", "NODE_ENV"),
         description="development or production. production turns on every fail-loud check:"
-        " it refuses a missing OTP_HASH_SECRET, TOKEN_SIGNING_KEYS_FILE, ALLOWED_COUNTRIES or"
-        " API_AUTH, the console SMS sender, and plain-http webhooks and widget origins."
+        " it refuses a missing OTP_HASH_SECRET (or its file), TOKEN_SIGNING_KEYS_FILE,"
+        " ALLOWED_COUNTRIES or API_AUTH, the console SMS sender, and plain-http webhooks"
+        " and widget origins."
         " Set it to production in production.",
     )
     host: str = Field(

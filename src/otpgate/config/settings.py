@@ -11,6 +11,12 @@ stops start-up with the variable's name. ``docs/reference/settings.md`` and
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+import ssl
+from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 from pydantic import ValidationError, model_validator
@@ -93,17 +99,12 @@ class Settings(
     )
 
     @model_validator(mode="after")
-    def _redis_tls_fits(self) -> Settings:
-        problems = redis_tls_problems(self) + redis_cluster_problems(self)
+    def _settings_fit_together(self) -> Settings:
+        """Every check that needs more than one variable, all run: one line per problem,
+        so a run names everything there is to fix, not the first thing found."""
+        problems = [line for check in CROSS_CHECKS for line in check(self)]
         if problems:
             raise ValueError("\n  ".join(problems))
-        return self
-
-    @model_validator(mode="after")
-    def _sms_delivery_guards(self) -> Settings:
-        problems = delivery_problems(self)
-        if problems:
-            raise ValueError("\n  ".join(problems))  # one line per variable, like field errors
         return self
 
     @property
@@ -133,130 +134,154 @@ class Settings(
             return self.sms_provider
         return "sns" if self.production else "console"
 
-    @model_validator(mode="after")
-    def _lockout_order(self) -> Settings:
-        if self.phone_lockout_threshold > self.phone_max_consecutive_failures:
-            raise ValueError(
-                "PHONE_LOCKOUT_THRESHOLD: must not exceed PHONE_MAX_CONSECUTIVE_FAILURES"
-            )
-        return self
 
-    @model_validator(mode="after")
-    def _production_guards(self) -> Settings:
-        if not self.production:
-            return self
-        problems = []
-        if self.allowed_countries is None:
-            problems.append(
-                "ALLOWED_COUNTRIES: required when APP_ENV=production"
-                " (ISO codes such as US,CA, or * to allow every country)"
-            )
-        if self.sms_provider == "console":
-            problems.append(
-                "SMS_PROVIDER: 'console' prints codes and is refused when APP_ENV=production"
-            )
-        if self.api_auth is None:
-            problems.append(
-                "API_AUTH: required when APP_ENV=production (off, optional or required;"
-                " required needs API_KEYS)"
-            )
-        if self.otp_hash_secret is None:
-            problems.append("OTP_HASH_SECRET: required when APP_ENV=production (32+ random bytes)")
-        elif len(self.otp_hash_secret.get_secret_value()) < 32:
-            problems.append("OTP_HASH_SECRET: must be at least 32 characters")
-        if self.factor_encryption_keys is None:
-            problems.append(
-                "FACTOR_ENCRYPTION_KEYS: required when APP_ENV=production"
-                " (id:key entries, each key 32 random bytes in base64; the first encrypts)"
-            )
-        if self.token_signing_keys_file is None:
-            problems.append(
-                "TOKEN_SIGNING_KEYS_FILE: required when APP_ENV=production"
-                " (EC P-256 private keys in PEM; the first signs)"
-            )
-        plain = [o for o in self.widget_allowed_origins if not delivery.https_or_loopback(o)]
-        if plain:
-            problems.append(
-                "WIDGET_ALLOWED_ORIGINS: must be https:// (or a loopback address) when"
-                f" APP_ENV=production, not {', '.join(plain)}; the widget hands them a token"
-            )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+def lockout_problems(settings: Settings) -> list[str]:
+    if settings.phone_lockout_threshold > settings.phone_max_consecutive_failures:
+        return ["PHONE_LOCKOUT_THRESHOLD: must not exceed PHONE_MAX_CONSECUTIVE_FAILURES"]
+    return []
 
-    @model_validator(mode="after")
-    def _keys_for_required_auth(self) -> Settings:
-        if self.api_auth == "required" and not self.api_keys:
-            raise ValueError(
-                "API_AUTH: 'required' needs at least one key in API_KEYS (name:key entries)"
-            )
-        return self
 
-    @model_validator(mode="after")
-    def _verify_v2_all_or_none(self) -> Settings:
-        given = {
-            "VERIFY_V2_ACCOUNT_SID": self.verify_v2_account_sid is not None,
-            "VERIFY_V2_AUTH_TOKEN": self.verify_v2_auth_token is not None,
-            "VERIFY_V2_SERVICES": bool(self.verify_v2_services),
-        }
-        if any(given.values()) and not all(given.values()):
-            missing = [name for name, isset in given.items() if not isset]
-            raise ValueError(
-                "; ".join(
-                    f"{name}: required when any VERIFY_V2_* variable is set"
-                    " (the Verify v2 API needs the account sid, the token and a service)"
-                    for name in missing
-                )
-            )
-        return self
+def production_problems(settings: Settings) -> list[str]:
+    """What production needs and development does without: each missing one named."""
+    if not settings.production:
+        return []
+    problems = []
+    if settings.allowed_countries is None:
+        problems.append(
+            "ALLOWED_COUNTRIES: required when APP_ENV=production"
+            " (ISO codes such as US,CA, or * to allow every country)"
+        )
+    if settings.sms_provider == "console":
+        problems.append(
+            "SMS_PROVIDER: 'console' prints codes and is refused when APP_ENV=production"
+        )
+    if settings.api_auth is None:
+        problems.append(
+            "API_AUTH: required when APP_ENV=production (off, optional or required;"
+            " required needs API_KEYS)"
+        )
+    problems += hash_secret_problems(settings)
+    problems += factor_key_problems(settings)
+    if settings.token_signing_keys_file is None:
+        problems.append(
+            "TOKEN_SIGNING_KEYS_FILE: required when APP_ENV=production"
+            " (EC P-256 private keys in PEM; the first signs)"
+        )
+    plain = [o for o in settings.widget_allowed_origins if not delivery.https_or_loopback(o)]
+    if plain:
+        problems.append(
+            "WIDGET_ALLOWED_ORIGINS: must be https:// (or a loopback address) when"
+            f" APP_ENV=production, not {', '.join(plain)}; the widget hands them a token"
+        )
+    return problems
 
-    @model_validator(mode="after")
-    def _purpose_shown_only_when_asked(self) -> Settings:
-        if "{purpose}" in self.sms_message_template and not self.sms_show_purpose:
-            raise ValueError(
-                "SMS_MESSAGE_TEMPLATE: uses {purpose}, which is shown only with"
-                " SMS_SHOW_PURPOSE=true (a purpose may be an internal id)"
-            )
-        return self
 
-    @model_validator(mode="after")
-    def _metrics_port_apart(self) -> Settings:
-        if self.metrics_port is not None and self.metrics_port == self.port:
-            raise ValueError(
-                "METRICS_PORT: must differ from PORT (unset it to serve /metrics on PORT)"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _admin_keys_of_their_own(self) -> Settings:
-        """An admin key that also calls the API would be held by every backend (and
-        sometimes a browser) that calls it: each admin key must be a key of its own."""
-        others = {digest: "API_KEYS" for digest in self.api_keys.values()}
-        if self.verify_v2_auth_token is not None:
-            others[self.verify_v2_auth_token] = "VERIFY_V2_AUTH_TOKEN"
-        problems = [
-            f"ADMIN_API_KEYS: entry {index} ({name}) is also a key in {others[digest]};"
-            " an admin key must be a key of its own"
-            for index, (name, digest) in enumerate(self.admin_api_keys.items(), start=1)
-            if digest in others
+def hash_secret_problems(settings: Settings) -> list[str]:
+    """Production: OTP_HASH_SECRET, or OTP_HASH_SECRET_FILE set to a file that holds it
+    (which production never creates: every instance sharing a store needs the same key)."""
+    secret = settings.otp_hash_secret
+    if secret is not None:
+        if len(secret.get_secret_value()) < 32:
+            return ["OTP_HASH_SECRET: must be at least 32 characters"]
+        return []
+    if "otp_hash_secret_file" not in settings.model_fields_set:
+        return [
+            "OTP_HASH_SECRET: required when APP_ENV=production (32+ random characters), or"
+            " OTP_HASH_SECRET_FILE naming a file that holds it"
         ]
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+    path = settings.otp_hash_secret_file
+    try:
+        key = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not text"
+        return [f"OTP_HASH_SECRET_FILE: cannot read {path}: {why}"]
+    if len(key) < 32:
+        return [f"OTP_HASH_SECRET_FILE: {path} holds a key shorter than 32 characters"]
+    return []
 
-    @model_validator(mode="after")
-    def _admin_port_apart(self) -> Settings:
-        if self.admin_port is None:
-            return self
-        if not self.admin_api_keys:
-            raise ValueError(
-                "ADMIN_PORT: set without ADMIN_API_KEYS; the admin routes are off until"
-                " ADMIN_API_KEYS names a key, so the port would serve nothing"
-            )
-        for name, port in (("PORT", self.port), ("METRICS_PORT", self.metrics_port)):
-            if self.admin_port == port:
-                raise ValueError(f"ADMIN_PORT: must differ from {name}")
-        return self
+
+def factor_key_problems(settings: Settings) -> list[str]:
+    """Production: FACTOR_ENCRYPTION_KEYS, or FACTOR_ENCRYPTION_KEY_FILE set to a file that
+    holds one key (which production never creates, as OTP_HASH_SECRET_FILE)."""
+    if settings.factor_encryption_keys is not None:
+        return []
+    if "factor_encryption_key_file" not in settings.model_fields_set:
+        return [
+            "FACTOR_ENCRYPTION_KEYS: required when APP_ENV=production (id:key entries, each"
+            " key 32 random bytes in base64; the first encrypts), or FACTOR_ENCRYPTION_KEY_FILE"
+            " naming a file that holds one such key"
+        ]
+    path = settings.factor_encryption_key_file
+    try:
+        key = base64.b64decode(path.read_text().strip(), validate=True)
+    except (OSError, UnicodeDecodeError, binascii.Error) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not a key in base64"
+        return [f"FACTOR_ENCRYPTION_KEY_FILE: cannot read {path}: {why}"]
+    if len(key) != 32:
+        return [f"FACTOR_ENCRYPTION_KEY_FILE: {path} does not hold a 32-byte key"]
+    return []
+
+
+def api_key_problems(settings: Settings) -> list[str]:
+    problems = []
+    if settings.api_auth == "required" and not settings.api_keys:
+        problems.append(
+            "API_AUTH: 'required' needs at least one key in API_KEYS (name:key entries)"
+        )
+    # An admin key that also calls the API would be held by every backend (and sometimes
+    # a browser) that calls it: each admin key must be a key of its own.
+    others = {digest: "API_KEYS" for digest in settings.api_keys.values()}
+    if settings.verify_v2_auth_token is not None:
+        others[settings.verify_v2_auth_token] = "VERIFY_V2_AUTH_TOKEN"
+    problems += [
+        f"ADMIN_API_KEYS: entry {index} ({name}) is also a key in {others[digest]};"
+        " an admin key must be a key of its own"
+        for index, (name, digest) in enumerate(settings.admin_api_keys.items(), start=1)
+        if digest in others
+    ]
+    return problems
+
+
+def verify_v2_problems(settings: Settings) -> list[str]:
+    given = {
+        "VERIFY_V2_ACCOUNT_SID": settings.verify_v2_account_sid is not None,
+        "VERIFY_V2_AUTH_TOKEN": settings.verify_v2_auth_token is not None,
+        "VERIFY_V2_SERVICES": bool(settings.verify_v2_services),
+    }
+    if not any(given.values()):
+        return []
+    return [
+        f"{name}: required when any VERIFY_V2_* variable is set"
+        " (the Verify v2 API needs the account sid, the token and a service)"
+        for name, isset in given.items()
+        if not isset
+    ]
+
+
+def message_problems(settings: Settings) -> list[str]:
+    if "{purpose}" in settings.sms_message_template and not settings.sms_show_purpose:
+        return [
+            "SMS_MESSAGE_TEMPLATE: uses {purpose}, which is shown only with"
+            " SMS_SHOW_PURPOSE=true (a purpose may be an internal id)"
+        ]
+    return []
+
+
+def port_problems(settings: Settings) -> list[str]:
+    problems = []
+    if settings.metrics_port is not None and settings.metrics_port == settings.port:
+        problems.append("METRICS_PORT: must differ from PORT (unset it to serve /metrics on PORT)")
+    if settings.admin_port is None:
+        return problems
+    if not settings.admin_api_keys:
+        problems.append(
+            "ADMIN_PORT: set without ADMIN_API_KEYS; the admin routes are off until"
+            " ADMIN_API_KEYS names a key, so the port would serve nothing"
+        )
+    for name, port in (("PORT", settings.port), ("METRICS_PORT", settings.metrics_port)):
+        if settings.admin_port == port:
+            problems.append(f"ADMIN_PORT: must differ from {name}")
+    return problems
 
 
 def event_problems(settings: Settings) -> list[str]:
@@ -338,6 +363,7 @@ def smtp_problems(settings: Settings) -> list[str]:
         "SMTP_PASSWORD": settings.smtp_password is not None,
         "SMTP_STARTTLS": settings.smtp_starttls is not None,
         "SMTP_TLS": settings.smtp_tls,
+        "SMTP_TLS_CA_FILE": settings.smtp_tls_ca_file is not None,
         "EMAIL_FROM": settings.email_from is not None,
     }
     if settings.smtp_host is None:
@@ -362,6 +388,8 @@ def smtp_problems(settings: Settings) -> list[str]:
             " start; STARTTLS upgrades a plain one)"
         )
     plain = not settings.smtp_tls and not settings.effective_smtp_starttls
+    if settings.smtp_tls_ca_file is not None:
+        problems += smtp_ca_problems(settings.smtp_tls_ca_file, plain)
     if plain and settings.production and not delivery.is_loopback(settings.smtp_host):
         problems.append(
             "SMTP_STARTTLS: refused as false when APP_ENV=production, unless SMTP_TLS is set"
@@ -370,20 +398,83 @@ def smtp_problems(settings: Settings) -> list[str]:
     return problems
 
 
+def smtp_ca_problems(ca_file: Path, plain: bool) -> list[str]:
+    """SMTP_TLS_CA_FILE loaded as the sender will load it, once, at start-up."""
+    if plain:
+        return [
+            "SMTP_TLS_CA_FILE: set, but the connection is plain (SMTP_STARTTLS=false"
+            " without SMTP_TLS); a CA is for TLS"
+        ]
+    from otpgate.delivery.smtp import tls_context
+
+    try:
+        tls_context(str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc.__class__.__name__
+        return [f"SMTP_TLS_CA_FILE: cannot load CA certificates from {ca_file} ({why})"]
+    return []
+
+
+def _store_problems(settings: Settings) -> list[str]:
+    return redis_tls_problems(settings) + redis_cluster_problems(settings)
+
+
+# Every check of ``Settings`` that spans variables, in the order their lines are shown.
+CROSS_CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
+    production_problems,
+    api_key_problems,
+    _store_problems,
+    delivery_problems,
+    lockout_problems,
+    verify_v2_problems,
+    message_problems,
+    port_problems,
+)
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Build settings or raise ConfigError with one line per bad variable."""
+    """Build settings or raise ConfigError with one line per bad variable: those refused
+    on their own and, in the same run, what the checks that span variables find."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        lines = _lines(exc)
+        lines += _problems_besides(exc, overrides)
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 
-def _describe(exc: ValidationError) -> str:
+def _problems_besides(exc: ValidationError, overrides: dict[str, object]) -> list[str]:
+    """pydantic runs the checks that span variables only once every variable parsed: run
+    them again with the refused variables at their defaults, and keep the lines about
+    the other variables only (a missing ALLOWED_COUNTRIES besides a malformed API_KEYS)."""
+    refused = {str(err["loc"][0]).lower() for err in exc.errors() if err["loc"]}
+    if not refused:
+        return []
+    defaults: dict[str, object] = {}
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        names = {name, *(str(c).lower() for c in getattr(alias, "choices", [alias]) if c)}
+        if names & refused:
+            defaults[name] = field.get_default(call_default_factory=True)
+    try:
+        Settings(**{**overrides, **defaults})  # type: ignore[arg-type]
+    except ValidationError as again:
+        # A line about a refused variable, or that names one, spoke of its default.
+        named = re.compile(r"\b(?:" + "|".join(re.escape(r.upper()) for r in refused) + r")\b")
+        return [line for line in _lines(again) if not named.search(line)]
+    return []
+
+
+def _lines(exc: ValidationError) -> list[str]:
+    """One "VARIABLE: reason" line per problem."""
     lines = []
     for err in exc.errors():
         loc = [str(part) for part in err["loc"]]
         name = loc[0].upper() if loc else ""
         msg = err["msg"].removeprefix("Value error, ")
         # Never echo the offending input: it may be a secret.
-        lines.append(f"{name}: {msg}" if name else msg)
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+        if name:
+            lines.append(f"{name}: {msg}")
+        else:
+            lines += msg.split("\n  ")
+    return lines

@@ -72,6 +72,12 @@ class SmsSettings(Section):
         description="sns: ask CheckIfPhoneNumberIsOptedOut before each send, and answer 400"
         " sms_number_opted_out to an opted-out number.",
     )
+    sms_to_landlines: bool = Field(
+        False,
+        description="Send SMS and WhatsApp codes to numbers libphonenumber types a fixed"
+        " line; false refuses them (400 landline_not_supported, which points to a voice"
+        " call when call is enabled). Numbers that may be mobile are always sent.",
+    )
     sms_connect_timeout_seconds: float = Field(
         2.0, gt=0, le=60, description="Seconds a provider connection may take to open."
     )

@@ -65,12 +65,17 @@ def _check_services(value: dict[str, str]) -> dict[str, str]:
             raise ValueError(
                 f"entry {index}: the sid must be VA followed by 32 lowercase hex digits"
             )
-        if len(name) > MAX_FRIENDLY_NAME or not _FRIENDLY_NAME.fullmatch(name):
-            raise ValueError(
-                f"entry {index}: the friendly name must be 1 to {MAX_FRIENDLY_NAME}"
-                " printable characters, without a comma"
-            )
+        problem = friendly_name_problem(name)
+        if problem:
+            raise ValueError(f"entry {index}: the friendly name {problem}")
     return value
+
+
+def friendly_name_problem(name: str) -> str | None:
+    """What is wrong with a service's friendly name, or None."""
+    if len(name) > MAX_FRIENDLY_NAME or not _FRIENDLY_NAME.fullmatch(name):
+        return f"must be 1 to {MAX_FRIENDLY_NAME} printable characters, without a comma"
+    return None
 
 
 AccountSid = Annotated[

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -51,6 +52,17 @@ def log_safe(text: object) -> str:
     return redact(_ADDRESS.sub("<address>", str(text)))
 
 
+def _certificate_refused(exc: BaseException) -> str | None:
+    """Why the server's certificate was refused, when that is what ``exc`` (or its
+    cause) is: an unknown CA, a name it was not issued for, an expired one."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"certificate refused: {seen.verify_message}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class SmtpConfig:
     """What the SMTP sender needs, built from settings in wiring."""
@@ -63,6 +75,18 @@ class SmtpConfig:
     starttls: bool = True
     tls: bool = False
     timeout: float = 10.0
+    ca_file: str | None = None  # SMTP_TLS_CA_FILE: CA certificates trusted besides the system's
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext | None:
+    """The system's CAs and ``ca_file``'s, the certificate and the host name checked;
+    None without a file (aiosmtplib's own default, the same checks). OSError or
+    ssl.SSLError for a file that cannot be used."""
+    if ca_file is None:
+        return None
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=ca_file)
+    return context
 
 
 class SmtpSender:
@@ -76,6 +100,7 @@ class SmtpSender:
         self._from_header = str(Address(display, local, domain))
         self._domain = domain
         self._health = ProblemLatch(log)
+        self._tls_context = tls_context(config.ca_file)  # checked by the settings
 
     @property
     def problem(self) -> str | None:
@@ -98,6 +123,7 @@ class SmtpSender:
                     password=config.password,
                     use_tls=config.tls,
                     start_tls=config.starttls,
+                    tls_context=self._tls_context,
                     timeout=config.timeout,
                 )
         except TimeoutError as exc:  # the whole exchange, or one reply (SMTPTimeoutError)
@@ -125,6 +151,11 @@ class SmtpSender:
             log.error("the SMTP server refused the message: %d %s", exc.code, log_safe(exc.message))
             raise DeliveryFailed("The email could not be sent.") from exc
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError) as exc:
+            untrusted = _certificate_refused(exc)
+            if untrusted is not None:
+                # Our side: a retry meets the same certificate (SMTP_TLS_CA_FILE, the host).
+                self._broken("the server's certificate is not trusted", untrusted)
+                raise DeliveryFailed("The email could not be sent.") from exc
             raise self._down(f"unreachable ({type(exc).__name__})", exc) from exc
         except aiosmtplib.SMTPException as exc:
             # Not an answer and not the network: what the server offers does not fit the

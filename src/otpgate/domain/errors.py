@@ -118,6 +118,22 @@ class CountryNotAllowed(OtpError):
     message = "Sending codes to this country is not enabled."
 
 
+class LandlineNotSupported(OtpError):
+    """A text (SMS or WhatsApp) asked for a number libphonenumber types a fixed line:
+    refused before anything is charged or sent, as no text would reach it."""
+
+    code = "landline_not_supported"
+    message = "This is a landline number, which cannot receive text messages. Use a mobile number."
+    by_voice = (
+        "This is a landline number, which cannot receive text messages. Use a mobile"
+        " number, or ask for the code by voice call (channel: call)."
+    )
+
+    def __init__(self, *, voice: bool = False) -> None:
+        """``voice``: this service calls numbers, so the message offers it."""
+        super().__init__(self.by_voice if voice else None)
+
+
 class RangeDenied(OtpError):
     """An operator denied sends to this number range or country."""
 

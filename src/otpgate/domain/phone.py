@@ -130,3 +130,22 @@ def dialling(regions: Iterable[str] | None = None) -> list[Dialling]:
             continue
         found.append(Dialling(region, metadata.country_code, metadata.national_prefix))
     return found
+
+
+@lru_cache(maxsize=16_384)
+def is_landline(e164: str) -> bool:
+    """Whether libphonenumber types this (parsed, canonical) number a fixed line, which
+    no text message reaches; a type it cannot tell apart from a mobile's
+    (``FIXED_LINE_OR_MOBILE``, ``UNKNOWN``, VoIP...) is not one.
+
+    Apart from ``parse_phone``'s cache and asked only when a text is about to go out: a
+    verify, the hot path, never pays for it. Taken from the canonical E.164 form, so
+    both of ``parse_phone``'s paths (the shortcut and the full parse) give one answer;
+    the general parse here keeps a national number's leading zero (Italy's landlines).
+    Cached (bounded) as a plain bool, which the garbage collector does not track.
+    """
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.FIXED_LINE

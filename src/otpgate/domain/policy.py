@@ -15,6 +15,9 @@ class OtpPolicy:
     ttl_seconds: int = 300
     max_attempts: int = 5
     phone_check: PhoneCheck = "valid"
+    # Texts (SMS, WhatsApp) to numbers libphonenumber types a fixed line: refused unless
+    # this is True (SMS_TO_LANDLINES, for providers that turn a text into a call).
+    texts_to_landlines: bool = False
     message: MessageTemplate = field(default_factory=MessageTemplate)
     test_numbers: TestNumbers = field(default_factory=TestNumbers)
     # A verification's record stays answerable this long after its code's expiry.

@@ -34,6 +34,7 @@ from otpgate.domain.errors import (
     DeliveryFailed,
     DeliveryUnavailable,
     InvalidCode,
+    LandlineNotSupported,
     NoPendingCode,
     OtpError,
     RateLimited,
@@ -43,7 +44,7 @@ from otpgate.domain.errors import (
     VerificationNotFound,
 )
 from otpgate.domain.limits import AbusePolicy, override_candidates, refusal
-from otpgate.domain.phone import Phone, parse_phone
+from otpgate.domain.phone import Phone, is_landline, parse_phone
 from otpgate.domain.policy import OtpPolicy
 from otpgate.domain.ports import (
     ChannelSender,
@@ -66,6 +67,8 @@ log = logging.getLogger(__name__)
 
 # The channels that reach a phone; email reaches an address, and falls back to none.
 PHONE_CHANNELS: tuple[Channel, ...] = ("sms", "whatsapp", "call")
+# The phone channels that send a text, which a landline never receives.
+TEXT_CHANNELS: tuple[Channel, ...] = ("sms", "whatsapp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,11 +224,13 @@ class OtpService:
             code = generate_code(policy.length)
             request = self._email_request(recipient, code, client_ip, purpose, options)
         else:
+            fixed_code = policy.test_numbers.code_for(recipient.e164)
             try:
                 limits.check_country(recipient)
+                if fixed_code is None:  # a test number is sent nothing
+                    chain = self._landline_chain(recipient, chain)
             except OtpError as exc:
                 raise await self._counted(exc, window) from None
-            fixed_code = policy.test_numbers.code_for(recipient.e164)
             code = fixed_code or generate_code(policy.length)
             request = self._phone_request(recipient, code, client_ip, purpose, options)
         outcome = await self._issue(request, window, email)
@@ -266,6 +271,19 @@ class OtpService:
                 with contextlib.suppress(StoreUnavailable):
                     await self._store.set_channel(vid, channel)
         return CodeSent(recipient, message_id, policy.ttl_seconds, outcome.window_hit, vid, channel)
+
+    def _landline_chain(self, phone: Phone, chain: tuple[Channel, ...]) -> tuple[Channel, ...]:
+        """``chain``, for a number libphonenumber types a fixed line without its texts: a
+        text would fail, or be paid for and never arrive. A text asked for is refused
+        before it is charged (a fallback is for a provider's failure, not the number's);
+        a call falls back to no text."""
+        if self._policy.texts_to_landlines or not any(c in TEXT_CHANNELS for c in chain):
+            return chain
+        if not is_landline(phone.e164):
+            return chain
+        if chain[0] in TEXT_CHANNELS:
+            raise LandlineNotSupported(voice="call" in self._chains)
+        return tuple(c for c in chain if c not in TEXT_CHANNELS)
 
     async def _issue(
         self, request: SendRequest, window: RequestWindow | None, email: bool

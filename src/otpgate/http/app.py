@@ -140,7 +140,8 @@ def create_app(components: Components) -> ASGIApp:
         served = FastRoutes(fast, app)
     if apart and config.admin.port is not None:
         admin_app = Starlette(
-            routes=[*apart, *icon_routes()],
+            # /health too, so that a load balancer in front of ADMIN_PORT can check it.
+            routes=[*apart, *icon_routes(), Route("/health", health, methods=["GET"])],
             exception_handlers={HTTPException: http_exception, Exception: unexpected},
         )
         served = AdminPortSplit(served, admin_app, config.admin.port)

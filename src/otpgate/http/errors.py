@@ -24,6 +24,7 @@ log = logging.getLogger("otpgate.http")
 # and is answered 500 by the catch-all, never silently as 400.
 STATUS_BY_CODE: dict[str, int] = {
     "invalid_phone_number": 400,
+    "landline_not_supported": 400,
     "invalid_code": 400,
     "too_many_attempts": 429,
     "rate_limited": 429,

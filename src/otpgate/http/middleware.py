@@ -177,7 +177,8 @@ class ObservabilityMiddleware:
         if info.error_code is not None:
             extra["code"] = info.error_code
         if info.phone is not None:
-            extra["phone"] = info.phone
+            # An address, masked, keeps its "@" (``j***@example.com``); a number never has one.
+            extra["email" if "@" in info.phone else "phone"] = info.phone
         if info.api_key_name is not None:
             extra["api_key_name"] = info.api_key_name
         if info.end_user_ip is not None:

@@ -81,6 +81,7 @@ _ROUTE_CODES: dict[str, tuple[str, ...]] = {
         "invalid_json",
         "invalid_body",
         "invalid_phone_number",
+        "landline_not_supported",
         "invalid_email",
         "invalid_channel",
         "channel_not_enabled",

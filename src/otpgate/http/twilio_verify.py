@@ -107,6 +107,7 @@ def not_found(path: str) -> TwilioError:
 # otpgate's machine codes as Twilio's errors. A code missing here is answered 500 20500.
 TWILIO_BY_CODE: dict[str, tuple[int, int, str]] = {
     "invalid_phone_number": (400, 60200, "Invalid parameter: To"),
+    "landline_not_supported": (400, 60205, "SMS is not supported by landline phone number"),
     # A wrong code whose verification cannot be shown (a code stored before verifications
     # were recorded, or one whose record is gone): nothing to answer "pending" with.
     "invalid_code": (404, 20404, "The requested resource was not found"),

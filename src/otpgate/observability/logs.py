@@ -117,6 +117,8 @@ NOISY_LIBRARIES = (
     "httpx",
     "httpcore",
     "hpack",
+    # Not secrets, but a dozen lines of its plugins on every start-up check.
+    "alembic",
 )
 
 

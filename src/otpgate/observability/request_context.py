@@ -20,7 +20,8 @@ class RequestInfo:
     error_code: str | None = None
     # Verify only: whether the store held a live code for the phone.
     code_found: bool | None = None
-    # The phone the request was about, already masked.
+    # The recipient the request was about, already masked: a phone, or an email address
+    # (the access line labels it ``email``, by its ``@``).
     phone: str | None = None
     # The client address as the per-IP limit resolved it, so it is resolved once.
     client_ip: str | None = None

@@ -38,6 +38,7 @@
   // time left (Retry-After), shown as a live countdown.
   var MESSAGES = {
     invalid_phone_number: "That is not a valid phone number. Please check the country and the number.",
+    landline_not_supported: "This is a landline number, which cannot receive text messages. Please use a mobile number.",
     invalid_code: "That code is wrong or has expired. Check it, or ask for a new code.",
     too_many_attempts: "Too many wrong codes were entered. Please ask for a new code.",
     resend_cooldown: "A code was sent to this number a moment ago. Please wait before asking for another one.",
