@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, text, update
@@ -220,15 +221,7 @@ class SqlCredentialStore:
     async def add_entity(self, entity: Entity) -> Entity:
         try:
             async with self._tx() as db:
-                await db.execute(
-                    insert(entities).values(
-                        id=entity.id,
-                        service=entity.service,
-                        name=entity.name,
-                        identity=entity.identity,
-                        created_at=entity.created_at,
-                    )
-                )
+                await db.execute(insert(entities).values(**asdict(entity)))
             return entity
         except IntegrityError:
             kept = await self.entity(entity.service, entity.name)
@@ -268,7 +261,7 @@ class SqlCredentialStore:
 
     async def add_challenge(self, challenge: Challenge) -> None:
         async with self._tx() as db:
-            await db.execute(insert(challenges).values(**_fields(challenge)))
+            await db.execute(insert(challenges).values(**asdict(challenge)))
 
     async def challenge(self, identity: str, challenge_id: str) -> Challenge | None:
         async with self._tx() as db:
@@ -303,16 +296,16 @@ class SqlCredentialStore:
             return [Challenge(**row._mapping) for row in rows]
 
     async def approve_challenge(self, identity: str, challenge_id: str, now: float) -> bool:
+        pending = (
+            challenges.c.id == challenge_id,
+            challenges.c.identity == identity,
+            challenges.c.status == "pending",
+            challenges.c.expires_at > now,
+        )
+        approve = update(challenges).where(*pending)
         async with self._tx() as db:
             result = await db.execute(
-                update(challenges)
-                .where(
-                    challenges.c.id == challenge_id,
-                    challenges.c.identity == identity,
-                    challenges.c.status == "pending",
-                    challenges.c.expires_at > now,
-                )
-                .values(status="approved", updated_at=now, responded_at=now)
+                approve.values(status="approved", updated_at=now, responded_at=now)
             )
             return result.rowcount == 1
 
@@ -344,10 +337,6 @@ async def _first_failure(db: AsyncConnection, identity: str, now: float) -> bool
     except IntegrityError:
         return False
     return True
-
-
-def _fields(challenge: Challenge) -> dict[str, Any]:
-    return {name: getattr(challenge, name) for name in Challenge.__dataclass_fields__}
 
 
 def _factor(row: Any) -> Factor:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -65,6 +65,7 @@ CHALLENGE_STATUSES = ("pending", "expired", "approved", "denied")
 NO_STORE = {"cache-control": "no-store"}
 
 Act = Callable[[Request, Call], Awaitable[Response]]
+T = TypeVar("T")
 
 
 class TwilioFactorApi:
@@ -213,11 +214,7 @@ class TwilioFactorApi:
 
     async def _factor(self, request: Request, call: Call) -> tuple[Entity, Factor]:
         entity = await self._entity(request, call)
-        sid = str(request.path_params.get("sid", ""))
-        try:
-            return entity, await self._factors.factor(entity.identity, sid)
-        except OtpError:
-            raise not_found(_Shapes(call).entity_path(entity.name) + f"/Factors/{sid}") from None
+        return entity, await _owned(call, entity, "Factors", self._factors.factor, _sid(request))
 
     # --- challenges -----------------------------------------------------------------------
 
@@ -229,12 +226,7 @@ class TwilioFactorApi:
             _check_payload(code)
         ttl = self._ttl(form.get("ExpirationDate"))
         entity = await self._entity(request, call)
-        try:
-            await self._factors.factor(entity.identity, factor_sid)
-        except OtpError:
-            raise not_found(
-                _Shapes(call).entity_path(entity.name) + f"/Factors/{factor_sid}"
-            ) from None
+        await _owned(call, entity, "Factors", self._factors.factor, factor_sid)
         kept = await self._factors.open_challenge(entity.identity, factor_sid, code, ttl)
         return json_answer(_Shapes(call).challenge(entity, kept, self._clock()), 201)
 
@@ -279,12 +271,8 @@ class TwilioFactorApi:
 
     async def _challenge(self, request: Request, call: Call) -> tuple[Entity, Challenge]:
         entity = await self._entity(request, call)
-        sid = str(request.path_params.get("sid", ""))
-        try:
-            return entity, await self._factors.kept_challenge(entity.identity, sid)
-        except OtpError:
-            path = _Shapes(call).entity_path(entity.name) + f"/Challenges/{sid}"
-            raise not_found(path) from None
+        find = self._factors.kept_challenge
+        return entity, await _owned(call, entity, "Challenges", find, _sid(request))
 
     def _ttl(self, expiration: str | None) -> float:
         """Seconds from now to ``ExpirationDate`` (ISO 8601), 5 minutes without one."""
@@ -420,6 +408,20 @@ class _Paging:
 
 
 _PAGE_PARAMS = ("Page", "PageSize", "PageToken")
+
+
+async def _owned(
+    call: Call, entity: Entity, kind: str, find: Callable[[str, str], Awaitable[T]], sid: str
+) -> T:
+    """The entity's factor or challenge ``sid``: 404 20404 when it has none."""
+    try:
+        return await find(entity.identity, sid)
+    except OtpError:
+        raise not_found(f"{_Shapes(call).entity_path(entity.name)}/{kind}/{sid}") from None
+
+
+def _sid(request: Request) -> str:
+    return str(request.path_params.get("sid", ""))
 
 
 def _whole(value: str | None, name: str, low: int, high: int, default: int) -> int:
