@@ -7,12 +7,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pyotp
 import pytest
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest.verify.v2.service import ServiceContext
 
 from tests.service_process import ServiceProcess, serving
@@ -154,6 +155,41 @@ def test_a_challenge_answered_later_by_update(verify: ServiceContext) -> None:
     assert opened.status == "pending" and opened.expiration_date is not None
     approved = challenges(opened.sid).update(auth_payload=totp.at(time.time() + totp.interval))
     assert (approved.sid, approved.status) == (opened.sid, "approved")
+
+
+def test_a_challenge_past_its_expiration_date_is_expired(verify: ServiceContext) -> None:
+    identity = "user-expiry-0001"
+    factor_sid, totp = _enrol(verify, identity)
+    verify.entities(identity).factors(factor_sid).update(auth_payload=totp.now())
+    challenges = verify.entities(identity).challenges
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    opened = challenges.create(factor_sid=factor_sid, expiration_date=soon)
+    assert opened.status == "pending"
+    time.sleep(max(0.0, soon.replace(microsecond=0).timestamp() - time.time()) + 0.1)
+    assert challenges(opened.sid).fetch().status == "expired"
+    code = totp.at(time.time() + totp.interval)
+    assert challenges(opened.sid).update(auth_payload=code).status == "expired"
+    assert [c.sid for c in challenges.list(status="expired")] == [opened.sid]
+    for bad in (datetime.now(UTC) - timedelta(minutes=1), soon + timedelta(hours=2)):
+        with pytest.raises(TwilioRestException) as info:
+            challenges.create(factor_sid=factor_sid, expiration_date=bad)
+        assert (info.value.status, info.value.code) == (400, 60200)
+
+
+def test_unknown_factor_or_invalid_identity(verify: ServiceContext) -> None:
+    _enrol(verify, "user-known-0001")
+    with pytest.raises(TwilioRestException) as info:
+        verify.entities("user-known-0001").challenges.create(
+            factor_sid="YF" + "0" * 32, auth_payload="123456"
+        )
+    assert (info.value.status, info.value.code) == (404, 20404)
+    with pytest.raises(TwilioRestException) as info:
+        verify.entities.create(identity="not valid!")
+    assert (info.value.status, info.value.code) == (400, 60200)
+    # A list's 404 reaches code as the SDK's page error, which carries the answer.
+    with pytest.raises(TwilioException) as page_error:
+        verify.entities("user-unknown-0001").challenges.list()
+    assert '"code":20404' in str(page_error.value)
 
 
 def test_wrong_codes_lock_the_entity_out(verify: ServiceContext) -> None:

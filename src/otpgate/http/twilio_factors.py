@@ -312,7 +312,11 @@ class _Shapes:
             "date_created": iso(entity.created_at),
             "date_updated": iso(entity.created_at),
             "url": url,
-            "links": {"factors": f"{url}/Factors", "challenges": f"{url}/Challenges"},
+            "links": {
+                "factors": f"{url}/Factors",
+                "new_factors": f"{url}/Factors",
+                "challenges": f"{url}/Challenges",
+            },
         }
 
     def factor(self, entity: Entity, factor: Factor) -> dict[str, Any]:
