@@ -16,6 +16,10 @@ import pytest
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest.verify.v2.service import ServiceContext
 
+from otpgate.http.app import create_app
+from otpgate.wiring import build_components
+from tests.conftest import make_settings
+from tests.fakes import CapturingSender
 from tests.service_process import ServiceProcess, serving
 from tests.test_twilio_verify import (
     ACCOUNT_SID,
@@ -285,3 +289,51 @@ def test_wrong_credentials_are_401_20003(server: ServiceProcess) -> None:
 def test_the_flow_on_postgresql(tmp_path: Path, postgres_database: str) -> None:
     with _serving(tmp_path, DATABASE_URL=postgres_database) as process:
         run_flow(process.base, "user-pg-0001")
+
+
+# --- in-process: the per-IP window and the headers, on SQLite ------------------------------
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """This module's in-process tests take the SQLite credential database only."""
+    return f"sqlite:///{tmp_path / 'credentials.sqlite3'}"
+
+
+async def test_each_request_counts_once_and_no_answer_is_cached(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        database_url=migrated_url,
+        rate_limit_max_requests=5,
+        verify_v2_account_sid=ACCOUNT_SID,
+        verify_v2_auth_token=AUTH_TOKEN,
+        verify_v2_services=f"{SERVICE_SID}:Acme Shop",
+    )
+    components = build_components(settings, sender=CapturingSender())
+    transport = httpx.ASGITransport(app=create_app(components))
+    base = f"/v2/Services/{SERVICE_SID}/Entities/user-inproc-0001/Factors"
+    auth = (ACCOUNT_SID, AUTH_TOKEN)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            created = await client.post(
+                base, data={"FriendlyName": "Phone", "FactorType": "totp"}, auth=auth
+            )
+            assert created.status_code == 201, created.text
+            assert created.headers["cache-control"] == "no-store"
+            assert created.headers["x-ratelimit-remaining"] == "4"
+            bad = await client.post(
+                base,
+                data={"FriendlyName": "Phone", "FactorType": "totp", "Config.Skew": "9"},
+                auth=auth,
+            )
+            assert (bad.status_code, bad.json()["code"]) == (400, 60200)
+            assert set(bad.json()) == {"code", "message", "more_info", "status"}
+            assert bad.headers["x-ratelimit-remaining"] == "3"  # counted once
+            listed = await client.get(base, auth=auth)
+            # A read counts in its own window, the native factor list's.
+            assert listed.headers["x-ratelimit-remaining"] == "4"
+            assert created.json()["binding"]["secret"] not in listed.text
+    finally:
+        await components.close()

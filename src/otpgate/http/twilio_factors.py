@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from otpgate.domain.errors import OtpError
+from otpgate.domain.errors import InvalidCode, OtpError
 from otpgate.domain.factors.errors import FactorAlreadyVerified, InvalidIdentity
 from otpgate.domain.factors.ports import ChallengePage
 from otpgate.domain.factors.service import FactorService
@@ -201,9 +201,7 @@ class TwilioFactorApi:
                 factor = await self._factors.activate(entity.identity, factor.id, code)
             except FactorAlreadyVerified:
                 pass  # nothing to change: answered as it stands
-            except OtpError as exc:
-                if exc.code != "invalid_code":
-                    raise
+            except InvalidCode:
                 factor = await self._factors.factor(entity.identity, factor.id)
         return json_answer(_Shapes(call).factor(entity, factor))
 
@@ -275,14 +273,17 @@ class TwilioFactorApi:
         return entity, await _owned(call, entity, "Challenges", find, _sid(request))
 
     def _ttl(self, expiration: str | None) -> float:
-        """Seconds from now to ``ExpirationDate`` (ISO 8601), 5 minutes without one."""
+        """Seconds from now to ``ExpirationDate`` (ISO 8601, UTC unless it says), 5
+        minutes without one."""
         if expiration is None or expiration == "":
             return CHALLENGE_TTL
         try:
-            when = datetime.fromisoformat(expiration.replace("Z", "+00:00")).timestamp()
+            when = datetime.fromisoformat(expiration.replace("Z", "+00:00"))
         except ValueError:
             raise invalid_parameter("ExpirationDate", "an ISO 8601 date and time") from None
-        ttl = when - self._clock()
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        ttl = when.timestamp() - self._clock()
         if not 0 < ttl <= CHALLENGE_TTL_MAX:
             raise invalid_parameter("ExpirationDate", "in the next 60 minutes")
         return ttl
