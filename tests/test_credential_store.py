@@ -10,17 +10,28 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from alembic import command
+from sqlalchemy import Connection, select, text
 
 from otpgate.cli import main
 from otpgate.credentials.cipher import SecretCipher
 from otpgate.credentials.engine import create_engine
+from otpgate.credentials.schema import alembic_config as schema_config
 from otpgate.credentials.schema import head_revision, schema_state
 from otpgate.credentials.store import SqlCredentialStore
 from otpgate.credentials.tables import factors as factors_table
 from otpgate.credentials.tables import metadata
 from otpgate.domain.factors.errors import CredentialsUnavailable
-from otpgate.domain.factors.values import Factor, TotpConfig, new_factor_id
+from otpgate.domain.factors.ports import ChallengePage
+from otpgate.domain.factors.values import (
+    Challenge,
+    Entity,
+    Factor,
+    TotpConfig,
+    new_challenge_id,
+    new_entity_id,
+    new_factor_id,
+)
 from otpgate.domain.limits import Lockout
 from otpgate.wiring import SchemaBehind, check_credentials
 from tests.conftest import make_settings
@@ -262,3 +273,126 @@ def test_serve_refuses_a_schema_that_is_behind_naming_the_command(
         make_settings(tmp_path, database_url=database_url, database_migrate_on_start=True)
     )
     check_credentials(settings)
+
+
+def test_migrate_takes_a_database_at_0001_to_this_version_keeping_its_factors(
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A database from before entities and challenges: `otpgate migrate` adds their
+    tables, and its factors stay."""
+
+    async def at_0001() -> Factor:
+        engine = create_engine(database_url)
+
+        def upgrade(connection: Connection) -> None:
+            config = schema_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0001")
+
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade)
+        store = SqlCredentialStore(engine, SecretCipher(OLD_KEY))
+        factor = _factor("user-old")
+        await store.add_factor(factor, SECRET)
+        await store.close()
+        return factor
+
+    factor = asyncio.run(at_0001())
+    _env(monkeypatch, tmp_path, database_url)
+    monkeypatch.setenv("FACTOR_ENCRYPTION_KEY_FILE", str(tmp_path / "unused-key"))
+    assert main(["migrate"]) == 0
+    assert f"schema at {head_revision()}" in capsys.readouterr().out
+
+    async def after() -> None:
+        store = _store(database_url)
+        try:
+            assert [f.id for f in await store.factors("user-old")] == [factor.id]
+            entity = Entity("YE" + "0" * 32, "VA" + "1" * 32, "user-old", "user-old", 1.0)
+            assert await store.add_entity(entity) == entity
+        finally:
+            await store.close()
+
+    asyncio.run(after())
+
+
+# -- entities and challenges --------------------------------------------------------------
+def _entity(name: str = "alice", service: str = "VA" + "1" * 32) -> Entity:
+    return Entity(new_entity_id(), service, name, f"{service}:{name}", 1000.0)
+
+
+def _challenge(identity: str, factor_id: str, created_at: float) -> Challenge:
+    return Challenge(
+        new_challenge_id(), identity, factor_id, "pending", created_at, created_at, 2000.0
+    )
+
+
+async def test_an_entity_is_made_once_per_service_and_name(store: SqlCredentialStore) -> None:
+    first = _entity()
+    assert await store.add_entity(first) == first
+    assert await store.add_entity(_entity()) == first  # the same name: the one kept
+    other = _entity(service="VA" + "2" * 32)
+    assert await store.add_entity(other) == other
+    assert await store.entity(first.service, "alice") == first
+    assert await store.entity(first.service, "bob") is None
+    more = [_entity(f"user-{n}") for n in range(3)]
+    for entity in more:
+        await store.add_entity(entity)
+    listed = await store.entities(first.service, 1, 2)
+    assert len(listed) == 2 and other not in listed
+
+
+async def test_deleting_an_entity_takes_its_factors_and_challenges(
+    store: SqlCredentialStore,
+) -> None:
+    entity, bystander = _entity(), _entity("bob")
+    for e in (entity, bystander):
+        await store.add_entity(e)
+    factor, kept_factor = _factor(entity.identity), _factor(bystander.identity)
+    await store.add_factor(factor, SECRET)
+    await store.add_factor(kept_factor, SECRET)
+    await store.add_challenge(_challenge(entity.identity, factor.id, 1000.0))
+    kept = _challenge(bystander.identity, kept_factor.id, 1000.0)
+    await store.add_challenge(kept)
+    assert await store.delete_entity(entity)
+    assert not await store.delete_entity(entity)
+    assert await store.entity(entity.service, entity.name) is None
+    assert await store.factors(entity.identity) == []
+    page = ChallengePage(0, 10, 1500.0)
+    assert await store.challenges(entity.identity, page) == []
+    assert await store.challenges(bystander.identity, page) == [kept]
+    assert [f.id for f in await store.factors(bystander.identity)] == [kept_factor.id]
+
+
+async def test_challenges_are_approved_once_and_listed_as_asked(
+    store: SqlCredentialStore,
+) -> None:
+    identity = "VA" + "1" * 32 + ":alice"
+    first, second = (
+        _challenge(identity, "YF" + "a" * 32, 1000.0),
+        _challenge(identity, "YF" + "b" * 32, 1001.0),
+    )
+    for c in (first, second):
+        await store.add_challenge(c)
+    assert await store.approve_challenge(identity, first.id, 1500.0)
+    assert not await store.approve_challenge(identity, first.id, 1500.0)
+    assert not await store.approve_challenge(identity, second.id, 2500.0)  # expired
+    approved = await store.challenge(identity, first.id)
+    assert approved is not None
+    assert (approved.status, approved.responded_at) == ("approved", 1500.0)
+    assert await store.challenge("someone-else", first.id) is None
+
+    async def ids(**kw: object) -> list[str]:
+        page = ChallengePage(**{"offset": 0, "limit": 10, "now": 1500.0, **kw})  # type: ignore[arg-type]
+        return [c.id for c in await store.challenges(identity, page)]
+
+    assert await ids() == [first.id, second.id]
+    assert await ids(newest_first=True) == [second.id, first.id]
+    assert await ids(status="approved") == [first.id]
+    assert await ids(status="pending") == [second.id]
+    assert await ids(status="expired", now=2500.0) == [second.id]
+    assert await ids(status="denied") == []
+    assert await ids(factor_id=second.factor_id) == [second.id]
+    assert await ids(offset=1, limit=1) == [second.id]

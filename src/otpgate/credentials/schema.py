@@ -31,14 +31,14 @@ class SchemaState:
         return self.current != self.head
 
 
-def _config() -> Config:
+def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None  # there is a first migration
     return head
 
@@ -58,7 +58,7 @@ async def migrate(engine: AsyncEngine) -> SchemaState:
     before = await schema_state(engine)
 
     def upgrade(connection: Connection) -> None:
-        config = _config()
+        config = alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

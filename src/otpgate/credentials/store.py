@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, text, update
@@ -20,9 +21,16 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from otpgate.credentials.cipher import CipherError, SecretCipher
-from otpgate.credentials.tables import factors, identity_failures, recovery_codes
+from otpgate.credentials.tables import (
+    challenges,
+    entities,
+    factors,
+    identity_failures,
+    recovery_codes,
+)
 from otpgate.domain.factors.errors import CredentialsUnavailable
-from otpgate.domain.factors.values import Factor, TotpConfig
+from otpgate.domain.factors.ports import ChallengePage
+from otpgate.domain.factors.values import Challenge, Entity, Factor, TotpConfig
 from otpgate.domain.limits import Lockout
 
 log = logging.getLogger(__name__)
@@ -208,6 +216,98 @@ class SqlCredentialStore:
                 )
             ).first()
         return (int(row.failures), float(row.last_failure_at)) if row else (0, None)
+
+    # -- entities and challenges ---------------------------------------------------------
+    async def add_entity(self, entity: Entity) -> Entity:
+        try:
+            async with self._tx() as db:
+                await db.execute(insert(entities).values(**asdict(entity)))
+            return entity
+        except IntegrityError:
+            kept = await self.entity(entity.service, entity.name)
+            if kept is None:  # deleted between the two: the caller may try again
+                raise CredentialsUnavailable() from None
+            return kept
+
+    async def entity(self, service: str, name: str) -> Entity | None:
+        async with self._tx() as db:
+            row = (
+                await db.execute(
+                    select(entities).where(entities.c.service == service, entities.c.name == name)
+                )
+            ).first()
+        return Entity(**row._mapping) if row else None
+
+    async def entities(self, service: str, offset: int, limit: int) -> list[Entity]:
+        async with self._tx() as db:
+            rows = await db.execute(
+                select(entities)
+                .where(entities.c.service == service)
+                .order_by(entities.c.created_at, entities.c.id)
+                .offset(offset)
+                .limit(limit)
+            )
+            return [Entity(**row._mapping) for row in rows]
+
+    async def delete_entity(self, entity: Entity) -> bool:
+        identity = entity.identity
+        async with self._tx() as db:
+            result = await db.execute(delete(entities).where(entities.c.id == entity.id))
+            if result.rowcount != 1:
+                return False
+            for table in (factors, challenges, recovery_codes, identity_failures):
+                await db.execute(delete(table).where(table.c.identity == identity))
+            return True
+
+    async def add_challenge(self, challenge: Challenge) -> None:
+        async with self._tx() as db:
+            await db.execute(insert(challenges).values(**asdict(challenge)))
+
+    async def challenge(self, identity: str, challenge_id: str) -> Challenge | None:
+        async with self._tx() as db:
+            row = (
+                await db.execute(
+                    select(challenges).where(
+                        challenges.c.id == challenge_id, challenges.c.identity == identity
+                    )
+                )
+            ).first()
+        return Challenge(**row._mapping) if row else None
+
+    async def challenges(self, identity: str, page: ChallengePage) -> list[Challenge]:
+        query = select(challenges).where(challenges.c.identity == identity)
+        if page.factor_id is not None:
+            query = query.where(challenges.c.factor_id == page.factor_id)
+        if page.status == "expired":
+            query = query.where(
+                challenges.c.status == "pending", challenges.c.expires_at <= page.now
+            )
+        elif page.status == "pending":
+            query = query.where(
+                challenges.c.status == "pending", challenges.c.expires_at > page.now
+            )
+        elif page.status is not None:
+            query = query.where(challenges.c.status == page.status)
+        order: tuple[Any, ...] = (challenges.c.created_at, challenges.c.id)
+        if page.newest_first:
+            order = (challenges.c.created_at.desc(), challenges.c.id.desc())
+        async with self._tx() as db:
+            rows = await db.execute(query.order_by(*order).offset(page.offset).limit(page.limit))
+            return [Challenge(**row._mapping) for row in rows]
+
+    async def approve_challenge(self, identity: str, challenge_id: str, now: float) -> bool:
+        pending = (
+            challenges.c.id == challenge_id,
+            challenges.c.identity == identity,
+            challenges.c.status == "pending",
+            challenges.c.expires_at > now,
+        )
+        approve = update(challenges).where(*pending)
+        async with self._tx() as db:
+            result = await db.execute(
+                approve.values(status="approved", updated_at=now, responded_at=now)
+            )
+            return result.rowcount == 1
 
     async def ping(self) -> None:
         async with self._tx() as db:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -56,4 +57,31 @@ identity_failures = Table(
     Column("identity", String(128), primary_key=True),
     Column("failures", Integer, nullable=False),
     Column("last_failure_at", Float, nullable=False),
+)
+
+# The Twilio Verify compatible routes' entities (a service's name for an identity) and
+# challenges (each code checked, for fetch and list).
+entities = Table(
+    "entities",
+    metadata,
+    Column("id", String(34), primary_key=True),
+    Column("service", String(34), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("identity", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("service", "name", name="entities_service_name"),
+)
+
+challenges = Table(
+    "challenges",
+    metadata,
+    Column("id", String(34), primary_key=True),
+    Column("identity", String(128), nullable=False),
+    Column("factor_id", String(34), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("responded_at", Float, nullable=True),
+    Index("challenges_identity", "identity", "created_at"),
 )

@@ -41,6 +41,7 @@ from otpgate.http.openapi import build_openapi
 from otpgate.http.ops import ops_routes
 from otpgate.http.schemas import verify_body_model
 from otpgate.http.static_page import icon_routes
+from otpgate.http.twilio_factors import TwilioFactorApi
 from otpgate.http.twilio_verify import TwilioVerifyApi
 from otpgate.http.widget import widget_routes
 from otpgate.observability import fast_tally
@@ -62,7 +63,8 @@ def create_app(components: Components) -> ASGIApp:
     api = otp_api.routes()
     factor_routes = FactorApi(components, otp_api).starlette_routes()
     # Off (no routes, so 404) while VERIFY_V2_* is unset.
-    verify_v2 = TwilioVerifyApi(components, client_ip).routes()
+    totp_v2 = TwilioFactorApi(components.factors, components.rate_limiter, components.clock)
+    verify_v2 = TwilioVerifyApi(components, client_ip).routes(totp_v2)
     verify_model = verify_body_model(config.otp_length)
     openapi_doc = orjson.dumps(
         build_openapi(

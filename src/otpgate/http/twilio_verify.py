@@ -38,7 +38,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import orjson
@@ -84,6 +84,14 @@ CHALLENGE = {"www-authenticate": 'Basic realm="Twilio API"'}
 Handler = Callable[[Request], Awaitable[Response]]
 Outcome = tuple[Response, WindowHit | None]
 Form = dict[str, str]
+# Wraps a route's handler (given the name of its per-IP window) as a v2 endpoint.
+Endpoint = Callable[[str, Callable[[Request, "Call"], Awaitable[Outcome]]], Handler]
+
+
+class MoreRoutes(Protocol):
+    """More v2 routes (``twilio_factors.py``), run through the same endpoint wrapper."""
+
+    def routes(self, endpoint: Endpoint) -> list[tuple[str, str, Handler]]: ...
 
 
 class TwilioError(Exception):
@@ -137,6 +145,10 @@ TWILIO_BY_CODE: dict[str, tuple[int, int, str]] = {
     "email_send_limit": (429, 60203, "Max send attempts reached"),
     "ip_email_limit": (429, 60203, "Max send attempts reached"),
     "email_domain_budget": (429, 60203, "Max send attempts reached"),
+    # The TOTP routes (``twilio_factors.py``).
+    "factor_not_found": (404, 20404, "The requested resource was not found"),
+    "invalid_identity": (400, 60200, "Invalid parameter: Identity"),
+    "credentials_unavailable": (503, 20503, "Service unavailable, please try again later"),
 }
 
 
@@ -155,7 +167,7 @@ def error_response(
     )
 
 
-def _json(body: Any, status: int = 200) -> Response:
+def json_answer(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
@@ -179,8 +191,9 @@ class TwilioVerifyApi:
         self._max_body = components.http.max_body_bytes
         self._config = components.http.verify_v2
 
-    def routes(self) -> list[tuple[str, str, Handler]]:
-        """(method, path, handler) of each route; none while the API is not configured."""
+    def routes(self, *more: MoreRoutes) -> list[tuple[str, str, Handler]]:
+        """(method, path, handler) of each route, ``more``'s too, each through the same
+        endpoint wrapper; none while the API is not configured."""
         if self._config is None:
             return []
         config = self._config
@@ -204,6 +217,13 @@ class TwilioVerifyApi:
                 "POST",
                 f"{PREFIX}/VerificationCheck",
                 self._endpoint(config, "verify-otp", self._check),
+            ),
+            *(
+                route
+                for source in more
+                for route in source.routes(
+                    lambda name, handle: self._endpoint(config, name, handle)
+                )
             ),
         ]
 
@@ -296,8 +316,8 @@ class TwilioVerifyApi:
 
     async def _create(self, request: Request, call: Call) -> Outcome:
         form = call.form
-        to = _required(form, "To")
-        channel = as_channel(_required(form, "Channel"))
+        to = required(form, "To")
+        channel = as_channel(required(form, "Channel"))
         if channel is None:
             raise invalid_parameter("Channel", "sms, whatsapp, call or email")
         amount, payee = form.get("Amount"), form.get("Payee")
@@ -331,11 +351,11 @@ class TwilioVerifyApi:
                 now + sent.expires_in,
                 details,
             )
-        return _json(call.body(record), 201), sent.window_hit
+        return json_answer(call.body(record), 201), sent.window_hit
 
     async def _check(self, request: Request, call: Call) -> Outcome:
         form = call.form
-        code = _required(form, "Code")
+        code = required(form, "Code")
         to, sid = form.get("To"), form.get("VerificationSid")
         if to is None and sid is None:
             raise invalid_parameter("To", "either To or VerificationSid must be specified")
@@ -367,7 +387,7 @@ class TwilioVerifyApi:
             if exc.phone is not None:
                 note_phone(exc.phone.masked())
             note_error_code(exc.code)
-            return _json(call.body(record)), exc.window_hit
+            return json_answer(call.body(record)), exc.window_hit
         note_phone(verified.phone.masked())
         try:
             record = await self._service.verification(verified.verification_id)
@@ -385,7 +405,7 @@ class TwilioVerifyApi:
                 now,
                 call.details(amount, payee),
             )
-        return _json(call.body(record)), verified.window_hit
+        return json_answer(call.body(record)), verified.window_hit
 
     async def _fetch(self, request: Request, call: Call) -> Outcome:
         sid = call.sid_of(request)
@@ -394,13 +414,13 @@ class TwilioVerifyApi:
             record = await call.own(self._service, sid)
         except OtpError as exc:
             raise _with_hit(exc, hit) from None
-        return _json(call.body(record)), hit
+        return json_answer(call.body(record)), hit
 
     async def _update(self, request: Request, call: Call) -> Outcome:
         """``Status=canceled`` stops the code; ``approved`` approves without one (the app
         proved the user another way). Either stops a pending verification's code."""
         sid = call.sid_of(request)
-        status = _required(call.form, "Status")
+        status = required(call.form, "Status")
         if status not in ("canceled", "approved"):
             raise invalid_parameter("Status", "canceled or approved")
         hit = await self._limiter.admit(call.window)
@@ -412,7 +432,7 @@ class TwilioVerifyApi:
                 record = await self._service.approve(sid)
         except OtpError as exc:
             raise _with_hit(exc, hit) from None
-        return _json(call.body(record)), hit
+        return json_answer(call.body(record)), hit
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,7 +476,7 @@ class Call:
     def body(self, record: Verification) -> dict[str, Any]:
         """A verification as Twilio shows one."""
         kept = _kept(record)
-        created = _iso(record.created_at)
+        created = iso(record.created_at)
         sends = record.send_times or (record.created_at,)
         return {
             "sid": record.id,
@@ -472,14 +492,14 @@ class Call:
                 {
                     "attempt_sid": _attempt_sid(record.id, n),
                     "channel": record.channel,
-                    "time": _iso(t),
+                    "time": iso(t),
                 }
                 for n, t in enumerate(sends)
             ],
             "lookup": {},
             "sna": None,
             "date_created": created,
-            "date_updated": _iso(record.updated_at),
+            "date_updated": iso(record.updated_at),
             "url": f"{self.base_url}{self.path(record.id)}",
         }
 
@@ -517,7 +537,7 @@ def _check_locale(value: str) -> str:
     return value
 
 
-def _iso(epoch: float) -> str:
+def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -526,7 +546,7 @@ def _with_hit(exc: OtpError, hit: WindowHit | None) -> OtpError:
     return exc
 
 
-def _required(form: Form, name: str) -> str:
+def required(form: Form, name: str) -> str:
     value = form.get(name)
     if value is None or value == "":
         raise invalid_parameter(name, "required")

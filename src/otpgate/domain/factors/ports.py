@@ -11,10 +11,24 @@ does not answer.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
-from otpgate.domain.factors.values import Factor
+from otpgate.domain.factors.values import Challenge, Entity, Factor
 from otpgate.domain.limits import Lockout
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengePage:
+    """Which challenges a list shows: of one factor or all, in one status or any
+    (``expired``: pending past ``expires_at`` at ``now``), oldest or newest first."""
+
+    offset: int
+    limit: int
+    now: float
+    factor_id: str | None = None
+    status: Literal["pending", "approved", "expired", "denied"] | None = None
+    newest_first: bool = False
 
 
 class CredentialStore(Protocol):
@@ -56,6 +70,34 @@ class CredentialStore(Protocol):
         """Count one failure for the identity *before* any comparison (a success clears
         it), unless ``lockout`` refuses the attempt: then nothing is counted and the
         answer is the seconds to wait (0: counted, go on)."""
+
+    # -- entities and challenges (the Twilio Verify compatible routes) --------------------
+    async def add_entity(self, entity: Entity) -> Entity:
+        """Keep a new entity; the one already kept under its service and name, if any."""
+
+    async def entity(self, service: str, name: str) -> Entity | None: ...
+
+    async def entities(self, service: str, offset: int, limit: int) -> list[Entity]:
+        """The service's entities, oldest first, ``limit`` of them from ``offset``."""
+
+    async def delete_entity(self, entity: Entity) -> bool:
+        """Remove the entity, and every factor, challenge and recovery code of its
+        identity, in one step; False when there was none."""
+
+    async def add_challenge(self, challenge: Challenge) -> None: ...
+
+    async def challenge(self, identity: str, challenge_id: str) -> Challenge | None: ...
+
+    async def challenges(
+        self,
+        identity: str,
+        page: ChallengePage,
+    ) -> list[Challenge]:
+        """The identity's challenges as ``page`` selects them."""
+
+    async def approve_challenge(self, identity: str, challenge_id: str, now: float) -> bool:
+        """A pending challenge not yet expired turns ``approved``; True for exactly one
+        caller."""
 
     async def ping(self) -> None:
         """Raise CredentialsUnavailable when the database does not answer."""

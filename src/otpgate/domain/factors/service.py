@@ -27,11 +27,15 @@ from otpgate.domain.codes import CodeHasher
 from otpgate.domain.errors import InvalidCode, StoreUnavailable
 from otpgate.domain.factors import recovery, totp
 from otpgate.domain.factors.errors import FactorAlreadyVerified, FactorLocked, FactorNotFound
-from otpgate.domain.factors.ports import CredentialStore
+from otpgate.domain.factors.ports import ChallengePage, CredentialStore
 from otpgate.domain.factors.values import (
+    Challenge,
+    Entity,
     Factor,
     TotpConfig,
     check_factor_id,
+    new_challenge_id,
+    new_entity_id,
     new_factor_id,
     parse_identity,
 )
@@ -94,8 +98,18 @@ class FactorService:
         return self._policy
 
     # -- authenticator apps --------------------------------------------------------------
-    async def enrol(self, raw_identity: str, name: str | None = None) -> Enrolment:
-        """A new, unverified TOTP factor with a fresh secret."""
+    async def enrol(
+        self,
+        raw_identity: str,
+        name: str | None = None,
+        config: TotpConfig | None = None,
+        *,
+        account: str | None = None,
+        issuer: str | None = None,
+    ) -> Enrolment:
+        """A new, unverified TOTP factor with a fresh secret: the policy's settings
+        unless ``config``; the URI names ``account`` (the identity unless given) at
+        ``issuer`` (the policy's unless given)."""
         identity = parse_identity(raw_identity)
         now = self._clock()
         factor = Factor(
@@ -103,18 +117,28 @@ class FactorService:
             identity=identity,
             kind="totp",
             status="unverified",
-            config=self._policy.totp,
+            config=config or self._policy.totp,
             created_at=now,
             name=name,
         )
         secret = totp.new_secret()
         await self._store.add_factor(factor, secret)
         await self._emit("factor.created", _factor_data(factor), now)
-        uri = totp.provisioning_uri(secret, factor.config, identity, self._policy.issuer)
+        uri = totp.provisioning_uri(
+            secret, factor.config, account or identity, issuer or self._policy.issuer
+        )
         return Enrolment(factor, totp.base32(secret), uri)
 
     async def factors(self, raw_identity: str) -> list[Factor]:
         return await self._store.factors(parse_identity(raw_identity))
+
+    async def factor(self, raw_identity: str, raw_factor_id: str) -> Factor:
+        """One of the identity's factors; FactorNotFound when it has no such one."""
+        factor_id = check_factor_id(raw_factor_id)
+        for factor in await self.factors(raw_identity):
+            if factor.id == factor_id:
+                return factor
+        raise FactorNotFound()
 
     async def delete(self, raw_identity: str, raw_factor_id: str, by: str = "") -> None:
         """Remove a factor now; ``by`` names an operator who did it, for the event."""
@@ -168,6 +192,73 @@ class FactorService:
             reason = "code_replayed"  # a concurrent check of the same code won
         await self._failed(identity, factor_id, reason, now)
         raise InvalidCode()
+
+    # -- entities and kept challenges (the Twilio Verify compatible routes) ---------------
+    async def add_entity(self, service: str, name: str, raw_identity: str) -> Entity:
+        """The service's entity ``name`` (for the factors' identity), made when new."""
+        identity = parse_identity(raw_identity)
+        entity = Entity(new_entity_id(), service, name, identity, self._clock())
+        return await self._store.add_entity(entity)
+
+    async def entity(self, service: str, name: str) -> Entity | None:
+        return await self._store.entity(service, name)
+
+    async def entities(self, service: str, offset: int, limit: int) -> list[Entity]:
+        return await self._store.entities(service, offset, limit)
+
+    async def delete_entity(self, entity: Entity) -> bool:
+        """Remove the entity and everything of its identity: factors, challenges and
+        recovery codes."""
+        if not await self._store.delete_entity(entity):
+            return False
+        data = {"identity": entity.identity, "entity": entity.id}
+        await self._emit("entity.deleted", data, self._clock())
+        return True
+
+    async def open_challenge(
+        self, raw_identity: str, raw_factor_id: str, code: str | None, ttl: float
+    ) -> Challenge:
+        """A challenge of the factor, kept for ``ttl`` seconds: ``approved`` at once when
+        ``code`` is right, ``pending`` for any other (a wrong code, a replayed one, a
+        factor not yet verified), as ``challenge`` checks it. A lockout raises, and keeps
+        nothing."""
+        factor = await self.factor(raw_identity, raw_factor_id)
+        now = self._clock()
+        kept = Challenge(
+            new_challenge_id(), factor.identity, factor.id, "pending", now, now, now + ttl
+        )
+        if code is not None and await self._approves(factor, code):
+            kept = replace(kept, status="approved", responded_at=now)
+        await self._store.add_challenge(kept)
+        return kept
+
+    async def respond(self, raw_identity: str, challenge_id: str, code: str) -> Challenge:
+        """A code for a pending challenge: ``approved`` when it is right; a challenge
+        that is not pending (or has expired) is answered as it stands."""
+        identity = parse_identity(raw_identity)
+        kept = await self.kept_challenge(identity, challenge_id)
+        if kept.status != "pending" or kept.expires_at <= self._clock():
+            return kept
+        factor = await self.factor(identity, kept.factor_id)
+        if await self._approves(factor, code):
+            await self._store.approve_challenge(identity, challenge_id, self._clock())
+        return await self.kept_challenge(identity, challenge_id)
+
+    async def kept_challenge(self, raw_identity: str, challenge_id: str) -> Challenge:
+        kept = await self._store.challenge(parse_identity(raw_identity), challenge_id)
+        if kept is None:
+            raise FactorNotFound()
+        return kept
+
+    async def kept_challenges(self, raw_identity: str, page: ChallengePage) -> list[Challenge]:
+        return await self._store.challenges(parse_identity(raw_identity), page)
+
+    async def _approves(self, factor: Factor, code: str) -> bool:
+        try:
+            await self.challenge(factor.identity, factor.id, code)
+        except InvalidCode:
+            return False
+        return True
 
     # -- recovery codes ------------------------------------------------------------------
     async def new_recovery_codes(self, raw_identity: str) -> list[str]:

@@ -21,6 +21,10 @@ FACTOR_ID_PATTERN = r"^YF[0-9a-f]{32}$"
 _IDENTITY = re.compile(IDENTITY_PATTERN)
 _FACTOR_ID = re.compile(FACTOR_ID_PATTERN)
 
+# ``YE`` and ``YC`` likewise, for the Twilio Verify compatible entities and challenges.
+ENTITY_ID_PATTERN = r"^YE[0-9a-f]{32}$"
+CHALLENGE_ID_PATTERN = r"^YC[0-9a-f]{32}$"
+
 FactorKind = Literal["totp"]
 FactorStatus = Literal["unverified", "verified"]
 TotpAlgorithm = Literal["SHA1", "SHA256", "SHA512"]
@@ -42,6 +46,14 @@ def check_factor_id(raw: str) -> str:
 
 def new_factor_id() -> str:
     return f"YF{uuid.uuid4().hex}"
+
+
+def new_entity_id() -> str:
+    return f"YE{uuid.uuid4().hex}"
+
+
+def new_challenge_id() -> str:
+    return f"YC{uuid.uuid4().hex}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +91,35 @@ class Factor:
     verified_at: float | None = None
     last_step: int | None = None
     name: str | None = None  # the caller's label, shown in lists ("Work phone")
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """An identity as a Twilio Verify service names it: ``identity`` is the factors'
+    identity (the service's sid and the caller's identity, see ``http/twilio_factors``),
+    ``name`` the caller's identity as given."""
+
+    id: str
+    service: str
+    name: str
+    identity: str
+    created_at: float
+
+
+ChallengeStatus = Literal["pending", "approved"]
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """One code checked against a factor, kept so that it can be fetched and listed: a
+    right code is ``approved`` at once, any other leaves it ``pending`` (until a right
+    code or ``expires_at``)."""
+
+    id: str
+    identity: str
+    factor_id: str
+    status: ChallengeStatus
+    created_at: float
+    updated_at: float
+    expires_at: float
+    responded_at: float | None = None
