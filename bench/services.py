@@ -6,6 +6,7 @@ environment, so nothing from the caller's shell (a REDIS_URL, a .env) leaks in.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import shutil
@@ -57,6 +58,10 @@ def otpgate_env(
         **_AWS,
         "APP_ENV": "production",
         "OTP_HASH_SECRET": secrets.token_urlsafe(48),
+        # The authenticator apps' secrets: production refuses to start without a key,
+        # and the credential database (a file in the workdir) gets its schema at start.
+        "FACTOR_ENCRYPTION_KEYS": "bench:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        "DATABASE_MIGRATE_ON_START": "true",
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "LOG_LEVEL": log_level,
