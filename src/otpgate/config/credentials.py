@@ -34,6 +34,18 @@ def parse_encryption_keys(text: str) -> dict[str, bytes]:
     return keys
 
 
+def read_key_file(path: Path) -> bytes:
+    """The one key FACTOR_ENCRYPTION_KEY_FILE holds (32 bytes in base64); OSError when
+    it cannot be read, ValueError when it is not such a key."""
+    try:
+        key = base64.b64decode(path.read_text().strip(), validate=True)
+    except (UnicodeDecodeError, binascii.Error):
+        raise ValueError("does not hold a key in base64") from None
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"does not hold a {KEY_BYTES}-byte key")
+    return key
+
+
 class CredentialSettings(Section):
     """Where second factors (authenticator apps, recovery codes) are kept: a SQL database
     that must be backed up, unlike the hot store. SQLite beside the hot store's file by

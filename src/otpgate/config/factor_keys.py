@@ -8,13 +8,11 @@ In development a random key is created once and kept on disk, as the hash key is
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
 import secrets
-import tempfile
 from pathlib import Path
 
-from otpgate.config.credentials import parse_encryption_keys
+from otpgate.config.credentials import parse_encryption_keys, read_key_file
+from otpgate.config.key_file import make_once
 from otpgate.config.settings import Settings
 from otpgate.credentials.cipher import KEY_BYTES
 
@@ -31,19 +29,5 @@ def load_factor_keys(settings: Settings) -> dict[str, bytes]:
 
 
 def _dev_key(path: Path) -> bytes:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Linked into place: a worker that loses the race reads the winner's key.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".factor-key-")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode())
-            os.chmod(tmp, 0o600)
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            os.unlink(tmp)
-    key = base64.b64decode(path.read_text().strip())
-    if len(key) != KEY_BYTES:
-        raise ValueError(f"FACTOR_ENCRYPTION_KEY_FILE {path} does not hold a 32-byte key")
-    return key
+    make_once(path, lambda: base64.b64encode(secrets.token_bytes(KEY_BYTES)))
+    return read_key_file(path)

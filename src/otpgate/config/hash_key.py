@@ -8,12 +8,10 @@ and every worker on the host hashes with the same key.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
-import tempfile
 from pathlib import Path
 
+from otpgate.config.key_file import make_once
 from otpgate.config.settings import Settings
 
 
@@ -27,22 +25,7 @@ def load_hash_key(settings: Settings) -> bytes:
 
 
 def _dev_key(path: Path) -> bytes:
-    try:
-        return _read(path)
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write a temp file, then link it into place: link fails if another worker won
-    # the race, and nobody ever reads a half-written key.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".hash-secret-")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(48))
-        os.chmod(tmp, 0o600)
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
+    make_once(path, lambda: secrets.token_urlsafe(48).encode())
     return _read(path)
 
 

@@ -11,8 +11,6 @@ stops start-up with the variable's name. ``docs/reference/settings.md`` and
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import ssl
 from collections.abc import Callable
@@ -26,7 +24,7 @@ from otpgate.config import delivery
 from otpgate.config.api_keys import ApiKeySettings
 from otpgate.config.channels import ChannelSettings
 from otpgate.config.codes import CodeSettings
-from otpgate.config.credentials import CredentialSettings
+from otpgate.config.credentials import CredentialSettings, read_key_file
 from otpgate.config.events import EventSettings
 from otpgate.config.http import HttpSettings
 from otpgate.config.limits import LimitSettings
@@ -213,12 +211,11 @@ def factor_key_problems(settings: Settings) -> list[str]:
         ]
     path = settings.factor_encryption_key_file
     try:
-        key = base64.b64decode(path.read_text().strip(), validate=True)
-    except (OSError, UnicodeDecodeError, binascii.Error) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not a key in base64"
-        return [f"FACTOR_ENCRYPTION_KEY_FILE: cannot read {path}: {why}"]
-    if len(key) != 32:
-        return [f"FACTOR_ENCRYPTION_KEY_FILE: {path} does not hold a 32-byte key"]
+        read_key_file(path)
+    except OSError as exc:
+        return [f"FACTOR_ENCRYPTION_KEY_FILE: cannot read {path}: {exc.strerror}"]
+    except ValueError as exc:
+        return [f"FACTOR_ENCRYPTION_KEY_FILE: {path}: {exc}"]
     return []
 
 
